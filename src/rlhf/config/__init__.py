@@ -1,0 +1,35 @@
+"""Typed configuration: shared parts and the loader (YAML + `--set` overrides)."""
+
+from rlhf.config.core import (
+    ConfigError,
+    field_docs,
+    from_dict,
+    load_config,
+    parse_overrides,
+    render_config,
+    to_dict,
+)
+from rlhf.config.parts import (
+    BUILTIN_TINY,
+    DataConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PeftConfig,
+)
+
+__all__ = [
+    "BUILTIN_TINY",
+    "ConfigError",
+    "DataConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "PeftConfig",
+    "field_docs",
+    "from_dict",
+    "load_config",
+    "parse_overrides",
+    "render_config",
+    "to_dict",
+]

@@ -1,0 +1,155 @@
+"""The shared parts every stage config is composed of: model, PEFT, data, optimizer, logging.
+
+A stage config is a dataclass whose fields are these parts plus its own settings, e.g.
+`SFTConfig(model=ModelConfig(), peft=PeftConfig(), data=DataConfig(), ...)`. Each field has
+its documentation as a string right under it; `rlhf <stage> --print-config` shows them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rlhf.config.core import ConfigError
+
+BUILTIN_TINY = "builtin:tiny"
+
+
+@dataclass
+class ModelConfig:
+    path: str = BUILTIN_TINY
+    """Hub id (e.g. `Qwen/Qwen2.5-0.5B`), local Hugging Face directory, or `builtin:tiny` for the
+    project's own tiny Llama (made offline, random weights) used by the demo and the tests."""
+    tokenizer: str | None = None
+    """Tokenizer to load when it is not stored with the model (hub id or directory); default: `path`."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of `path`; ignored for local directories."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype. `auto`: bfloat16 on a GPU that supports it, else float32 (CPUs train in float32)."""
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    """Load the base weights quantized through bitsandbytes (frozen; train adapters on top).
+    `peft.method: qlora` implies `4bit`."""
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type: NF4 (normal-float, the QLoRA paper's choice) or plain FP4."""
+    bnb_4bit_double_quant: bool = True
+    """Quantize the quantization constants too (saves about 0.4 bits per weight, as in QLoRA)."""
+    bnb_4bit_compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Dtype the 4-bit layers compute in; `auto` follows `dtype`."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub repository to run (needed by some architectures; a security risk)."""
+    attn_implementation: str | None = None
+    """Attention kernel (`eager`, `sdpa`, `flash_attention_2`); default: what transformers picks."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: much less memory for about a third more compute."""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ConfigError("`model.path` must not be empty")
+
+
+@dataclass
+class PeftConfig:
+    method: Literal["none", "lora", "qlora", "prompt_tuning"] = "none"
+    """Parameter-efficient fine-tuning: `none` trains every weight; `lora` trains low-rank adapters;
+    `qlora` is LoRA on a 4-bit NF4 base; `prompt_tuning` trains only a soft prompt of virtual tokens."""
+    lora_rank: int = 8
+    """LoRA rank r: the width of each adapter's low-rank update."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the update is scaled by lora_alpha / lora_rank."""
+    lora_dropout: float = 0.05
+    """Dropout on the adapter input during training."""
+    target_modules: list[str] | None = None
+    """Module names that get adapters (e.g. [q_proj, v_proj]), or [all-linear]; default: the
+    per-architecture choice of the peft library (attention projections)."""
+    modules_to_save: list[str] | None = None
+    """Modules trained in full next to the adapters and saved with them (e.g. a new head)."""
+    num_virtual_tokens: int = 20
+    """Prompt tuning: how many trainable virtual tokens are prepended to every input."""
+    prompt_tuning_init_text: str | None = None
+    """Prompt tuning: initialise the virtual tokens from the embeddings of this text (random if unset)."""
+
+    def __post_init__(self) -> None:
+        if self.lora_rank < 1:
+            raise ConfigError(f"`peft.lora_rank` must be at least 1, got {self.lora_rank}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"`peft.lora_dropout` must be in [0, 1), got {self.lora_dropout}")
+        if self.num_virtual_tokens < 1:
+            raise ConfigError(f"`peft.num_virtual_tokens` must be at least 1, got {self.num_virtual_tokens}")
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None
+    """Training data: a .jsonl, .json, .csv or .parquet file, a directory saved by `datasets`,
+    or a dataset id on the hub. Required by every stage that trains."""
+    split: str = "train"
+    """Split to read from a `datasets` directory or hub dataset."""
+    format: str = "auto"
+    """Record format; `auto` detects it from the fields. Run `rlhf data formats` for the list."""
+    on_error: Literal["raise", "skip"] = "raise"
+    """A malformed record stops the load (`raise`, with file, line and field), or is skipped and
+    reported with its line (`skip`). Nothing is ever dropped silently."""
+    max_length: int = 512
+    """Tokens per sequence (prompt plus completion). Longer records keep the completion and lose
+    the start of the prompt; how many were cut is reported."""
+    max_prompt_length: int | None = None
+    """Tokens kept from the prompt (from its end); default: whatever `max_length` leaves."""
+    rating_scale: list[float] | None = None
+    """[low, high] of the scale of scalar ratings; a rating outside it is an error. Required for
+    rating data."""
+    allow_ties: bool = True
+    """Rankings: whether two completions of one prompt may share a rank."""
+    limit: int | None = None
+    """Use only the first N records (after format checks), e.g. for a quick trial run."""
+
+    def __post_init__(self) -> None:
+        if self.max_length < 2:
+            raise ConfigError(f"`data.max_length` must be at least 2, got {self.max_length}")
+        if self.rating_scale is not None and (
+            len(self.rating_scale) != 2 or self.rating_scale[0] >= self.rating_scale[1]
+        ):
+            raise ConfigError(f"`data.rating_scale` must be [low, high] with low < high, got {self.rating_scale}")
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 1e-5
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW); not applied to biases and norm weights."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW beta1, beta2."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    scheduler: Literal["constant", "linear", "cosine"] = "linear"
+    """Learning-rate shape after warm-up: constant, linear decay to 0, or cosine decay to 0."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warm-up from 0 to `lr` (overrides `warmup_ratio` when > 0)."""
+    warmup_ratio: float = 0.0
+    """Warm-up as a fraction of all optimizer steps."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this value (null: no clipping)."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches whose gradients are summed before one optimizer step."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"`optimizer.lr` must be positive, got {self.lr}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"`optimizer.betas` must have two values, got {self.betas}")
+        if self.gradient_accumulation_steps < 1:
+            raise ConfigError("`optimizer.gradient_accumulation_steps` must be at least 1")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"`optimizer.warmup_ratio` must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class LoggingConfig:
+    output_dir: str = "runs/run"
+    """Run directory: the resolved config, environment, metrics (JSONL, TensorBoard) and outputs go here."""
+    log_every: int = 10
+    """Write metrics every N optimizer steps."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files (view with `tensorboard --logdir <output_dir>`)."""
+    progress: bool = True
+    """Show a progress bar with ETA and the live loss on long loops."""
