@@ -1,0 +1,67 @@
+"""What every stage command shares: `--config`, `--set`, `--print-config`, and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from rlhf.config.core import ConfigError, load_config, render_config
+
+T = TypeVar("T")
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (any field not given keeps its default)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="override config fields, e.g. --set optimizer.lr=1e-4 peft.method=lora (values are YAML)",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config with every field's documentation, then exit",
+    )
+
+
+def resolve_config(cls: type[T], args: argparse.Namespace) -> T | None:
+    """Build the config from the arguments; print it and return None under `--print-config`."""
+    cfg = load_config(cls, args.config, args.overrides)
+    if args.print_config:
+        print(render_config(cfg))
+        return None
+    return cfg
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe a user's mistake: shown as one line, never as a traceback."""
+    from rlhf.data.errors import DataError
+
+    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
+    try:
+        from rlhf.models.load import ModelLoadError
+
+        errors.append(ModelLoadError)
+    except ImportError:  # pragma: no cover - the models package is always present when installed
+        pass
+    return tuple(errors)
+
+
+def run_guarded(fn: Callable[[], Any]) -> int:
+    """Run `fn`; turn user errors into `error: <one line>` on stderr and exit status 2."""
+    try:
+        fn()
+    except user_errors() as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

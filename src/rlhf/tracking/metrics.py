@@ -1,0 +1,86 @@
+"""Metrics as JSONL (one object per logged step) plus TensorBoard event files.
+
+JSONL is the record of truth: easy to read back for plots and reports, and to diff between runs.
+TensorBoard is for watching a run live. Only the main process writes (`enabled=False` elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _plain(value: Any) -> Any:
+    """Tensors and numpy scalars become Python numbers; NaN and inf become strings JSON can hold."""
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class MetricsLogger:
+    """Append metrics to `<run_dir>/metrics.jsonl` and, optionally, TensorBoard events."""
+
+    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, enabled: bool = True):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self._start = time.time()
+        self._file = None
+        self._writer = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """Record `metrics` (names like `train/loss`) at optimizer step `step`."""
+        if not self.enabled:
+            return
+        row = {"step": step, "elapsed_s": round(time.time() - self._start, 3)}
+        row.update({k: _plain(v) for k, v in metrics.items()})
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                    self._writer.add_scalar(key, value, global_step=step)
+
+    def log_text(self, step: int, tag: str, text: str) -> None:
+        """Free text (e.g. sampled generations) to TensorBoard and to the JSONL under `tag`."""
+        if not self.enabled:
+            return
+        self._file.write(json.dumps({"step": step, tag: text}) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            self._writer.add_text(tag, text, global_step=step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl file (the file itself or the run directory holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

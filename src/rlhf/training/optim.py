@@ -1,0 +1,59 @@
+"""AdamW with decay only where it belongs, and the warm-up + decay learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rlhf.config.parts import OptimizerConfig
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; biases and norm weights (1-D tensors) get no decay,
+    since shrinking a gain or an offset toward zero regularizes nothing useful."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters (check `peft` and freezing settings)")
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
+    )
+
+
+def warmup_steps(cfg: OptimizerConfig, total_steps: int) -> int:
+    return cfg.warmup_steps if cfg.warmup_steps > 0 else int(cfg.warmup_ratio * total_steps)
+
+
+def lr_multiplier(step: int, total_steps: int, warmup: int, shape: str) -> float:
+    """Factor on the peak lr before optimizer step `step` (0-based) of `total_steps`.
+
+    Warm-up rises linearly from 1/(warmup+1) to 1, so the very first step is not wasted at lr 0.
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if shape == "constant":
+        return 1.0
+    decay_steps = max(1, total_steps - warmup)
+    progress = min(1.0, (step - warmup) / decay_steps)
+    if shape == "linear":
+        return 1.0 - progress
+    if shape == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {shape!r}")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """LambdaLR following `lr_multiplier`; step it once per optimizer step."""
+    warmup = warmup_steps(cfg, total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, total_steps, warmup, cfg.scheduler)
+    )

@@ -1,0 +1,141 @@
+"""Config loading: YAML + --set, types, one-line errors with suggestions, docs on every field."""
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from rlhf.config import (
+    ConfigError,
+    DataConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PeftConfig,
+    load_config,
+    parse_overrides,
+    render_config,
+    to_dict,
+)
+from rlhf.config.core import undocumented_fields
+from rlhf.demo import DemoConfig
+
+
+@dataclass
+class StageConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """Adapters."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """Optimizer."""
+    steps: int = 10
+    """Steps."""
+    name: str = "run"
+    """A name."""
+    out: str = field(default="x")
+    """Out."""
+
+
+@dataclass
+class NeedsPath:
+    path: str
+    """Where the data is."""
+
+
+def err(overrides=None, path=None, cls=StageConfig) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(cls, path, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_yaml_and_overrides_compose(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("model:\n  path: some/model\npeft:\n  method: lora\n  lora_rank: 4\nsteps: 3\n")
+    cfg = load_config(StageConfig, cfg_file, ["peft.lora_rank=16", "optimizer.lr=3e-4", "name=123"])
+    assert cfg.model.path == "some/model"
+    assert cfg.peft.method == "lora"
+    assert cfg.peft.lora_rank == 16  # --set wins over the file
+    assert cfg.optimizer.lr == pytest.approx(3e-4)
+    assert cfg.steps == 3
+    assert cfg.name == "123"  # a number given for a string field is kept as its text
+    assert cfg.model.dtype == "auto"  # untouched fields keep defaults
+
+
+def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("optimizer:\n  lr: 1e-5\n")  # YAML 1.1 reads this as a string
+    assert load_config(StageConfig, cfg_file).optimizer.lr == pytest.approx(1e-5)
+
+
+def test_unknown_key_suggests_the_close_one():
+    assert err(["peft.lora_rnak=3"]) == "unknown key `peft.lora_rnak`; did you mean `peft.lora_rank`?"
+    assert err(["modle.path=x"]) == "unknown key `modle`; did you mean `model`?"
+    message = err(["model.zzzzzz=1"])
+    assert message.startswith("unknown key `model.zzzzzz`; `model` accepts: path, tokenizer")
+
+
+def test_wrong_types_name_key_expected_and_given():
+    assert err(["peft.lora_rank=abc"]) == "`peft.lora_rank` expects an integer, got str 'abc'"
+    assert err(["steps=1.5"]) == "`steps` expects an integer, got float 1.5"
+    assert err(["model.gradient_checkpointing=maybe"]).startswith(
+        "`model.gradient_checkpointing` expects true or false"
+    )
+    assert err(["model.dtype=bf16"]) == (
+        "`model.dtype` must be one of 'auto' | 'float32' | 'bfloat16' | 'float16', got 'bf16'; "
+        "did you mean 'bfloat16'?"
+    )
+    assert err(["model=3"]) == "`model` must be a mapping of ModelConfig fields, got int 3"
+    assert "`optimizer.betas` expects a list" in err(["optimizer.betas=0.9"])
+
+
+def test_missing_required_field_is_named():
+    assert err(cls=NeedsPath) == "missing required field `path` (Where the data is.)"
+    assert load_config(NeedsPath, None, ["path=a.jsonl"]).path == "a.jsonl"
+
+
+def test_cross_field_checks_are_one_line():
+    assert "`peft.lora_rank` must be at least 1" in err(["peft.lora_rank=0"])
+    assert "`data.rating_scale` must be [low, high]" in err(["data.rating_scale=[5,1]"])
+
+
+def test_bad_yaml_and_bad_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  path: [unclosed\n")
+    assert err(path=bad).startswith(f"{bad}:")
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    assert "must be a mapping" in err(path=listy)
+    assert err(path=tmp_path / "nope.yaml") == f"config file not found: {tmp_path / 'nope.yaml'}"
+    assert "expects key=value" in err(["steps"])
+
+
+def test_parse_overrides_nests_and_reads_yaml_values():
+    assert parse_overrides(["a.b=1", "a.c=[x, y]", "d=true", "e="]) == {
+        "a": {"b": 1, "c": ["x", "y"]},
+        "d": True,
+        "e": "",
+    }
+
+
+def test_a_list_field_accepts_a_single_value():
+    cfg = load_config(StageConfig, None, ["peft.target_modules=q_proj"])
+    assert cfg.peft.target_modules == ["q_proj"]
+
+
+@pytest.mark.parametrize("cls", [StageConfig, DemoConfig, ModelConfig, PeftConfig, DataConfig, OptimizerConfig, LoggingConfig])
+def test_every_field_is_documented(cls):
+    assert undocumented_fields(cls) == []
+
+
+def test_render_shows_docs_and_roundtrips(tmp_path):
+    cfg = load_config(StageConfig, None, ["peft.method=lora", "data.rating_scale=[1, 7]"])
+    text = render_config(cfg)
+    assert "# LoRA rank r: the width of each adapter's low-rank update." in text
+    assert "  method: lora" in text
+    saved = tmp_path / "resolved.yaml"
+    saved.write_text(text)
+    assert to_dict(load_config(StageConfig, saved)) == to_dict(cfg)
