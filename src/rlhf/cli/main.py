@@ -38,7 +38,8 @@ def _cmd_data_inspect(args: argparse.Namespace) -> None:
     from rlhf.config.core import from_dict, merge, parse_overrides
     from rlhf.data import inspect_data
 
-    fields = {"path": args.file}
+    # Inspection lists every bad row (skip) unless the user asks it to stop at the first.
+    fields = {"path": args.file, "on_error": "skip"}
     if args.format:
         fields["format"] = args.format
     cfg = from_dict(DataConfig, merge({"data": fields}, parse_overrides(args.overrides))["data"], prefix="data")
@@ -46,11 +47,9 @@ def _cmd_data_inspect(args: argparse.Namespace) -> None:
 
 
 def _cmd_data_formats(args: argparse.Namespace) -> None:
-    from rlhf.data import FORMATS
+    from rlhf.data import format_table
 
-    width = max(len(name) for name in FORMATS)
-    for name, fmt in FORMATS.items():
-        print(f"{name:<{width}}  {fmt.kind:<13}  {fmt.description}")
+    print(format_table())
 
 
 def _cmd_env(args: argparse.Namespace) -> None:

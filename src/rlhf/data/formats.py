@@ -1,0 +1,133 @@
+"""The registry of data formats and detection of a file's format from its first row.
+
+Detection looks only at which fields the first row has (`data.format` skips it); every later
+row must then fit that format, or its normalizer raises a `DataError` naming the field. The
+checks run from the most specific field set to the least, so a row can match only one way:
+message trees, then pairs (chosen+rejected), rankings, single-completion judgments (rating,
+label, correction, feedback), prompt+completion, chat, ShareGPT, Alpaca, plain text, and
+finally bare prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rlhf.data import demonstrations, judgments, oasst, preferences
+from rlhf.data.errors import DataError
+from rlhf.data.fields import NormalizeContext, RowView
+from rlhf.data.records import Record, Source
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One data format: how its rows look and how they become records."""
+
+    name: str
+    """The id used in `data.format` and printed by `rlhf data formats`."""
+    kind: str
+    """Kind of the records it produces (see `records.KINDS`)."""
+    fields: str
+    """The row's fields, `?` marking optional ones."""
+    description: str
+    """One line on what the format is and where it comes from."""
+    normalize: Callable[[RowView, NormalizeContext], list[Record]]
+    """Row -> records; raises DataError naming the field that does not fit."""
+
+
+_SPECS = (
+    FormatSpec("prompt_completion", "demonstration", "{prompt, completion}",
+               "prompt (text or messages) and the completion to learn", demonstrations.prompt_completion),
+    FormatSpec("chat", "demonstration", "{messages: [{role, content}]}",
+               "a conversation; the final assistant message is the completion", demonstrations.chat),
+    FormatSpec("alpaca", "demonstration", "{instruction, input?, output}",
+               "Stanford Alpaca instructions; prompt = instruction + blank line + input", demonstrations.alpaca),
+    FormatSpec("sharegpt", "demonstration", "{conversations: [{from, value}]}",
+               "ShareGPT conversations (human/gpt/system); the final gpt turn is the completion",
+               demonstrations.sharegpt),
+    FormatSpec("text", "demonstration", "{text}", "plain text, learned whole (no prompt)", demonstrations.text),
+    FormatSpec("pairwise", "comparison", "{prompt, chosen, rejected, margin?}",
+               "a preferred and a rejected completion; chosen/rejected may be message lists",
+               preferences.pairwise),
+    FormatSpec("hh", "comparison", "{chosen, rejected}",
+               "Anthropic HH: two whole Human/Assistant transcripts that differ in the last reply",
+               preferences.hh),
+    FormatSpec("sharegpt_pairwise", "comparison", "{conversations, chosen: {from, value}, rejected: {from, value}}",
+               "ShareGPT conversation with a preferred and a rejected gpt reply", preferences.sharegpt_pairwise),
+    FormatSpec("ranking", "ranking", "{prompt, completions: [...], ranks: [...]}",
+               "several completions with one rank each (lower is better, ties allowed)", preferences.ranking),
+    FormatSpec("oasst", "ranking", "{message_tree_id, tree_state, prompt: {text, role, replies, rank?}}",
+               "OpenAssistant message trees; each group of ranked sibling replies is one ranking", oasst.oasst),
+    FormatSpec("rating", "rating", "{prompt, completion, rating}",
+               "a completion scored on the scale set in `data.rating_scale`", judgments.rating),
+    FormatSpec("label", "label", "{prompt, completion, label}",
+               "a completion with a category (e.g. good/bad, true/false)", judgments.label),
+    FormatSpec("correction", "correction", "{prompt, completion, correction}",
+               "a completion and a person's corrected version", judgments.correction),
+    FormatSpec("feedback", "feedback", "{prompt, completion, feedback}",
+               "a completion with a critique in words", judgments.feedback),
+    FormatSpec("prompts", "prompt", "{prompt}", "prompts only, for RL rollouts", demonstrations.prompts),
+)  # fmt: skip
+
+FORMATS: dict[str, FormatSpec] = {spec.name: spec for spec in _SPECS}
+"""Every format by id, in the order `rlhf data formats` lists them."""
+
+_JUDGMENT_FIELDS = ("rating", "label", "correction", "feedback")
+
+
+def detect_format(row: dict[str, Any], source: Source) -> str:
+    """The format id that the fields of `row` (a dataset's first row) identify."""
+    keys = {key for key, value in row.items() if value is not None}
+    if _is_message_tree(row, keys):
+        return "oasst"
+    if {"chosen", "rejected"} <= keys:
+        if "conversations" in keys:
+            return "sharegpt_pairwise"
+        if "prompt" in keys or isinstance(row["chosen"], list):
+            return "pairwise"
+        return "hh"
+    if {"completions", "ranks"} <= keys:
+        return "ranking"
+    if {"prompt", "completion"} <= keys:
+        return next((name for name in _JUDGMENT_FIELDS if name in keys), "prompt_completion")
+    for name, needed in (("chat", {"messages"}), ("sharegpt", {"conversations"}),
+                         ("alpaca", {"instruction", "output"}), ("text", {"text"}), ("prompts", {"prompt"})):  # fmt: skip
+        if needed <= keys:
+            return name
+    present = ", ".join(sorted(keys)) or "none"
+    raise DataError.at(
+        source,
+        None,
+        f"cannot tell the data format from the fields ({present}); set `data.format` "
+        "(`rlhf data formats` lists them)",
+    )
+
+
+def _is_message_tree(row: dict[str, Any], keys: set[str]) -> bool:
+    wrapped = "message_tree_id" in keys and isinstance(row.get("prompt"), dict)
+    bare = {"text", "role", "replies"} <= keys
+    return wrapped or bare
+
+
+def resolve_format(name: str, first_row: dict[str, Any], source: Source) -> FormatSpec:
+    """The spec for `data.format` (`auto`: detected from `first_row`)."""
+    if name == "auto":
+        return FORMATS[detect_format(first_row, source)]
+    if name not in FORMATS:
+        known = ", ".join(FORMATS)
+        raise DataError(
+            source.path, None, None, f"unknown `data.format` {name!r}; known formats: auto, {known}"
+        )
+    return FORMATS[name]
+
+
+def format_table() -> str:
+    """The formats as aligned text lines: id, record kind, fields, description."""
+    width = max(map(len, FORMATS))
+    kind_width = max(len(spec.kind) for spec in FORMATS.values())
+    lines = []
+    for spec in FORMATS.values():
+        lines.append(f"{spec.name:<{width}}  {spec.kind:<{kind_width}}  {spec.fields}")
+        lines.append(f"{'':<{width}}  {'':<{kind_width}}  {spec.description}")
+    return "\n".join(lines)

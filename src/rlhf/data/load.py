@@ -1,0 +1,130 @@
+"""Load a data source into normalized records, following `DataConfig`.
+
+    data = load_records(cfg.data, expect="reward")   # comparisons, rankings, ratings or labels
+    print(data.report.summary())
+
+The format is detected from the first row (or taken from `data.format`); a stage's `expect` is
+checked right then, before the rest is read, so a wrong file fails in milliseconds. With
+`on_error: raise` the first bad row stops the load; with `skip` bad rows are collected in the
+report (count and lines) and the load goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf.config.parts import DataConfig
+from rlhf.data.errors import DataError, LoadReport
+from rlhf.data.fields import NormalizeContext, RowView
+from rlhf.data.formats import FormatSpec, resolve_format
+from rlhf.data.judgments import RATING_SCALE_MISSING
+from rlhf.data.readers import iter_rows
+from rlhf.data.records import KINDS, PromptOnly, Record
+
+KIND_FAMILIES: dict[str, tuple[str, ...]] = {
+    "sft": ("demonstration",),
+    "reward": ("comparison", "ranking", "rating", "label"),
+    "preference": ("comparison", "ranking"),
+    "prompt": KINDS,
+    **{kind: (kind,) for kind in KINDS if kind != "prompt"},
+}
+"""Values of `expect`: a stage family, or one record kind. `prompt` accepts every kind (any
+record has a prompt; see `load_prompts`)."""
+
+
+@dataclass
+class LoadedData:
+    """The records of one data source and how the load went."""
+
+    records: list[Record]
+    """Normalized records in source order (a message tree gives several, in depth-first order)."""
+    format: str
+    """The format id the rows were read as."""
+    kind: str
+    """The kind of every record: demonstration, comparison, ranking, rating, label, correction,
+    feedback or prompt."""
+    report: LoadReport
+    """Rows read, records kept, rows skipped (with lines) and items left out."""
+
+
+def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> LoadedData:
+    """Every record of `cfg.path`; `expect` (see `KIND_FAMILIES`) rejects data of another kind."""
+    cfg = as_data_config(cfg)
+    if not cfg.path:
+        raise DataError(None, None, None, "no data given: set `data.path`")
+    accepted = _accepted_kinds(expect)
+    report = LoadReport(path=cfg.path)
+    scale = tuple(cfg.rating_scale) if cfg.rating_scale is not None else None
+    ctx = NormalizeContext(rating_scale=scale, allow_ties=cfg.allow_ties, report=report)
+    spec: FormatSpec | None = None
+    records: list[Record] = []
+    for source, row in iter_rows(cfg.path, cfg.split):
+        report.rows_read += 1
+        if not isinstance(row, DataError):
+            if spec is None:
+                # Format problems concern the whole source: they stop the load even under `skip`.
+                spec = resolve_format(cfg.format, row, source)
+                _check_spec(spec, cfg, accepted, expect)
+                report.format = spec.name
+            left_out_before = dict(report.left_out)
+            try:
+                records.extend(spec.normalize(RowView(row, source), ctx))
+            except DataError as err:
+                # A skipped row is reported as skipped, not also as items left out of it.
+                report.left_out = left_out_before
+                row = err
+        if isinstance(row, DataError):
+            if cfg.on_error == "raise":
+                raise row
+            report.skipped.append(row)
+        if cfg.limit is not None and len(records) >= cfg.limit:
+            del records[cfg.limit :]
+            break
+    if not records:
+        raise DataError(cfg.path, None, None, f"no records to use ({report.summary(with_path=False)})")
+    report.records_kept = len(records)
+    return LoadedData(records=records, format=spec.name, kind=spec.kind, report=report)
+
+
+def as_data_config(cfg: DataConfig | str | Path) -> DataConfig:
+    """A `DataConfig`; a bare path gets the defaults."""
+    return cfg if isinstance(cfg, DataConfig) else DataConfig(path=str(cfg))
+
+
+def _accepted_kinds(expect: str | None) -> tuple[str, ...]:
+    if expect is None:
+        return KINDS
+    if expect not in KIND_FAMILIES:
+        raise ValueError(f"unknown `expect` {expect!r}; use one of {', '.join(KIND_FAMILIES)}")
+    return KIND_FAMILIES[expect]
+
+
+def _check_spec(spec: FormatSpec, cfg: DataConfig, accepted: tuple[str, ...], expect: str | None) -> None:
+    if spec.kind not in accepted:
+        raise DataError(
+            cfg.path, None, None,
+            f"found {spec.kind} data (format `{spec.name}`), but this stage expects {expect} data: "
+            f"{', '.join(accepted)}",
+        )  # fmt: skip
+    if spec.kind == "rating" and cfg.rating_scale is None:
+        raise DataError(cfg.path, None, None, RATING_SCALE_MISSING)
+
+
+def prompts_of(data: LoadedData) -> list[PromptOnly]:
+    """The prompt of every record, one per record, in order, not deduplicated (a prompt shared by
+    several comparisons appears once per comparison). Plain text has no prompt: an error."""
+    if data.format == "text":
+        raise DataError(data.report.path, None, None, "format `text` has no prompts (plain text only)")
+    return [
+        record
+        if isinstance(record, PromptOnly)
+        else PromptOnly(record.prompt, record.source, meta=record.meta)
+        for record in data.records
+    ]
+
+
+def load_prompts(cfg: DataConfig | str | Path) -> list[PromptOnly]:
+    """Prompts for RL from data of any format (see `prompts_of`); use `load_records` + `prompts_of`
+    to keep the load report."""
+    return prompts_of(load_records(cfg, expect="prompt"))

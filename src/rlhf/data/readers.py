@@ -1,0 +1,325 @@
+"""Read raw rows (plain dicts) from any data source, each tagged with the file and line it came from.
+
+Sources: `.jsonl` (also `.ndjson`), `.json` (an array of objects, or JSON Lines saved as .json),
+`.csv` (header row), `.parquet`, a directory written by `datasets.save_to_disk`, or a hub dataset
+id. Files are read once, row by row; only a JSON array is held whole (it is one JSON value).
+
+Problems confined to one row (bad JSON on a JSONL line, a non-object element, a CSV row with the
+wrong number of cells, bytes that are not UTF-8 on one line) are *yielded* in place of the row by
+`iter_rows`, so a loader running with `on_error: skip` can go on. Problems that spoil the rest of
+the source (missing file, broken JSON array, unreadable parquet) are raised.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rlhf.data.errors import DataError, describe_value
+from rlhf.data.records import Source
+
+Row = dict[str, Any]
+FILE_TYPES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+"""File suffix -> reader; anything else must be a `datasets` directory or a hub id."""
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_BOM = "\ufeff"
+_PARQUET_BATCH_ROWS = 1024
+_CSV_CELL_LIMIT = 2**31 - 1  # the largest value a C long takes on every platform
+
+
+def read_rows(source: str | Path, split: str = "train") -> Iterator[tuple[Source, Row]]:
+    """Every row of `source` with its `Source`; the first problem of any kind is raised as DataError."""
+    for where, row in iter_rows(source, split):
+        if isinstance(row, DataError):
+            raise row
+        yield where, row
+
+
+def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[Source, Row | DataError]]:
+    """Like `read_rows`, but a problem confined to one row is yielded in its place instead of raised."""
+    name = str(source)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        yield from _datasets_dir_rows(name, path, split)
+        return
+    suffix = path.suffix.lower()
+    if path.is_file():
+        reader = FILE_TYPES.get(suffix)
+        if reader is None:
+            known = ", ".join(FILE_TYPES)
+            raise DataError(
+                name, None, None, f"unsupported file type `{suffix or '(none)'}`; expected one of {known}"
+            )
+        yield from _FILE_READERS[reader](name, path)
+        return
+    if suffix in FILE_TYPES or not _HUB_ID.match(name):
+        raise DataError(name, None, None, "file not found")
+    yield from _hub_rows(name, split)
+
+
+# --- JSON Lines and JSON --------------------------------------------------------------------------
+
+
+def _jsonl_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]]:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = Source(name, number)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield where, _not_utf8(where, raw, err)
+                continue
+            yield from _json_line(where, text.removeprefix(_BOM) if number == 1 else text)
+
+
+def _json_line(where: Source, text: str) -> Iterator[tuple[Source, Row | DataError]]:
+    """The row on one JSON Lines line; nothing for a blank line."""
+    if not text.strip():
+        return
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        yield where, DataError.at(where, None, f"invalid JSON at column {err.colno}: {err.msg}")
+        return
+    yield where, value if isinstance(value, dict) else _not_object(where, value)
+
+
+def _json_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]]:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8").removeprefix(_BOM)
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        raise _not_utf8(Source(name, line), data[line_start : err.end], err, offset=line_start) from None
+    start = _WHITESPACE.match(text).end()
+    if start < len(text) and text[start] == "[":
+        yield from _json_array_rows(name, text, start)
+    else:
+        # A .json file holding one object, or JSON Lines under the wrong suffix.
+        for number, line in enumerate(text.split("\n"), start=1):
+            yield from _json_line(Source(name, number), line)
+
+
+class _LineCounter:
+    """Line number of increasing offsets in a text, counting each newline once."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.pos, self.line = text, 0, 1
+
+    def at(self, pos: int) -> int:
+        self.line += self.text.count("\n", self.pos, pos)
+        self.pos = pos
+        return self.line
+
+
+def _json_array_rows(name: str, text: str, start: int) -> Iterator[tuple[Source, Row | DataError]]:
+    """Decode a JSON array one element at a time, so every row knows the line it starts on."""
+    decoder = json.JSONDecoder()
+    lines = _LineCounter(text)
+    pos = _WHITESPACE.match(text, start + 1).end()
+    closed = pos < len(text) and text[pos] == "]"
+    while not closed:
+        where = Source(name, lines.at(pos))
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            # The array is broken from here on: nothing after this point can be trusted.
+            raise DataError(
+                name, err.lineno, None, f"invalid JSON at column {err.colno}: {err.msg}"
+            ) from None
+        yield where, value if isinstance(value, dict) else _not_object(where, value)
+        pos = _WHITESPACE.match(text, pos).end()
+        if pos >= len(text):
+            raise DataError(name, lines.at(pos), None, "the JSON array is not closed (missing `]`)")
+        closed = text[pos] == "]"
+        if not closed:
+            if text[pos] != ",":
+                raise DataError(
+                    name,
+                    lines.at(pos),
+                    None,
+                    f"expected `,` or `]` after an array element, got {text[pos]!r}",
+                )
+            pos = _WHITESPACE.match(text, pos + 1).end()
+    end = _WHITESPACE.match(text, pos + 1).end()
+    if end < len(text):
+        raise DataError(name, lines.at(end), None, "unexpected text after the closing `]` of the JSON array")
+
+
+def _not_object(where: Source, value: Any) -> DataError:
+    return DataError.at(where, None, f"expected a JSON object ({{...}}) per row, got {describe_value(value)}")
+
+
+def _not_utf8(where: Source, raw: bytes, err: UnicodeDecodeError, offset: int = 0) -> DataError:
+    column = err.start - offset + 1
+    byte = raw[err.start - offset]
+    return DataError.at(
+        where, None, f"not UTF-8 text (byte 0x{byte:02x} at byte {column}); re-save the file as UTF-8"
+    )
+
+
+# --- CSV -----------------------------------------------------------------------------------------
+
+
+def _csv_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]]:
+    # The csv module refuses cells over 128 KiB by default; long completions are normal data.
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_CELL_LIMIT))
+    bad_lines: dict[int, DataError] = {}
+    with open(path, "rb") as handle:
+        reader = csv.reader(_decoded_lines(name, handle, bad_lines))
+        try:
+            header = next(reader, None)
+        except csv.Error as err:
+            raise DataError(name, 1, None, f"CSV error in the header: {err}") from None
+        if header is None:
+            return
+        if 1 in bad_lines:
+            raise bad_lines[1]
+        columns = _csv_header(name, header)
+        end = reader.line_num
+        while True:
+            start = end + 1
+            try:
+                cells = next(reader, None)
+            except csv.Error as err:
+                raise DataError(name, reader.line_num, None, f"CSV error: {err}") from None
+            if cells is None:
+                return
+            end = reader.line_num
+            where = Source(name, start)
+            bad = [bad_lines.pop(n) for n in range(start, end + 1) if n in bad_lines]
+            if bad:
+                yield where, bad[0]
+            elif not cells:
+                continue  # a blank line
+            elif len(cells) != len(columns):
+                yield (
+                    where,
+                    DataError.at(
+                        where,
+                        None,
+                        f"CSV row has {len(cells)} cells but the header has {len(columns)} columns "
+                        "(a cell with a comma, quote or newline must be quoted)",
+                    ),
+                )
+            else:
+                yield where, {column: _csv_cell(cell) for column, cell in zip(columns, cells)}
+
+
+def _decoded_lines(name: str, handle: Iterable[bytes], bad_lines: dict[int, DataError]) -> Iterator[str]:
+    """Lines as text; a line that is not UTF-8 is noted in `bad_lines` and passed on with
+    replacement characters, so the CSV parser keeps its place and only that row is lost."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            bad_lines[number] = _not_utf8(Source(name, number), raw, err)
+            text = raw.decode("utf-8", errors="replace")
+        yield text.removeprefix(_BOM) if number == 1 else text
+
+
+def _csv_header(name: str, header: list[str]) -> list[str]:
+    columns = [cell.strip() for cell in header]
+    for index, column in enumerate(columns, start=1):
+        if not column:
+            raise DataError(name, 1, None, f"CSV header has an empty column name (column {index})")
+        if columns.index(column) != index - 1:
+            raise DataError(name, 1, None, f"CSV header names column `{column}` twice")
+    return columns
+
+
+def _csv_cell(text: str) -> Any:
+    """A cell's value: JSON lists and objects (messages, completions, ranks) are parsed; anything
+    else, numbers included, stays text (number fields accept numeric text)."""
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError:
+            return text  # e.g. a completion that merely starts with "["
+        if isinstance(value, list | dict):
+            return value
+    return text
+
+
+# --- parquet, datasets, hub -------------------------------------------------------------------
+
+
+def _parquet_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]]:
+    import pyarrow
+    import pyarrow.parquet
+
+    try:
+        parquet = pyarrow.parquet.ParquetFile(path)
+    except (pyarrow.ArrowException, OSError) as err:
+        raise DataError(name, None, None, f"not a readable parquet file: {_first_line(err)}") from None
+    index = 0
+    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+        for row in batch.to_pylist():
+            index += 1
+            yield Source(name, index), row
+
+
+def _datasets_dir_rows(name: str, path: Path, split: str) -> Iterator[tuple[Source, Row | DataError]]:
+    if not ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
+        raise DataError(
+            name,
+            None,
+            None,
+            "directory is not a dataset saved by `datasets` (no state.json or dataset_dict.json)",
+        )
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (OSError, ValueError) as err:
+        raise DataError(name, None, None, f"cannot load the saved dataset: {_first_line(err)}") from None
+    yield from _dataset_rows(name, _pick_split(name, loaded, split))
+
+
+def _hub_rows(name: str, split: str) -> Iterator[tuple[Source, Row | DataError]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(name, split=split)
+    except Exception as err:  # network, auth, unknown id and missing split all surface differently
+        raise DataError(
+            name,
+            None,
+            None,
+            "no such local file or directory, and loading it as a hub dataset failed: "
+            f"{type(err).__name__}: {_first_line(err)}",
+        ) from None
+    yield from _dataset_rows(name, loaded)
+
+
+def _pick_split(name: str, loaded: Any, split: str) -> Any:
+    """The requested split of a DatasetDict; a plain Dataset is used as it is."""
+    if not hasattr(loaded, "keys"):
+        return loaded
+    if split not in loaded:
+        available = ", ".join(sorted(loaded.keys())) or "none"
+        raise DataError(
+            name, None, None, f"split `{split}` not found (available: {available}); set `data.split`"
+        )
+    return loaded[split]
+
+
+def _dataset_rows(name: str, dataset: Iterable[Row]) -> Iterator[tuple[Source, Row | DataError]]:
+    for index, row in enumerate(dataset, start=1):
+        yield Source(name, index), dict(row)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+_FILE_READERS = {"jsonl": _jsonl_rows, "json": _json_rows, "csv": _csv_rows, "parquet": _parquet_rows}

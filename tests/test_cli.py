@@ -1,0 +1,60 @@
+"""The `rlhf` command as a user runs it: a real subprocess, its output and exit status."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RLHF = str(Path(sys.executable).with_name("rlhf"))
+
+
+def rlhf(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([RLHF, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_lists_every_stage():
+    proc = rlhf("--help")
+    assert proc.returncode == 0
+    for stage in ("sft", "reward", "ppo", "generate", "label", "eval", "pipeline", "demo", "data", "score"):
+        assert f"    {stage}" in proc.stdout, stage
+
+
+def test_print_config_shows_docs_and_overrides():
+    proc = rlhf("demo", "--print-config", "--set", "peft.method=lora", "steps=7")
+    assert proc.returncode == 0, proc.stderr
+    assert "# LoRA rank r: the width of each adapter's low-rank update." in proc.stdout
+    assert "  method: lora" in proc.stdout
+    assert "\nsteps: 7" in proc.stdout
+
+
+def test_config_errors_are_one_line_with_status_2(tmp_path):
+    proc = rlhf("demo", "--set", "peft.lora_rnak=4")
+    assert proc.returncode == 2
+    assert proc.stderr == "error: unknown key `peft.lora_rnak`; did you mean `peft.lora_rank`?\n"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optimizer:\n  lr: fast\n")
+    proc = rlhf("demo", "--config", str(cfg))
+    assert proc.returncode == 2
+    assert proc.stderr == "error: `optimizer.lr` expects a number, got str 'fast'\n"
+
+
+def test_a_planned_stage_says_so():
+    proc = rlhf("ppo")
+    assert proc.returncode == 2
+    assert "`rlhf ppo`" in proc.stderr and "not in this version" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_env_prints_versions():
+    info = json.loads(rlhf("env").stdout)
+    assert info["packages"]["torch"].startswith("2.")
+    assert info["packages"]["rlhf"]
+
+
+@pytest.mark.parametrize("fmt", ["pairwise", "alpaca"])
+def test_data_formats_lists(fmt):
+    proc = rlhf("data", "formats")
+    assert proc.returncode == 0
+    assert any(line.startswith(fmt + " ") for line in proc.stdout.splitlines())

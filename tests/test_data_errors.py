@@ -1,0 +1,179 @@
+"""The malformed-data corpus: every problem gives one line naming file, line and field.
+Also: `on_error: skip` reports exactly which lines it skipped."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from rlhf.config import DataConfig
+from rlhf.data import DataError, LoadReport, load_records
+
+
+@pytest.fixture()
+def bad_dir(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "data" / "bad"
+
+
+# (file, extra DataConfig fields, line, field, what the message must say)
+CASES = [
+    ("invalid_json.jsonl", {}, 3, None, "invalid JSON at column 35: Expecting property name enclosed in double quotes"),
+    ("not_utf8.jsonl", {}, 2, None, "not UTF-8 text (byte 0xe9 at byte 16); re-save the file as UTF-8"),
+    ("not_object.jsonl", {}, 2, None, "expected a JSON object ({...}) per row, got a list of 2 items"),
+    ("missing_field.jsonl", {}, 2, "rejected", "missing (the row has fields: chosen, prompt)"),
+    ("empty_string.jsonl", {}, 2, "completion", "expected a non-empty string, got an empty string"),
+    ("non_string.jsonl", {}, 2, "chosen", "expected a non-empty string, got a number (42)"),
+    ("chosen_equals_rejected.jsonl", {}, 2, "rejected", "identical to `chosen`"),
+    ("duplicate_ranks.jsonl", {"allow_ties": False}, 2, "ranks", "duplicate rank 1 (completions 0 and 1)"),
+    ("rank_length.jsonl", {}, 2, "ranks", "has 2 ranks for 3 completions; give one rank per completion"),
+    ("too_few_completions.jsonl", {}, 1, "completions", "expected at least 2 completions to rank, got 1"),
+    ("rating_off_scale.jsonl", {"rating_scale": [1, 5]}, 2, "rating", "7 is outside the rating scale [1, 5]"),
+    ("rating_not_number.jsonl", {"rating_scale": [1, 5]}, 1, "rating", "expected a number, got a string ('great')"),
+    ("chat_no_assistant.jsonl", {}, 2, "messages", "the last message must be the assistant's reply"),
+    ("unknown_role.jsonl", {}, 1, "messages[0].role", "unknown role 'tool'; expected one of system, user"),
+    ("missing_content.jsonl", {}, 1, "messages[1].content", "missing"),
+    ("hh_no_shared_prefix.jsonl", {}, 2, "rejected", 'does not share the prompt of `chosen` (the transcript up to the last "\\n\\nAssistant:")'),
+    ("array_element.json", {}, 8, "completion", "expected a non-empty string, got a number (5)"),
+    ("array_broken.json", {}, 3, None, "invalid JSON at column 18: Expecting ',' delimiter"),
+    ("bad_row.csv", {}, 3, None, "CSV row has 4 cells but the header has 2 columns"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "cfg", "line", "field", "message"), CASES, ids=[case[0] for case in CASES])
+def test_bad_file_names_file_line_and_field(bad_dir, name, cfg, line, field, message):
+    path = bad_dir / name
+    with pytest.raises(DataError) as info:
+        load_records(DataConfig(path=str(path), **cfg))
+    err = info.value
+    assert (err.path, err.line, err.field) == (str(path), line, field)
+    text = str(err)
+    where = f"{path}:{line}: " + (f"field `{field}`: " if field else "")
+    assert text.startswith(where + message), text
+    assert "\n" not in text
+
+
+def test_error_message_example_format():
+    err = DataError("data/pairs.jsonl", 7, "chosen", "expected a non-empty string, got an empty string")
+    assert str(err) == "data/pairs.jsonl:7: field `chosen`: expected a non-empty string, got an empty string"
+    assert str(DataError("x.json", None, None, "file not found")) == "x.json: file not found"
+    # Newlines in a message are escaped, so the error stays one line.
+    assert str(DataError("a.jsonl", 1, "f", "bad\nvalue")) == "a.jsonl:1: field `f`: bad\\nvalue"
+
+
+def test_data_error_survives_pickling():
+    err = pickle.loads(pickle.dumps(DataError("a.jsonl", 3, "rank", "oops")))
+    assert (err.path, err.line, err.field, err.message, str(err)) == (
+        "a.jsonl",
+        3,
+        "rank",
+        "oops",
+        "a.jsonl:3: field `rank`: oops",
+    )
+
+
+def _mixed_pairs(path: Path) -> Path:
+    good = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    with open(path, "wb") as handle:
+        handle.write(json.dumps(good).encode() + b"\n")  # 1 good
+        handle.write(b'{"prompt": "p", "chosen": \n')  # 2 invalid JSON
+        handle.write(json.dumps({**good, "prompt": "q"}).encode() + b"\n")  # 3 good
+        handle.write(json.dumps({"prompt": "p", "chosen": "a"}).encode() + b"\n")  # 4 missing `rejected`
+        handle.write(b"\n")  # 5 blank: not a row
+        handle.write(b'{"prompt": "\xff", "chosen": "a", "rejected": "b"}\n')  # 6 not UTF-8
+        handle.write(json.dumps({**good, "rejected": "a"}).encode() + b"\n")  # 7 chosen == rejected
+        handle.write(json.dumps({**good, "prompt": "r"}).encode() + b"\n")  # 8 good
+    return path
+
+
+def test_skip_reports_lines_and_count(tmp_path):
+    path = _mixed_pairs(tmp_path / "mixed.jsonl")
+    data = load_records(DataConfig(path=str(path), on_error="skip"))
+    assert [r.prompt for r in data.records] == ["p", "q", "r"]
+    report = data.report
+    assert (report.rows_read, report.records_kept, len(report.skipped)) == (7, 3, 4)
+    assert report.skipped_lines == [2, 4, 6, 7]
+    assert [err.field for err in report.skipped] == [None, "rejected", None, "rejected"]
+    assert (
+        report.summary()
+        == f"{path}: 7 rows read, 3 records kept (pairwise); 4 rows skipped (lines 2, 4, 6, 7)"
+    )
+
+
+def test_raise_stops_at_first_bad_row(tmp_path):
+    path = _mixed_pairs(tmp_path / "mixed.jsonl")
+    with pytest.raises(DataError) as info:
+        load_records(path)
+    assert info.value.line == 2
+
+
+def test_skip_in_json_array_and_csv(bad_dir, tmp_path):
+    data = load_records(DataConfig(path=str(bad_dir / "array_element.json"), on_error="skip"))
+    assert ([r.source.line for r in data.records], data.report.skipped_lines) == ([2, 3], [8])
+    data = load_records(DataConfig(path=str(bad_dir / "bad_row.csv"), on_error="skip"))
+    assert ([r.prompt for r in data.records], data.report.skipped_lines) == (["hello", "fine"], [3])
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"prompt,completion\nhello,world\ncaf\xe9,x\nok,yes\n")
+    data = load_records(DataConfig(path=str(latin), on_error="skip"))
+    assert ([r.prompt for r in data.records], data.report.skipped_lines) == (["hello", "ok"], [3])
+    assert str(data.report.skipped[0]).startswith(f"{latin}:3: not UTF-8 text (byte 0xe9 at byte 4)")
+
+
+def test_broken_json_array_stops_even_when_skipping(bad_dir):
+    # After a syntax error nothing else in the array can be trusted.
+    with pytest.raises(DataError) as info:
+        load_records(DataConfig(path=str(bad_dir / "array_broken.json"), on_error="skip"))
+    assert info.value.line == 3
+
+
+def test_every_row_bad_is_an_error(bad_dir):
+    path = bad_dir / "too_few_completions.jsonl"
+    with pytest.raises(DataError) as info:
+        load_records(DataConfig(path=str(path), on_error="skip"))
+    assert str(info.value) == (
+        f"{path}: no records to use (1 rows read, 0 records kept (ranking); 1 rows skipped (lines 1))"
+    )
+
+
+def test_expect_names_found_and_wanted_kinds(shared_dir, fixtures_dir):
+    path = shared_dir / "data" / "alpaca_en_demo.json"
+    with pytest.raises(DataError) as info:
+        load_records(path, expect="reward")
+    assert str(info.value) == (
+        f"{path}: found demonstration data (format `alpaca`), but this stage expects reward data: "
+        "comparison, ranking, rating, label"
+    )
+    ranking = fixtures_dir / "data" / "ranking.jsonl"
+    assert load_records(ranking, expect="reward").kind == "ranking"
+    with pytest.raises(
+        DataError, match=r"found ranking data \(format `ranking`\), but this stage expects sft data"
+    ):
+        load_records(ranking, expect="sft")
+    with pytest.raises(ValueError, match="unknown `expect` 'dpo'"):
+        load_records(ranking, expect="dpo")
+
+
+def test_report_summary_lists_left_out_and_many_lines():
+    report = LoadReport(path="x.jsonl", format="oasst", rows_read=30, records_kept=5)
+    report.skipped = [DataError("x.jsonl", line, None, "bad") for line in range(1, 25)]
+    report.leave_out("unranked replies", 2)
+    report.leave_out("unranked replies")
+    assert report.summary() == (
+        "x.jsonl: 30 rows read, 5 records kept (oasst); 24 rows skipped (lines 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, "
+        "11, 12, 13, 14, 15, 16, 17, 18, 19, 20, ... 4 more); left out 3 unranked replies"
+    )
+
+
+def test_skipped_tree_counts_nothing_as_left_out(fixtures_dir, tmp_path):
+    good = (fixtures_dir / "data" / "oasst_small.jsonl").read_text().splitlines()[1]
+    tree = json.loads((fixtures_dir / "data" / "oasst_small.jsonl").read_text().splitlines()[0])
+    # A ranked reply deep in the tree loses its text: the whole tree (line 1) is skipped.
+    tree["prompt"]["replies"][0]["replies"][0]["replies"][0]["text"] = ""
+    path = tmp_path / "trees.jsonl"
+    path.write_text(json.dumps(tree) + "\n" + good + "\n")
+    data = load_records(DataConfig(path=str(path), on_error="skip"))
+    assert (len(data.records), data.report.skipped_lines, data.report.left_out) == (1, [1], {})
+    assert data.report.skipped[0].field == "prompt.replies[0].replies[0].replies[0].text"
