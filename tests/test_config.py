@@ -126,7 +126,9 @@ def test_a_list_field_accepts_a_single_value():
     assert cfg.peft.target_modules == ["q_proj"]
 
 
-@pytest.mark.parametrize("cls", [StageConfig, DemoConfig, ModelConfig, PeftConfig, DataConfig, OptimizerConfig, LoggingConfig])
+@pytest.mark.parametrize(
+    "cls", [StageConfig, DemoConfig, ModelConfig, PeftConfig, DataConfig, OptimizerConfig, LoggingConfig]
+)
 def test_every_field_is_documented(cls):
     assert undocumented_fields(cls) == []
 

@@ -33,7 +33,9 @@ def test_scheduler_drives_the_optimizer_lr():
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert lrs == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1 * 5 / 6, 0.1 * 4 / 6, 0.1 * 3 / 6, 0.1 * 2 / 6, 0.1 / 6])
+    assert lrs == pytest.approx(
+        [0.1 / 3, 0.2 / 3, 0.1, 0.1 * 5 / 6, 0.1 * 4 / 6, 0.1 * 3 / 6, 0.1 * 2 / 6, 0.1 / 6]
+    )
 
 
 def test_no_weight_decay_on_biases_and_frozen_params_left_out():

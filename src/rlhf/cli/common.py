@@ -13,7 +13,9 @@ T = TypeVar("T")
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML config file (any field not given keeps its default)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config file (any field not given keeps its default)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",

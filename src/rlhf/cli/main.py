@@ -42,7 +42,9 @@ def _cmd_data_inspect(args: argparse.Namespace) -> None:
     fields = {"path": args.file, "on_error": "skip"}
     if args.format:
         fields["format"] = args.format
-    cfg = from_dict(DataConfig, merge({"data": fields}, parse_overrides(args.overrides))["data"], prefix="data")
+    cfg = from_dict(
+        DataConfig, merge({"data": fields}, parse_overrides(args.overrides))["data"], prefix="data"
+    )
     print(inspect_data(cfg))
 
 
@@ -94,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("file", help="a .jsonl/.json/.csv/.parquet file, a `datasets` directory or a hub id")
     inspect.add_argument("--format", help="skip detection and read the file as this format")
     inspect.add_argument(
-        "--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        nargs="+",
+        action="extend",
+        default=[],
         help="data settings, e.g. --set data.rating_scale=[1,7] data.on_error=skip",
     )
     inspect.set_defaults(func=_cmd_data_inspect)

@@ -67,7 +67,9 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in typing.get_args(tp))
     if origin in (list, tuple, dict):
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp) if a is not Ellipsis)}]"
+        return (
+            f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp) if a is not Ellipsis)}]"
+        )
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", str(tp))
@@ -122,7 +124,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if origin is tuple and rest and rest[0] is not Ellipsis:
             if len(value) != len(typing.get_args(tp)):
                 raise ConfigError(f"`{key}` expects {len(typing.get_args(tp))} items, got {len(value)}")
-            return tuple(_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, typing.get_args(tp))))
+            return tuple(
+                _coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, typing.get_args(tp)))
+            )
         items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
@@ -191,7 +195,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             dotted = f"{prefix}.{name}" if prefix else name
             doc = field_docs(cls).get(name, "")
-            raise ConfigError(f"missing required field `{dotted}`" + (f" ({doc.splitlines()[0]})" if doc else ""))
+            raise ConfigError(
+                f"missing required field `{dotted}`" + (f" ({doc.splitlines()[0]})" if doc else "")
+            )
     try:
         return cls(**kwargs)
     except ConfigError as err:  # __post_init__ checks that span several fields
@@ -292,7 +298,9 @@ def render_config(cfg: Any, indent: int = 0) -> str:
             lines.append(f"{pad}{f.name}:")
             lines.append(render_config(value, indent + 1))
         else:
-            dumped = yaml.safe_dump({f.name: to_dict(value)}, default_flow_style=True, width=10_000, sort_keys=False)
+            dumped = yaml.safe_dump(
+                {f.name: to_dict(value)}, default_flow_style=True, width=10_000, sort_keys=False
+            )
             dumped = dumped.strip()
             if dumped.startswith("{") and dumped.endswith("}"):
                 dumped = dumped[1:-1]

@@ -108,7 +108,9 @@ class DataConfig:
         if self.rating_scale is not None and (
             len(self.rating_scale) != 2 or self.rating_scale[0] >= self.rating_scale[1]
         ):
-            raise ConfigError(f"`data.rating_scale` must be [low, high] with low < high, got {self.rating_scale}")
+            raise ConfigError(
+                f"`data.rating_scale` must be [low, high] with low < high, got {self.rating_scale}"
+            )
 
 
 @dataclass

@@ -53,7 +53,9 @@ def environment_info(seed: int | None = None) -> dict[str, Any]:
     return info
 
 
-def prepare_run_dir(output_dir: str | Path, config: Any, *, seed: int | None = None, main: bool = True) -> Path:
+def prepare_run_dir(
+    output_dir: str | Path, config: Any, *, seed: int | None = None, main: bool = True
+) -> Path:
     """Create the run directory and write `config.yaml` (with docs) and `environment.json` into it.
 
     `config.yaml` is the resolved config: feed it back with `--config` to repeat the run.

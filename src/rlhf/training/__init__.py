@@ -3,4 +3,11 @@
 from rlhf.training.loop import LoopResult, make_accelerator, train_loop
 from rlhf.training.optim import build_optimizer, build_scheduler, lr_multiplier
 
-__all__ = ["LoopResult", "build_optimizer", "build_scheduler", "lr_multiplier", "make_accelerator", "train_loop"]
+__all__ = [
+    "LoopResult",
+    "build_optimizer",
+    "build_scheduler",
+    "lr_multiplier",
+    "make_accelerator",
+    "train_loop",
+]

@@ -7,6 +7,7 @@ mechanics every stage needs the same way, so each stage's module stays about its
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ def make_accelerator(optim_cfg: OptimizerConfig, *, seed: int | None = None, cpu
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    if not cpu and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Accelerate sets up a multi-process CPU run (gloo) only when told it is on the CPU.
+        cpu = True
     accelerator = Accelerator(gradient_accumulation_steps=optim_cfg.gradient_accumulation_steps, cpu=cpu)
     if seed is not None:
         set_seed(seed)

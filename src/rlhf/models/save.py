@@ -1,0 +1,73 @@
+"""Saving models in Hugging Face format (safetensors), atomically.
+
+Everything is written into a temporary directory next to the target and renamed into place
+at the end, so an interrupted save never leaves a half-written model where a good one was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from torch import nn
+
+from rlhf.config.parts import BUILTIN_TINY
+from rlhf.models.adapters import find_peft_model, merge_adapters
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory; on success it replaces `target` (which may exist)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; a saved model is meant to be shared
+    previous = None
+    if target.exists():
+        # A directory cannot be renamed over a non-empty one: move the old one aside first.
+        previous = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(target, previous)
+    os.rename(staging, target)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def save_model(model: nn.Module, tokenizer, directory: str | Path, *, merge: bool = False) -> nn.Module:
+    """Save `model` (and `tokenizer`, if given) to `directory`; returns the model that was saved.
+
+    A PeftModel saves only its adapter (adapter_config.json names the base model, so
+    `load_causal_lm(ModelConfig(path=directory))` rebuilds it). With `merge=True` the LoRA
+    update is merged first and the full model is saved, loadable by plain transformers; the
+    merge is in place, so keep using the returned model.
+    """
+    if merge:
+        model = merge_adapters(model)
+    with atomic_directory(directory) as staging:
+        save_pretrained(model, staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+    return model
+
+
+def save_pretrained(model: nn.Module, directory: Path) -> None:
+    """`model.save_pretrained(directory)`; safetensors is the default format of both libraries."""
+    peft_model = find_peft_model(model)
+    if (
+        peft_model is model
+        and peft_model.peft_config[peft_model.active_adapter].base_model_name_or_path == BUILTIN_TINY
+    ):
+        # peft would look for builtin:tiny's config to see if the vocabulary grew, and warn that
+        # it cannot find it; the tiny vocabulary is fixed, so there is nothing to check.
+        model.save_pretrained(directory, save_embedding_layers=False)
+    else:
+        model.save_pretrained(directory)

@@ -1,0 +1,146 @@
+"""A scalar head on a causal LM: the reward model and the PPO value model.
+
+The model is a transformers `AutoModelForSequenceClassification` with one label (for a causal-LM
+checkpoint transformers adds a fresh `score` Linear(hidden, 1)), so a saved one loads back with
+plain transformers. `ScalarModel` runs its backbone and applies the head at every position,
+giving per-token values for PPO and the value at the last real token for rewards. The last
+token is found from `attention_mask`, never from the pad id (many models pad with EOS), so
+left and right padding give the same result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification
+
+from rlhf.config.parts import ModelConfig, PeftConfig
+from rlhf.models.adapters import AdapterError, find_peft_model, merge_adapters
+from rlhf.models.load import load_pretrained, load_tokenizer
+from rlhf.models.save import atomic_directory, save_pretrained
+
+SCALAR_FILE = "rlhf_scalar.json"
+_HEAD_NAMES = ("score", "classifier")
+
+
+@dataclass
+class ScalarOutput:
+    values: torch.Tensor
+    """(B, T) float32: the head's scalar at every position (padding positions hold 0)."""
+    last: torch.Tensor
+    """(B,) float32: the scalar at the last position whose attention_mask is 1 (the reward)."""
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of the last 1 in each row of `attention_mask` (B, T); left or right padding."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)  # (T,)
+    # Strictly increasing over the kept positions, so the max sits at the last kept one.
+    return (positions * attention_mask.long()).argmax(dim=1)
+
+
+class ScalarModel(nn.Module):
+    """A sequence-classification model with one label, read out at every token.
+
+    `seq_model` is the transformers model or a `PeftModel` around it (LoRA with task SEQ_CLS,
+    which trains and saves the head in full). `extra` holds what `rlhf_scalar.json` stores,
+    e.g. the reward mean and std used for normalisation.
+    """
+
+    def __init__(self, seq_model: nn.Module, extra: dict | None = None) -> None:
+        super().__init__()
+        self.seq_model = seq_model
+        self.extra = dict(extra or {})
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The transformers model inside (LoRA layers are injected into it in place)."""
+        peft_model = find_peft_model(self.seq_model)
+        return peft_model.get_base_model() if peft_model is not None else self.seq_model
+
+    @property
+    def config(self):
+        return self.classifier.config
+
+    @property
+    def backbone(self) -> nn.Module:
+        classifier = self.classifier
+        return getattr(classifier, classifier.base_model_prefix)
+
+    @property
+    def head(self) -> nn.Module:
+        for name in _HEAD_NAMES:
+            module = getattr(self.classifier, name, None)
+            if isinstance(module, nn.Module):
+                return module
+        raise AttributeError(
+            f"no scalar head ({' or '.join(_HEAD_NAMES)}) on {type(self.classifier).__name__}"
+        )
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ScalarOutput:
+        # Positions count real tokens only, so a left-padded sequence is seen exactly like the
+        # same sequence padded on the right (this matters for absolute position embeddings).
+        position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state  # (B, T, H)
+        values = self.head(hidden).squeeze(-1).float()  # (B, T)
+        values = values.masked_fill(attention_mask == 0, 0.0)
+        last = values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)  # (B,)
+        return ScalarOutput(values=values, last=last)
+
+
+def load_scalar_model(
+    model_cfg: ModelConfig,
+    peft_cfg: PeftConfig | None = None,
+    *,
+    for_training: bool = True,
+    tokenizer=None,
+) -> ScalarModel:
+    """A reward/value model from a causal-LM checkpoint, a one-label classifier, or `builtin:tiny`.
+
+    A causal-LM checkpoint gets a new randomly initialised head (transformers reports it as
+    missing: expected). A directory saved by `save_scalar_model` loads with its head and its
+    `rlhf_scalar.json`; an adapter directory loads as base plus adapter. The model's pad id is
+    set from the tokenizer (loaded if not given) so transformers' own pooling works too.
+    """
+    if peft_cfg is not None and peft_cfg.method == "prompt_tuning":
+        raise AdapterError("prompt tuning is not supported for reward/value models; use lora or qlora")
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_cfg)
+    seq_model = load_pretrained(
+        AutoModelForSequenceClassification,
+        model_cfg,
+        peft_cfg,
+        for_training=for_training,
+        task_type="SEQ_CLS",
+        tokenizer=tokenizer,
+        num_labels=1,
+    )
+    extra_file = Path(model_cfg.path).expanduser() / SCALAR_FILE
+    extra = json.loads(extra_file.read_text()) if extra_file.is_file() else {}
+    model = ScalarModel(seq_model, extra)
+    return model if for_training else model.eval()
+
+
+def save_scalar_model(
+    model: ScalarModel, directory: str | Path, tokenizer, extra: dict | None = None, *, merge: bool = True
+) -> ScalarModel:
+    """Save for plain `AutoModelForSequenceClassification.from_pretrained`, plus `rlhf_scalar.json`.
+
+    `extra` (JSON-serialisable, e.g. {"reward_mean": m, "reward_std": s}) is merged into
+    `model.extra` and written. LoRA is merged into the weights first (in place: `model` holds
+    the merged model afterwards); `merge=False` saves only the adapter and head, which
+    `load_scalar_model` loads but plain transformers does not.
+    """
+    if merge:
+        model.seq_model = merge_adapters(model.seq_model)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.extra = {**model.extra, **(extra or {})}
+    with atomic_directory(directory) as staging:
+        save_pretrained(model.seq_model, staging)
+        tokenizer.save_pretrained(staging)
+        (staging / SCALAR_FILE).write_text(json.dumps(model.extra, indent=2, sort_keys=True) + "\n")
+    return model
