@@ -39,6 +39,12 @@ class StageConfig:
 
 
 @dataclass
+class WithPartDefaults:
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=3e-3, warmup_steps=10))
+    """A part with stage-specific defaults."""
+
+
+@dataclass
 class NeedsPath:
     path: str
     """Where the data is."""
@@ -90,6 +96,12 @@ def test_wrong_types_name_key_expected_and_given():
     )
     assert err(["model=3"]) == "`model` must be a mapping of ModelConfig fields, got int 3"
     assert "`optimizer.betas` expects a list" in err(["optimizer.betas=0.9"])
+
+
+def test_overriding_one_field_keeps_the_stage_defaults_of_its_part():
+    cfg = load_config(WithPartDefaults, None, ["optimizer.warmup_steps=5"])
+    assert cfg.optimizer.warmup_steps == 5
+    assert cfg.optimizer.lr == pytest.approx(3e-3)  # the stage's default, not OptimizerConfig's 1e-5
 
 
 def test_missing_required_field_is_named():

@@ -41,6 +41,14 @@ def resolve_config(cls: type[T], args: argparse.Namespace) -> T | None:
     return cfg
 
 
+def quiet_libraries() -> None:
+    """Keep the terminal for our own progress bars: no per-file bars or notices from transformers."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that describe a user's mistake: shown as one line, never as a traceback."""
     from rlhf.data.errors import DataError

@@ -7,7 +7,7 @@ import json
 import sys
 
 from rlhf import __version__
-from rlhf.cli.common import add_config_args, resolve_config, run_guarded
+from rlhf.cli.common import add_config_args, quiet_libraries, resolve_config, run_guarded
 
 # Stages the toolkit is built around, in pipeline order. A stage whose module has not landed yet
 # is still listed, so `rlhf --help` shows the whole loop, and says plainly that it is not here.
@@ -30,6 +30,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
     cfg = resolve_config(DemoConfig, args)
     if cfg is not None:
+        quiet_libraries()
         run_demo(cfg)
 
 

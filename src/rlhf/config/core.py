@@ -188,6 +188,11 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
                 else f"; {where} accepts: {', '.join(names)}"
             )
             raise ConfigError(f"unknown key `{dotted}`{hint}")
+        default = _default_of(fields[key])
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            # A stage may give a part its own defaults (e.g. the demo's output_dir); keys set by the
+            # user go on top of those, not on top of the part's generic defaults.
+            value = merge(to_dict(default), value)
         kwargs[key] = _coerce(value, hints[key], dotted)
     for name, f in fields.items():
         if name in kwargs:
@@ -202,6 +207,14 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         return cls(**kwargs)
     except ConfigError as err:  # __post_init__ checks that span several fields
         raise ConfigError(f"{prefix + ': ' if prefix else ''}{err}") from None
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def to_dict(cfg: Any) -> Any:
