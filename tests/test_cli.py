@@ -58,3 +58,31 @@ def test_data_formats_lists(fmt):
     proc = rlhf("data", "formats")
     assert proc.returncode == 0
     assert any(line.startswith(fmt + " ") for line in proc.stdout.splitlines())
+
+
+def test_missing_model_and_wrong_data_kind_are_one_line(tmp_path):
+    proc = rlhf("demo", "--set", f"logging.output_dir={tmp_path}/a", "model.path=/no/such/model")
+    assert proc.returncode == 2
+    assert proc.stderr == "error: model directory not found: /no/such/model\n"
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    proc = rlhf("demo", "--set", f"logging.output_dir={tmp_path}/b", f"data.path={pairs}")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"error: {pairs}: found comparison data (format `pairwise`), but this stage expects demonstration data\n"
+    )
+
+
+def test_data_inspect_reports_skipped_lines(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        '{"prompt": "a", "chosen": "x", "rejected": "y"}\n{"prompt": "b", "chosen": "s", "rejected": "s"}\n'
+    )
+    proc = rlhf("data", "inspect", str(pairs))
+    assert proc.returncode == 0, proc.stderr
+    assert "format:   pairwise (detected)" in proc.stdout
+    assert "rows:     2 read, 1 skipped" in proc.stdout
+    assert f"{pairs}:2: field `rejected`: identical to `chosen`" in proc.stdout
+    proc = rlhf("data", "inspect", str(pairs), "--set", "data.on_error=raise")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {pairs}:2: field `rejected`")

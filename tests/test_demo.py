@@ -12,23 +12,17 @@ from rlhf.tracking import read_metrics
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 
 
+def run_demo(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    args = [RLHF, "demo", "--set", f"logging.output_dir={run_dir}", "logging.progress=false", *overrides]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.slow
 def test_demo_trains_saves_reloads_and_answers(tmp_path):
     run_dir = tmp_path / "demo"
-    proc = subprocess.run(
-        [
-            RLHF,
-            "demo",
-            "--set",
-            f"logging.output_dir={run_dir}",
-            "logging.progress=false",
-            "logging.log_every=50",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_demo(run_dir, "logging.log_every=50")
     summary = json.loads((run_dir / "summary.json").read_text())
     # The tiny model learns the bundled demonstrations: loss falls from ~ln(512) to near zero.
     assert summary["loss_first"] > 5.0
@@ -51,24 +45,9 @@ def test_demo_trains_saves_reloads_and_answers(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_with_qlora_trains_only_adapters(tmp_path):
+def test_demo_with_qlora_trains_and_saves_an_adapter(tmp_path):
     run_dir = tmp_path / "q"
-    proc = subprocess.run(
-        [
-            RLHF,
-            "demo",
-            "--set",
-            f"logging.output_dir={run_dir}",
-            "logging.progress=false",
-            "peft.method=qlora",
-            "steps=30",
-            "optimizer.lr=1e-2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_demo(run_dir, "peft.method=qlora", "steps=30", "optimizer.lr=1e-2")
     assert "(peft: qlora)" in proc.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["loss_last"] < summary["loss_first"]

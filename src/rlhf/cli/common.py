@@ -12,10 +12,8 @@ from rlhf.config.core import ConfigError, load_config, render_config
 T = TypeVar("T")
 
 
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", metavar="FILE", help="YAML config file (any field not given keeps its default)"
-    )
+def add_set_arg(parser: argparse.ArgumentParser, example: str) -> None:
+    """`--set KEY=VALUE ...` (repeatable) into `args.overrides`."""
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -23,8 +21,15 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         action="extend",
         default=[],
-        help="override config fields, e.g. --set optimizer.lr=1e-4 peft.method=lora (values are YAML)",
+        help=f"override config fields, e.g. --set {example} (values are YAML)",
     )
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config file (any field not given keeps its default)"
+    )
+    add_set_arg(parser, "optimizer.lr=1e-4 peft.method=lora")
     parser.add_argument(
         "--print-config",
         action="store_true",
@@ -54,12 +59,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from rlhf.data.errors import DataError
 
     errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
-    try:
-        from rlhf.models.load import ModelLoadError
+    from rlhf.models.adapters import AdapterError
+    from rlhf.models.load import ModelLoadError
 
-        errors.append(ModelLoadError)
-    except ImportError:  # pragma: no cover - the models package is always present when installed
-        pass
+    errors += [ModelLoadError, AdapterError]
     return tuple(errors)
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 
 from rlhf import __version__
-from rlhf.cli.common import add_config_args, quiet_libraries, resolve_config, run_guarded
+from rlhf.cli.common import add_config_args, add_set_arg, quiet_libraries, resolve_config, run_guarded
 
 # Stages the toolkit is built around, in pipeline order. A stage whose module has not landed yet
 # is still listed, so `rlhf --help` shows the whole loop, and says plainly that it is not here.
@@ -96,15 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = data_sub.add_parser("inspect", help="detect a file's format and show counts and one example")
     inspect.add_argument("file", help="a .jsonl/.json/.csv/.parquet file, a `datasets` directory or a hub id")
     inspect.add_argument("--format", help="skip detection and read the file as this format")
-    inspect.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        nargs="+",
-        action="extend",
-        default=[],
-        help="data settings, e.g. --set data.rating_scale=[1,7] data.on_error=skip",
-    )
+    add_set_arg(inspect, "data.rating_scale=[1,7] data.on_error=raise")
     inspect.set_defaults(func=_cmd_data_inspect)
     formats = data_sub.add_parser("formats", help="list the formats the loaders understand")
     formats.set_defaults(func=_cmd_data_formats)

@@ -104,8 +104,8 @@ def _check_spec(spec: FormatSpec, cfg: DataConfig, accepted: tuple[str, ...], ex
     if spec.kind not in accepted:
         raise DataError(
             cfg.path, None, None,
-            f"found {spec.kind} data (format `{spec.name}`), but this stage expects {expect} data: "
-            f"{', '.join(accepted)}",
+            f"found {spec.kind} data (format `{spec.name}`), but this stage expects {expect} data"
+            + (f" ({' or '.join(accepted)})" if accepted != (expect,) else ""),
         )  # fmt: skip
     if spec.kind == "rating" and cfg.rating_scale is None:
         raise DataError(cfg.path, None, None, RATING_SCALE_MISSING)
