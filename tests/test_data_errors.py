@@ -143,8 +143,8 @@ def test_expect_names_found_and_wanted_kinds(shared_dir, fixtures_dir):
     with pytest.raises(DataError) as info:
         load_records(path, expect="reward")
     assert str(info.value) == (
-        f"{path}: found demonstration data (format `alpaca`), but this stage expects reward data: "
-        "comparison, ranking, rating, label"
+        f"{path}: found demonstration data (format `alpaca`), but this stage expects reward data "
+        "(comparison or ranking or rating or label)"
     )
     ranking = fixtures_dir / "data" / "ranking.jsonl"
     assert load_records(ranking, expect="reward").kind == "ranking"

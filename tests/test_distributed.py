@@ -16,13 +16,19 @@ SCRIPT = Path(__file__).parent / "dist" / "train_step.py"
 @pytest.mark.slow
 def test_two_process_gloo_training_step(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # Gloo on the loopback interface: a hostname that resolves to another address can stall it.
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
     proc = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=240,  # the script's collectives time out after 60 s, so this only catches a stuck launcher
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -20,7 +20,7 @@ from rlhf.training import build_optimizer, build_scheduler, make_accelerator, tr
 
 def main(out_dir: Path) -> None:
     optim_cfg = OptimizerConfig(lr=1e-2, gradient_accumulation_steps=2)
-    accelerator = make_accelerator(optim_cfg, seed=0)
+    accelerator = make_accelerator(optim_cfg, seed=0, timeout_s=60)
     tokenizer = load_tokenizer(ModelConfig())
     model = load_causal_lm(ModelConfig())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

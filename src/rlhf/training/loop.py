@@ -20,19 +20,28 @@ from rlhf.tracking import MetricsLogger, progress_bar
 LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 
 
-def make_accelerator(optim_cfg: OptimizerConfig, *, seed: int | None = None, cpu: bool = False):
+def make_accelerator(
+    optim_cfg: OptimizerConfig, *, seed: int | None = None, cpu: bool = False, timeout_s: int | None = None
+):
     """An Accelerator set up for `optim_cfg` (gradient accumulation), seeded on every process.
 
     Under `torchrun --nproc_per_node N` on CPU, Accelerate picks up the process group (gloo);
-    under `accelerate launch` it reads its own config (DDP, FSDP, DeepSpeed).
+    under `accelerate launch` it reads its own config (DDP, FSDP, DeepSpeed). `timeout_s` bounds
+    how long a collective waits for the other processes (default: torch's 30 minutes), so a
+    process that died or never joined becomes an error instead of a hang.
     """
+    from datetime import timedelta
+
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
 
     if not cpu and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Accelerate sets up a multi-process CPU run (gloo) only when told it is on the CPU.
         cpu = True
-    accelerator = Accelerator(gradient_accumulation_steps=optim_cfg.gradient_accumulation_steps, cpu=cpu)
+    handlers = [InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))] if timeout_s else []
+    accelerator = Accelerator(
+        gradient_accumulation_steps=optim_cfg.gradient_accumulation_steps, cpu=cpu, kwargs_handlers=handlers
+    )
     if seed is not None:
         set_seed(seed)
     return accelerator
