@@ -9,6 +9,7 @@ The full SFT -> feedback -> reward -> PPO loop replaces it when those stages lan
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -57,9 +58,7 @@ class DemoConfig:
 def _examples(cfg: DemoConfig, tokenizer):
     from rlhf.data import TruncationStats, encode_example, load_records, render_prompt
 
-    data_cfg = (
-        cfg.data if cfg.data.path else DataConfig(**{**vars(cfg.data), "path": bundled_demonstrations()})
-    )
+    data_cfg = cfg.data if cfg.data.path else dataclasses.replace(cfg.data, path=bundled_demonstrations())
     loaded = load_records(data_cfg, expect="demonstration")
     stats = TruncationStats(data_cfg.max_length)
     examples = []
@@ -179,7 +178,7 @@ def _save_and_reload(model, tokenizer, out_dir: Path, cfg: DemoConfig):
     model = save_model(model, tokenizer, out_dir, merge=method == "lora")
     if method in ("none", "lora"):
         return model, AutoModelForCausalLM.from_pretrained(out_dir).eval(), "plain transformers"
-    reload_cfg = ModelConfig(**{**vars(cfg.model), "path": str(out_dir)})
+    reload_cfg = dataclasses.replace(cfg.model, path=str(out_dir))
     return model, load_causal_lm(reload_cfg, for_training=False), "rlhf's loader (adapter on its base)"
 
 
