@@ -16,6 +16,7 @@ from rlhf.config.parts import (
     ModelConfig,
     OptimizerConfig,
     PeftConfig,
+    PromptConfig,
 )
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "PeftConfig",
+    "PromptConfig",
     "field_docs",
     "from_dict",
     "load_config",

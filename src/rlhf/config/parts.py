@@ -1,4 +1,4 @@
-"""The shared parts every stage config is composed of: model, PEFT, data, optimizer, logging.
+"""The shared parts every stage config is composed of: model, PEFT, data, prompt, optimizer, logging.
 
 A stage config is a dataclass whose fields are these parts plus its own settings, e.g.
 `SFTConfig(model=ModelConfig(), peft=PeftConfig(), data=DataConfig(), ...)`. Each field has
@@ -155,3 +155,42 @@ class LoggingConfig:
     """Also write TensorBoard event files (view with `tensorboard --logdir <output_dir>`)."""
     progress: bool = True
     """Show a progress bar with ETA and the live loss on long loops."""
+
+
+DEFAULT_INSTRUCTION_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
+"""The instruction template used for text prompts unless configured: Alpaca's layout, no preamble."""
+
+
+@dataclass
+class PromptConfig:
+    template: Literal["auto", "chat", "instruction", "raw"] = "auto"
+    """How a prompt becomes the text the model sees. `auto`: chat messages through the tokenizer's
+    chat template (a plain role-tag template when it has none), text prompts through
+    `instruction_template`. `chat`: text prompts too become one user message. `instruction`:
+    every prompt through `instruction_template` (messages joined as `role: text` lines). `raw`:
+    text as it is, messages through the chat template."""
+    instruction_template: str = DEFAULT_INSTRUCTION_TEMPLATE
+    """Template for text prompts, with `{prompt}` where the prompt goes (and optionally `{system}`
+    for `system_prompt`). The completion follows it directly."""
+    system_prompt: str | None = None
+    """A system message put first in chat prompts that have none; in instruction prompts it
+    replaces `{system}` (or, without that placeholder, goes first followed by a blank line)."""
+    few_shot_path: str | None = None
+    """Demonstrations file (any demonstration format) whose first `few_shot_count` examples are
+    shown before every prompt: as earlier user/assistant turns in chat prompts, as filled-in
+    templates separated by blank lines otherwise. Never used to train."""
+    few_shot_count: int = 3
+    """How many examples `few_shot_path` contributes to each prompt."""
+
+    def __post_init__(self) -> None:
+        if "{prompt}" not in self.instruction_template:
+            raise ConfigError("`prompt.instruction_template` must contain `{prompt}`")
+        try:
+            self.instruction_template.format(prompt="", system="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"`prompt.instruction_template` may only use {{prompt}} and {{system}} "
+                f"(write braces as {{{{ and }}}}): {exc}"
+            ) from exc
+        if self.few_shot_count < 0:
+            raise ConfigError(f"`prompt.few_shot_count` must be at least 0, got {self.few_shot_count}")

@@ -6,7 +6,7 @@
 Modules by role: `readers` (files -> raw rows with lines), `formats` (registry and detection),
 `demonstrations` / `preferences` / `oasst` / `judgments` (one normalizer per format), `fields`
 (checked field access), `records` and `errors` (the types), `load` (the entry point),
-`tokenize` (ids, labels, truncation, padding) and `inspect` (the `rlhf data` commands).
+`templates` (prompt rendering: chat, instruction, few-shot), `tokenize` (ids, labels, truncation, padding) and `inspect` (the `rlhf data` commands).
 Nothing heavy (torch, datasets, pyarrow) is imported until a function needs it.
 """
 
@@ -31,11 +31,13 @@ from rlhf.data.records import (
     Record,
     Source,
 )
+from rlhf.data.templates import PromptRenderer
 from rlhf.data.tokenize import (
     IGNORE_INDEX,
     EncodedExample,
     TruncationStats,
     encode_example,
+    encode_prompt,
     pad_batch,
     render_prompt,
 )
@@ -58,6 +60,7 @@ __all__ = [
     "Message",
     "Prompt",
     "PromptOnly",
+    "PromptRenderer",
     "Ranking",
     "Rating",
     "Record",
@@ -65,6 +68,7 @@ __all__ = [
     "TruncationStats",
     "detect_format",
     "encode_example",
+    "encode_prompt",
     "format_table",
     "hh_messages",
     "inspect_data",

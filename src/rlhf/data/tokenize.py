@@ -73,11 +73,9 @@ def encode_example(
     next to the answer, matters most), keeping a leading BOS. `max_prompt_length` caps the prompt
     (BOS included) the same way. Only a completion that alone does not fit loses its end.
     """
-    prompt_ids = list(tokenizer(prompt_text, add_special_tokens=True)["input_ids"])
+    prompt_ids = encode_prompt(tokenizer, prompt_text)
     completion_ids = list(tokenizer(completion_text, add_special_tokens=False)["input_ids"])
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    if bos is not None and prompt_ids[:2] == [bos, bos]:
-        prompt_ids = prompt_ids[1:]  # the chat template wrote BOS into the text and the tokenizer added one
     if add_eos and eos is not None and completion_ids[-1:] != [eos]:
         completion_ids.append(eos)
     head = prompt_ids[:1] if bos is not None and prompt_ids[:1] == [bos] else []
@@ -99,6 +97,19 @@ def encode_example(
         truncated=len(body) + len(completion_ids) < original,
         completion_truncated=completion_truncated,
     )
+
+
+def encode_prompt(tokenizer: Any, prompt_text: str, max_length: int | None = None) -> list[int]:
+    """A rendered prompt's ids with the tokenizer's special tokens, BOS once; longer than
+    `max_length` loses its start (keeping BOS), like the prompt in `encode_example`."""
+    ids = list(tokenizer(prompt_text, add_special_tokens=True)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if bos is not None and ids[:2] == [bos, bos]:
+        ids = ids[1:]  # the chat template wrote BOS into the text and the tokenizer added one
+    if max_length is None or len(ids) <= max_length:
+        return ids
+    head = ids[:1] if bos is not None and ids[:1] == [bos] else []
+    return head + _keep_last(ids[len(head) :], max(0, max_length - len(head)))
 
 
 def _keep_last(ids: list[int], count: int) -> list[int]:
