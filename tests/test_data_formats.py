@@ -279,7 +279,7 @@ def test_format_override(data_dir):
 
 def test_registry_lists_every_format():
     table = format_table()
-    assert len(FORMATS) == 15
+    assert len(FORMATS) == 16
     for name, spec in FORMATS.items():
         assert name in table
         assert spec.description in table

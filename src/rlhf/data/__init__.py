@@ -4,8 +4,8 @@
     data = load_records(cfg.data, expect="sft")    # -> LoadedData(records, format, kind, report)
 
 Modules by role: `readers` (files -> raw rows with lines), `formats` (registry and detection),
-`demonstrations` / `preferences` / `oasst` / `judgments` (one normalizer per format), `fields`
-(checked field access), `records` and `errors` (the types), `load` (the entry point),
+`demonstrations` / `preferences` / `oasst` / `candidates` / `judgments` (one normalizer per
+format), `fields` (checked field access), `records` and `errors` (the types), `load` (the entry point),
 `templates` (prompt rendering: chat, instruction, few-shot), `tokenize` (ids, labels, truncation, padding) and `inspect` (the `rlhf data` commands).
 Nothing heavy (torch, datasets, pyarrow) is imported until a function needs it.
 """
@@ -18,6 +18,7 @@ from rlhf.data.preferences import hh_messages
 from rlhf.data.readers import iter_rows, read_rows
 from rlhf.data.records import (
     KINDS,
+    Candidates,
     Comparison,
     Correction,
     Demonstration,
@@ -47,6 +48,7 @@ __all__ = [
     "IGNORE_INDEX",
     "KINDS",
     "KIND_FAMILIES",
+    "Candidates",
     "Comparison",
     "Correction",
     "DataError",

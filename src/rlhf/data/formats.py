@@ -3,9 +3,9 @@
 Detection looks only at which fields the first row has (`data.format` skips it); every later
 row must then fit that format, or its normalizer raises a `DataError` naming the field. The
 checks run from the most specific field set to the least, so a row can match only one way:
-message trees, then pairs (chosen+rejected), rankings, single-completion judgments (rating,
-label, correction, feedback), prompt+completion, chat, ShareGPT, Alpaca, plain text, and
-finally bare prompts.
+message trees, then pairs (chosen+rejected), rankings, unjudged candidates (prompt+completions
+without ranks), single-completion judgments (rating, label, correction, feedback),
+prompt+completion, chat, ShareGPT, Alpaca, plain text, and finally bare prompts.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rlhf.data import demonstrations, judgments, oasst, preferences
+from rlhf.data import candidates, demonstrations, judgments, oasst, preferences
 from rlhf.data.errors import DataError
 from rlhf.data.fields import NormalizeContext, RowView
 from rlhf.data.records import Record, Source
@@ -59,6 +59,9 @@ _SPECS = (
                "several completions with one rank each (lower is better, ties allowed)", preferences.ranking),
     FormatSpec("oasst", "ranking", "{message_tree_id, tree_state, prompt: {text, role, replies, rank?}}",
                "OpenAssistant message trees; each group of ranked sibling replies is one ranking", oasst.oasst),
+    FormatSpec("candidates", "candidates", "{prompt, completions: [...], rendered_prompt?}",
+               "completions to compare, not judged yet (no ranks); what `rlhf generate` writes",
+               candidates.candidates),
     FormatSpec("rating", "rating", "{prompt, completion, rating}",
                "a completion scored on the scale set in `data.rating_scale`", judgments.rating),
     FormatSpec("label", "label", "{prompt, completion, label}",
@@ -89,6 +92,8 @@ def detect_format(row: dict[str, Any], source: Source) -> str:
         return "hh"
     if {"completions", "ranks"} <= keys:
         return "ranking"
+    if {"prompt", "completions"} <= keys:
+        return "candidates"
     if {"prompt", "completion"} <= keys:
         return next((name for name in _JUDGMENT_FIELDS if name in keys), "prompt_completion")
     for name, needed in (("chat", {"messages"}), ("sharegpt", {"conversations"}),

@@ -10,7 +10,7 @@ from typing import Any
 from rlhf.config.parts import DataConfig
 from rlhf.data.formats import FORMATS, format_table
 from rlhf.data.load import load_records
-from rlhf.data.records import Ranking, Record
+from rlhf.data.records import Candidates, Ranking, Record
 
 _MAX_ERRORS_SHOWN = 10
 _MAX_TEXT_SHOWN = 400
@@ -45,6 +45,15 @@ def inspect_data(source: str | Path | DataConfig, **overrides: Any) -> str:
         completions = sum(len(record.completions) for record in rankings)
         pairs = sum(len(record.pairs()) for record in rankings)
         lines.append(f"ranked:   {completions} completions, {pairs} ordered pairs")
+    candidate_sets = [record for record in data.records if isinstance(record, Candidates)]
+    if candidate_sets:
+        counts = [len(record.completions) for record in candidate_sets]
+        repeated = sum(len(record.completions) - len(set(record.completions)) for record in candidate_sets)
+        per_prompt = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)} to {max(counts)}"
+        lines.append(
+            f"samples:  {sum(counts)} completions, {per_prompt} per prompt, "
+            f"{repeated} repeating an earlier one of the same prompt"
+        )
     for reason, count in sorted(report.left_out.items()):
         lines.append(f"left out: {count} {reason}")
     if report.skipped:

@@ -42,8 +42,8 @@ class LoadedData:
     format: str
     """The format id the rows were read as."""
     kind: str
-    """The kind of every record: demonstration, comparison, ranking, rating, label, correction,
-    feedback or prompt."""
+    """The kind of every record: demonstration, comparison, ranking, candidates, rating, label,
+    correction, feedback or prompt."""
     report: LoadReport
     """Rows read, records kept, rows skipped (with lines) and items left out."""
 

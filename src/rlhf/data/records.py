@@ -1,9 +1,9 @@
 """The normalized records every loader produces, whatever the file format.
 
 A stage never sees a file's own field names: it sees `Demonstration`, `Comparison`, `Ranking`,
-`Rating`, `Label`, `Correction`, `Feedback` or `PromptOnly`. Each record keeps its `Source`
-(file and line) so any later problem, e.g. a sequence that had to be truncated, can be traced
-back to the row a person wrote.
+`Candidates`, `Rating`, `Label`, `Correction`, `Feedback` or `PromptOnly`. Each record keeps its
+`Source` (file and line) so any later problem, e.g. a sequence that had to be truncated, can be
+traced back to the row a person wrote.
 
 Records are frozen: a loader builds them once and nothing downstream edits them in place.
 """
@@ -109,6 +109,22 @@ class Ranking:
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """Completions of one prompt not judged yet: what `rlhf generate` writes for people to compare."""
+
+    kind: ClassVar[str] = "candidates"
+    prompt: Prompt
+    """What every completion answers."""
+    completions: list[str]
+    """At least one completion, in the order they were drawn; may repeat and may be empty text (a
+    model can answer with nothing, and a person can still rank that last)."""
+    source: Source
+    """File and line of the row."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Fields of the source row the format does not use (`rendered_prompt`, ids, ...)."""
+
+
+@dataclass(frozen=True)
 class Rating:
     """A completion with a scalar score on a known scale."""
 
@@ -189,8 +205,12 @@ class PromptOnly:
     """Fields of the source row the format does not use."""
 
 
-Record = Demonstration | Comparison | Ranking | Rating | Label | Correction | Feedback | PromptOnly
+Record = (
+    Demonstration | Comparison | Ranking | Candidates | Rating | Label | Correction | Feedback | PromptOnly
+)
 """Any normalized record; `record.kind` tells which."""
 
-KINDS = ("demonstration", "comparison", "ranking", "rating", "label", "correction", "feedback", "prompt")
+KINDS = (
+    "demonstration", "comparison", "ranking", "candidates", "rating", "label", "correction", "feedback", "prompt",
+)  # fmt: skip
 """Every record kind, in the order `rlhf data formats` lists them."""

@@ -1,0 +1,142 @@
+"""`rlhf generate`: sample K completions for every prompt of a file and write them as `candidates`.
+
+Each output line is one prompt (in the order of the prompts file) and its K completions:
+
+    {"prompt": "Name a fruit.",                       # as in the prompts file: text or [{role, content}]
+     "completions": ["An apple.", "A pear.", ...],    # K strings, in draw order
+     "rendered_prompt": "### Instruction:\\n...",      # the text the model was given (template applied)
+     "source": "prompts.jsonl:3",                     # file and line of the prompt
+     "prompt_tokens_cut": 12,                         # only when data.max_prompt_length cut the prompt
+     "id": "q-17"}                                    # the prompt row's other fields, copied as they are
+
+This is the `candidates` data format: the labeling app and `rlhf data inspect` read it, and every
+stage that takes prompts can take it back (`load_records(path, expect="prompt")`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rlhf.config.core import ConfigError
+from rlhf.data.records import Prompt, PromptOnly
+from rlhf.generation.config import GenerateConfig
+
+OUTPUT_FIELDS = ("prompt", "completions", "rendered_prompt", "source", "prompt_tokens_cut")
+"""Fields generate writes itself; a prompt row's own field of one of these names is not copied
+(nor is `ranks`, which would make the row read as a ranking)."""
+_NOT_COPIED = {*OUTPUT_FIELDS, "ranks"}
+
+
+def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
+    """Sample, write `cfg.output`, print a one-line summary and return it as a dict."""
+    import torch
+
+    from rlhf.data import PromptRenderer, encode_prompt, load_records, prompts_of
+    from rlhf.generation.sampling import count_repeats, generate_samples
+    from rlhf.models import load_causal_lm, load_tokenizer
+
+    started = time.time()
+    if not cfg.data.path:
+        raise ConfigError("no prompts given: set `data.path` (`rlhf generate --prompts FILE`)")
+    # Prompts first: a bad prompts file fails in milliseconds, before any model loads.
+    loaded = load_records(cfg.data, expect="prompt")
+    prompts = prompts_of(loaded)
+    tokenizer = load_tokenizer(cfg.model, padding_side="left")
+    renderer = PromptRenderer(cfg.prompt, tokenizer)
+    rendered = [renderer.render(record.prompt) for record in prompts]
+    prompt_ids, cuts = [], []
+    for text in rendered:
+        ids = encode_prompt(tokenizer, text)
+        kept = (
+            encode_prompt(tokenizer, text, cfg.data.max_prompt_length) if cfg.data.max_prompt_length else ids
+        )
+        prompt_ids.append(kept)
+        cuts.append(len(ids) - len(kept))
+
+    model = load_causal_lm(cfg.model, for_training=False, tokenizer=tokenizer)
+    if torch.cuda.is_available() and cfg.model.quantization == "none":
+        model.to("cuda")  # a quantized model was already placed on its GPU while loading
+    groups = generate_samples(model, tokenizer, prompt_ids, cfg.sampling, progress=cfg.progress)
+
+    rows = [
+        candidates_row(record, [sample.text for sample in group], text, cut)
+        for record, group, text, cut in zip(prompts, groups, rendered, cuts)
+    ]
+    output = write_jsonl_atomic(cfg.output, rows)
+    samples = [sample for group in groups for sample in group]
+    summary = {
+        "prompts": len(prompts),
+        "num_samples": cfg.sampling.num_samples,
+        "completions": len(samples),
+        "repeats_left": count_repeats(groups),
+        "empty": sum(not sample.text.strip() for sample in samples),
+        "hit_max_new_tokens": sum(sample.finish == "length" for sample in samples),
+        "prompts_cut": sum(cut > 0 for cut in cuts),
+        "rows_skipped": len(loaded.report.skipped),
+        "seconds": round(time.time() - started, 1),
+        "output": str(output),
+    }
+    print(summary_line(summary, loaded.report.summary(with_path=False)))
+    return summary
+
+
+def candidates_row(record: PromptOnly, completions: list[str], rendered: str, cut: int) -> dict[str, Any]:
+    """One output line: the `candidates` format (see the module docstring)."""
+    row: dict[str, Any] = {
+        "prompt": prompt_to_json(record.prompt),
+        "completions": completions,
+        "rendered_prompt": rendered,
+        "source": str(record.source),
+    }
+    if cut:
+        row["prompt_tokens_cut"] = cut
+    row.update((key, value) for key, value in record.meta.items() if key not in _NOT_COPIED)
+    return row
+
+
+def prompt_to_json(prompt: Prompt) -> str | list[dict[str, str]]:
+    """A prompt as the data formats write it: text, or a list of {role, content}."""
+    if isinstance(prompt, str):
+        return prompt
+    return [{"role": message.role, "content": message.content} for message in prompt]
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """Write `rows` as JSONL at `path` all at once: to a temporary file beside it, then renamed
+    over it, so readers never see half a file and a failed run leaves any old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def summary_line(summary: dict[str, Any], load_summary: str) -> str:
+    """E.g. `[generate] 3 prompts x 4 samples = 12 completions in 1.2 s -> out.jsonl (0 repeats ...)`."""
+    notes = [
+        f"{summary['repeats_left']} repeats left",
+        f"{summary['hit_max_new_tokens']} hit max_new_tokens",
+        f"{summary['empty']} empty",
+    ]
+    if summary["prompts_cut"]:
+        notes.append(f"{summary['prompts_cut']} prompts cut to data.max_prompt_length")
+    if summary["rows_skipped"]:
+        notes.append(f"data: {load_summary}")
+    return (
+        f"[generate] {summary['prompts']} prompts x {summary['num_samples']} samples = "
+        f"{summary['completions']} completions in {summary['seconds']} s -> {summary['output']} "
+        f"({'; '.join(notes)})"
+    )

@@ -1,0 +1,213 @@
+"""Sampling completions from a causal LM: batched, left padded, with the KV cache.
+
+    completions = generate_completions(model, tokenizer, prompt_ids, SamplingConfig(num_samples=4))
+    # -> [[4 texts of prompt 0], [4 texts of prompt 1], ...]
+
+Pure functions of (model, tokenizer, token ids, settings), for every stage that samples:
+`rlhf generate`, PPO rollouts, best-of-N. They neither load nor move the model, nor change its
+train/eval mode: pass it ready (eval mode, on its device). Prompts are token ids, already
+rendered and encoded (`rlhf.data.PromptRenderer`, `rlhf.data.encode_prompt`).
+
+Reproducibility: `generate_samples` seeds torch once (`sampling.seed`) and draws everything from
+that one stream, so the same seed, model, prompts, settings (`batch_size` included: it decides
+which random numbers each sequence gets) and device give the same completions. GPU kernels may
+differ in the last bits between GPU models or library versions, and then so can the samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rlhf.generation.config import SamplingConfig
+
+
+@dataclass
+class Sample:
+    """One generated completion."""
+
+    text: str
+    """The completion: decoded without special tokens as the continuation of its prompt (a leading
+    space is kept), cut right before the first stop string."""
+    token_ids: list[int]
+    """(N,) the ids the model generated, N <= max_new_tokens: through the first EOS if there is one;
+    the padding after a stop-string stop is left out."""
+    finish: Literal["eos", "stop", "length"]
+    """Why it ended: the model's EOS, a stop string, or `max_new_tokens`."""
+
+
+def generate_completions(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    sampling: SamplingConfig,
+    *,
+    progress: bool = True,
+) -> list[list[str]]:
+    """`sampling.num_samples` completion texts per prompt, in prompt order (see `generate_samples`)."""
+    groups = generate_samples(model, tokenizer, prompt_ids, sampling, progress=progress)
+    return [[sample.text for sample in group] for group in groups]
+
+
+def generate_samples(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    sampling: SamplingConfig,
+    *,
+    progress: bool = True,
+) -> list[list[Sample]]:
+    """K = `sampling.num_samples` samples per prompt, each prompt's in draw order.
+
+    Seeds torch with `sampling.seed` (unless null) first. With `sampling.unique`, a sample whose
+    text repeats an earlier one of the same prompt is drawn again, for up to `max_retries` rounds;
+    any repeats left after that are kept (count them with `count_repeats`).
+    """
+    import torch
+
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)  # seeds the CPU and every CUDA device
+    k = sampling.num_samples
+    # The K copies of a prompt sit next to each other: batches then hold few distinct lengths.
+    flat = sample_sequences(
+        model, tokenizer, [ids for ids in prompt_ids for _ in range(k)], sampling, progress=progress
+    )
+    groups = [flat[index * k : (index + 1) * k] for index in range(len(prompt_ids))]
+    if not sampling.unique:
+        return groups
+    for _ in range(sampling.max_retries):
+        slots = [(index, j) for index, group in enumerate(groups) for j in repeated_indices(group)]
+        if not slots:
+            break
+        redrawn = sample_sequences(
+            model, tokenizer, [prompt_ids[index] for index, _ in slots], sampling,
+            progress=progress, desc="re-draw repeats",
+        )  # fmt: skip
+        for (index, j), sample in zip(slots, redrawn):
+            groups[index][j] = sample
+    return groups
+
+
+def repeated_indices(group: list[Sample] | list[str]) -> list[int]:
+    """Positions whose text equals that of an earlier item (the first occurrence is not counted)."""
+    seen: set[str] = set()
+    repeats = []
+    for index, item in enumerate(group):
+        text = item if isinstance(item, str) else item.text
+        if text in seen:
+            repeats.append(index)
+        seen.add(text)
+    return repeats
+
+
+def count_repeats(groups: list[list[Sample]] | list[list[str]]) -> int:
+    """How many samples repeat an earlier one of the same prompt."""
+    return sum(len(repeated_indices(group)) for group in groups)
+
+
+def sample_sequences(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    sampling: SamplingConfig,
+    *,
+    progress: bool = True,
+    desc: str = "generate",
+) -> list[Sample]:
+    """One sample per entry of `prompt_ids` (repeat an entry to draw it several times), in order.
+
+    Runs `model.generate` on `sampling.batch_size` sequences at a time, left padded so that every
+    prompt ends at the last column and the new tokens line up. Ignores `num_samples`, `unique` and
+    `seed`: it draws from torch's random stream as it stands.
+    """
+    import torch
+
+    from rlhf.data import pad_batch
+    from rlhf.tracking import progress_bar
+
+    if any(not ids for ids in prompt_ids):
+        raise ValueError("every prompt needs at least one token")
+    kwargs = generation_kwargs(model, tokenizer, sampling)
+    eos_ids = set(kwargs["eos_token_id"])
+    device = next(model.parameters()).device
+    samples: list[Sample] = []
+    with progress_bar(len(prompt_ids), desc, enabled=progress, unit="seq") as bar:
+        for start in range(0, len(prompt_ids), sampling.batch_size):
+            chunk = prompt_ids[start : start + sampling.batch_size]
+            batch = pad_batch(chunk, tokenizer.pad_token_id, side="left")
+            input_ids = batch["input_ids"].to(device)  # (B, T)
+            attention_mask = batch["attention_mask"].to(device)  # (B, T)
+            with torch.inference_mode():
+                out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            new_ids = out[:, input_ids.shape[1] :].tolist()  # (B, N) after the prompt, padded after a finish
+            for prompt, ids in zip(chunk, new_ids):
+                samples.append(_finish(ids, prompt[-1:], tokenizer, sampling.stop, eos_ids))
+            bar.update(len(chunk))
+    return samples
+
+
+def generation_kwargs(model: Any, tokenizer: Any, sampling: SamplingConfig) -> dict[str, Any]:
+    """Keyword arguments for `model.generate` that carry out `sampling`.
+
+    Every sampling knob is passed explicitly, so the model's own `generation_config` defaults
+    (e.g. transformers' top_k=50, or a chat model's preferred temperature) never apply unseen.
+    EOS is every id the model's generation config or the tokenizer names (chat models often end
+    a turn with a token other than the tokenizer's EOS).
+    """
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": sampling.max_new_tokens,
+        "do_sample": not sampling.greedy,
+        "repetition_penalty": sampling.repetition_penalty,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": eos_token_ids(model, tokenizer),
+        "use_cache": True,
+    }
+    if sampling.greedy:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+    if sampling.stop:
+        # Stops each sequence early once its text ends in a stop string; the cut is `_finish`'s job.
+        kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
+    return kwargs
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The ids that end a completion: the model's generation config's EOS ids, then the tokenizer's."""
+    ids: list[int] = []
+    generation_config = getattr(model, "generation_config", None)
+    configured = getattr(generation_config, "eos_token_id", None)
+    for value in [*(configured if isinstance(configured, list) else [configured]), tokenizer.eos_token_id]:
+        if value is not None and value not in ids:
+            ids.append(int(value))
+    if not ids:
+        raise ValueError("neither the model's generation config nor the tokenizer names an EOS token")
+    return ids
+
+
+def decode_continuation(tokenizer: Any, prefix_ids: list[int], ids: list[int]) -> str:
+    """`ids` decoded as the continuation of `prefix_ids` (e.g. the prompt's last token), without
+    special tokens. Decoded alone, SentencePiece-style tokenizers drop the leading space of the
+    first token (`▁there` -> `there`), which would glue a completion onto its prompt."""
+    head = tokenizer.decode(prefix_ids, skip_special_tokens=True)
+    whole = tokenizer.decode([*prefix_ids, *ids], skip_special_tokens=True)
+    if whole.startswith(head):
+        return whole[len(head) :]
+    return tokenizer.decode(ids, skip_special_tokens=True)  # e.g. a character split across the two
+
+
+def _finish(
+    ids: list[int], prefix_ids: list[int], tokenizer: Any, stop: list[str] | None, eos_ids: set[int]
+) -> Sample:
+    """The sample of one row of generated ids (padding after a finish included)."""
+    end = next((index + 1 for index, token in enumerate(ids) if token in eos_ids), None)
+    if end is not None:
+        ids = ids[:end]
+    text = decode_continuation(tokenizer, prefix_ids, ids)
+    cut = min((index for index in (text.find(s) for s in stop or ()) if index >= 0), default=None)
+    if cut is not None:
+        # The stop-string criterion pads a sequence that stopped early while others go on.
+        while ids and ids[-1] == tokenizer.pad_token_id:
+            ids = ids[:-1]
+        return Sample(text[:cut], ids, "stop")
+    return Sample(text, ids, "eos" if end is not None else "length")
