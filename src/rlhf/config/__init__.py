@@ -12,6 +12,7 @@ from rlhf.config.core import (
 from rlhf.config.parts import (
     BUILTIN_TINY,
     DataConfig,
+    FreezeConfig,
     LoggingConfig,
     ModelConfig,
     OptimizerConfig,
@@ -23,6 +24,7 @@ __all__ = [
     "BUILTIN_TINY",
     "ConfigError",
     "DataConfig",
+    "FreezeConfig",
     "LoggingConfig",
     "ModelConfig",
     "OptimizerConfig",

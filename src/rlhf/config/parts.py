@@ -194,3 +194,26 @@ class PromptConfig:
             ) from exc
         if self.few_shot_count < 0:
             raise ConfigError(f"`prompt.few_shot_count` must be at least 0, got {self.few_shot_count}")
+
+
+@dataclass
+class FreezeConfig:
+    train_last_layers: int | None = None
+    """Train only the last N transformer blocks (decoder layers); every other weight is frozen.
+    Null: no layer selection. Only with `peft.method: none` (adapters choose their own weights)."""
+    train_modules: list[str] | None = None
+    """Parameter names to train as well (alone, or next to the last N layers): fnmatch globs
+    such as `*.mlp.*` or `lm_head.*`, or a module name such as `model.norm` (all its parameters).
+    A tied weight (e.g. lm_head = embed_tokens) trains if any of its names is selected."""
+
+    def __post_init__(self) -> None:
+        if self.train_last_layers is not None and self.train_last_layers < 1:
+            raise ConfigError(
+                f"`freeze.train_last_layers` must be at least 1 (or null), got {self.train_last_layers}"
+            )
+        if self.train_modules is not None and (
+            not self.train_modules or not all(pattern.strip() for pattern in self.train_modules)
+        ):
+            raise ConfigError(
+                f"`freeze.train_modules` must list non-empty name patterns (or be null), got {self.train_modules}"
+            )
