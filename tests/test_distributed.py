@@ -48,3 +48,49 @@ def test_two_process_gloo_training_step(tmp_path):
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+
+
+SFT_ARGS = [
+    "data.path=src/rlhf/assets/demo/demonstrations.jsonl",
+    "data.max_length=96",
+    "optimizer.lr=3e-3",
+    "max_steps=6",
+    "eval.fraction=0.2",
+    "eval.every=3",
+    "logging.progress=false",
+    "logging.tensorboard=false",
+]
+
+
+@pytest.mark.slow
+def test_two_process_sft_matches_one_process_with_the_same_global_batch(tmp_path):
+    """torchrun x2 with batch 2 per process = one process with batch 4: same rows, same token weighting."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
+    two = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rlhf.cli.main", "sft", "--set",
+         *SFT_ARGS, "batch_size=2", f"logging.output_dir={tmp_path / 'two'}"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-4000:]
+    one = subprocess.run(
+        [str(Path(sys.executable).with_name("rlhf")), "sft", "--set", *SFT_ARGS, "batch_size=4",
+         f"logging.output_dir={tmp_path / 'one'}"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-4000:]
+    summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two")]
+    assert summaries[1]["train_loss"] == pytest.approx(summaries[0]["train_loss"], abs=1e-5)
+    assert [e["loss"] for e in summaries[1]["eval"]] == pytest.approx(
+        [e["loss"] for e in summaries[0]["eval"]], abs=1e-5
+    )
+    assert summaries[1]["train_tokens"] == summaries[0]["train_tokens"]
+    # Only the main process wrote the model, and it loads.
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "model")

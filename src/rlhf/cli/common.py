@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -52,6 +53,8 @@ def quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    # peft still calls a transformers property that warns of its renaming on every adapter load.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -61,8 +64,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
     from rlhf.models.adapters import AdapterError
     from rlhf.models.load import ModelLoadError
+    from rlhf.training.checkpoint import CheckpointError
 
-    errors += [ModelLoadError, AdapterError]
+    errors += [ModelLoadError, AdapterError, CheckpointError]
     return tuple(errors)
 
 

@@ -12,8 +12,6 @@ from rlhf.cli.common import add_config_args, add_set_arg, quiet_libraries, resol
 # Stages the toolkit is built around, in pipeline order. A stage whose module has not landed yet
 # is still listed, so `rlhf --help` shows the whole loop, and says plainly that it is not here.
 PENDING_STAGES = {
-    "sft": "supervised and instruction fine-tuning (full, LoRA, QLoRA, prompt tuning)",
-    "generate": "sample completions for prompts (candidates for human feedback)",
     "label": "the labeling web app for collecting human feedback",
     "reward": "train a reward model on comparisons, rankings, ratings or labels",
     "score": "score completions with a reward model",
@@ -23,6 +21,34 @@ PENDING_STAGES = {
     "eval": "evaluate policies and reward models",
     "pipeline": "run the whole loop, stage by stage, in one run directory",
 }
+
+
+def _cmd_sft(args: argparse.Namespace) -> None:
+    from rlhf.sft import SftConfig, run_sft
+
+    cfg = resolve_config(SftConfig, args)
+    if cfg is not None:
+        quiet_libraries()
+        run_sft(cfg, resume=args.resume)
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from rlhf.generation import GenerateConfig, run_generate
+
+    # The convenience flags are `--set` overrides given last, so they win over --config and --set.
+    # Values go in as JSON, which YAML reads back unchanged (a path like `on` stays a string).
+    flags = (
+        ("model", "model.path"), ("prompts", "data.path"), ("output", "output"),
+        ("num_samples", "sampling.num_samples"), ("seed", "sampling.seed"),
+        ("temperature", "sampling.temperature"), ("top_p", "sampling.top_p"), ("top_k", "sampling.top_k"),
+        ("max_new_tokens", "sampling.max_new_tokens"), ("stop", "sampling.stop"),
+    )  # fmt: skip
+    given = [(key, getattr(args, dest)) for dest, key in flags if getattr(args, dest) is not None]
+    args.overrides = [*args.overrides, *(f"{key}={json.dumps(value)}" for key, value in given)]
+    cfg = resolve_config(GenerateConfig, args)
+    if cfg is not None:
+        quiet_libraries()
+        run_generate(cfg)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -61,6 +87,17 @@ def _cmd_env(args: argparse.Namespace) -> None:
     print(json.dumps(environment_info(), indent=2))
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    quiet_libraries()
+    from rlhf.models.export import export_model
+
+    info = export_model(args.source, args.output, merge=args.merge, dtype=args.dtype)
+    what = f"{info['adapter']} adapter merged into {info['base']}" if info["merged"] else "re-saved"
+    print(
+        f"exported {info['source']} -> {info['output']}: {what}, {info['dtype']}, {info['parameters']:,} weights"
+    )
+
+
 def _pending(name: str):
     def run(args: argparse.Namespace) -> None:
         print(
@@ -87,6 +124,50 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_args(stage)
         stage.set_defaults(func=_pending(name))
 
+    sft = sub.add_parser(
+        "sft",
+        help="supervised and instruction fine-tuning (full, LoRA, QLoRA, prompt tuning, selective layers)",
+        description="Fine-tune a causal LM on demonstrations; the model goes to <output_dir>/model.",
+    )
+    add_config_args(sft)
+    sft.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from the newest checkpoint in logging.output_dir (or from CHECKPOINT)",
+    )
+    sft.set_defaults(func=_cmd_sft)
+
+    generate = sub.add_parser(
+        "generate",
+        help="sample completions for prompts (candidates for human feedback)",
+        description="Sample K completions for every prompt of a file and write them as `candidates` JSONL "
+        "(prompt, completions, rendered_prompt, source), the input of the labeling app.",
+    )
+    add_config_args(generate)
+    for flag, kind, metavar, what in (
+        ("--model", str, "PATH", "model.path: hub id, directory or builtin:tiny"),
+        ("--prompts", str, "FILE", "data.path: the prompts file (any format with prompts)"),
+        ("--output", str, "FILE", "output: the JSONL file to write"),
+        ("--num-samples", int, "K", "sampling.num_samples: completions per prompt"),
+        ("--seed", int, "N", "sampling.seed: same seed, same completions"),
+        ("--temperature", float, "T", "sampling.temperature (0: greedy)"),
+        ("--top-p", float, "P", "sampling.top_p (1: off)"),
+        ("--top-k", int, "K", "sampling.top_k (0: off)"),
+        ("--max-new-tokens", int, "N", "sampling.max_new_tokens"),
+    ):
+        generate.add_argument(flag, type=kind, metavar=metavar, help=f"sets {what}")
+    generate.add_argument(
+        "--stop",
+        action="append",
+        metavar="STR",
+        help="sets sampling.stop (repeatable): end a completion before this text; "
+        "taken literally, so in bash write a newline as $'\\n'",
+    )
+    generate.set_defaults(func=_cmd_generate)
+
     demo = sub.add_parser("demo", help="the end-to-end demo: runs every stage available, offline, on CPU")
     add_config_args(demo)
     demo.set_defaults(func=_cmd_demo)
@@ -100,6 +181,25 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(func=_cmd_data_inspect)
     formats = data_sub.add_parser("formats", help="list the formats the loaders understand")
     formats.set_defaults(func=_cmd_data_formats)
+
+    export = sub.add_parser(
+        "export",
+        help="write a saved model (LoRA merged into its base) for plain transformers",
+        description="Load SOURCE (a model or adapter directory, hub id or builtin:tiny) and save it to "
+        "OUTPUT, merging a LoRA adapter into the base weights so AutoModelForCausalLM loads it.",
+    )
+    export.add_argument("source", help="saved model or adapter directory, hub id or builtin:tiny")
+    export.add_argument("output", help="directory to write (replaced atomically if it exists)")
+    export.add_argument(
+        "--merge",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="merge a LoRA adapter into the base (default); --no-merge writes the adapter as an adapter",
+    )
+    export.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="dtype to write (default: the base's own)"
+    )
+    export.set_defaults(func=_cmd_export)
 
     env = sub.add_parser("env", help="print versions and devices (paste it into bug reports)")
     env.set_defaults(func=_cmd_env)

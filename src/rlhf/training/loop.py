@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,14 +21,20 @@ LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 
 
 def make_accelerator(
-    optim_cfg: OptimizerConfig, *, seed: int | None = None, cpu: bool = False, timeout_s: int | None = None
+    optim_cfg: OptimizerConfig,
+    *,
+    seed: int | None = None,
+    cpu: bool = False,
+    timeout_s: int | None = None,
+    mixed_precision: str = "no",
 ):
     """An Accelerator set up for `optim_cfg` (gradient accumulation), seeded on every process.
 
     Under `torchrun --nproc_per_node N` on CPU, Accelerate picks up the process group (gloo);
     under `accelerate launch` it reads its own config (DDP, FSDP, DeepSpeed). `timeout_s` bounds
     how long a collective waits for the other processes (default: torch's 30 minutes), so a
-    process that died or never joined becomes an error instead of a hang.
+    process that died or never joined becomes an error instead of a hang. `mixed_precision`:
+    `no`, `bf16`, `fp16`, or `auto` (bf16 autocast on a GPU that supports it, else none).
     """
     from datetime import timedelta
 
@@ -39,8 +45,20 @@ def make_accelerator(
         # Accelerate sets up a multi-process CPU run (gloo) only when told it is on the CPU.
         cpu = True
     handlers = [InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))] if timeout_s else []
+    from accelerate.state import AcceleratorState
+
+    # Accelerate keeps one global state per process and refuses a second Accelerator with other
+    # settings (e.g. another mixed precision); stages that run one after another in one process
+    # (the pipeline, notebooks, tests) each need their own. The process group itself is kept.
+    AcceleratorState._reset_state()
+    if mixed_precision == "auto":
+        bf16_gpu = not cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        mixed_precision = "bf16" if bf16_gpu else "no"
     accelerator = Accelerator(
-        gradient_accumulation_steps=optim_cfg.gradient_accumulation_steps, cpu=cpu, kwargs_handlers=handlers
+        gradient_accumulation_steps=optim_cfg.gradient_accumulation_steps,
+        cpu=cpu,
+        kwargs_handlers=handlers,
+        mixed_precision=mixed_precision,
     )
     if seed is not None:
         set_seed(seed)
@@ -57,13 +75,23 @@ class LoopResult:
     """One row per optimizer step: the step's mean loss (over micro-batches and processes), lr, grad norm."""
 
 
-def _mean_over_processes(accelerator, values: dict[str, float]) -> dict[str, float]:
+def _reduce(accelerator, values: dict[str, float], reduction: str) -> dict[str, float]:
     if accelerator.num_processes == 1 or not values:
         return values
     keys = sorted(values)
     tensor = torch.tensor([float(values[k]) for k in keys], device=accelerator.device)
-    tensor = accelerator.reduce(tensor, reduction="mean")
+    tensor = accelerator.reduce(tensor, reduction=reduction)
     return dict(zip(keys, tensor.tolist()))
+
+
+def _windows(batches: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive groups of `size` micro-batches (one optimizer step's worth), cycling over `batches`."""
+    stream = itertools.chain.from_iterable(itertools.repeat(batches))
+    while True:
+        window = list(itertools.islice(stream, size))
+        if len(window) < size:
+            return
+        yield window
 
 
 def train_loop(
@@ -81,47 +109,73 @@ def train_loop(
     progress: bool = True,
     desc: str = "train",
     start_step: int = 0,
+    count_fn: Callable[[Any], int] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> LoopResult:
-    """Run optimizer steps until `max_steps`, cycling over `batches` (already `accelerator.prepare`d).
+    """Run optimizer steps until `max_steps`, cycling over `batches` (micro-batches of this process).
 
-    One optimizer step consumes `gradient_accumulation_steps` micro-batches on every process.
+    One optimizer step consumes `gradient_accumulation_steps` micro-batches on every process,
+    drawn from `batches` in order and nothing more, so a resumable stream knows its position.
+
+    Without `count_fn`, `loss_fn(model, batch)` returns a mean over its micro-batch, and the step's
+    loss is the mean over micro-batches and processes. With `count_fn(batch) -> int` (e.g. label
+    tokens), the loss is normalized by the count over the whole step instead: the loop sums the
+    counts of all micro-batches on all processes into N and calls `loss_fn(model, batch,
+    num_items=N)`, which must return its micro-batch's *sum* divided by N. Every item then weighs
+    the same however items fall into micro-batches and processes, so 2 processes x batch 2, or
+    accumulation 2 x batch 2, give the loss and gradient of 1 process x batch 4.
+
+    `on_step(step, row)` runs after every optimizer step (evaluation, checkpoints).
     """
     model.train()
     result = LoopResult(steps=start_step)
     bar = progress_bar(max_steps, desc, enabled=progress and accelerator.is_main_process)
     bar.update(start_step)
-    sums: dict[str, float] = {}
-    micro = 0
+    accumulation = optim_cfg.gradient_accumulation_steps
+    # Normalized losses are scaled back up by processes x accumulation, which DDP's gradient mean
+    # and Accelerate's division by the accumulation steps take off again.
+    scale = accelerator.num_processes * accumulation
     trainable = [p for p in model.parameters() if p.requires_grad]
-    for batch in itertools.chain.from_iterable(itertools.repeat(batches)):
+    for window in _windows(batches, accumulation):
         if result.steps >= max_steps:
             break
-        with accelerator.accumulate(model):
-            loss, metrics = loss_fn(model, batch)
-            accelerator.backward(loss)
-            for key, value in {"loss": loss.detach().item(), **metrics}.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
-            micro += 1
-            if not accelerator.sync_gradients:
-                continue
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses, before the schedule moves on
-            grad_norm = None
-            if optim_cfg.max_grad_norm is not None:
-                grad_norm = accelerator.clip_grad_norm_(trainable, optim_cfg.max_grad_norm)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        row = _mean_over_processes(accelerator, {k: v / micro for k, v in sums.items()})
+        kwargs = {}
+        if count_fn is not None:
+            count = sum(count_fn(batch) for batch in window)
+            kwargs["num_items"] = max(1, int(_reduce(accelerator, {"n": count}, "sum")["n"]))
+        sums: dict[str, float] = {}
+        for batch in window:
+            with accelerator.accumulate(model):
+                loss, metrics = loss_fn(model, batch, **kwargs)
+                accelerator.backward(loss * scale if count_fn is not None else loss)
+                for key, value in {"loss": loss.detach().item(), **metrics}.items():
+                    sums[key] = sums.get(key, 0.0) + float(value)
+                if not accelerator.sync_gradients:
+                    continue
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step uses, before the schedule moves on
+                grad_norm = None
+                if optim_cfg.max_grad_norm is not None:
+                    grad_norm = accelerator.clip_grad_norm_(trainable, optim_cfg.max_grad_norm)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        loss_sum = sums.pop("loss")
+        row = _reduce(accelerator, {k: v / accumulation for k, v in sums.items()}, "mean")
+        if count_fn is not None:  # each micro-batch's loss is its share of the step's loss: add them up
+            row["loss"] = _reduce(accelerator, {"loss": loss_sum}, "sum")["loss"]
+        else:
+            row["loss"] = _reduce(accelerator, {"loss": loss_sum / accumulation}, "mean")["loss"]
         row["lr"] = lr
         if grad_norm is not None:
             row["grad_norm"] = float(grad_norm)
-        sums, micro = {}, 0
         result.steps += 1
         result.history.append(row)
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
         if logger is not None and (result.steps % log_every == 0 or result.steps == max_steps):
             logger.log(result.steps, {f"{desc}/{k}": v for k, v in row.items()})
+        if on_step is not None:
+            on_step(result.steps, row)
     bar.close()
     return result

@@ -1,0 +1,112 @@
+"""Configuration of `rlhf sft`: the shared parts plus what supervised fine-tuning adds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rlhf.config.core import ConfigError
+from rlhf.config.parts import (
+    DataConfig,
+    FreezeConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PeftConfig,
+    PromptConfig,
+)
+
+
+@dataclass
+class SftEvalConfig:
+    path: str | None = None
+    """Held-out demonstrations (any demonstration format, read like `data`); overrides `fraction`."""
+    fraction: float = 0.0
+    """Without `path`: this share of the training records (chosen with `seed`) is held out instead."""
+    every: int = 0
+    """Evaluate every N optimizer steps (0: only at the end). Needs `path` or `fraction`."""
+    batch_size: int = 8
+    """Rows per evaluation forward pass on each process."""
+    generations: int = 3
+    """After each evaluation, answer this many held-out prompts (greedy) and log prompt, answer and
+    reference as text (TensorBoard and metrics.jsonl): a look at what the loss means."""
+    max_new_tokens: int = 64
+    """Length limit of those answers."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 1.0:
+            raise ConfigError(f"`eval.fraction` must be in [0, 1), got {self.fraction}")
+        if self.every < 0 or self.batch_size < 1 or self.generations < 0 or self.max_new_tokens < 1:
+            raise ConfigError(
+                "`eval.every` and `eval.generations` must be >= 0, `eval.batch_size` and `eval.max_new_tokens` >= 1"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.path) or self.fraction > 0
+
+
+@dataclass
+class SftConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model to fine-tune (hub id, directory, or `builtin:tiny`), and how to load it."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """Full fine-tuning (`none`), LoRA, QLoRA or prompt tuning."""
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    """Selective fine-tuning (with `peft.method none`): train only the last N layers or named modules."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Demonstrations: prompt/completion, chat, ShareGPT, Alpaca or plain text."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """How prompts are laid out (chat template, instruction template, few-shot). Sample the trained
+    model (`rlhf generate`, PPO) with the same settings: the run's config.yaml records them."""
+    eval: SftEvalConfig = field(default_factory=SftEvalConfig)
+    """Held-out evaluation: loss, perplexity and sample answers at intervals."""
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=2e-5, warmup_ratio=0.03))
+    """AdamW, learning-rate schedule, gradient clipping and accumulation."""
+    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/sft"))
+    """Run directory, metric frequency, TensorBoard, progress bar."""
+    seed: int = 0
+    """Seed for weights that start random, the eval split, the data order and dropout."""
+    epochs: float = 1.0
+    """Passes over the training rows (fractions allowed); ignored when `max_steps` is set."""
+    max_steps: int | None = None
+    """Optimizer steps to train; default: as many as `epochs` takes."""
+    batch_size: int = 8
+    """Rows per micro-batch on each process. One optimizer step sees batch_size x processes x
+    gradient_accumulation_steps rows."""
+    completion_only: bool = True
+    """Loss only on completion tokens (the prompt is context, not a target). `false`: every token."""
+    packing: bool | None = None
+    """Pack several short examples into each row of `data.max_length` tokens (fewer pad tokens,
+    faster), with position ids restarting per example so no example attends to another. Default
+    (null): on, except with prompt tuning (whose soft prompt is one per row). `false`: one example per row."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Autocast for the forward pass: `auto` is bf16 on a GPU that supports it and none on CPU."""
+    save_every: int = 0
+    """Write a resumable checkpoint every N optimizer steps (0: none; the final model is always saved)."""
+    keep_checkpoints: int | None = 2
+    """Keep only the newest N checkpoints (null: keep all)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"`max_steps` must be at least 1, got {self.max_steps}")
+        if self.epochs <= 0:
+            raise ConfigError(f"`epochs` must be positive, got {self.epochs}")
+        if self.save_every < 0:
+            raise ConfigError(f"`save_every` must be >= 0, got {self.save_every}")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
+        if self.packing and self.peft.method == "prompt_tuning":
+            raise ConfigError(
+                "`packing` cannot be used with prompt tuning: the soft prompt is prepended once per row, "
+                "so packed examples after the first would not see it; set packing: false"
+            )
+        selective = self.freeze.train_last_layers is not None or self.freeze.train_modules
+        if selective and self.peft.method != "none":
+            raise ConfigError("`freeze` selects layers to train in full; it needs `peft.method: none`")
+
+    @property
+    def use_packing(self) -> bool:
+        return self.packing if self.packing is not None else self.peft.method != "prompt_tuning"

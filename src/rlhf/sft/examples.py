@@ -1,0 +1,141 @@
+"""SFT data: demonstrations -> token rows (templated, completion-only labels), packing, batches.
+
+A *row* is what one batch slot holds: one example, or with packing several examples laid end to
+end. Packed rows carry position ids that restart at 0 for every example and no attention mask;
+transformers reads the restarts as example boundaries and builds a block-diagonal causal mask (its
+SDPA, eager and FlashAttention paths all do), so no token ever sees another example's tokens. The
+first token of every example is never a target, so nothing is predicted across a boundary either.
+Call the model with `use_cache=False`: when it builds a KV cache, transformers skips that detection.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from rlhf.data import (
+    IGNORE_INDEX,
+    DataError,
+    Demonstration,
+    EncodedExample,
+    PromptRenderer,
+    TruncationStats,
+    encode_example,
+)
+
+
+@dataclass
+class Row:
+    """One batch slot: an example, or several packed ones."""
+
+    input_ids: list[int]
+    """(T,) token ids, T <= max_length."""
+    labels: list[int]
+    """(T,) targets; IGNORE_INDEX where no loss is taken (prompts with completion-only loss, the
+    first token of each example)."""
+    lengths: list[int]
+    """Length of each example in the row, in order (one entry when not packed)."""
+
+    @property
+    def num_targets(self) -> int:
+        """Tokens that count in the loss (labels[0] is never predicted)."""
+        return sum(label != IGNORE_INDEX for label in self.labels[1:])
+
+
+def encode_demonstrations(
+    records: list[Demonstration],
+    renderer: PromptRenderer,
+    tokenizer: Any,
+    max_length: int,
+    max_prompt_length: int | None,
+    completion_only: bool,
+) -> tuple[list[EncodedExample], TruncationStats]:
+    """Template and tokenize every record; `completion_only=False` makes every token a target."""
+    stats = TruncationStats(max_length)
+    examples = []
+    for record in records:
+        prompt_text = "" if record.plain_text else renderer.render(record.prompt)
+        example = encode_example(tokenizer, prompt_text, record.completion, max_length, max_prompt_length)
+        if not completion_only:
+            example.labels = list(example.input_ids)
+        stats.add(example)
+        examples.append(example)
+    return examples, stats
+
+
+def split_eval(records: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, eval): a seeded random `fraction` of the records held out (at least one)."""
+    if fraction <= 0:
+        return records, []
+    count = max(1, round(len(records) * fraction))
+    if count >= len(records):
+        raise DataError(
+            None, None, None, f"eval.fraction {fraction} of {len(records)} records leaves nothing to train on"
+        )
+    held = set(random.Random(seed).sample(range(len(records)), count))
+    train = [r for i, r in enumerate(records) if i not in held]
+    return train, [r for i, r in enumerate(records) if i in held]
+
+
+def to_rows(examples: list[EncodedExample], max_length: int, packing: bool) -> list[Row]:
+    """One row per example, or examples packed best-fit into rows of at most `max_length` tokens."""
+    if not packing:
+        return [_row([example]) for example in examples]
+    # Best-fit decreasing: longest first, each into the fullest row that still has room. Rows are
+    # then put back in the order of their first example, so the data keeps its file order.
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (room left, bin index), sorted
+    for index in order:
+        size = len(examples[index].input_ids)
+        slot = bisect.bisect_left(free, (size, -1))
+        if slot < len(free):
+            room, bin_index = free.pop(slot)
+        else:
+            room, bin_index = max_length, len(bins)
+            bins.append([])
+        bins[bin_index].append(index)
+        if room - size > 0:
+            bisect.insort(free, (room - size, bin_index))
+    for members in bins:
+        members.sort()
+    bins.sort(key=lambda members: members[0])
+    return [_row([examples[i] for i in members]) for members in bins]
+
+
+def _row(examples: list[EncodedExample]) -> Row:
+    input_ids, labels = [], []
+    for example in examples:
+        input_ids += example.input_ids
+        # Position 0 of an example would be predicted from the previous example's last token.
+        labels += [IGNORE_INDEX] + example.labels[1:]
+    return Row(input_ids, labels, [len(example.input_ids) for example in examples])
+
+
+def collate(rows: list[Row], pad_id: int, packed: bool) -> dict[str, Any]:
+    """A batch (each tensor (B, T), T = the longest row), padded on the right.
+
+    Unpacked: input_ids, attention_mask, labels. Packed: input_ids, position_ids, labels, and no
+    attention mask (the positions mark the examples; the padding tail is one more segment that
+    nothing attends to and that carries no targets).
+    """
+    import torch
+
+    width = max(len(row.input_ids) for row in rows)
+    shape = (len(rows), width)
+    input_ids = torch.full(shape, pad_id, dtype=torch.long)
+    labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros(shape, dtype=torch.long)
+    positions = torch.zeros(shape, dtype=torch.long)
+    for b, row in enumerate(rows):
+        n = len(row.input_ids)
+        input_ids[b, :n] = torch.tensor(row.input_ids)
+        labels[b, :n] = torch.tensor(row.labels)
+        mask[b, :n] = 1
+        segments = [*row.lengths, width - n] if width > n else row.lengths
+        positions[b] = torch.cat([torch.arange(length) for length in segments])
+    if packed:
+        return {"input_ids": input_ids, "position_ids": positions, "labels": labels}
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,327 @@
+"""`rlhf sft`: supervised fine-tuning on demonstrations, in the order the run happens.
+
+load data -> template + tokenize -> (pack) -> load model (+ adapters / freezing) -> resume?
+-> train (token-weighted loss, eval and checkpoints at intervals) -> final eval -> save.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.config.core import to_dict
+from rlhf.sft.config import SftConfig
+from rlhf.sft.examples import Row, collate, encode_demonstrations, split_eval, to_rows
+
+
+@dataclass
+class SftData:
+    """What training and evaluation read, built once before the model loads."""
+
+    train_rows: list[Row]
+    """(packed) training rows."""
+    eval_rows: list[Row]
+    """(packed) held-out rows for eval loss."""
+    eval_prompts: list[tuple[str, str]]
+    """(rendered prompt, reference completion) of held-out records, for sample answers."""
+    summary: str
+    """One line on what was loaded, held out, truncated and packed."""
+
+
+def build_data(cfg: SftConfig, tokenizer) -> SftData:
+    from rlhf.data import PromptRenderer, load_records
+
+    renderer = PromptRenderer(cfg.prompt, tokenizer)
+    loaded = load_records(cfg.data, expect="sft")
+    records, held_out = loaded.records, []
+    if cfg.eval.path:
+        held_out = load_records(_eval_data_config(cfg), expect="sft").records
+    elif cfg.eval.fraction > 0:
+        records, held_out = split_eval(records, cfg.eval.fraction, cfg.seed)
+
+    def rows_of(recs):
+        examples, stats = encode_demonstrations(
+            recs, renderer, tokenizer, cfg.data.max_length, cfg.data.max_prompt_length, cfg.completion_only
+        )
+        return to_rows(examples, cfg.data.max_length, cfg.use_packing), examples, stats
+
+    train_rows, train_examples, stats = rows_of(records)
+    eval_rows, eval_examples, _ = rows_of(held_out) if held_out else ([], [], None)
+    eval_prompts = [
+        (tokenizer.decode(e.input_ids[: e.prompt_len]), r.completion)
+        for r, e in zip(held_out, eval_examples)
+        if not r.plain_text
+    ]
+    summary = f"{loaded.report.summary()}; format `{loaded.format}`; {stats.summary()}"
+    if held_out:
+        summary += f"; {len(held_out)} held out for evaluation"
+    if cfg.use_packing:
+        summary += f"; {len(train_examples)} examples packed into {len(train_rows)} rows"
+    return SftData(train_rows, eval_rows, eval_prompts, summary)
+
+
+def _eval_data_config(cfg: SftConfig):
+    import dataclasses
+
+    return dataclasses.replace(cfg.data, path=cfg.eval.path, limit=None)
+
+
+def total_steps(cfg: SftConfig, num_rows: int, num_processes: int) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    per_step = cfg.batch_size * num_processes * cfg.optimizer.gradient_accumulation_steps
+    return max(1, math.ceil(cfg.epochs * num_rows / per_step))
+
+
+def _forward_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    from rlhf.losses import token_nll
+
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, use_cache=False).logits  # (B, P + T, V); P virtual tokens with prompt tuning
+    return token_nll(logits[:, -labels.shape[1] :], labels)
+
+
+def evaluate(accelerator, model, rows: list[Row], batch_size: int, pad_id: int, packed: bool) -> dict:
+    """Token-weighted held-out loss over all processes (each takes every N-th row) and perplexity."""
+    was_training = model.training
+    model.eval()
+    mine = rows[accelerator.process_index :: accelerator.num_processes]
+    nll = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    count = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    with torch.no_grad():
+        for start in range(0, len(mine), batch_size):
+            batch = collate(mine[start : start + batch_size], pad_id, packed)
+            batch_nll, batch_count = _forward_nll(
+                model, {k: v.to(accelerator.device) for k, v in batch.items()}
+            )
+            nll += batch_nll.double()
+            count += batch_count.double()
+    totals = accelerator.reduce(torch.stack([nll, count]), reduction="sum")
+    model.train(was_training)
+    loss = (totals[0] / totals[1].clamp(min=1)).item()
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(totals[1].item())}
+
+
+def sample_answers(model, tokenizer, prompts: list[tuple[str, str]], max_new_tokens: int) -> list[dict]:
+    """Greedy answers to (rendered prompt, reference) pairs."""
+    from rlhf.data import encode_prompt
+    from rlhf.generation.config import SamplingConfig
+    from rlhf.generation.sampling import generate_completions
+
+    if not prompts:
+        return []
+    was_training = model.training
+    model.eval()
+    ids = [encode_prompt(tokenizer, text) for text, _ in prompts]
+    # seed None: sampling must not reseed (and so replay) the training run's random stream.
+    sampling = SamplingConfig(
+        temperature=0.0, max_new_tokens=max_new_tokens, num_samples=1, unique=False, seed=None
+    )
+    answers = generate_completions(model, tokenizer, ids, sampling, progress=False)
+    model.train(was_training)
+    return [
+        {"prompt": text, "answer": answer[0], "reference": reference}
+        for (text, reference), answer in zip(prompts, answers)
+    ]
+
+
+@dataclass
+class SftResult:
+    """What `run_sft` hands back."""
+
+    summary: dict[str, Any]
+    """What the run measured (also in `<output_dir>/summary.json`)."""
+    model: torch.nn.Module
+    """The trained model, unwrapped from Accelerate (a PeftModel with adapters)."""
+    tokenizer: Any
+    """Its tokenizer."""
+
+
+def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
+    """Train; returns what the run measured (also written to `summary.json`) and the model.
+
+    `resume`: True resumes from the newest checkpoint of `logging.output_dir` (starting fresh when
+    there is none), a path resumes from that checkpoint.
+    """
+    from rlhf.models import load_causal_lm, load_tokenizer, trainable_parameter_summary
+    from rlhf.models.freeze import apply_freeze
+    from rlhf.tracking import MetricsLogger, prepare_run_dir
+    from rlhf.training import build_optimizer, build_scheduler, make_accelerator, train_loop
+    from rlhf.training.batches import BatchStream
+    from rlhf.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+    started = time.time()
+    accelerator = make_accelerator(cfg.optimizer, seed=cfg.seed, mixed_precision=cfg.mixed_precision)
+    main = accelerator.is_main_process
+    say = print if main else (lambda *a, **k: None)
+    run_dir = prepare_run_dir(cfg.logging.output_dir, cfg, seed=cfg.seed, main=main)
+    say(f"rlhf sft: run directory {run_dir}")
+
+    tokenizer = load_tokenizer(cfg.model, padding_side="right")
+    data = build_data(cfg, tokenizer)
+    say(f"[data] {data.summary}")
+
+    model = load_causal_lm(cfg.model, cfg.peft, tokenizer=tokenizer)
+    if cfg.freeze.train_last_layers is not None or cfg.freeze.train_modules:
+        apply_freeze(model, cfg.freeze)
+    trainable, total = trainable_parameter_summary(model)
+    say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable ({_method(cfg)})")
+
+    steps = total_steps(cfg, len(data.train_rows), accelerator.num_processes)
+    optimizer = build_optimizer(model, cfg.optimizer)
+    scheduler = build_scheduler(optimizer, cfg.optimizer, steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    start_step, history, evals = 0, [], []
+    checkpoint = latest_checkpoint(run_dir) if resume is True else (Path(resume) if resume else None)
+    if checkpoint is not None:
+        state = load_checkpoint(
+            accelerator, checkpoint, model=model, optimizer=optimizer, scheduler=scheduler
+        )
+        start_step, history, evals = state["step"], state.get("history", []), state.get("evals", [])
+        _warn_config_changes(say, state.get("config", {}), to_dict(cfg))
+        if main:
+            _truncate_metrics(run_dir, start_step)
+        say(f"[resume] from {checkpoint} at step {start_step} of {steps}")
+
+    accumulation = cfg.optimizer.gradient_accumulation_steps
+    stream = BatchStream(
+        len(data.train_rows),
+        cfg.batch_size,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+        seed=cfg.seed,
+        start=start_step * accumulation,
+    )
+    pad_id, packed, device = tokenizer.pad_token_id, cfg.use_packing, accelerator.device
+    seen_tokens = [0]
+
+    def batches():
+        for indices in stream:
+            batch = collate([data.train_rows[i] for i in indices], pad_id, packed)
+            seen_tokens[0] += sum(len(data.train_rows[i].input_ids) for i in indices)
+            yield {k: v.to(device) for k, v in batch.items()}
+
+    def count_fn(batch) -> int:
+        return int((batch["labels"][:, 1:] != -100).sum())
+
+    def loss_fn(m, batch, num_items: int):
+        nll_sum, _ = _forward_nll(m, batch)
+        return nll_sum / num_items, {}
+
+    logger = MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
+
+    def run_eval(step: int) -> None:
+        result = evaluate(accelerator, model, data.eval_rows, cfg.eval.batch_size, pad_id, packed)
+        evals.append({"step": step, **result})
+        logger.log(step, {"eval/loss": result["loss"], "eval/perplexity": result["perplexity"]})
+        say(f"[eval] step {step}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f}")
+        if main and cfg.eval.generations:
+            answers = sample_answers(
+                accelerator.unwrap_model(model),
+                tokenizer,
+                data.eval_prompts[: cfg.eval.generations],
+                cfg.eval.max_new_tokens,
+            )
+            text = "\n\n".join(
+                f"PROMPT: {a['prompt']}\nANSWER: {a['answer']}\nREFERENCE: {a['reference']}" for a in answers
+            )
+            logger.log_text(step, "eval/samples", text)
+        accelerator.wait_for_everyone()
+
+    def on_step(step: int, row: dict) -> None:
+        history.append({"step": step, **row})
+        if data.eval_rows and cfg.eval.every and step % cfg.eval.every == 0 and step < steps:
+            run_eval(step)
+        if cfg.save_every and step % cfg.save_every == 0 and step < steps:
+            path = save_checkpoint(
+                accelerator, run_dir, step, model=model, optimizer=optimizer, scheduler=scheduler,
+                tokenizer=tokenizer, state={"history": history, "evals": evals, "config": to_dict(cfg)},
+                keep=cfg.keep_checkpoints,
+            )  # fmt: skip
+            say(f"[checkpoint] saved {path}", flush=True)
+
+    if data.eval_rows and start_step == 0:
+        run_eval(0)
+    train_started = time.time()
+    with logger:
+        result = train_loop(
+            accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+            batches=batches(), loss_fn=loss_fn, max_steps=steps, optim_cfg=cfg.optimizer, logger=logger,
+            log_every=cfg.logging.log_every, progress=cfg.logging.progress, desc="train",
+            start_step=start_step, count_fn=count_fn, on_step=on_step,
+        )  # fmt: skip
+        train_seconds = time.time() - train_started
+        if data.eval_rows:
+            run_eval(result.steps)
+    tokens = int(accelerator.reduce(torch.tensor(seen_tokens[0], device=device), reduction="sum").item())
+
+    accelerator.wait_for_everyone()
+    summary: dict[str, Any] = {
+        "steps": result.steps,
+        "resumed_from_step": start_step,
+        "train_loss": [row["loss"] for row in history],
+        "eval": evals,
+        "train_tokens": tokens,
+        "train_seconds": round(train_seconds, 3),
+        "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds > 0 else None,
+        "trainable_parameters": trainable,
+    }
+    if main:
+        from rlhf.models import save_model
+
+        out_dir = run_dir / "model"
+        save_model(accelerator.unwrap_model(model), tokenizer, out_dir)  # the adapter only, with peft
+        summary.update(model_dir=str(out_dir), seconds=round(time.time() - started, 1))
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        losses = summary["train_loss"]
+        say(
+            f"[done] {result.steps} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
+            f"{summary['tokens_per_second']} tokens/s; model in {out_dir}"
+        )
+    accelerator.wait_for_everyone()
+    return SftResult(summary, accelerator.unwrap_model(model), tokenizer)
+
+
+def _method(cfg: SftConfig) -> str:
+    if cfg.peft.method != "none":
+        return f"peft: {cfg.peft.method}"
+    if cfg.freeze.train_last_layers is not None or cfg.freeze.train_modules:
+        return "selective: " + ", ".join(
+            ([f"last {cfg.freeze.train_last_layers} layers"] if cfg.freeze.train_last_layers else [])
+            + list(cfg.freeze.train_modules or [])
+        )
+    return "full fine-tuning"
+
+
+def _warn_config_changes(say, saved: dict, current: dict, prefix: str = "") -> None:
+    for key in sorted(set(saved) | set(current)):
+        if not prefix and key == "logging":  # where and how often it logs does not change the run
+            continue
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            _warn_config_changes(say, old, new, f"{prefix}{key}.")
+        elif old != new:
+            say(f"[resume] warning: {prefix}{key} was {old!r} in the checkpoint, now {new!r}")
+
+
+def _truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop metric rows logged after `step` by the interrupted run; the resumed run logs them again."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError):  # a line cut short by the kill
+            continue
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

@@ -1,0 +1,186 @@
+"""Resumable checkpoints, written atomically.
+
+    <run>/checkpoints/step-000200/
+        model/               the model as `save_model` writes it: a Hugging Face directory, or the
+                             adapter (adapter_config.json names the base) — usable on its own
+        optimizer.pt         AdamW state (moments, step counts)
+        scheduler.pt         learning-rate schedule position
+        rng/rank-<r>.pt      Python, NumPy and torch (CPU and CUDA) generator states of each process
+        trainer_state.json   step, data position, the loss history so far, and the config
+
+Every file is written into `.step-000200.tmp-<id>/` and the directory is renamed into place once all
+processes have finished writing, so a `step-*` directory is always complete: a run killed while
+saving leaves only a hidden temporary directory, which the next save or resume ignores.
+
+Supports single-process and DDP runs (every process holds the full model and optimizer state;
+the main process writes them). FSDP and DeepSpeed shard that state, which this format does not
+gather yet: use Accelerate's own `save_state` there.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.models.adapters import find_peft_model
+from rlhf.models.save import save_pretrained
+
+CHECKPOINTS = "checkpoints"
+_NAME = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed from; the message is one line naming it."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    directory = Path(run_dir) / CHECKPOINTS
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(
+    accelerator,
+    run_dir: str | Path,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    tokenizer: Any,
+    state: dict[str, Any],
+    keep: int | None = None,
+) -> Path:
+    """Write checkpoint `step` of the run (all processes call this); returns its directory."""
+    root = Path(run_dir) / CHECKPOINTS
+    final = root / checkpoint_name(step)
+    # Every process must write into the same staging directory: the main one names it.
+    token = [uuid.uuid4().hex[:8] if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(token)
+    staging = root / f".{final.name}.tmp-{token[0]}"
+    if accelerator.is_main_process:
+        (staging / "rng").mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(_rng_state(), staging / "rng" / f"rank-{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        save_pretrained(unwrapped, staging / "model")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging / "model")
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+        full_state = {"step": step, "num_processes": accelerator.num_processes, **state}
+        (staging / "trainer_state.json").write_text(json.dumps(full_state, indent=1) + "\n", encoding="utf-8")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():  # a checkpoint of this step from an earlier attempt: the new one wins
+            shutil.rmtree(final)
+        staging.rename(final)
+        for stale in root.glob(".step-*.tmp-*"):  # left by a run killed while saving
+            shutil.rmtree(stale, ignore_errors=True)
+        if keep is not None:
+            for old in list_checkpoints(run_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(
+    accelerator,
+    path: str | Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> dict[str, Any]:
+    """Restore weights, optimizer, schedule and this process's RNG from `path`; returns its state."""
+    path = Path(path)
+    state_file = path / "trainer_state.json"
+    if not state_file.is_file():
+        raise CheckpointError(f"{path} is not a complete checkpoint (no trainer_state.json)")
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    load_trainable_weights(accelerator.unwrap_model(model), path / "model")
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+    if scheduler is not None and (path / "scheduler.pt").is_file():
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    rng_file = path / "rng" / f"rank-{accelerator.process_index}.pt"
+    if state.get("num_processes") == accelerator.num_processes and rng_file.is_file():
+        _set_rng_state(torch.load(rng_file, weights_only=False))
+    # With another number of processes the data order still resumes exactly (it depends only on
+    # the seed and the position); only dropout masks differ from the uninterrupted run.
+    return state
+
+
+def load_trainable_weights(model: torch.nn.Module, directory: Path) -> None:
+    """Put the weights saved in `directory` (by `save_pretrained`) back into `model`.
+
+    An adapter directory restores the adapter (and `modules_to_save`); a full model directory
+    restores every tensor it holds. Every trainable parameter must be covered, or this raises.
+    """
+    from safetensors.torch import load_file
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"no weights (*.safetensors) in {directory}")
+    peft_model = find_peft_model(model)
+    if peft_model is not None:
+        from peft import set_peft_model_state_dict
+
+        weights = load_file(directory / "adapter_model.safetensors")
+        result = set_peft_model_state_dict(peft_model, weights)
+        missing = [k for k in result.missing_keys if _is_trainable(model, k)]
+    else:
+        weights = {}
+        for file in files:
+            weights.update(load_file(file))
+        result = model.load_state_dict(weights, strict=False)
+        missing = [k for k in result.missing_keys if _is_trainable(model, k)]
+    if missing:
+        raise CheckpointError(f"checkpoint {directory} lacks trainable weights, e.g. {missing[:3]}")
+
+
+def _is_trainable(model: torch.nn.Module, name: str) -> bool:
+    params = dict(model.named_parameters())
+    return name in params and params[name].requires_grad
+
+
+def _rng_state() -> dict[str, Any]:
+    import numpy as np
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
