@@ -206,7 +206,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     try:
         return cls(**kwargs)
     except ConfigError as err:  # __post_init__ checks that span several fields
-        raise ConfigError(f"{prefix + ': ' if prefix else ''}{err}") from None
+        # Say which part failed, unless the message already names its fields (`eval.fraction`).
+        named = not prefix or f"`{prefix}." in str(err)
+        raise ConfigError(str(err) if named else f"{prefix}: {err}") from None
 
 
 def _default_of(f: dataclasses.Field) -> Any:
