@@ -13,16 +13,20 @@ from rlhf.tracking import read_metrics
 SCRIPT = Path(__file__).parent / "dist" / "train_step.py"
 
 
-@pytest.mark.slow
-def test_two_process_gloo_training_step(tmp_path):
-    torchrun = Path(sys.executable).with_name("torchrun")
+def dist_env() -> dict[str, str]:
     # Gloo on the loopback interface: a hostname that resolves to another address can stall it.
-    env = {
+    return {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "GLOO_SOCKET_IFNAME": "lo",
     }
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training_step(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = dist_env()
     proc = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(tmp_path)],
         capture_output=True,
@@ -66,12 +70,7 @@ SFT_ARGS = [
 def test_two_process_sft_matches_one_process_with_the_same_global_batch(tmp_path):
     """torchrun x2 with batch 2 per process = one process with batch 4: same rows, same token weighting."""
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "GLOO_SOCKET_IFNAME": "lo",
-    }
+    env = dist_env()
     two = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rlhf.cli.main", "sft", "--set",
          *SFT_ARGS, "batch_size=2", f"logging.output_dir={tmp_path / 'two'}"],

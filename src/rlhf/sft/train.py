@@ -28,8 +28,8 @@ class SftData:
     """(packed) training rows."""
     eval_rows: list[Row]
     """(packed) held-out rows for eval loss."""
-    eval_prompts: list[tuple[str, str]]
-    """(rendered prompt, reference completion) of held-out records, for sample answers."""
+    eval_prompts: list[tuple[list[int], str]]
+    """(prompt ids as trained, reference completion) of held-out records, for sample answers."""
     summary: str
     """One line on what was loaded, held out, truncated and packed."""
 
@@ -54,7 +54,7 @@ def build_data(cfg: SftConfig, tokenizer) -> SftData:
     train_rows, train_examples, stats = rows_of(records)
     eval_rows, eval_examples, _ = rows_of(held_out) if held_out else ([], [], None)
     eval_prompts = [
-        (tokenizer.decode(e.input_ids[: e.prompt_len]), r.completion)
+        (e.input_ids[: e.prompt_len], r.completion)
         for r, e in zip(held_out, eval_examples)
         if not r.plain_text
     ]
@@ -109,9 +109,8 @@ def evaluate(accelerator, model, rows: list[Row], batch_size: int, pad_id: int, 
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(totals[1].item())}
 
 
-def sample_answers(model, tokenizer, prompts: list[tuple[str, str]], max_new_tokens: int) -> list[dict]:
-    """Greedy answers to (rendered prompt, reference) pairs."""
-    from rlhf.data import encode_prompt
+def sample_answers(model, tokenizer, prompts: list[tuple[list[int], str]], max_new_tokens: int) -> list[dict]:
+    """Greedy answers to (prompt ids, reference) pairs."""
     from rlhf.generation.config import SamplingConfig
     from rlhf.generation.sampling import generate_completions
 
@@ -119,7 +118,7 @@ def sample_answers(model, tokenizer, prompts: list[tuple[str, str]], max_new_tok
         return []
     was_training = model.training
     model.eval()
-    ids = [encode_prompt(tokenizer, text) for text, _ in prompts]
+    ids = [prompt_ids for prompt_ids, _ in prompts]
     # seed None: sampling must not reseed (and so replay) the training run's random stream.
     sampling = SamplingConfig(
         temperature=0.0, max_new_tokens=max_new_tokens, num_samples=1, unique=False, seed=None
@@ -127,8 +126,12 @@ def sample_answers(model, tokenizer, prompts: list[tuple[str, str]], max_new_tok
     answers = generate_completions(model, tokenizer, ids, sampling, progress=False)
     model.train(was_training)
     return [
-        {"prompt": text, "answer": answer[0], "reference": reference}
-        for (text, reference), answer in zip(prompts, answers)
+        {
+            "prompt": tokenizer.decode(ids, skip_special_tokens=True),
+            "answer": answer[0],
+            "reference": reference,
+        }
+        for (ids, reference), answer in zip(prompts, answers)
     ]
 
 
