@@ -1,5 +1,29 @@
 """Loss functions as plain tensor math: torch only, no model or framework imports, hand-checked in tests."""
 
 from rlhf.losses.lm import token_nll
+from rlhf.losses.reward import (
+    PairBatch,
+    centering_penalty,
+    concat_pairs,
+    label_loss,
+    normalize_ratings,
+    pairwise_loss,
+    plackett_luce_loss,
+    ranking_pairs,
+    rating_pairs,
+    regression_loss,
+)
 
-__all__ = ["token_nll"]
+__all__ = [
+    "PairBatch",
+    "centering_penalty",
+    "concat_pairs",
+    "label_loss",
+    "normalize_ratings",
+    "pairwise_loss",
+    "plackett_luce_loss",
+    "ranking_pairs",
+    "rating_pairs",
+    "regression_loss",
+    "token_nll",
+]
