@@ -13,7 +13,6 @@ from rlhf.cli.common import add_config_args, add_set_arg, quiet_libraries, resol
 # is still listed, so `rlhf --help` shows the whole loop, and says plainly that it is not here.
 PENDING_STAGES = {
     "label": "the labeling web app for collecting human feedback",
-    "reward": "train a reward model on comparisons, rankings, ratings or labels",
     "score": "score completions with a reward model",
     "ppo": "optimize the policy against the reward with PPO and a KL penalty",
     "dpo": "direct preference optimization and its relatives",
@@ -30,6 +29,16 @@ def _cmd_sft(args: argparse.Namespace) -> None:
     if cfg is not None:
         quiet_libraries()
         run_sft(cfg, resume=args.resume)
+
+
+def _cmd_reward(args: argparse.Namespace) -> None:
+    from rlhf.reward.config import RewardConfig
+    from rlhf.reward.train import run_reward
+
+    cfg = resolve_config(RewardConfig, args)
+    if cfg is not None:
+        quiet_libraries()
+        run_reward(cfg, resume=args.resume)
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -139,6 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from the newest checkpoint in logging.output_dir (or from CHECKPOINT)",
     )
     sft.set_defaults(func=_cmd_sft)
+
+    reward = sub.add_parser(
+        "reward",
+        help="train a reward model on comparisons, rankings, ratings or labels",
+        description="Train a scalar reward model r(x, y) on human feedback; the model goes to <output_dir>/model.",
+    )
+    add_config_args(reward)
+    reward.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from the newest checkpoint in logging.output_dir (or from CHECKPOINT)",
+    )
+    reward.set_defaults(func=_cmd_reward)
 
     generate = sub.add_parser(
         "generate",

@@ -1,0 +1,110 @@
+"""Configuration of `rlhf reward`: the shared parts plus the reward losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rlhf.config.core import ConfigError
+from rlhf.config.parts import (
+    DataConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PeftConfig,
+    PromptConfig,
+)
+
+
+@dataclass
+class RewardEvalConfig:
+    path: str | None = None
+    """Held-out feedback (same kind as `data`, read like it); overrides `fraction`."""
+    fraction: float = 0.0
+    """Without `path`: this share of the training records (chosen with `seed`) is held out instead."""
+    every: int = 0
+    """Evaluate every N optimizer steps (0: only at the start and the end). Needs `path` or `fraction`."""
+    batch_size: int = 8
+    """Groups per evaluation (and final scoring) forward pass on each process."""
+    bins: int = 10
+    """Bins of the calibration table (reward gap -> how often the model is right)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 1.0:
+            raise ConfigError(f"`eval.fraction` must be in [0, 1), got {self.fraction}")
+        if self.every < 0 or self.batch_size < 1 or self.bins < 1:
+            raise ConfigError("`eval.every` must be >= 0, `eval.batch_size` and `eval.bins` >= 1")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.path) or self.fraction > 0
+
+
+@dataclass
+class RewardConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model to start from (usually the SFT model, a hub id, or `builtin:tiny`); it gets a
+    scalar head (a one-label sequence classifier)."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """Full fine-tuning (`none`), LoRA or QLoRA (the head trains in full); prompt tuning is not supported."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Human feedback: comparisons, rankings (e.g. OpenAssistant trees), ratings or labels."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """How prompts are laid out; use the same settings as the policy the reward will score."""
+    eval: RewardEvalConfig = field(default_factory=RewardEvalConfig)
+    """Held-out evaluation: pairwise accuracy, margin, calibration, reward statistics."""
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-5, warmup_ratio=0.03))
+    """AdamW, learning-rate schedule, gradient clipping and accumulation."""
+    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/reward"))
+    """Run directory, metric frequency, TensorBoard, progress bar."""
+    seed: int = 0
+    """Seed for the new head, the eval split, the data order and dropout."""
+    epochs: float = 1.0
+    """Passes over the training groups (fractions allowed); ignored when `max_steps` is set."""
+    max_steps: int | None = None
+    """Optimizer steps to train; default: as many as `epochs` takes."""
+    batch_size: int = 8
+    """Groups (prompts with their completions) per micro-batch on each process; all completions of
+    a micro-batch go through the model in one forward pass."""
+    loss: Literal["auto", "pairwise", "plackett_luce", "regression", "rating_pairs", "label"] = "auto"
+    """`auto`: comparisons and rankings -> pairwise (Bradley-Terry over all K(K-1)/2 pairs of a
+    ranking, each prompt weighing 1, as InstructGPT), ratings -> regression, labels -> label (BCE).
+    `plackett_luce`: listwise over rankings. `rating_pairs`: pairs from the ratings of each prompt."""
+    ties: Literal["skip", "half"] = "skip"
+    """Completions ranked or rated equal: leave the pair out, or pull their rewards together."""
+    margin: bool = True
+    """Use the data's margins: a comparison's `margin`, or (rating_pairs) the rating difference."""
+    centering: float = 0.0
+    """Coefficient of an auxiliary mean(r^2) loss that keeps rewards near zero (0: off)."""
+    positive_labels: list[str] | None = None
+    """Label data: labels meaning good (case-insensitive). Default: good, okay, safe, true, yes,
+    chosen, 1, positive, acceptable. Set together with `negative_labels`."""
+    negative_labels: list[str] | None = None
+    """Label data: labels meaning bad. Default: bad, harmful, unsafe, false, no, rejected, 0,
+    negative, unacceptable."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Autocast for the forward pass: `auto` is bf16 on a GPU that supports it and none on CPU."""
+    save_every: int = 0
+    """Write a resumable checkpoint every N optimizer steps (0: none; the final model is always saved)."""
+    keep_checkpoints: int | None = 2
+    """Keep only the newest N checkpoints (null: keep all)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"`max_steps` must be at least 1, got {self.max_steps}")
+        if self.epochs <= 0:
+            raise ConfigError(f"`epochs` must be positive, got {self.epochs}")
+        if self.save_every < 0:
+            raise ConfigError(f"`save_every` must be >= 0, got {self.save_every}")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
+        if self.centering < 0:
+            raise ConfigError(f"`centering` must be >= 0, got {self.centering}")
+        if self.peft.method == "prompt_tuning":
+            raise ConfigError(
+                "`peft.method: prompt_tuning` is not supported for reward models; use lora or qlora"
+            )
+        if (self.positive_labels is None) != (self.negative_labels is None):
+            raise ConfigError("set both `positive_labels` and `negative_labels`, or neither (defaults)")

@@ -1,0 +1,359 @@
+"""`rlhf reward`: train a reward model r(x, y) on human feedback, in the order the run happens.
+
+load data -> groups (each completion tokenized once) -> scalar model (+ LoRA / QLoRA) -> resume?
+-> train (every completion of a micro-batch scored in one forward pass; pairs index the scores)
+-> held-out accuracy, margin, calibration -> score every training completion -> save with mean/std.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.config.core import to_dict
+from rlhf.reward.config import RewardConfig
+from rlhf.reward.data import (
+    Group,
+    Layout,
+    build_groups,
+    collate_groups,
+    label_targets,
+    layout_groups,
+    loss_mode,
+    pad_right,
+    resolve_loss,
+)
+
+
+@dataclass
+class RewardData:
+    """Training and held-out groups, built once before the model loads."""
+
+    train: list[Group]
+    held_out: list[Group]
+    loss: str
+    """The resolved loss (`auto` replaced)."""
+    counts: dict[str, int]
+    """records, groups, completions, pairs (pairwise modes) of training; the same prefixed `eval_`."""
+    summary: str
+    """One line on what was loaded, held out and derived."""
+
+
+def build_data(cfg: RewardConfig, tokenizer) -> RewardData:
+    from rlhf.data import PromptRenderer, load_records
+    from rlhf.sft.examples import split_eval
+
+    loaded = load_records(cfg.data, expect="reward")
+    loss = resolve_loss(cfg.loss, loaded.kind)
+    records, held_out = loaded.records, []
+    if cfg.eval.path:
+        held_out = load_records(
+            dataclasses.replace(cfg.data, path=cfg.eval.path, limit=None), expect="reward"
+        )
+        if held_out.kind != loaded.kind:
+            from rlhf.config.core import ConfigError
+
+            raise ConfigError(
+                f"`eval.path` holds {held_out.kind} data but `data.path` holds {loaded.kind} data"
+            )
+        held_out = held_out.records
+    elif cfg.eval.fraction > 0:
+        records, held_out = split_eval(records, cfg.eval.fraction, cfg.seed)
+    renderer = PromptRenderer(cfg.prompt, tokenizer)
+    labels = label_targets(cfg.positive_labels, cfg.negative_labels)
+    scale = tuple(cfg.data.rating_scale) if cfg.data.rating_scale else None
+
+    def groups_of(recs):
+        return build_groups(
+            recs, loss, renderer, tokenizer, max_length=cfg.data.max_length,
+            max_prompt_length=cfg.data.max_prompt_length, use_margin=cfg.margin, rating_scale=scale, labels=labels,
+        )  # fmt: skip
+
+    train, stats = groups_of(records)
+    evals = groups_of(held_out)[0] if held_out else []
+    counts = {**_counts(records, train, loss, cfg.ties), **_counts(held_out, evals, loss, cfg.ties, "eval_")}
+    text = (
+        f"{loaded.report.summary()}; format `{loaded.format}`; loss `{loss}`; {counts['records']} records -> "
+        f"{counts['groups']} groups, {counts['completions']} completions"
+    )
+    if "pairs" in counts:
+        text += f", {counts['pairs']} pairs (ties: {cfg.ties})"
+    text += f"; {stats.summary()}"
+    if held_out:
+        unit = (
+            f"{counts['eval_pairs']} pairs"
+            if "eval_pairs" in counts
+            else f"{counts['eval_completions']} completions"
+        )
+        text += f"; {len(held_out)} records held out ({unit})"
+    return RewardData(train, evals, loss, counts, text)
+
+
+def _counts(records: list, groups: list[Group], loss: str, ties: str, prefix: str = "") -> dict[str, int]:
+    out = {
+        "records": len(records),
+        "groups": len(groups),
+        "completions": sum(len(g.input_ids) for g in groups),
+    }
+    if groups and loss_mode(loss) not in ("regression", "label"):
+        out["pairs"] = len(layout_groups(groups, loss_mode(loss), ties).pairs)
+    return {prefix + k: v for k, v in out.items()}
+
+
+def total_steps(cfg: RewardConfig, num_groups: int, num_processes: int) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    per_step = cfg.batch_size * num_processes * cfg.optimizer.gradient_accumulation_steps
+    return max(1, math.ceil(cfg.epochs * num_groups / per_step))
+
+
+def batch_loss(rewards: torch.Tensor, lay: Layout, mode: str) -> tuple[torch.Tensor, dict]:
+    """The mean loss over the `lay.count` weight units of a flat reward vector (N,), and metrics."""
+    from rlhf.losses.reward import label_loss, pairwise_loss, plackett_luce_loss, regression_loss
+
+    if mode == "pairwise":
+        return pairwise_loss(rewards, lay.pairs)
+    if mode == "plackett_luce":
+        return plackett_luce_loss(rewards, lay.ranks, offsets=lay.offsets)
+    if mode == "regression":
+        return regression_loss(rewards, lay.targets)
+    return label_loss(rewards, lay.targets)
+
+
+def score_groups(accelerator, model, groups: list[Group], batch_size: int, pad_id: int) -> list[list[float]]:
+    """Every completion's reward, per group in order, on every process (each scores every N-th group)."""
+    from accelerate.utils import gather_object
+
+    was_training = model.training
+    model.eval()
+    mine = list(range(accelerator.process_index, len(groups), accelerator.num_processes))
+    scored = []
+    with torch.no_grad():
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start : start + batch_size]
+            ids, mask = pad_right([seq for i in chunk for seq in groups[i].input_ids], pad_id)
+            rewards = model(input_ids=ids.to(accelerator.device), attention_mask=mask.to(accelerator.device))
+            values, at = rewards.last.float().cpu().tolist(), 0
+            for i in chunk:
+                k = len(groups[i].input_ids)
+                scored.append((i, values[at : at + k]))
+                at += k
+    model.train(was_training)
+    everything = gather_object(scored) if accelerator.num_processes > 1 else scored
+    return [values for _, values in sorted(everything, key=lambda pair: pair[0])]
+
+
+def reward_metrics(groups: list[Group], scores: list[list[float]], mode: str, ties: str, bins: int) -> dict:
+    """Held-out metrics of the rewards `scores` (per group) against what the groups say."""
+    from rlhf.reward.metrics import (
+        accuracy_by_position,
+        calibration,
+        mean_margin,
+        pairwise_accuracy,
+        reward_stats,
+    )
+
+    rewards = torch.tensor([r for group in scores for r in group], dtype=torch.float32)  # (N,)
+    lay = layout_groups(groups, mode, ties)
+    loss, metrics = batch_loss(rewards, lay, mode)
+    out: dict[str, Any] = {"loss": loss.item(), "groups": len(groups), "completions": int(rewards.numel())}
+    out.update({k: v for k, v in metrics.items() if k in ("accuracy", "mae", "top1_accuracy")})
+    if lay.pairs is not None:
+        table = calibration(rewards, lay.pairs, bins=bins)
+        out.update(
+            accuracy=pairwise_accuracy(rewards, lay.pairs), margin=mean_margin(rewards, lay.pairs),
+            pairs=len(lay.pairs), ece=table["ece"], calibration=table,
+        )  # fmt: skip
+        if lay.ranks is not None and any(len(r) > 2 for r in lay.ranks):
+            out["accuracy_by_position"] = accuracy_by_position(rewards, lay.ranks, offsets=lay.offsets)
+    out["rewards"] = reward_stats(rewards, bins=bins)
+    return out
+
+
+@dataclass
+class RewardResult:
+    """What `run_reward` hands back."""
+
+    summary: dict[str, Any]
+    """What the run measured (also in `<output_dir>/summary.json`)."""
+    model: torch.nn.Module
+    """The trained `ScalarModel` (LoRA merged into it unless QLoRA)."""
+    tokenizer: Any
+    """Its tokenizer."""
+
+
+def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> RewardResult:
+    """Train a reward model; returns what the run measured (also in `summary.json`) and the model.
+
+    `resume`: True resumes from the newest checkpoint of `logging.output_dir` (fresh when there is
+    none), a path resumes from that checkpoint.
+    """
+    from rlhf.models import load_tokenizer, trainable_parameter_summary
+    from rlhf.models.scalar import load_scalar_model
+    from rlhf.sft.train import _truncate_metrics, _warn_config_changes
+    from rlhf.tracking import MetricsLogger, prepare_run_dir
+    from rlhf.training import build_optimizer, build_scheduler, make_accelerator, train_loop
+    from rlhf.training.batches import BatchStream
+    from rlhf.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+    started = time.time()
+    accelerator = make_accelerator(cfg.optimizer, seed=cfg.seed, mixed_precision=cfg.mixed_precision)
+    main = accelerator.is_main_process
+    say = print if main else (lambda *a, **k: None)
+    run_dir = prepare_run_dir(cfg.logging.output_dir, cfg, seed=cfg.seed, main=main)
+    say(f"rlhf reward: run directory {run_dir}")
+
+    tokenizer = load_tokenizer(cfg.model, padding_side="right")
+    data = build_data(cfg, tokenizer)
+    mode = loss_mode(data.loss)
+    say(f"[data] {data.summary}")
+
+    model = load_scalar_model(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+    trainable, total = trainable_parameter_summary(model)
+    method = "full fine-tuning" if cfg.peft.method == "none" else f"peft: {cfg.peft.method}"
+    say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable ({method}, scalar head)")
+
+    steps = total_steps(cfg, len(data.train), accelerator.num_processes)
+    optimizer = build_optimizer(model, cfg.optimizer)
+    scheduler = build_scheduler(optimizer, cfg.optimizer, steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    start_step, history, evals = 0, [], []
+    # Checkpoints save and restore the transformers model inside the ScalarModel (same parameters).
+    inner = accelerator.unwrap_model(model).seq_model
+    checkpoint = latest_checkpoint(run_dir) if resume is True else (Path(resume) if resume else None)
+    if checkpoint is not None:
+        state = load_checkpoint(
+            accelerator, checkpoint, model=inner, optimizer=optimizer, scheduler=scheduler
+        )
+        start_step, history, evals = state["step"], state.get("history", []), state.get("evals", [])
+        _warn_config_changes(say, state.get("config", {}), to_dict(cfg))
+        if main:
+            _truncate_metrics(run_dir, start_step)
+        say(f"[resume] from {checkpoint} at step {start_step} of {steps}")
+
+    accumulation = cfg.optimizer.gradient_accumulation_steps
+    stream = BatchStream(
+        len(data.train), cfg.batch_size, num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index, seed=cfg.seed, start=start_step * accumulation,
+    )  # fmt: skip
+    pad_id, device = tokenizer.pad_token_id, accelerator.device
+    # A penalty added to every micro-batch is summed by the loop's scaling; this makes it a mean.
+    centering_share = cfg.centering / (accumulation * accelerator.num_processes)
+
+    def batches():
+        for indices in stream:
+            yield collate_groups([data.train[i] for i in indices], pad_id, mode=mode, ties=cfg.ties).to(
+                device
+            )
+
+    def loss_fn(m, batch, num_items: int):
+        from rlhf.losses.reward import centering_penalty
+
+        rewards = m(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last  # (N,)
+        loss, metrics = batch_loss(rewards, batch.layout, mode)
+        # `loss` is a weighted mean over `batch.count` units: back to a sum, over the step's total.
+        loss = loss * batch.count / num_items
+        if cfg.centering:
+            loss = loss + centering_penalty(rewards, centering_share)
+        keep = ("accuracy", "reward_margin", "mae", "top1_accuracy")
+        return loss, {k: v for k, v in metrics.items() if k in keep and v is not None}
+
+    logger = MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
+
+    def run_eval(step: int) -> None:
+        scores = score_groups(accelerator, model, data.held_out, cfg.eval.batch_size, pad_id)
+        result = reward_metrics(data.held_out, scores, mode, cfg.ties, cfg.eval.bins)
+        evals.append({"step": step, **result})
+        scalars = {k: result.get(k) for k in ("loss", "accuracy", "margin", "ece", "mae", "top1_accuracy")}
+        logger.log(step, {f"eval/{k}": v for k, v in scalars.items() if v is not None})
+        say(f"[eval] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items() if v is not None))
+        accelerator.wait_for_everyone()
+
+    def on_step(step: int, row: dict) -> None:
+        history.append({"step": step, **row})
+        if data.held_out and cfg.eval.every and step % cfg.eval.every == 0 and step < steps:
+            run_eval(step)
+        if cfg.save_every and step % cfg.save_every == 0 and step < steps:
+            path = save_checkpoint(
+                accelerator, run_dir, step, model=inner, optimizer=optimizer, scheduler=scheduler,
+                tokenizer=tokenizer, state={"history": history, "evals": evals, "config": to_dict(cfg)},
+                keep=cfg.keep_checkpoints,
+            )  # fmt: skip
+            say(f"[checkpoint] saved {path}", flush=True)
+
+    if data.held_out and start_step == 0:
+        run_eval(0)
+    train_started = time.time()
+    with logger:
+        result = train_loop(
+            accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+            batches=batches(), loss_fn=loss_fn, max_steps=steps, optim_cfg=cfg.optimizer, logger=logger,
+            log_every=cfg.logging.log_every, progress=cfg.logging.progress, desc="train",
+            start_step=start_step, count_fn=lambda batch: batch.count, on_step=on_step,
+        )  # fmt: skip
+        train_seconds = time.time() - train_started
+        if data.held_out:
+            run_eval(result.steps)
+
+    # Statistics of the trained reward over the training completions, for later normalisation.
+    scores = score_groups(accelerator, model, data.train, cfg.eval.batch_size, pad_id)
+    flat = torch.tensor([r for group in scores for r in group], dtype=torch.float64)
+    reward_mean, reward_std = float(flat.mean()), float(flat.std(correction=0))
+    summary: dict[str, Any] = {
+        "steps": result.steps,
+        "resumed_from_step": start_step,
+        "loss": data.loss,
+        "data": data.counts,
+        "train_loss": [row["loss"] for row in history],
+        "train_accuracy": [row.get("accuracy") for row in history],
+        "eval": evals,
+        "final_eval": evals[-1] if evals else None,
+        "reward_mean": reward_mean,
+        "reward_std": reward_std,
+        "train_seconds": round(train_seconds, 3),
+        "trainable_parameters": trainable,
+    }
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    if main:
+        summary.update(_save(cfg, unwrapped, tokenizer, run_dir, data, reward_mean, reward_std, flat.numel()))
+        summary["seconds"] = round(time.time() - started, 1)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        acc = (
+            f", held-out accuracy {evals[-1]['accuracy']:.3f}"
+            if evals and evals[-1].get("accuracy") is not None
+            else ""
+        )
+        say(
+            f"[done] {result.steps} steps, loss {summary['train_loss'][0]:.4f} -> {summary['train_loss'][-1]:.4f}"
+            f"{acc}; reward mean {reward_mean:.4f} std {reward_std:.4f}; model in {summary['model_dir']}"
+        )
+    accelerator.wait_for_everyone()
+    return RewardResult(summary, unwrapped, tokenizer)
+
+
+def _save(cfg: RewardConfig, model, tokenizer, run_dir: Path, data: RewardData, mean, std, n) -> dict:
+    """Write the model (LoRA merged; QLoRA as an adapter: a 4-bit base cannot take the merge)."""
+    from rlhf.models.scalar import save_scalar_model
+
+    merge = cfg.peft.method != "qlora"
+    extra = {
+        "reward_mean": mean, "reward_std": std, "num_completions": int(n), "loss": data.loss,
+        "ties": cfg.ties, "margin": cfg.margin, "centering": cfg.centering, "base_model": cfg.model.path,
+    }  # fmt: skip
+    out_dir = run_dir / "model"
+    save_scalar_model(model, out_dir, tokenizer, extra=extra, merge=merge)
+    note = {"model_dir": str(out_dir), "merged": merge or cfg.peft.method == "none"}
+    if not merge:
+        note["note"] = (
+            "QLoRA: saved the adapter and head (merging into a 4-bit base is impossible); load it with rlhf"
+        )
+    return note
