@@ -136,8 +136,11 @@ def train_loop(
     # and Accelerate's division by the accumulation steps take off again.
     scale = accelerator.num_processes * accumulation
     trainable = [p for p in model.parameters() if p.requires_grad]
-    for window in _windows(batches, accumulation):
-        if result.steps >= max_steps:
+    windows = _windows(batches, accumulation)
+    while result.steps < max_steps:
+        # Checked before drawing: a finished loop has taken exactly max_steps windows from `batches`.
+        window = next(windows, None)
+        if window is None:
             break
         kwargs = {}
         if count_fn is not None:
