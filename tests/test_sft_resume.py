@@ -61,7 +61,7 @@ def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "killed")] == ["step-000004"]
 
     out = finish(sft(tmp_path / "killed", "--resume"))
-    assert "[resume] from" in out and "at step 4 of 10" in out
+    assert "[resume] from" in out and "at step 4" in out
     resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())
     assert resumed["resumed_from_step"] == 4
     assert resumed["train_loss"] == pytest.approx(expected["train_loss"], abs=1e-6)

@@ -197,11 +197,10 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     """
     from rlhf.models import load_tokenizer, trainable_parameter_summary
     from rlhf.models.scalar import load_scalar_model
-    from rlhf.sft.train import _truncate_metrics, _warn_config_changes
     from rlhf.tracking import MetricsLogger, prepare_run_dir
     from rlhf.training import build_optimizer, build_scheduler, make_accelerator, train_loop
     from rlhf.training.batches import BatchStream
-    from rlhf.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from rlhf.training.checkpoint import resume_run, save_checkpoint
 
     started = time.time()
     accelerator = make_accelerator(cfg.optimizer, seed=cfg.seed, mixed_precision=cfg.mixed_precision)
@@ -225,19 +224,13 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     scheduler = build_scheduler(optimizer, cfg.optimizer, steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    start_step, history, evals = 0, [], []
     # Checkpoints save and restore the transformers model inside the ScalarModel (same parameters).
     inner = accelerator.unwrap_model(model).seq_model
-    checkpoint = latest_checkpoint(run_dir) if resume is True else (Path(resume) if resume else None)
-    if checkpoint is not None:
-        state = load_checkpoint(
-            accelerator, checkpoint, model=inner, optimizer=optimizer, scheduler=scheduler
-        )
-        start_step, history, evals = state["step"], state.get("history", []), state.get("evals", [])
-        _warn_config_changes(say, state.get("config", {}), to_dict(cfg))
-        if main:
-            _truncate_metrics(run_dir, start_step)
-        say(f"[resume] from {checkpoint} at step {start_step} of {steps}")
+    resumed = resume_run(
+        accelerator, run_dir, resume, model=inner, optimizer=optimizer, scheduler=scheduler,
+        config=to_dict(cfg), say=say,
+    )  # fmt: skip
+    start_step, history, evals = resumed.step, resumed.history, resumed.evals
 
     accumulation = cfg.optimizer.gradient_accumulation_steps
     stream = BatchStream(

@@ -10,7 +10,6 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -158,7 +157,7 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     from rlhf.tracking import MetricsLogger, prepare_run_dir
     from rlhf.training import build_optimizer, build_scheduler, make_accelerator, train_loop
     from rlhf.training.batches import BatchStream
-    from rlhf.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from rlhf.training.checkpoint import resume_run, save_checkpoint
 
     started = time.time()
     accelerator = make_accelerator(cfg.optimizer, seed=cfg.seed, mixed_precision=cfg.mixed_precision)
@@ -182,17 +181,11 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     scheduler = build_scheduler(optimizer, cfg.optimizer, steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    start_step, history, evals = 0, [], []
-    checkpoint = latest_checkpoint(run_dir) if resume is True else (Path(resume) if resume else None)
-    if checkpoint is not None:
-        state = load_checkpoint(
-            accelerator, checkpoint, model=model, optimizer=optimizer, scheduler=scheduler
-        )
-        start_step, history, evals = state["step"], state.get("history", []), state.get("evals", [])
-        _warn_config_changes(say, state.get("config", {}), to_dict(cfg))
-        if main:
-            _truncate_metrics(run_dir, start_step)
-        say(f"[resume] from {checkpoint} at step {start_step} of {steps}")
+    resumed = resume_run(
+        accelerator, run_dir, resume, model=model, optimizer=optimizer, scheduler=scheduler,
+        config=to_dict(cfg), say=say,
+    )  # fmt: skip
+    start_step, history, evals = resumed.step, resumed.history, resumed.evals
 
     accumulation = cfg.optimizer.gradient_accumulation_steps
     stream = BatchStream(
@@ -302,29 +295,3 @@ def _method(cfg: SftConfig) -> str:
             + list(cfg.freeze.train_modules or [])
         )
     return "full fine-tuning"
-
-
-def _warn_config_changes(say, saved: dict, current: dict, prefix: str = "") -> None:
-    for key in sorted(set(saved) | set(current)):
-        if not prefix and key == "logging":  # where and how often it logs does not change the run
-            continue
-        old, new = saved.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            _warn_config_changes(say, old, new, f"{prefix}{key}.")
-        elif old != new:
-            say(f"[resume] warning: {prefix}{key} was {old!r} in the checkpoint, now {new!r}")
-
-
-def _truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop metric rows logged after `step` by the interrupted run; the resumed run logs them again."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (ValueError, KeyError):  # a line cut short by the kill
-            continue
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

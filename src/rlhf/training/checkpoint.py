@@ -24,6 +24,8 @@ import random
 import re
 import shutil
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,64 @@ def load_checkpoint(
     # With another number of processes the data order still resumes exactly (it depends only on
     # the seed and the position); only dropout masks differ from the uninterrupted run.
     return state
+
+
+@dataclass
+class ResumeState:
+    """Where a resumed run picks up (all zeros and empty for a fresh run)."""
+
+    step: int = 0
+    """Optimizer steps already taken."""
+    history: list[dict] = field(default_factory=list)
+    """The per-step metric rows so far."""
+    evals: list[dict] = field(default_factory=list)
+    """The evaluations so far."""
+
+
+def resume_run(
+    accelerator,
+    run_dir: str | Path,
+    resume: str | Path | bool | None,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    config: dict[str, Any],
+    say: Callable[..., None] = print,
+) -> ResumeState:
+    """Restore a run: `resume` True takes the newest checkpoint of `run_dir` (a fresh start when
+    there is none), a path takes that checkpoint, None/False starts fresh.
+
+    Warns about config fields that differ from the checkpoint's (other than `logging`), and drops
+    the metric rows the interrupted run logged after the checkpoint, so each step is logged once.
+    """
+    from rlhf.tracking.metrics import truncate_metrics
+
+    path = latest_checkpoint(run_dir) if resume is True else (Path(resume) if resume else None)
+    if path is None:
+        return ResumeState()
+    state = load_checkpoint(accelerator, path, model=model, optimizer=optimizer, scheduler=scheduler)
+    for line in config_changes(state.get("config", {}), config):
+        say(f"[resume] warning: {line}")
+    if accelerator.is_main_process:
+        truncate_metrics(run_dir, state["step"])
+    say(f"[resume] from {path} at step {state['step']}")
+    return ResumeState(state["step"], state.get("history", []), state.get("evals", []))
+
+
+def config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """`key was A in the checkpoint, now B` for every field that differs (logging settings aside:
+    where and how often a run logs does not change what it computes)."""
+    lines = []
+    for key in sorted(set(saved) | set(current)):
+        if not prefix and key == "logging":
+            continue
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            lines += config_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            lines.append(f"{prefix}{key} was {old!r} in the checkpoint, now {new!r}")
+    return lines
 
 
 def load_trainable_weights(model: torch.nn.Module, directory: Path) -> None:
