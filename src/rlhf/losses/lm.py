@@ -18,10 +18,10 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     Returns (nll_sum, count): a float scalar in the logits' precision raised to float32, and a long
     scalar. The caller divides, so a mean can be taken over any set of micro-batches and processes.
     """
-    shift_logits = logits[:, :-1, :].float()  # (B, T-1, V)
-    shift_labels = labels[:, 1:]  # (B, T-1)
+    # Shift the labels left rather than slicing the logits: slicing (B, T, V) would copy it.
+    shift_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T); the last position has no target
     nll_sum = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        logits.reshape(-1, logits.shape[-1]).float(),  # (B*T, V)
         shift_labels.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
