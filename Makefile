@@ -11,8 +11,8 @@ demo: setup
 	$(VENV)/bin/rlhf demo $(DEMO_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 test: lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
