@@ -34,7 +34,7 @@ def test_two_process_gloo_training_step(tmp_path):
         env=env,
         timeout=240,  # the script's collectives time out after 60 s, so this only catches a stuck launcher
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, proc.stderr[-6000:]  # on a hang: the faulthandler stacks of the ranks
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
 
     for rep in reports:

@@ -5,6 +5,7 @@ test can check that there were two processes, that they trained on different sha
 gradient all-reduce kept their weights identical.
 """
 
+import faulthandler
 import json
 import sys
 from pathlib import Path
@@ -19,6 +20,10 @@ from rlhf.training import build_optimizer, build_scheduler, make_accelerator, tr
 
 
 def main(out_dir: Path) -> None:
+    # A rare hang (3 in ~50 runs, never while watched) outlived the 60 s collective timeout, so it is
+    # not in a collective: after 100 s dump every thread's stack to stderr and exit, so the test
+    # fails fast with the place it hung instead of only a subprocess timeout.
+    faulthandler.dump_traceback_later(100, exit=True)
     optim_cfg = OptimizerConfig(lr=1e-2, gradient_accumulation_steps=2)
     accelerator = make_accelerator(optim_cfg, seed=0, timeout_s=60)
     tokenizer = load_tokenizer(ModelConfig())
