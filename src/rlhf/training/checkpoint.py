@@ -169,6 +169,8 @@ def resume_run(
 
     path = latest_checkpoint(run_dir) if resume is True else (Path(resume) if resume else None)
     if path is None:
+        if resume is True:
+            say(f"[resume] no checkpoint in {Path(run_dir) / CHECKPOINTS}: starting from step 0")
         return ResumeState()
     state = load_checkpoint(accelerator, path, model=model, optimizer=optimizer, scheduler=scheduler)
     for line in config_changes(state.get("config", {}), config):
