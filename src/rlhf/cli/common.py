@@ -38,6 +38,18 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_resume_arg(parser: argparse.ArgumentParser) -> None:
+    """`--resume [CHECKPOINT]` into `args.resume`: True (the newest checkpoint), a path, or None."""
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from the newest checkpoint in logging.output_dir (or from CHECKPOINT)",
+    )
+
+
 def resolve_config(cls: type[T], args: argparse.Namespace) -> T | None:
     """Build the config from the arguments; print it and return None under `--print-config`."""
     cfg = load_config(cls, args.config, args.overrides)

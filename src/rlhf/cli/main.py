@@ -7,7 +7,14 @@ import json
 import sys
 
 from rlhf import __version__
-from rlhf.cli.common import add_config_args, add_set_arg, quiet_libraries, resolve_config, run_guarded
+from rlhf.cli.common import (
+    add_config_args,
+    add_resume_arg,
+    add_set_arg,
+    quiet_libraries,
+    resolve_config,
+    run_guarded,
+)
 
 # Stages the toolkit is built around, in pipeline order. A stage whose module has not landed yet
 # is still listed, so `rlhf --help` shows the whole loop, and says plainly that it is not here.
@@ -139,14 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune a causal LM on demonstrations; the model goes to <output_dir>/model.",
     )
     add_config_args(sft)
-    sft.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=None,
-        metavar="CHECKPOINT",
-        help="continue from the newest checkpoint in logging.output_dir (or from CHECKPOINT)",
-    )
+    add_resume_arg(sft)
     sft.set_defaults(func=_cmd_sft)
 
     reward = sub.add_parser(
@@ -155,14 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a scalar reward model r(x, y) on human feedback; the model goes to <output_dir>/model.",
     )
     add_config_args(reward)
-    reward.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=None,
-        metavar="CHECKPOINT",
-        help="continue from the newest checkpoint in logging.output_dir (or from CHECKPOINT)",
-    )
+    add_resume_arg(reward)
     reward.set_defaults(func=_cmd_reward)
 
     generate = sub.add_parser(

@@ -213,20 +213,15 @@ def load_trainable_weights(model: torch.nn.Module, directory: Path) -> None:
 
         weights = load_file(directory / "adapter_model.safetensors")
         result = set_peft_model_state_dict(peft_model, weights)
-        missing = [k for k in result.missing_keys if _is_trainable(model, k)]
     else:
         weights = {}
         for file in files:
             weights.update(load_file(file))
         result = model.load_state_dict(weights, strict=False)
-        missing = [k for k in result.missing_keys if _is_trainable(model, k)]
+    params = dict(model.named_parameters())
+    missing = [k for k in result.missing_keys if k in params and params[k].requires_grad]
     if missing:
         raise CheckpointError(f"checkpoint {directory} lacks trainable weights, e.g. {missing[:3]}")
-
-
-def _is_trainable(model: torch.nn.Module, name: str) -> bool:
-    params = dict(model.named_parameters())
-    return name in params and params[name].requires_grad
 
 
 def _rng_state() -> dict[str, Any]:
