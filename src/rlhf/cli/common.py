@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from collections.abc import Callable
@@ -48,6 +49,14 @@ def add_resume_arg(parser: argparse.ArgumentParser) -> None:
         metavar="CHECKPOINT",
         help="continue from the newest checkpoint in logging.output_dir (or from CHECKPOINT)",
     )
+
+
+def add_shortcut_overrides(args: argparse.Namespace, flags: tuple[tuple[str, str], ...]) -> None:
+    """Turn convenience flags (argparse dest -> config key) into `--set` overrides given last, so
+    they win over --config and --set. Values go in as JSON, which YAML reads back unchanged (a path
+    like `on` stays a string). Flags left unset (None) change nothing."""
+    given = [(key, getattr(args, dest)) for dest, key in flags if getattr(args, dest, None) is not None]
+    args.overrides = [*args.overrides, *(f"{key}={json.dumps(value)}" for key, value in given)]
 
 
 def resolve_config(cls: type[T], args: argparse.Namespace) -> T | None:

@@ -11,6 +11,7 @@ from rlhf.cli.common import (
     add_config_args,
     add_resume_arg,
     add_set_arg,
+    add_shortcut_overrides,
     quiet_libraries,
     resolve_config,
     run_guarded,
@@ -20,12 +21,11 @@ from rlhf.cli.common import (
 # is still listed, so `rlhf --help` shows the whole loop, and says plainly that it is not here.
 PENDING_STAGES = {
     "label": "the labeling web app for collecting human feedback",
-    "score": "score completions with a reward model",
     "ppo": "optimize the policy against the reward with PPO and a KL penalty",
     "dpo": "direct preference optimization and its relatives",
     "rrhf": "rank responses to align with human feedback",
-    "eval": "evaluate policies and reward models",
     "pipeline": "run the whole loop, stage by stage, in one run directory",
+    "eval policy": "evaluate policies: reward, KL from a reference, win rate",
 }
 
 
@@ -48,23 +48,48 @@ def _cmd_reward(args: argparse.Namespace) -> None:
         run_reward(cfg, resume=args.resume)
 
 
+GENERATE_FLAGS = (
+    ("model", "model.path"), ("prompts", "data.path"), ("output", "output"),
+    ("num_samples", "sampling.num_samples"), ("seed", "sampling.seed"),
+    ("temperature", "sampling.temperature"), ("top_p", "sampling.top_p"), ("top_k", "sampling.top_k"),
+    ("max_new_tokens", "sampling.max_new_tokens"), ("stop", "sampling.stop"),
+)  # fmt: skip
+SCORE_FLAGS = (
+    ("model", "model"), ("data", "data.path"), ("output", "output"), ("batch_size", "batch_size"),
+    ("format", "data.format"), ("device", "device"),
+)  # fmt: skip
+
+
 def _cmd_generate(args: argparse.Namespace) -> None:
     from rlhf.generation import GenerateConfig, run_generate
 
-    # The convenience flags are `--set` overrides given last, so they win over --config and --set.
-    # Values go in as JSON, which YAML reads back unchanged (a path like `on` stays a string).
-    flags = (
-        ("model", "model.path"), ("prompts", "data.path"), ("output", "output"),
-        ("num_samples", "sampling.num_samples"), ("seed", "sampling.seed"),
-        ("temperature", "sampling.temperature"), ("top_p", "sampling.top_p"), ("top_k", "sampling.top_k"),
-        ("max_new_tokens", "sampling.max_new_tokens"), ("stop", "sampling.stop"),
-    )  # fmt: skip
-    given = [(key, getattr(args, dest)) for dest, key in flags if getattr(args, dest) is not None]
-    args.overrides = [*args.overrides, *(f"{key}={json.dumps(value)}" for key, value in given)]
+    add_shortcut_overrides(args, GENERATE_FLAGS)
     cfg = resolve_config(GenerateConfig, args)
     if cfg is not None:
         quiet_libraries()
         run_generate(cfg)
+
+
+def _cmd_score(args: argparse.Namespace) -> None:
+    from rlhf.reward.config import ScoreConfig
+    from rlhf.reward.run_score import run_score
+
+    add_shortcut_overrides(args, (*SCORE_FLAGS, ("normalize", "normalize")))
+    cfg = resolve_config(ScoreConfig, args)
+    if cfg is not None:
+        quiet_libraries()
+        run_score(cfg)
+
+
+def _cmd_eval_reward(args: argparse.Namespace) -> None:
+    from rlhf.reward.config import EvalRewardConfig
+    from rlhf.reward.evaluate import run_eval_reward
+
+    add_shortcut_overrides(args, SCORE_FLAGS)
+    cfg = resolve_config(EvalRewardConfig, args)
+    if cfg is not None:
+        quiet_libraries()
+        run_eval_reward(cfg)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -126,6 +151,18 @@ def _pending(name: str):
     return run
 
 
+def add_score_flags(parser: argparse.ArgumentParser, *, output: str) -> None:
+    for flag, kind, metavar, what in (
+        ("--model", str, "DIR", "model: the reward model directory"),
+        ("--data", str, "FILE", "data.path: the file to read (any format with completions)"),
+        ("--output", str, "FILE", output),
+        ("--batch-size", int, "N", "batch_size: completions per forward pass"),
+        ("--format", str, "NAME", "data.format: skip detection and read the file as this format"),
+        ("--device", str, "DEV", "device: cpu, cuda, cuda:1 (default: the GPU when there is one)"),
+    ):
+        parser.add_argument(flag, type=kind, metavar=metavar, help=f"sets {what}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlhf",
@@ -136,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="<command>")
 
     for name, help_text in PENDING_STAGES.items():
+        if " " in name:
+            continue  # a subcommand, added under its command below
         stage = sub.add_parser(name, help=f"{help_text} [not yet available]", description=help_text)
         add_config_args(stage)
         stage.set_defaults(func=_pending(name))
@@ -185,6 +224,37 @@ def build_parser() -> argparse.ArgumentParser:
         "taken literally, so in bash write a newline as $'\\n'",
     )
     generate.set_defaults(func=_cmd_generate)
+
+    score = sub.add_parser(
+        "score",
+        help="score completions with a reward model (JSONL out)",
+        description="Add a reward model's score to every completion of a file: prompt/completion rows, "
+        "candidates from `rlhf generate`, comparisons, rankings, ratings or labels.",
+    )
+    add_config_args(score)
+    add_score_flags(score, output="output: the JSONL file to write (default scores.jsonl)")
+    score.add_argument(
+        "--normalize", action="store_true", default=None,
+        help="sets normalize: (r - mean) / std with the statistics saved with the model",
+    )  # fmt: skip
+    score.set_defaults(func=_cmd_score)
+
+    evaluate = sub.add_parser("eval", help="evaluate reward models (and, to come, policies)")
+    eval_sub = evaluate.add_subparsers(dest="eval_command", metavar="<what>", required=True)
+    eval_reward = eval_sub.add_parser(
+        "reward",
+        help="held-out accuracy, per-position accuracy, margin, calibration and reward distribution",
+        description="How well a reward model agrees with held-out feedback (comparisons, rankings, "
+        "ratings or labels).",
+    )
+    add_config_args(eval_reward)
+    add_score_flags(eval_reward, output="output: also write every metric to this JSON file")
+    eval_reward.set_defaults(func=_cmd_eval_reward)
+    eval_policy = eval_sub.add_parser(
+        "policy", help="reward, KL and win rate of a policy [not yet available]"
+    )
+    add_config_args(eval_policy)
+    eval_policy.set_defaults(func=_pending("eval policy"))
 
     demo = sub.add_parser("demo", help="the end-to-end demo: runs every stage available, offline, on CPU")
     add_config_args(demo)

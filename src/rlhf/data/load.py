@@ -26,6 +26,7 @@ KIND_FAMILIES: dict[str, tuple[str, ...]] = {
     "sft": ("demonstration",),
     "reward": ("comparison", "ranking", "rating", "label"),
     "preference": ("comparison", "ranking"),
+    "score": ("demonstration", "comparison", "ranking", "candidates", "rating", "label"),
     "prompt": KINDS,
     **{kind: (kind,) for kind in KINDS if kind != "prompt"},
 }

@@ -108,3 +108,62 @@ class RewardConfig:
             )
         if (self.positive_labels is None) != (self.negative_labels is None):
             raise ConfigError("set both `positive_labels` and `negative_labels`, or neither (defaults)")
+
+
+@dataclass
+class ScoreConfig:
+    """`rlhf score`: rewards for the completions of a file, written as JSONL."""
+
+    model: str = ""
+    """Reward model directory (from `rlhf reward`, or any one-label sequence classifier)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """What to score: prompt/completion rows, comparisons, rankings, candidates (from `rlhf
+    generate`), ratings or labels. The judgments in the file are kept in the output, not used."""
+    output: str = "scores.jsonl"
+    """JSONL written here: each input row with its reward(s) added."""
+    batch_size: int = 16
+    """Completions per forward pass (sorted by length, so a batch pads only to its own longest)."""
+    normalize: bool = False
+    """Write (r - mean) / std with the statistics saved with the model instead of raw rewards."""
+    device: str | None = None
+    """`cpu`, `cuda`, `cuda:1`, ...; default: the GPU when there is one."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' dtype: `auto` is bf16 on a GPU that supports it, else float32."""
+    max_length: int | None = None
+    """Token limit per prompt + completion; default: the one the model was trained with."""
+    progress: bool = True
+    """Show a progress bar (on stderr)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class EvalRewardConfig:
+    """`rlhf eval reward`: held-out metrics of a reward model on human feedback."""
+
+    model: str = ""
+    """Reward model directory."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Held-out feedback: comparisons, rankings, ratings (give `data.rating_scale`) or labels."""
+    output: str | None = None
+    """Also write every metric (calibration table, reward histogram) to this JSON file."""
+    ties: Literal["skip", "half"] = "skip"
+    """Ranking/rating ties: left out of the pairs (`skip`) or kept as tie pairs in the loss (`half`)."""
+    bins: int = 10
+    """Bins of the calibration table and the reward histogram."""
+    batch_size: int = 16
+    """Completions per forward pass."""
+    device: str | None = None
+    """`cpu`, `cuda`, ...; default: the GPU when there is one."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' dtype: `auto` is bf16 on a GPU that supports it, else float32."""
+    max_length: int | None = None
+    """Token limit per prompt + completion; default: the one the model was trained with."""
+    progress: bool = True
+    """Show a progress bar (on stderr)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.bins < 1:
+            raise ConfigError("`batch_size` and `bins` must be at least 1")

@@ -336,11 +336,14 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
 def _save(cfg: RewardConfig, model, tokenizer, run_dir: Path, data: RewardData, mean, std, n) -> dict:
     """Write the model (LoRA merged; QLoRA as an adapter: a 4-bit base cannot take the merge)."""
     from rlhf.models.scalar import save_scalar_model
+    from rlhf.reward.score import scorer_metadata
 
     merge = cfg.peft.method != "qlora"
     extra = {
         "reward_mean": mean, "reward_std": std, "num_completions": int(n), "loss": data.loss,
         "ties": cfg.ties, "margin": cfg.margin, "centering": cfg.centering, "base_model": cfg.model.path,
+        "positive_labels": cfg.positive_labels, "negative_labels": cfg.negative_labels,
+        **scorer_metadata(cfg.prompt, cfg.data.max_length, cfg.data.max_prompt_length),
     }  # fmt: skip
     out_dir = run_dir / "model"
     save_scalar_model(model, out_dir, tokenizer, extra=extra, merge=merge)
