@@ -93,3 +93,85 @@ def test_two_process_sft_matches_one_process_with_the_same_global_batch(tmp_path
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "model")
+
+
+def planted_rankings(n: int) -> list[dict]:
+    """Rankings of 2, 3 or 4 completions (1, 3 or 6 pairs): the more "please", the better. Every
+    other one of 3 or 4 has its two worst tied (a pair fewer with `ties: skip`)."""
+    import random
+
+    from test_reward_train import WORDS
+
+    rng = random.Random(1)
+    rows = []
+    for i in range(n):
+        k = 2 + i % 3
+        ranks = [min(r, k - 2) if k > 2 and i % 2 else r for r in range(k)]
+        words = lambda: [rng.choice(WORDS) for _ in range(rng.randint(2, 5))]  # noqa: E731
+        ranked = [(" ".join([*words(), *["please"] * (k - 1 - r)]), r) for r in ranks]
+        rng.shuffle(ranked)
+        rows.append(
+            {
+                "prompt": f"Say {rng.choice(WORDS)} {rng.choice(WORDS)}.",
+                "completions": [text for text, _ in ranked],
+                "ranks": [rank for _, rank in ranked],
+            }
+        )
+    return rows
+
+
+@pytest.mark.slow
+def test_two_process_reward_matches_one_process_with_the_same_global_batch(tmp_path):
+    """torchrun x2 with batch 2 per process = one process with batch 4: every prompt weighs 1 whatever
+    its number of pairs and wherever it lands (in the loss and in the centering penalty), and
+    evaluation gathers every held-out score."""
+    from test_reward_train import write_jsonl
+
+    data = write_jsonl(tmp_path / "rankings.jsonl", planted_rankings(40))
+    args = [
+        f"data.path={data}", "data.max_length=64", "prompt.template=raw", "optimizer.lr=3e-3",
+        "optimizer.warmup_steps=0", "optimizer.warmup_ratio=0", "max_steps=6", "eval.fraction=0.25",
+        "eval.every=3", "eval.batch_size=2", "logging.log_every=1", "logging.progress=false",
+        "logging.tensorboard=false", "centering=0.1",  # the centering penalty is per prompt, step-wide too
+    ]  # fmt: skip
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = dist_env()
+    two = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rlhf.cli.main", "reward", "--set",
+         *args, "batch_size=2", f"logging.output_dir={tmp_path / 'two'}"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-4000:]
+    one = subprocess.run(
+        [str(Path(sys.executable).with_name("rlhf")), "reward", "--set", *args, "batch_size=4",
+         f"logging.output_dir={tmp_path / 'one'}"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-4000:]
+    one_sum, two_sum = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
+
+    # The same groups, pairs and held-out split.
+    assert two_sum["data"] == one_sum["data"]
+    assert one_sum["data"]["groups"] == 30 and one_sum["data"]["pairs"] > one_sum["data"]["groups"]
+    assert two_sum["steps"] == one_sum["steps"] == 6
+    assert two_sum["train_loss"] == pytest.approx(one_sum["train_loss"], abs=1e-5)
+    # Held-out evaluation: each process scored half the groups; the gathered scores are all of them.
+    assert [e["step"] for e in two_sum["eval"]] == [e["step"] for e in one_sum["eval"]] == [0, 3, 6]
+    for mine, theirs in zip(two_sum["eval"], one_sum["eval"]):
+        counts = ("groups", "completions", "pairs")
+        assert [mine[k] for k in counts] == [theirs[k] for k in counts] == [10, 32, 34]
+        for key in ("loss", "accuracy", "margin"):
+            assert mine[key] == pytest.approx(theirs[key], abs=1e-5), key
+        # Reward levels drift a little more than losses (the offset is free under a pairwise loss).
+        for key in ("mean", "std", "min", "max"):
+            assert mine["rewards"][key] == pytest.approx(theirs["rewards"][key], abs=5e-5), key
+    # The saved normalization statistics (over every training completion, gathered the same way).
+    extras = [
+        json.loads((tmp_path / name / "model" / "rlhf_scalar.json").read_text()) for name in ("one", "two")
+    ]
+    assert extras[1]["num_completions"] == extras[0]["num_completions"] == one_sum["data"]["completions"]
+    assert extras[1]["reward_mean"] == pytest.approx(extras[0]["reward_mean"], abs=5e-5)
+    assert extras[1]["reward_std"] == pytest.approx(extras[0]["reward_std"], abs=5e-5)
+    # Only the main process logged: the same rows as one process.
+    rows = [[(r["step"], sorted(r)) for r in read_metrics(tmp_path / name)] for name in ("one", "two")]
+    assert rows[1] == rows[0]

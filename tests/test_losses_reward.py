@@ -212,6 +212,20 @@ def test_centering_penalty() -> None:
     assert rewards.grad.tolist() == pytest.approx([0.01, -0.03])
 
 
+def test_centering_penalty_per_group_adds_up_across_micro_batches() -> None:
+    # Groups [1, −3] and [2]: group means of r² are 5 and 4; 0.01 × (5 + 4) / 2 = 0.045.
+    rewards = _r(1.0, -3.0, 2.0)
+    assert centering_penalty(rewards, 0.01, offsets=[0, 2]).item() == pytest.approx(0.045)
+    # A group that carries no weight (e.g. only ties) is left out: 0.01 × 5 / 1.
+    assert centering_penalty(rewards, 0.01, offsets=[0, 2], counted=[True, False]).item() == pytest.approx(
+        0.05
+    )
+    # Split into two micro-batches over the step's 2 groups, the parts add up to the whole.
+    first = centering_penalty(_r(1.0, -3.0), 0.01, offsets=[0], denominator=2)
+    second = centering_penalty(_r(2.0), 0.01, offsets=[0], denominator=2)
+    assert (first + second).item() == pytest.approx(0.045)
+
+
 def test_pair_batch_checks_and_concat() -> None:
     with pytest.raises(ValueError, match="weight"):
         PairBatch(torch.tensor([0]), torch.tensor([1]), torch.tensor([1.0, 1.0]))

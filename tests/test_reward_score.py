@@ -209,3 +209,38 @@ def test_score_errors_are_one_line(planted, tmp_path, capsys):
     )
     assert "no-stats has none" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_qlora_reward_model_saves_an_adapter_that_scores_the_same(planted, tmp_path):
+    """QLoRA cannot merge into its 4-bit base: the adapter is saved, and the scorer loads it on a
+    4-bit base again, so it scores exactly as the model did at the end of training."""
+    from rlhf.config import load_config
+    from rlhf.config.parts import ModelConfig
+    from rlhf.models.scalar import load_scalar_model
+    from rlhf.reward.config import RewardConfig
+    from rlhf.reward.data import pad_right
+    from rlhf.reward.train import run_reward
+
+    cfg = load_config(
+        RewardConfig, None, [f"data.path={planted['train']}", f"logging.output_dir={tmp_path / 'q'}", *TRAIN,
+                             "max_steps=3", "peft.method=qlora", "data.limit=24"],
+    )  # fmt: skip
+    result = run_reward(cfg)
+    model_dir = tmp_path / "q" / "model"
+    assert not result.summary["merged"] and (model_dir / "adapter_config.json").is_file()
+    assert json.loads((model_dir / "rlhf_scalar.json").read_text())["quantization"] == "4bit"
+    scorer = RewardScorer.load(model_dir)
+    assert "4bit" in type(next(m for m in scorer.model.modules() if "4bit" in type(m).__name__)).__name__
+    rows = planted["rows"][160:170]
+    ids = [scorer.encode(r["prompt"], r["chosen"]) for r in rows]
+    batch = pad_right(ids, scorer.tokenizer.pad_token_id)
+    full = load_scalar_model(ModelConfig(path=str(model_dir)), for_training=False, tokenizer=scorer.tokenizer)
+    with torch.no_grad():
+        trained = result.model.eval()(*batch).last
+        unquantized = full(*batch).last
+    reloaded = torch.tensor(scorer.score_ids(ids))
+    # On bitsandbytes' CPU backend a few block scales of the reloaded 4-bit weights differ in their
+    # last bits (measured: rewards within 7e-4); the same adapter on a full-precision base is off by
+    # about 2e-2, which is why the scorer rebuilds the 4-bit base.
+    gap = (reloaded - trained).abs().max().item()
+    assert gap < 2e-3 and gap * 5 < (unquantized - trained).abs().max().item()

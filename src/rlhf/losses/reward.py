@@ -290,9 +290,35 @@ def label_loss(rewards: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
     return loss, {"accuracy": hits.mean().item()}
 
 
-def centering_penalty(rewards: torch.Tensor, coef: float) -> torch.Tensor:
-    """coef × mean(r²) over the batch's rewards (N,): an auxiliary loss that keeps rewards near zero
-    (Eisenstein et al. 2023), since pairwise losses only see differences and leave the offset free."""
+def centering_penalty(
+    rewards: torch.Tensor,
+    coef: float,
+    *,
+    offsets: Sequence[int] | None = None,
+    counted: Sequence[bool] | None = None,
+    denominator: float | None = None,
+) -> torch.Tensor:
+    """coef × mean(r²): an auxiliary loss that keeps rewards near zero (Eisenstein et al. 2023),
+    since pairwise losses only see differences and leave the offset free.
+
+    Without `offsets`: coef × mean(r²) over the rewards (N,). With `offsets` (where each group
+    starts in the flat vector): coef × Σ_g mean_{i∈g}(r_i²) / denominator over the groups with
+    `counted[g]` (all by default), so every prompt weighs the same, like the pairwise loss, and a
+    step split over micro-batches or processes adds up to the same penalty when `denominator` is the
+    step's total count of groups (default: the counted groups here).
+    """
     if rewards.numel() == 0:
         return _empty_loss(rewards)
-    return coef * rewards.float().pow(2).mean()
+    square = rewards.float().pow(2)
+    if offsets is None:
+        return coef * square.mean()
+    starts = torch.tensor([*offsets, rewards.numel()], device=rewards.device)
+    sizes = starts[1:] - starts[:-1]  # (G,)
+    group = torch.repeat_interleave(torch.arange(len(offsets), device=rewards.device), sizes)  # (N,)
+    means = torch.zeros(len(offsets), device=rewards.device).index_add(0, group, square) / sizes.clamp(min=1)
+    keep = torch.ones(len(offsets), dtype=torch.bool) if counted is None else torch.tensor(list(counted))
+    keep = keep.to(rewards.device)
+    total = float(keep.sum()) if denominator is None else float(denominator)
+    if total == 0:
+        return _empty_loss(rewards)
+    return coef * means[keep].sum() / total

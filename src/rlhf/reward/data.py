@@ -193,6 +193,8 @@ class Layout:
     completions (pointwise)."""
     pair_counts: list[int] = field(default_factory=list)
     """Pairs each group contributes (pairwise)."""
+    counted: list[bool] = field(default_factory=list)
+    """Per group: whether it is among the `count` weight units (pointwise: every one-completion group)."""
 
 
 def layout_groups(groups: list[Group], mode: str, ties: str = "skip") -> Layout:
@@ -205,6 +207,7 @@ def layout_groups(groups: list[Group], mode: str, ties: str = "skip") -> Layout:
     if mode in ("regression", "label"):
         out.targets = torch.tensor([t for g in groups for t in g.targets], dtype=torch.float32)
         out.count = at
+        out.counted = [True] * len(groups)
         return out
     parts = [_group_pairs(g, start, ties) for g, start in zip(groups, offsets)]
     out.pair_counts = [len(p) for p in parts]
@@ -212,9 +215,10 @@ def layout_groups(groups: list[Group], mode: str, ties: str = "skip") -> Layout:
     if all(g.ranks is not None for g in groups):
         out.ranks = [g.ranks for g in groups]
     if mode == "plackett_luce":
-        out.count = sum(len(set(g.ranks)) > 1 for g in groups)
+        out.counted = [len(set(g.ranks)) > 1 for g in groups]
     else:
-        out.count = sum(n > 0 for n in out.pair_counts)
+        out.counted = [n > 0 for n in out.pair_counts]
+    out.count = sum(out.counted)
     return out
 
 

@@ -15,6 +15,7 @@ Sequences are sorted by length before batching, so a batch pads only to its own 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +75,19 @@ class RewardScorer:
         """
         from rlhf.config.core import from_dict
         from rlhf.models import load_tokenizer
-        from rlhf.models.scalar import load_scalar_model
+        from rlhf.models.scalar import SCALAR_FILE, load_scalar_model
 
-        model_cfg = ModelConfig(path=str(path), dtype=dtype)
+        saved_file = Path(path).expanduser() / SCALAR_FILE
+        saved = json.loads(saved_file.read_text()) if saved_file.is_file() else {}
+        # A QLoRA adapter was trained on a 4-bit base: load the base the same way to score the same.
+        is_adapter = (Path(path).expanduser() / "adapter_config.json").is_file()
+        quantization = saved.get("quantization", "none") if is_adapter else "none"
+        model_cfg = ModelConfig(path=str(path), dtype=dtype, quantization=quantization)
         tokenizer = load_tokenizer(model_cfg, padding_side="right")
         model = load_scalar_model(model_cfg, for_training=False, tokenizer=tokenizer)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model.to(device)
-        saved = model.extra
+        if quantization == "none":
+            model.to(device)  # a quantized model was placed on its device while loading
         if prompt is None:
             prompt = from_dict(PromptConfig, saved["prompt"], prefix="prompt") if "prompt" in saved else None
         return cls(

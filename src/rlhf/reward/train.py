@@ -238,8 +238,6 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
         process_index=accelerator.process_index, seed=cfg.seed, start=start_step * accumulation,
     )  # fmt: skip
     pad_id, device = tokenizer.pad_token_id, accelerator.device
-    # A penalty added to every micro-batch is summed by the loop's scaling; this makes it a mean.
-    centering_share = cfg.centering / (accumulation * accelerator.num_processes)
 
     def batches():
         for indices in stream:
@@ -255,7 +253,11 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
         # `loss` is a weighted mean over `batch.count` units: back to a sum, over the step's total.
         loss = loss * batch.count / num_items
         if cfg.centering:
-            loss = loss + centering_penalty(rewards, centering_share)
+            # Per prompt over the whole step (all micro-batches and processes), like the main loss.
+            lay = batch.layout
+            loss = loss + centering_penalty(
+                rewards, cfg.centering, offsets=lay.offsets, counted=lay.counted, denominator=num_items
+            )
         keep = ("accuracy", "reward_margin", "mae", "top1_accuracy")
         return loss, {k: v for k, v in metrics.items() if k in keep and v is not None}
 
@@ -342,6 +344,7 @@ def _save(cfg: RewardConfig, model, tokenizer, run_dir: Path, data: RewardData, 
     extra = {
         "reward_mean": mean, "reward_std": std, "num_completions": int(n), "loss": data.loss,
         "ties": cfg.ties, "margin": cfg.margin, "centering": cfg.centering, "base_model": cfg.model.path,
+        "quantization": "4bit" if cfg.peft.method == "qlora" else cfg.model.quantization,
         "positive_labels": cfg.positive_labels, "negative_labels": cfg.negative_labels,
         **scorer_metadata(cfg.prompt, cfg.data.max_length, cfg.data.max_prompt_length),
     }  # fmt: skip
