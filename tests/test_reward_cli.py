@@ -48,3 +48,28 @@ def test_unknown_label_is_one_line(tmp_path):
     assert len(lines) == 1 and "labels.jsonl:1" in lines[0] and "`label`" in lines[0] and "meh" in lines[0], (
         lines
     )
+
+
+def test_example_config_learns_the_bundled_rankings_then_score_and_eval(tmp_path):
+    """examples/reward.yaml as a user runs it (shortened), then `rlhf eval reward` and `rlhf score`."""
+    run = tmp_path / "run"
+    proc = rlhf(
+        "reward", "--config", "examples/reward.yaml", "--set", "max_steps=50", "eval.every=0", "save_every=0",
+        f"logging.output_dir={run}", "logging.progress=false", "logging.tensorboard=false",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data"]["pairs"] == 18 * 6 and summary["data"]["eval_pairs"] == 6 * 6
+    assert summary["final_eval"]["accuracy"] >= 0.85, summary["final_eval"]
+    proc = rlhf(
+        "eval", "reward", "--model", str(run / "model"), "--data", "src/rlhf/assets/demo/rankings.jsonl"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "144" in proc.stdout and "better one ranked #3" in proc.stdout
+    out = tmp_path / "scores.jsonl"
+    proc = rlhf("score", "--model", str(run / "model"), "--data", "src/rlhf/assets/demo/demonstrations.jsonl",
+                "--output", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 24 and all(isinstance(r["reward"], float) for r in rows)
+    assert "scored 24 completions of 24 demonstration records" in proc.stdout

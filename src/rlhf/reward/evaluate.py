@@ -82,9 +82,8 @@ def report(result: dict[str, Any], load_report: str) -> str:
         if result.get(key) is not None:
             rows.append((name, f"{result[key]:.4f}"))
     for row in result.get("accuracy_by_position") or []:
-        rows.append(
-            (f"accuracy, better at rank {row['position']}", f"{row['accuracy']:.4f} ({row['pairs']} pairs)")
-        )
+        place = f"accuracy, better one ranked #{row['position'] + 1}"
+        rows.append((place, f"{row['accuracy']:.4f} ({row['pairs']} pairs)"))
     rewards = result["rewards"]
     rows.append(("reward mean / std", f"{rewards['mean']:.4f} / {rewards['std']:.4f}"))
     rows.append(("reward min / max", f"{rewards['min']:.4f} / {rewards['max']:.4f}"))
