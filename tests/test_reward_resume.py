@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from rlhf.tracking import read_metrics
 from rlhf.training import checkpoint as ckpt
 from test_reward_train import planted_comparisons, write_jsonl
+from test_sft_resume import kill_at_first_checkpoint
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 ARGS = [
@@ -67,12 +67,7 @@ def test_killed_reward_run_resumes_on_the_same_curve(tmp_path):
 
     # Kill the second run (SIGKILL: no cleanup) as soon as it reports its first checkpoint.
     proc = reward(data, tmp_path / "killed")
-    for line in proc.stdout:
-        if "[checkpoint] saved" in line:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    kill_at_first_checkpoint(proc)
     assert not (tmp_path / "killed" / "summary.json").exists()
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "killed")] == ["step-000003"]
 

@@ -44,6 +44,16 @@ def finish(proc: subprocess.Popen) -> dict:
     return out
 
 
+def kill_at_first_checkpoint(proc: subprocess.Popen) -> None:
+    """SIGKILL a run (no cleanup at all) as soon as it reports its first checkpoint."""
+    for line in proc.stdout:
+        if "[checkpoint] saved" in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
 def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
     whole = finish(sft(tmp_path / "whole"))
     assert "[checkpoint] saved" in whole
@@ -51,12 +61,7 @@ def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
 
     # Kill the second run (SIGKILL: no cleanup) as soon as it reports its first checkpoint.
     proc = sft(tmp_path / "killed")
-    for line in proc.stdout:
-        if "[checkpoint] saved" in line:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    kill_at_first_checkpoint(proc)
     assert not (tmp_path / "killed" / "summary.json").exists()
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "killed")] == ["step-000004"]
 
