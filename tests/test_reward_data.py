@@ -9,7 +9,7 @@ from rlhf.config.core import ConfigError
 from rlhf.config.parts import PromptConfig
 from rlhf.data import Comparison, DataError, Label, PromptRenderer, Ranking, Rating, Source
 from rlhf.models import build_tiny_tokenizer
-from rlhf.reward.data import build_groups, collate_groups, label_targets, loss_mode, resolve_loss
+from rlhf.reward.data import Group, build_groups, collate_groups, label_targets, loss_mode, resolve_loss
 
 SRC = Source("data.jsonl", 3)
 
@@ -95,3 +95,66 @@ def test_batch_tensors_are_long(tok):
     groups = groups_of([Comparison("Q", "a", "b", SRC)], "pairwise", tok)
     batch = collate_groups(groups, tok.pad_token_id)
     assert batch.input_ids.dtype == torch.long and batch.layout.pairs.margin is None
+
+
+def test_pack_sequences_best_fit_layout():
+    from rlhf.reward.data import pack_sequences
+
+    # Lengths 3, 2, 1 into rows of 4: the 3 opens row 0, the 2 opens row 1, the 1 fills row 0.
+    ids, positions, (rows, cols) = pack_sequences([[1, 2, 3], [4, 5], [6]], pad_id=0, width=4)
+    assert ids.tolist() == [[1, 2, 3, 6], [4, 5, 0, 0]]
+    assert positions.tolist() == [[0, 1, 2, 0], [0, 1, 0, 1]]  # restart per sequence and for the tail
+    assert rows.tolist() == [0, 1, 0] and cols.tolist() == [2, 1, 3]  # each sequence's last token
+    batch = collate_groups([Group("p", [[1, 2, 3], [4, 5]], [0.0, 1.0]), Group("q", [[6], [7]], [0.0, 1.0])],
+                           0, pack_width=4)  # fmt: skip
+    assert batch.attention_mask is None and set(batch.inputs()) == {"input_ids", "position_ids", "last_index"}
+    assert batch.input_ids.tolist() == [[1, 2, 3, 6], [4, 5, 7, 0]]
+    assert batch.layout.pairs.better.tolist() == [0, 2] and batch.count == 2
+
+
+class _Leaky(torch.nn.Module):
+    """A scalar model whose attention ignores position restarts: packed sequences see each other."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask=None, *, position_ids=None, last_index=None):
+        if position_ids is not None:
+            position_ids = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+            out = self.inner._values(input_ids, torch.ones_like(input_ids), position_ids)
+            return type("Out", (), {"last": out[last_index[0], last_index[1]]})
+        return self.inner(input_ids, attention_mask)
+
+
+@pytest.mark.parametrize("which", ["tiny", "tinystories"])
+def test_packed_rewards_equal_padded_and_leaks_are_caught(which, request):
+    from rlhf.config.parts import ModelConfig
+    from rlhf.models import load_tokenizer
+    from rlhf.models.scalar import load_scalar_model
+    from rlhf.reward.train import packing_isolates
+
+    cfg = (
+        ModelConfig()
+        if which == "tiny"
+        else ModelConfig(path=str(request.getfixturevalue("tinystories_path")))
+    )
+    tok = load_tokenizer(cfg)
+    model = load_scalar_model(cfg, for_training=False, tokenizer=tok)
+    texts = [
+        "the cat sat on the mat please",
+        "no",
+        "a big dog runs in the park all day",
+        "hello there",
+        "x y",
+    ]
+    groups = [Group("", [tok(t)["input_ids"] + [tok.eos_token_id] for t in texts[i : i + 2]], [0.0, 1.0])
+              for i in (0, 2)] + [Group("", [tok(texts[4])["input_ids"], tok(texts[0])["input_ids"]], [1.0, 0.0])]  # fmt: skip
+    with torch.no_grad():
+        padded = model(**collate_groups(groups, tok.pad_token_id).inputs()).last
+        batch = collate_groups(groups, tok.pad_token_id, pack_width=64)
+        packed = model(**batch.inputs()).last
+    assert batch.input_ids.shape[0] < 6  # several completions share a row
+    assert torch.allclose(packed, padded, atol=1e-5), (packed, padded)
+    assert packing_isolates(model, groups, tok.pad_token_id, 64, "cpu")
+    assert not packing_isolates(_Leaky(model), groups, tok.pad_token_id, 64, "cpu")

@@ -162,3 +162,21 @@ def test_lora_is_merged_into_a_plain_classifier(tmp_path):
         ours = result.model.eval()(batch["input_ids"], batch["attention_mask"]).last
         theirs = plain(**batch).logits.squeeze(-1)
     assert torch.allclose(ours, theirs, atol=1e-4), (ours, theirs)
+
+
+def test_packed_training_follows_the_padded_run(tmp_path):
+    """Packing changes only where the tokens sit: the losses and the trained rewards stay the same."""
+    rows = [
+        {"prompt": f"Say {w}.", "completions": [f"{w} please", w, f"{w} {w} no"], "ranks": [1, 2, 3]}
+        for w in WORDS
+    ]  # fmt: skip
+    data = write_jsonl(tmp_path / "ranks.jsonl", rows)
+    runs = {}
+    for packing in (True, False):
+        out = tmp_path / f"packing-{packing}"
+        cfg = config(tmp_path, data, "max_steps=6", "batch_size=4", f"packing={str(packing).lower()}",
+                     f"logging.output_dir={out}", "logging.log_every=1")  # fmt: skip
+        runs[packing] = run_reward(cfg).summary
+    assert runs[True]["packed"] and not runs[False]["packed"]
+    assert runs[True]["train_loss"] == pytest.approx(runs[False]["train_loss"], abs=1e-5)
+    assert runs[True]["reward_mean"] == pytest.approx(runs[False]["reward_mean"], abs=1e-4)

@@ -80,17 +80,35 @@ class ScalarModel(nn.Module):
             f"no scalar head ({' or '.join(_HEAD_NAMES)}) on {type(self.classifier).__name__}"
         )
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ScalarOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        last_index: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> ScalarOutput:
+        """Padded rows: `input_ids` and `attention_mask` (B, T), one sequence per row; `last` holds
+        each row's value at its last real token. Packed rows (see `rlhf.data.packing`): no mask,
+        `position_ids` (B, T) restarting at each sequence, and `last_index` = (row, column) of each
+        sequence's last token, (N,) each; `last` holds those N values and `values` is not masked."""
+        if attention_mask is None:
+            if position_ids is None or last_index is None:
+                raise ValueError("packed input needs position_ids and last_index (or pass attention_mask)")
+            values = self._values(input_ids, None, position_ids)
+            return ScalarOutput(values=values, last=values[last_index[0], last_index[1]])
         # Positions count real tokens only, so a left-padded sequence is seen exactly like the
         # same sequence padded on the right (this matters for absolute position embeddings).
         position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
+        values = self._values(input_ids, attention_mask, position_ids).masked_fill(attention_mask == 0, 0.0)
+        last = values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)  # (B,)
+        return ScalarOutput(values=values, last=last)
+
+    def _values(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
         hidden = self.backbone(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # (B, T, H)
-        values = self.head(hidden).squeeze(-1).float()  # (B, T)
-        values = values.masked_fill(attention_mask == 0, 0.0)
-        last = values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)  # (B,)
-        return ScalarOutput(values=values, last=last)
+        return self.head(hidden).squeeze(-1).float()  # (B, T)
 
 
 def load_scalar_model(

@@ -82,6 +82,11 @@ class RewardConfig:
     negative_labels: list[str] | None = None
     """Label data: labels meaning bad. Default: bad, harmful, unsafe, false, no, rejected, 0,
     negative, unacceptable."""
+    packing: bool = True
+    """Lay the completions of a micro-batch end to end in rows of up to `data.max_length` tokens
+    (position ids restart at each completion) instead of one padded row each: no compute spent on
+    padding. Before training, one micro-batch is scored both ways; if the model lets packed
+    completions see each other (its attention ignores position restarts) the run says so and pads."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """Autocast for the forward pass: `auto` is bf16 on a GPU that supports it and none on CPU."""
     save_every: int = 0

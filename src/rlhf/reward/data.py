@@ -240,21 +240,41 @@ def _no_pairs() -> PairBatch:
 
 @dataclass
 class RewardBatch:
-    """A micro-batch: every completion of every group, flattened into one padded batch."""
+    """A micro-batch: every completion of every group, in one batch of rows.
+
+    Padded: one completion per row, right-padded, with an attention mask. Packed: completions end
+    to end in rows (see `rlhf.data.packing`), position ids restarting per completion, no mask, and
+    `last_index` saying where each completion ends. Either way `model(**batch.inputs())` gives one
+    reward per completion in group order.
+    """
 
     input_ids: torch.Tensor
-    """(N, T) long, right-padded with pad_id; T = the longest sequence of the batch."""
-    attention_mask: torch.Tensor
-    """(N, T) long, 1 on real tokens."""
+    """(R, T) long, right-padded with pad_id; T = the longest row of the batch."""
+    attention_mask: torch.Tensor | None
+    """(R, T) long, 1 on real tokens (padded layout); None when packed."""
     layout: Layout
     """Offsets, pairs / ranks / targets and the weight count."""
+    position_ids: torch.Tensor | None = None
+    """(R, T) long, packed layout only: 0.. for each completion."""
+    last_index: tuple[torch.Tensor, torch.Tensor] | None = None
+    """Packed layout only: (row, column) of each completion's last token, each (N,) long."""
 
     @property
     def count(self) -> int:
         return self.layout.count
 
+    def inputs(self) -> dict[str, Any]:
+        """Keyword arguments of `ScalarModel.forward`."""
+        if self.attention_mask is not None:
+            return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        return {"input_ids": self.input_ids, "position_ids": self.position_ids, "last_index": self.last_index}
+
     def to(self, device) -> RewardBatch:
-        return RewardBatch(self.input_ids.to(device), self.attention_mask.to(device), self.layout)
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        last = None if self.last_index is None else tuple(move(t) for t in self.last_index)
+        return RewardBatch(
+            move(self.input_ids), move(self.attention_mask), self.layout, move(self.position_ids), last
+        )
 
 
 def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,9 +288,45 @@ def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
+def pack_sequences(
+    sequences: list[list[int]], pad_id: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Sequences best-fit into rows of at most `width` tokens: (input_ids, position_ids, last_index)
+    with input_ids and position_ids (R, T) and last_index the (row, column) of each sequence's last
+    token, in the order of `sequences`."""
+    from rlhf.data.packing import best_fit, packed_positions
+
+    bins = best_fit([len(s) for s in sequences], width)
+    longest = max(sum(len(sequences[i]) for i in members) for members in bins)
+    ids = torch.full((len(bins), longest), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(bins), longest), dtype=torch.long)
+    rows = torch.zeros(len(sequences), dtype=torch.long)
+    cols = torch.zeros(len(sequences), dtype=torch.long)
+    for r, members in enumerate(bins):
+        at = 0
+        for i in members:
+            n = len(sequences[i])
+            ids[r, at : at + n] = torch.tensor(sequences[i], dtype=torch.long)
+            rows[i], cols[i] = r, at + n - 1
+            at += n
+        positions[r] = torch.tensor(packed_positions([len(sequences[i]) for i in members], longest))
+    return ids, positions, (rows, cols)
+
+
 def collate_groups(
-    groups: list[Group], pad_id: int, *, mode: str = "pairwise", ties: str = "skip"
+    groups: list[Group],
+    pad_id: int,
+    *,
+    mode: str = "pairwise",
+    ties: str = "skip",
+    pack_width: int | None = None,
 ) -> RewardBatch:
-    """One RewardBatch from `groups` for the `loss_mode` `mode`: all completions in group order."""
-    ids, mask = pad_right([seq for g in groups for seq in g.input_ids], pad_id)
-    return RewardBatch(ids, mask, layout_groups(groups, mode, ties))
+    """One RewardBatch from `groups` for the `loss_mode` `mode`: all completions in group order,
+    padded one per row, or packed into rows of at most `pack_width` tokens when it is given."""
+    sequences = [seq for g in groups for seq in g.input_ids]
+    layout = layout_groups(groups, mode, ties)
+    if pack_width is None:
+        ids, mask = pad_right(sequences, pad_id)
+        return RewardBatch(ids, mask, layout)
+    ids, positions, last = pack_sequences(sequences, pad_id, pack_width)
+    return RewardBatch(ids, None, layout, positions, last)

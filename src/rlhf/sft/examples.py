@@ -10,7 +10,6 @@ Call the model with `use_cache=False`: when it builds a KV cache, transformers s
 
 from __future__ import annotations
 
-import bisect
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from rlhf.data import (
     TruncationStats,
     encode_example,
 )
+from rlhf.data.packing import best_fit, packed_positions
 
 
 @dataclass
@@ -83,25 +83,7 @@ def to_rows(examples: list[EncodedExample], max_length: int, packing: bool) -> l
     """One row per example, or examples packed best-fit into rows of at most `max_length` tokens."""
     if not packing:
         return [_row([example]) for example in examples]
-    # Best-fit decreasing: longest first, each into the fullest row that still has room. Rows are
-    # then put back in the order of their first example, so the data keeps its file order.
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
-    bins: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (room left, bin index), sorted
-    for index in order:
-        size = len(examples[index].input_ids)
-        slot = bisect.bisect_left(free, (size, -1))
-        if slot < len(free):
-            room, bin_index = free.pop(slot)
-        else:
-            room, bin_index = max_length, len(bins)
-            bins.append([])
-        bins[bin_index].append(index)
-        if room - size > 0:
-            bisect.insort(free, (room - size, bin_index))
-    for members in bins:
-        members.sort()
-    bins.sort(key=lambda members: members[0])
+    bins = best_fit([len(example.input_ids) for example in examples], max_length)
     return [_row([examples[i] for i in members]) for members in bins]
 
 
@@ -134,8 +116,7 @@ def collate(rows: list[Row], pad_id: int, packed: bool) -> dict[str, Any]:
         input_ids[b, :n] = torch.tensor(row.input_ids)
         labels[b, :n] = torch.tensor(row.labels)
         mask[b, :n] = 1
-        segments = [*row.lengths, width - n] if width > n else row.lengths
-        positions[b] = torch.cat([torch.arange(length) for length in segments])
+        positions[b] = torch.tensor(packed_positions(row.lengths, width))
     if packed:
         return {"input_ids": input_ids, "position_ids": positions, "labels": labels}
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
