@@ -151,7 +151,9 @@ def score_groups(accelerator, model, groups: list[Group], batch_size: int, pad_i
     return [values for _, values in sorted(everything, key=lambda pair: pair[0])]
 
 
-def packing_isolates(model, groups: list[Group], pad_id: int, width: int, device) -> bool:
+def packing_isolates(
+    model, groups: list[Group], pad_id: int, width: int, device, mode: str = "pairwise"
+) -> bool:
     """Whether packed rows give every completion of `groups` the reward it gets alone (padded).
 
     A model whose attention ignores position-id restarts lets a packed completion see the ones
@@ -164,8 +166,9 @@ def packing_isolates(model, groups: list[Group], pad_id: int, width: int, device
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        padded = model(**collate_groups(groups, pad_id).to(device).inputs()).last.float()
-        packed = model(**collate_groups(groups, pad_id, pack_width=width).to(device).inputs()).last.float()
+        padded = model(**collate_groups(groups, pad_id, mode=mode).to(device).inputs()).last.float()
+        packed = collate_groups(groups, pad_id, mode=mode, pack_width=width).to(device)
+        packed = model(**packed.inputs()).last.float()
     model.train(was_training)
     return bool((padded - packed).abs().max() <= 0.02 * padded.abs().max() + 1e-6)
 
@@ -260,7 +263,7 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     pad_id, device = tokenizer.pad_token_id, accelerator.device
     pack_width = cfg.data.max_length if cfg.packing else None
     if pack_width is not None and not packing_isolates(
-        model, data.train[: cfg.batch_size], pad_id, pack_width, device
+        model, data.train[: cfg.batch_size], pad_id, pack_width, device, mode
     ):
         say(
             "[packing] this model lets packed completions attend to each other; padding each completion instead"
