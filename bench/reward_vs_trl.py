@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the SFT benchmark's helpers
-from sft_vs_trl import Probe, machine  # noqa: E402
+from sft_vs_trl import Probe, machine, prepare_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -317,18 +317,10 @@ def prepare(args, work: Path) -> None:
     """The model directory and the training / held-out pairs JSONL (rendered prompts)."""
     from rlhf.config.parts import ModelConfig, PromptConfig
     from rlhf.data import PromptRenderer, load_records
-    from rlhf.models import load_tokenizer, save_tiny
+    from rlhf.models import load_tokenizer
     from rlhf.sft.examples import split_eval
 
-    args.model_name = (
-        args.model or f"random Llama, hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}"
-    )
-    if not args.model:
-        heads = max(4, args.hidden // 64)
-        shape = dict(hidden_size=args.hidden, intermediate_size=3 * args.hidden, vocab_size=args.vocab,
-                     num_hidden_layers=args.layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
-                     max_position_embeddings=max(1024, args.max_length))  # fmt: skip
-        args.model = str(save_tiny(work / "model", seed=SEED, **shape))
+    prepare_model(args, work)
     tokenizer = load_tokenizer(ModelConfig(path=args.model), padding_side="right")
     renderer = PromptRenderer(PromptConfig(), tokenizer)  # rlhf's default template, rendered once
     if args.data:

@@ -211,12 +211,9 @@ def run_trl(args) -> dict:
 # --------------------------------------------------------------------------- orchestration (parent)
 
 
-def prepare(args, work: Path) -> None:
-    """The model directory and a {prompt, completion} JSONL of rendered prompts, long enough for the run."""
-    from rlhf.config.parts import ModelConfig, PromptConfig
-    from rlhf.data import PromptRenderer, load_records
-    from rlhf.models import load_tokenizer, save_tiny
-    from rlhf.sft.examples import encode_demonstrations
+def prepare_model(args, work: Path) -> None:
+    """Without `--model`: build and save the random Llama the flags describe; name the model."""
+    from rlhf.models import save_tiny
 
     args.model_name = (
         args.model or f"random Llama, hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}"
@@ -227,6 +224,16 @@ def prepare(args, work: Path) -> None:
                      num_hidden_layers=args.layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
                      max_position_embeddings=max(1024, args.max_length))  # fmt: skip
         args.model = str(save_tiny(work / "model", seed=SEED, **shape))
+
+
+def prepare(args, work: Path) -> None:
+    """The model directory and a {prompt, completion} JSONL of rendered prompts, long enough for the run."""
+    from rlhf.config.parts import ModelConfig, PromptConfig
+    from rlhf.data import PromptRenderer, load_records
+    from rlhf.models import load_tokenizer
+    from rlhf.sft.examples import encode_demonstrations
+
+    prepare_model(args, work)
     source = args.data or str(SHARED_DATA if SHARED_DATA.is_file() else BUNDLED_DATA)
     tokenizer = load_tokenizer(ModelConfig(path=args.model), padding_side="right")
     renderer = PromptRenderer(PromptConfig(), tokenizer)

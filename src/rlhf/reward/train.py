@@ -224,6 +224,7 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     from rlhf.training import build_optimizer, build_scheduler, make_accelerator, train_loop
     from rlhf.training.batches import BatchStream
     from rlhf.training.checkpoint import resume_run, save_checkpoint
+    from rlhf.training.loop import stage_on_step
 
     started = time.time()
     accelerator = make_accelerator(cfg.optimizer, seed=cfg.seed, mixed_precision=cfg.mixed_precision)
@@ -302,17 +303,18 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
         say(f"[eval] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items() if v is not None))
         accelerator.wait_for_everyone()
 
-    def on_step(step: int, row: dict) -> None:
-        history.append({"step": step, **row})
-        if data.held_out and cfg.eval.every and step % cfg.eval.every == 0 and step < steps:
-            run_eval(step)
-        if cfg.save_every and step % cfg.save_every == 0 and step < steps:
-            path = save_checkpoint(
-                accelerator, run_dir, step, model=inner, optimizer=optimizer, scheduler=scheduler,
-                tokenizer=tokenizer, state={"history": history, "evals": evals, "config": to_dict(cfg)},
-                keep=cfg.keep_checkpoints,
-            )  # fmt: skip
-            say(f"[checkpoint] saved {path}", flush=True)
+    def save(step: int) -> None:
+        path = save_checkpoint(
+            accelerator, run_dir, step, model=inner, optimizer=optimizer, scheduler=scheduler,
+            tokenizer=tokenizer, state={"history": history, "evals": evals, "config": to_dict(cfg)},
+            keep=cfg.keep_checkpoints,
+        )  # fmt: skip
+        say(f"[checkpoint] saved {path}", flush=True)
+
+    on_step = stage_on_step(
+        steps=steps, history=history, eval_every=cfg.eval.every, run_eval=run_eval if data.held_out else None,
+        save_every=cfg.save_every, save=save,
+    )  # fmt: skip
 
     if data.held_out and start_step == 0:
         run_eval(0)

@@ -182,3 +182,26 @@ def train_loop(
             on_step(result.steps, row)
     bar.close()
     return result
+
+
+def stage_on_step(
+    *,
+    steps: int,
+    history: list[dict],
+    eval_every: int,
+    run_eval: Callable[[int], None] | None,
+    save_every: int,
+    save: Callable[[int], None],
+) -> Callable[[int, dict], None]:
+    """The `on_step` of a stage run: keep the step's row in `history`, evaluate every `eval_every`
+    steps (when `run_eval` is given) and checkpoint every `save_every` steps; neither after the
+    last step, which the stage evaluates and saves itself."""
+
+    def on_step(step: int, row: dict) -> None:
+        history.append({"step": step, **row})
+        if run_eval is not None and eval_every and step % eval_every == 0 and step < steps:
+            run_eval(step)
+        if save_every and step % save_every == 0 and step < steps:
+            save(step)
+
+    return on_step
