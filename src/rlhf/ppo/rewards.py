@@ -1,0 +1,590 @@
+"""r(x, y) for PPO: reward sources, their normalization, and the shaped total the trainer uses.
+
+    reward_fn = build_reward_function(cfg.reward, device=accelerator.device)
+    out = reward_fn(prompts, completions, finished, reduce_sum=lambda t: accelerator.reduce(t.to(dev), "sum"))
+    out.rewards          # (N,) float32: sum of weight * normalized source rewards, shaped
+    out.metrics()        # {"reward/raw": ..., "reward/normalized": ..., ...}
+
+A source is anything callable as `source(prompts, completions) -> SourceOutput`:
+
+    RewardModelSource   a reward model directory, scored in its own tokenizer and prompt layout
+    FunctionSource      a Python callable `module:function` or `path/to/file.py:function`
+    HttpSource          a JSON endpoint: POST {"prompts", "completions"} -> {"rewards", ...}
+
+A function or endpoint may return, besides `rewards`, other per-completion numbers (extras such as
+a gold score): they are logged, never trained on. Each source is normalized on its own (`none`,
+`saved` statistics of a reward model, or `running` statistics of this run, synchronised across
+processes), then the weighted sum is shaped: `no_eos_penalty` for completions that never ended,
+then clipping to [-clip, clip].
+
+Non-finite rewards are passed through (the trainer's guards decide what to do with them); they are
+left out of running statistics, so one NaN does not poison every later step.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib
+import importlib.util
+import json
+import math
+import numbers
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from rlhf.config.core import ConfigError
+from rlhf.data.records import Prompt
+from rlhf.ppo.config import PpoRewardConfig, RewardSourceConfig
+
+ReduceSum = Callable[[torch.Tensor], torch.Tensor]
+"""All-reduce (sum) of a small tensor across processes; returns the elementwise sum."""
+
+RESERVED_NAMES = ("raw", "normalized", "no_eos_fraction", "clipped_fraction", "nonfinite_fraction")
+"""Metric names of `RewardOutput.metrics`: no source may be called this."""
+
+STD_FLOOR = 1e-8
+"""Smallest standard deviation divided by (a constant reward normalizes to 0, not to inf)."""
+
+
+class RewardSourceError(ValueError):
+    """A reward source that cannot be loaded or returned something unusable; one line naming it."""
+
+
+@dataclass
+class SourceOutput:
+    """What one source returns for N completions."""
+
+    rewards: list[float]
+    """(N,) the source's raw rewards."""
+    extras: dict[str, list[float]] = field(default_factory=dict)
+    """Other per-completion numbers (N each), e.g. a gold score: logged, not trained on."""
+
+
+class RewardSource(Protocol):
+    stats: tuple[float, float] | None
+    """(mean, std) saved with the source (reward models trained by `rlhf reward`), else None."""
+
+    def __call__(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> SourceOutput: ...
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _numbers(values: Any, n: int, what: str, label: str) -> list[float]:
+    """`values` as N floats, or a RewardSourceError saying what is wrong with them."""
+    if hasattr(values, "tolist") and not isinstance(values, (str, bytes)):
+        values = values.tolist()  # torch tensors, numpy arrays
+    if not isinstance(values, (list, tuple)):
+        raise RewardSourceError(
+            f"{label}: {what} is a {type(values).__name__}, expected a list of {n} numbers"
+        )
+    if len(values) != n:
+        raise RewardSourceError(f"{label}: returned {len(values)} {what} for {n} completions")
+    for i, value in enumerate(values):
+        if not isinstance(value, numbers.Real):
+            raise RewardSourceError(
+                f"{label}: {what}[{i}] is {value!r} ({type(value).__name__}), expected a number"
+            )
+    return [float(value) for value in values]
+
+
+def check_output(value: Any, n: int, label: str) -> SourceOutput:
+    """Validate what a function or endpoint returned for `n` completions (see the module docstring)."""
+    if isinstance(value, dict):
+        if "rewards" not in value:
+            raise RewardSourceError(
+                f"{label}: returned a dict without `rewards` (keys: {sorted(map(str, value))})"
+            )
+        rewards = _numbers(value["rewards"], n, "rewards", label)
+        extras = {str(k): _numbers(v, n, f"`{k}`", label) for k, v in value.items() if k != "rewards"}
+        return SourceOutput(rewards, extras)
+    return SourceOutput(_numbers(value, n, "rewards", label))
+
+
+def prompts_to_json(prompts: Sequence[Prompt]) -> list[str | list[dict[str, str]]]:
+    """Prompts as plain JSON values: text stays text, messages become [{"role", "content"}, ...]."""
+    from rlhf.generation.run import prompt_to_json
+
+    return [prompt_to_json(prompt) for prompt in prompts]
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+class RewardModelSource:
+    """A reward model directory; the policy's text is re-encoded with the model's own tokenizer."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        batch_size: int = 16,
+        device: str | torch.device | None = None,
+        dtype: str = "auto",
+    ) -> None:
+        from rlhf.reward.score import RewardScorer
+
+        self.path = str(path)
+        self.label = f"reward model {path}"
+        device = str(device) if device is not None else None
+        self.scorer = RewardScorer.load(path, batch_size=batch_size, device=device, dtype=dtype)
+        self.stats = self.scorer.stats
+
+    def __call__(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> SourceOutput:
+        return SourceOutput(self.scorer.score(list(prompts), list(completions)))
+
+
+def load_function(spec: str) -> Callable[..., Any]:
+    """The callable named by `module:function` or `path/to/file.py:function`.
+
+    A module name is imported from the Python path, with the working directory added at its end
+    (the `rlhf` command does not put it there itself). A file is loaded as a module of its own, with
+    its directory added to the path so it can import its neighbours.
+    """
+    label = f"function {spec}"
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise RewardSourceError(f"{label}: expected `module:function` or `path/to/file.py:function`")
+    try:
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            module = _load_file(Path(module_name).expanduser(), label)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.append(os.getcwd())
+            module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name == module_name:
+            raise RewardSourceError(
+                f"{label}: no module `{module_name}` in the working directory or on the Python path"
+            ) from err
+        raise RewardSourceError(f"{label}: importing `{module_name}` failed: {err}") from err
+    except RewardSourceError:
+        raise
+    except Exception as err:  # the module's own code failed while importing: say so on one line
+        raise RewardSourceError(
+            f"{label}: importing `{module_name}` failed: {type(err).__name__}: {err}"
+        ) from err
+    fn: Any = module
+    for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise RewardSourceError(f"{label}: module `{module_name}` has no attribute `{attr}`")
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise RewardSourceError(
+            f"{label}: `{attr}` in `{module_name}` is a {type(fn).__name__}, not callable"
+        )
+    return fn
+
+
+def _load_file(path: Path, label: str):
+    if not path.is_file():
+        raise RewardSourceError(f"{label}: no such file {path}")
+    name = f"rlhf_reward_{path.stem}_{abs(hash(str(path.resolve())))}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise RewardSourceError(f"{label}: cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    directory = str(path.resolve().parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    sys.modules[name] = module  # dataclasses and pickling look their module up here
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+class FunctionSource:
+    """A Python callable `fn(prompts, completions)`; prompts arrive as plain JSON values."""
+
+    stats = None
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.label = f"function {spec}"
+        self.fn = load_function(spec)
+        self.default_name = spec.rpartition(":")[2].split(".")[-1]
+
+    def __call__(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> SourceOutput:
+        value = self.fn(prompts_to_json(prompts), list(completions))
+        return check_output(value, len(completions), self.label)
+
+
+class HttpSource:
+    """POST `{"prompts": [...], "completions": [...]}` per batch; answered by `{"rewards": [...], ...}`.
+
+    Connection errors, timeouts and 5xx answers are retried `retries` times, waiting
+    `backoff_s * attempt` seconds in between; 4xx answers and malformed bodies fail at once.
+    """
+
+    stats = None
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        batch_size: int = 16,
+        timeout_s: float = 60.0,
+        retries: int = 2,
+        backoff_s: float = 0.5,
+    ) -> None:
+        self.url = url
+        self.label = f"url {url}"
+        self.batch_size = batch_size
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+
+    def __call__(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> SourceOutput:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        json_prompts = prompts_to_json(prompts)
+        out = SourceOutput([])
+        for start in range(0, len(completions), self.batch_size):
+            end = start + self.batch_size
+            body = {"prompts": json_prompts[start:end], "completions": list(completions[start:end])}
+            batch = check_output(self._post(body), len(body["completions"]), self.label)
+            if start and set(batch.extras) != set(out.extras):
+                raise RewardSourceError(
+                    f"{self.label}: returned extras {sorted(batch.extras)} for completions {start}.. "
+                    f"but {sorted(out.extras)} before"
+                )
+            out.rewards += batch.rewards
+            for key, values in batch.extras.items():
+                out.extras.setdefault(key, []).extend(values)
+        return out
+
+    def _post(self, body: dict[str, Any]) -> Any:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        failure = ""
+        for attempt in range(self.retries + 1):
+            if attempt and self.backoff_s:
+                time.sleep(self.backoff_s * attempt)
+            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    text = response.read().decode("utf-8", errors="replace")
+            except urllib.error.HTTPError as err:
+                excerpt = _excerpt(err.read().decode("utf-8", errors="replace"))
+                failure = f"HTTP {err.code} {err.reason}: {excerpt}"
+                if err.code < 500:
+                    raise RewardSourceError(f"{self.label}: {failure}") from err
+                continue
+            except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets
+                reason = err.reason if isinstance(err, urllib.error.URLError) else err
+                failure = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+                continue
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as err:
+                raise RewardSourceError(
+                    f"{self.label}: the answer is not JSON ({err}): {_excerpt(text)}"
+                ) from err
+        raise RewardSourceError(f"{self.label}: failed {self.retries + 1} times; last: {failure}")
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ----------------------------------------------------------------------------- running moments
+
+
+class RunningMoments:
+    """Running mean and (population) standard deviation of every value seen, on all processes.
+
+    Each update merges the batch's count, mean and sum of squared deviations into the running
+    ones with Chan et al.'s parallel formula. With `reduce_sum` the batch statistics are summed
+    over processes first (two small all-reduces: count and sum, then squared deviations from the
+    global batch mean), so every process holds what one process seeing all values would. Every
+    process must call `update` the same number of times. Non-finite values are left out.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        """Sum of squared deviations from `mean`."""
+
+    @property
+    def std(self) -> float:
+        """sqrt(m2 / count); 1.0 before any value is seen."""
+        return math.sqrt(self.m2 / self.count) if self.count else 1.0
+
+    def update(self, values: torch.Tensor, reduce_sum: ReduceSum | None = None) -> None:
+        values = values.detach().reshape(-1).to("cpu", torch.float64)
+        values = values[torch.isfinite(values)]
+
+        def total(t: torch.Tensor) -> torch.Tensor:
+            return t if reduce_sum is None else reduce_sum(t).to("cpu", torch.float64)
+
+        count, value_sum = total(torch.stack([values.new_tensor(len(values)), values.sum()])).tolist()
+        if count == 0:
+            return  # no process saw a finite value (every process returns here alike)
+        batch_mean = value_sum / count
+        batch_m2 = total(((values - batch_mean) ** 2).sum().reshape(1)).item()
+        merged = self.count + count
+        delta = batch_mean - self.mean
+        self.mean += delta * count / merged
+        self.m2 += batch_m2 + delta**2 * self.count * count / merged
+        self.count = int(round(merged))
+
+    def state_dict(self) -> dict[str, float]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
+
+
+# ----------------------------------------------------------------------------- the reward function
+
+
+@dataclass
+class RewardOutput:
+    """Rewards of N completions: what training uses, and what is logged."""
+
+    rewards: torch.Tensor
+    """(N,) float32: sum of weight * normalized source rewards, minus `no_eos_penalty`, clipped."""
+    raw: torch.Tensor
+    """(N,) float32: sum of weight * raw source rewards (no normalization or shaping)."""
+    per_source: dict[str, list[float]]
+    """Raw rewards of each source, by source name (N each)."""
+    extras: dict[str, list[float]]
+    """Extra per-completion numbers returned by sources (N each); named `<source>/<key>` when the
+    key alone would clash with another source's key, a source name or a metric."""
+    no_eos: torch.Tensor
+    """(N,) bool: completions that did not end (the penalty applied, if configured)."""
+    clipped: torch.Tensor | None = None
+    """(N,) bool: totals that were beyond [-clip, clip]; None when clipping is off."""
+
+    def metrics(self) -> dict[str, float]:
+        """Means over the completions for logging (non-finite values left out of each mean)."""
+        row = {
+            "reward/raw": _finite_mean(self.raw),
+            "reward/normalized": _finite_mean(self.rewards),
+            "reward/nonfinite_fraction": _mean((~torch.isfinite(self.rewards)).float()),
+        }
+        named = {**(self.per_source if len(self.per_source) > 1 else {}), **self.extras}
+        for name, values in named.items():
+            row[f"reward/{name}"] = _finite_mean(torch.tensor(values, dtype=torch.float64))
+        row["reward/no_eos_fraction"] = _mean(self.no_eos.float())
+        if self.clipped is not None:
+            row["reward/clipped_fraction"] = _mean(self.clipped.float())
+        return row
+
+
+def _mean(values: torch.Tensor) -> float:
+    return values.double().mean().item() if values.numel() else float("nan")
+
+
+def _finite_mean(values: torch.Tensor) -> float:
+    return _mean(values[torch.isfinite(values)])
+
+
+@dataclass
+class WeightedSource:
+    """One source as the reward function uses it."""
+
+    name: str
+    source: RewardSource
+    weight: float
+    normalize: str
+    """Resolved: `none`, `saved` or `running`."""
+    moments: RunningMoments | None = None
+    """`running` only."""
+
+    def normalized(self, raw: torch.Tensor, reduce_sum: ReduceSum | None) -> torch.Tensor:
+        if self.normalize == "saved":
+            assert self.source.stats is not None
+            mean, std = self.source.stats
+        elif self.normalize == "running":
+            assert self.moments is not None
+            self.moments.update(raw, reduce_sum)  # this batch counts in its own normalization
+            mean, std = self.moments.mean, self.moments.std
+        else:
+            return raw
+        return (raw - mean) / max(std, STD_FLOOR)
+
+
+class RewardFunction:
+    """Sources, their weights and normalization, and the shaping; see the module docstring."""
+
+    def __init__(
+        self, sources: list[WeightedSource], *, clip: float | None = None, no_eos_penalty: float | None = None
+    ) -> None:
+        if not sources:
+            raise ConfigError("a reward function needs at least one source")
+        self.sources = sources
+        self.clip = clip
+        self.no_eos_penalty = no_eos_penalty
+
+    @property
+    def reward_model_dirs(self) -> list[str]:
+        """Directories of the reward-model sources, in order (e.g. to start a critic from)."""
+        return [s.source.path for s in self.sources if isinstance(s.source, RewardModelSource)]
+
+    def __call__(
+        self,
+        prompts: Sequence[Prompt],
+        completions: Sequence[str],
+        finished: Sequence[bool] | torch.Tensor,
+        *,
+        reduce_sum: ReduceSum | None = None,
+    ) -> RewardOutput:
+        """Rewards of `completions` (answers to `prompts`, same order); `finished[i]` is False for a
+        completion that hit the token limit without ending. With running normalization every process
+        must call this at the same steps, with its `reduce_sum`."""
+        n = len(completions)
+        if len(prompts) != n or len(finished) != n:
+            raise ValueError(f"{len(prompts)} prompts, {n} completions and {len(finished)} finished flags")
+        no_eos = ~torch.as_tensor(finished, dtype=torch.bool).cpu().reshape(n)
+        total = torch.zeros(n, dtype=torch.float64)  # (N,)
+        raw_total = torch.zeros(n, dtype=torch.float64)  # (N,)
+        per_source: dict[str, list[float]] = {}
+        extras: dict[str, dict[str, list[float]]] = {}
+        for s in self.sources:
+            out = s.source(prompts, completions) if n else SourceOutput([])
+            raw = torch.tensor(out.rewards, dtype=torch.float64).reshape(n)
+            total += s.weight * s.normalized(raw, reduce_sum)
+            raw_total += s.weight * raw
+            per_source[s.name] = out.rewards
+            extras[s.name] = out.extras
+        if self.no_eos_penalty:
+            total -= self.no_eos_penalty * no_eos.double()
+        clipped = None
+        if self.clip is not None:
+            clipped = total.abs() > self.clip
+            total = total.clamp(-self.clip, self.clip)  # NaN stays NaN
+        return RewardOutput(
+            rewards=total.float(), raw=raw_total.float(), per_source=per_source,
+            extras=self._name_extras(extras), no_eos=no_eos, clipped=clipped,
+        )  # fmt: skip
+
+    def _name_extras(self, extras: dict[str, dict[str, list[float]]]) -> dict[str, list[float]]:
+        taken = set(RESERVED_NAMES) | {s.name for s in self.sources}
+        seen: dict[str, int] = {}
+        for keys in extras.values():
+            for key in keys:
+                seen[key] = seen.get(key, 0) + 1
+        named = {}
+        for source, keys in extras.items():
+            for key, values in keys.items():
+                unique = seen[key] == 1 and key not in taken
+                named[key if unique else f"{source}/{key}"] = values
+        return named
+
+    def state_dict(self) -> dict[str, Any]:
+        """Running statistics of every `running` source (for checkpoints)."""
+        return {"moments": {s.name: s.moments.state_dict() for s in self.sources if s.moments is not None}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from rlhf.training.checkpoint import CheckpointError
+
+        saved = state.get("moments", {})
+        running = {s.name: s.moments for s in self.sources if s.moments is not None}
+        if set(saved) != set(running):
+            raise CheckpointError(
+                f"the checkpoint has running reward statistics for {sorted(saved) or 'no source'}, "
+                f"this config normalizes {sorted(running) or 'no source'} with running statistics"
+            )
+        for name, moments in running.items():
+            moments.load_state_dict(saved[name])
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def source_names(sources: list[RewardSourceConfig]) -> list[str]:
+    """`name` if set; else `rm` (model), the function's name, or `http` (url), with an index
+    (from 1) when several sources would share a name."""
+    explicit = [s.name for s in sources if s.name]
+    for name in explicit:
+        if name in RESERVED_NAMES:
+            raise ConfigError(f"reward source name `{name}` is reserved for a metric; choose another `name`")
+    if len(set(explicit)) != len(explicit):
+        raise ConfigError(f"reward source names must differ, got {explicit}")
+    bases = [None if s.name else _default_name(s) for s in sources]
+    taken = set(explicit)
+    names = []
+    for source, base in zip(sources, bases):
+        if base is None:
+            names.append(source.name)
+            continue
+        name, index = base, 1
+        if bases.count(base) > 1 or base in taken or base in RESERVED_NAMES:
+            while f"{base}{index}" in taken:
+                index += 1
+            name = f"{base}{index}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _default_name(source: RewardSourceConfig) -> str:
+    if source.model:
+        return "rm"
+    if source.function:
+        return source.function.rpartition(":")[2].split(".")[-1] or "function"
+    return "http"
+
+
+def build_source(
+    cfg: RewardSourceConfig, *, device: str | torch.device | None = None, dtype: str = "auto"
+) -> RewardSource:
+    """The source `cfg` describes (loads the reward model, imports the function)."""
+    if cfg.model:
+        return RewardModelSource(cfg.model, batch_size=cfg.batch_size, device=device, dtype=dtype)
+    if cfg.function:
+        return FunctionSource(cfg.function)
+    assert cfg.url
+    return HttpSource(cfg.url, batch_size=cfg.batch_size, timeout_s=cfg.timeout_s, retries=cfg.retries)
+
+
+def build_reward_function(
+    cfg: PpoRewardConfig, *, device: str | torch.device | None = None
+) -> RewardFunction:
+    """The reward function of `rlhf ppo`: every source of `cfg` loaded, its normalization resolved.
+
+    `device` (for reward models) is used unless `cfg.device` says otherwise.
+    """
+    configs = cfg.all_sources()
+    if not configs:
+        raise ConfigError(
+            "rlhf ppo needs a reward: set reward.model, reward.function, reward.url or reward.sources"
+        )
+    names = source_names(configs)
+    for name, source_cfg in zip(names, configs):
+        if source_cfg.normalize == "saved" and not source_cfg.model:
+            raise ConfigError(
+                f"reward source `{name}`: `normalize: saved` needs a reward model's saved statistics; "
+                "use `running` or `none`"
+            )
+    sources = []
+    for name, source_cfg in zip(names, configs):
+        source = build_source(source_cfg, device=cfg.device or device, dtype=cfg.dtype)
+        mode = source_cfg.normalize
+        if mode == "auto":
+            mode = "saved" if source.stats is not None else "none"
+        if mode == "saved" and source.stats is None:
+            raise ConfigError(
+                f"reward source `{name}`: `normalize: saved` but {source_cfg.model} has no saved reward "
+                "statistics (reward_mean/reward_std in rlhf_scalar.json); use `running` or `none`"
+            )
+        moments = RunningMoments() if mode == "running" else None
+        sources.append(WeightedSource(name, source, source_cfg.weight, mode, moments))
+    return RewardFunction(sources, clip=cfg.clip, no_eos_penalty=cfg.no_eos_penalty)
