@@ -41,9 +41,9 @@ def test_config_errors_are_one_line_with_status_2(tmp_path):
 
 
 def test_a_planned_stage_says_so():
-    proc = rlhf("ppo")
+    proc = rlhf("dpo")
     assert proc.returncode == 2
-    assert "`rlhf ppo`" in proc.stderr and "not in this version" in proc.stderr
+    assert "`rlhf dpo`" in proc.stderr and "not in this version" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

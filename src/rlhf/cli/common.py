@@ -85,9 +85,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
     from rlhf.models.adapters import AdapterError
     from rlhf.models.load import ModelLoadError
+    from rlhf.ppo.rewards import RewardSourceError
+    from rlhf.ppo.update import NonFiniteError
     from rlhf.training.checkpoint import CheckpointError
 
-    errors += [ModelLoadError, AdapterError, CheckpointError]
+    errors += [ModelLoadError, AdapterError, CheckpointError, RewardSourceError, NonFiniteError]
     return tuple(errors)
 
 

@@ -21,7 +21,6 @@ from rlhf.cli.common import (
 # is still listed, so `rlhf --help` shows the whole loop, and says plainly that it is not here.
 PENDING_STAGES = {
     "label": "the labeling web app for collecting human feedback",
-    "ppo": "optimize the policy against the reward with PPO and a KL penalty",
     "dpo": "direct preference optimization and its relatives",
     "rrhf": "rank responses to align with human feedback",
     "pipeline": "run the whole loop, stage by stage, in one run directory",
@@ -46,6 +45,15 @@ def _cmd_reward(args: argparse.Namespace) -> None:
     if cfg is not None:
         quiet_libraries()
         run_reward(cfg, resume=args.resume)
+
+
+def _cmd_ppo(args: argparse.Namespace) -> None:
+    from rlhf.ppo import PpoConfig, run_ppo
+
+    cfg = resolve_config(PpoConfig, args)
+    if cfg is not None:
+        quiet_libraries()
+        run_ppo(cfg, resume=args.resume)
 
 
 GENERATE_FLAGS = (
@@ -196,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(reward)
     add_resume_arg(reward)
     reward.set_defaults(func=_cmd_reward)
+
+    ppo = sub.add_parser(
+        "ppo",
+        help="optimize the policy against the reward with PPO and a KL penalty; RLOO, GRPO, REINFORCE",
+        description="Reinforcement learning from a reward model, a Python function or an HTTP endpoint; "
+        "the policy goes to <output_dir>/policy and the critic to <output_dir>/critic.",
+    )
+    add_config_args(ppo)
+    add_resume_arg(ppo)
+    ppo.set_defaults(func=_cmd_ppo)
 
     generate = sub.add_parser(
         "generate",

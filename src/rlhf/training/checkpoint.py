@@ -7,6 +7,8 @@
         scheduler.pt         learning-rate schedule position
         rng/rank-<r>.pt      Python, NumPy and torch (CPU and CUDA) generator states of each process
         trainer_state.json   step, data position, the loss history so far, and the config
+        extra.pt             what else a stage needs to continue (PPO: critic, its optimizer, KL
+                             controller, reward statistics), when it passes any
 
 Every file is written into `.step-000200.tmp-<id>/` and the directory is renamed into place once all
 processes have finished writing, so a `step-*` directory is always complete: a run killed while
@@ -71,8 +73,11 @@ def save_checkpoint(
     tokenizer: Any,
     state: dict[str, Any],
     keep: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint `step` of the run (all processes call this); returns its directory."""
+    """Write checkpoint `step` of the run (all processes call this); returns its directory.
+
+    `state` must be JSON-serialisable; `extra` (tensors, optimizer states) goes to `extra.pt`."""
     root = Path(run_dir) / CHECKPOINTS
     final = root / checkpoint_name(step)
     # Every process must write into the same staging directory: the main one names it.
@@ -94,6 +99,8 @@ def save_checkpoint(
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+        if extra is not None:
+            torch.save(extra, staging / "extra.pt")
         full_state = {"step": step, "num_processes": accelerator.num_processes, **state}
         (staging / "trainer_state.json").write_text(json.dumps(full_state, indent=1) + "\n", encoding="utf-8")
     accelerator.wait_for_everyone()
@@ -146,6 +153,10 @@ class ResumeState:
     """The per-step metric rows so far."""
     evals: list[dict] = field(default_factory=list)
     """The evaluations so far."""
+    state: dict[str, Any] = field(default_factory=dict)
+    """The checkpoint's whole `trainer_state.json`."""
+    extra: dict[str, Any] | None = None
+    """The checkpoint's `extra.pt`, when it has one."""
 
 
 def resume_run(
@@ -178,7 +189,9 @@ def resume_run(
     if accelerator.is_main_process:
         truncate_metrics(run_dir, state["step"])
     say(f"[resume] from {path} at step {state['step']}")
-    return ResumeState(state["step"], state.get("history", []), state.get("evals", []))
+    extra_file = path / "extra.pt"
+    extra = torch.load(extra_file, map_location="cpu", weights_only=False) if extra_file.is_file() else None
+    return ResumeState(state["step"], state.get("history", []), state.get("evals", []), state, extra)
 
 
 def config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:

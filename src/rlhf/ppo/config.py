@@ -1,0 +1,320 @@
+"""Configuration of `rlhf ppo`: the shared parts plus one group per concern of the algorithm.
+
+rollout    what each step samples (prompts, completions per prompt, sampling)
+reward     where r(x, y) comes from (reward model, Python function, HTTP, weighted sum) and its shaping
+kl         the leash to the reference model (coefficient, estimator, controller, placement)
+advantage  GAE with a critic, or a critic-free estimator (REINFORCE, RLOO, GRPO)
+loss       PPO's clipped objectives, entropy bonus, PPO-ptx, early stop
+critic     the value function: a head on the policy or a model of its own
+guards     what happens on NaN/inf and runaway KL
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rlhf.config.core import ConfigError
+from rlhf.config.parts import (
+    DataConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PeftConfig,
+    PromptConfig,
+)
+from rlhf.generation.config import SamplingConfig
+
+
+@dataclass
+class RolloutConfig:
+    prompts_per_step: int = 8
+    """Prompts each process samples per PPO step (the step's rollout is prompts x completions)."""
+    completions_per_prompt: int = 1
+    """Completions drawn per prompt. RLOO and GRPO compare the completions of a prompt with each
+    other, so they need at least 2; PPO with a critic usually uses 1."""
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=32, unique=False, seed=None, batch_size=64)
+    )
+    """Temperature, top-p/top-k, max new tokens, stop strings, and `batch_size` (sequences per
+    `generate` call). `num_samples`, `unique` and `seed` are not used here: see
+    `completions_per_prompt` and the top-level `seed`."""
+    forward_batch_size: int = 16
+    """Sequences per forward pass when computing the rollout's old log-probabilities, reference
+    log-probabilities and values (no gradients): bounds the memory of the scoring passes."""
+
+    def __post_init__(self) -> None:
+        if self.prompts_per_step < 1 or self.completions_per_prompt < 1 or self.forward_batch_size < 1:
+            raise ConfigError(
+                "`rollout.prompts_per_step`, `completions_per_prompt` and `forward_batch_size` must be >= 1"
+            )
+
+
+@dataclass
+class RewardSourceConfig:
+    model: str | None = None
+    """A reward model directory (from `rlhf reward`, or any one-label sequence classifier). It keeps
+    its own tokenizer and prompt layout: the policy's text is re-encoded for it."""
+    function: str | None = None
+    """A Python callable `module:function(prompts, completions) -> list[float]` (the module is
+    imported from the working directory or the Python path; `path/to/file.py:function` also works).
+    It may instead return a dict with `rewards` plus other lists of per-completion numbers (e.g. a
+    gold score), which are logged as `reward/<name>`."""
+    url: str | None = None
+    """An HTTP endpoint: POST `{"prompts": [...], "completions": [...]}` as JSON, answered with
+    `{"rewards": [...]}` (plus optional per-completion metrics, as for `function`)."""
+    weight: float = 1.0
+    """This source's weight in the sum of all sources."""
+    name: str | None = None
+    """Name in the logs (`reward/<name>`); default: derived from the source."""
+    normalize: Literal["auto", "none", "saved", "running"] = "auto"
+    """`saved`: (r - mean) / std with the statistics stored with the reward model by `rlhf reward`;
+    `running`: with running statistics of this run's rewards (synchronised across processes);
+    `auto`: `saved` for a reward model that has them, else `none`."""
+    batch_size: int = 16
+    """Completions per reward-model forward pass (`model`) or per request (`url`)."""
+    timeout_s: float = 60.0
+    """`url`: seconds to wait for one response before retrying."""
+    retries: int = 2
+    """`url`: attempts after the first before the run stops with the error."""
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("model", "function", "url") if getattr(self, name)]
+        if len(given) != 1:
+            raise ConfigError(
+                f"a reward source needs exactly one of `model`, `function`, `url`; got {given or 'none'}"
+            )
+        if self.batch_size < 1 or self.retries < 0 or self.timeout_s <= 0:
+            raise ConfigError("reward source: `batch_size` >= 1, `retries` >= 0, `timeout_s` > 0")
+
+
+@dataclass
+class PpoRewardConfig:
+    model: str | None = None
+    """Shortcut for one reward-model source (see `sources`)."""
+    function: str | None = None
+    """Shortcut for one Python-function source `module:function`."""
+    url: str | None = None
+    """Shortcut for one HTTP source."""
+    sources: list[RewardSourceConfig] = field(default_factory=list)
+    """Several sources, summed with their weights (each with its own normalization); the
+    shortcuts above add one source of weight 1 to this list."""
+    clip: float | None = None
+    """Clip the (normalized, summed) reward of a completion to [-clip, clip] (null: off): a few
+    extreme scores cannot dominate a step."""
+    no_eos_penalty: float | None = None
+    """Subtract this from the reward of a completion that hit `max_new_tokens` without ending (no
+    EOS or stop string): discourages rambling that the reward model might not punish."""
+    device: str | None = None
+    """Device of the reward models; default: the process's device."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Reward models' weight dtype."""
+
+    def all_sources(self) -> list[RewardSourceConfig]:
+        shortcuts = [
+            RewardSourceConfig(**{key: getattr(self, key)})
+            for key in ("model", "function", "url")
+            if getattr(self, key)
+        ]
+        return shortcuts + list(self.sources)
+
+    def __post_init__(self) -> None:
+        if self.clip is not None and self.clip <= 0:
+            raise ConfigError(f"`reward.clip` must be positive (or null), got {self.clip}")
+
+
+@dataclass
+class KLConfig:
+    coef: float = 0.05
+    """β: weight of the KL penalty to the reference (the SFT model). Larger keeps the policy closer
+    to where it started, which keeps the reward model on text it knows (guards reward hacking)."""
+    estimator: Literal["k1", "k2", "k3"] = "k1"
+    """Per-token KL estimate from log p (policy) and log q (reference): k1 = log p - log q
+    (unbiased, may be negative per token), k2 = (log p - log q)^2 / 2, k3 = (q/p - 1) - log(q/p)
+    (unbiased and never negative; Schulman's)."""
+    controller: Literal["fixed", "adaptive"] = "fixed"
+    """`fixed` keeps β; `adaptive` moves β so the measured KL approaches `target` (Ziegler et al.
+    2019): β *= 1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon after each step of n sequences."""
+    target: float = 6.0
+    """Adaptive controller: the KL (nats per sequence, summed over tokens) to aim for."""
+    horizon: int = 10000
+    """Adaptive controller: sequences over which β may move by about e^0.2."""
+    placement: Literal["reward", "loss"] = "reward"
+    """`reward`: -β KL_t is added to every token's reward (InstructGPT); `loss`: β KL is a separate
+    term of the policy loss (GRPO), and the reward holds only r(x, y)."""
+
+    def __post_init__(self) -> None:
+        if self.coef < 0 or self.target <= 0 or self.horizon < 1:
+            raise ConfigError("`kl.coef` must be >= 0, `kl.target` > 0 and `kl.horizon` >= 1")
+
+
+@dataclass
+class AdvantageConfig:
+    estimator: Literal["gae", "reinforce", "rloo", "grpo"] = "gae"
+    """`gae`: a learned value baseline (the critic) with GAE(γ, λ). Critic-free: `reinforce`
+    (baseline = moving average of rewards), `rloo` (baseline = mean reward of the prompt's other
+    completions), `grpo` (the reward standardized within its prompt's group). Critic-free
+    estimators give every token of a completion the same advantage."""
+    gamma: float = 1.0
+    """GAE discount per token (1: no discount, the usual choice for text)."""
+    lam: float = 0.95
+    """GAE λ: 1 is the Monte-Carlo return minus the value (unbiased, noisy), 0 is one-step TD."""
+    whiten: bool = True
+    """Shift and scale the advantages of a rollout to mean 0 and std 1 over its real tokens
+    (stabilizes the step size). GRPO's group normalization is applied before it."""
+    baseline_decay: float = 0.9
+    """`reinforce`: decay of the moving-average baseline (higher moves slower)."""
+    grpo_scale: bool = True
+    """`grpo`: divide by the group's standard deviation (false: only subtract the mean, as Dr. GRPO)."""
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0 and 0.0 <= self.baseline_decay < 1.0):
+            raise ConfigError("`advantage.gamma` and `lam` must be in [0, 1], `baseline_decay` in [0, 1)")
+
+
+@dataclass
+class PpoLossConfig:
+    clip_eps: float = 0.2
+    """ε of the clipped surrogate: the new/old probability ratio counts only inside [1-ε, 1+ε]."""
+    value_clip: float | None = 0.2
+    """Clip the new value to within this of the rollout's value (null: unclipped MSE)."""
+    value_coef: float = 0.5
+    """Weight of the value loss (shared backbone: against the policy loss; separate critic: its own loss scale)."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus (keeps sampling from collapsing early)."""
+    ptx_coef: float = 0.0
+    """γ_ptx of PPO-ptx: weight of a language-modeling loss on `ptx_data` added to each update, so the
+    policy keeps its pretraining/SFT abilities (InstructGPT). 0: off."""
+    ptx_data: DataConfig = field(default_factory=DataConfig)
+    """Demonstration or plain-text data for the PPO-ptx loss (any SFT format)."""
+    ptx_batch_size: int = 4
+    """PPO-ptx examples per optimizer step on each process."""
+    target_kl: float | None = None
+    """Stop the step's PPO epochs early once the approximate KL between the rollout policy and the
+    updated one exceeds this (null: always run every epoch)."""
+
+    def __post_init__(self) -> None:
+        if self.clip_eps <= 0 or (self.value_clip is not None and self.value_clip <= 0):
+            raise ConfigError("`loss.clip_eps` and `loss.value_clip` must be positive")
+        if min(self.value_coef, self.entropy_coef, self.ptx_coef) < 0 or self.ptx_batch_size < 1:
+            raise ConfigError("loss coefficients must be >= 0 and `loss.ptx_batch_size` >= 1")
+        if self.ptx_coef > 0 and not self.ptx_data.path:
+            raise ConfigError("`loss.ptx_coef` > 0 needs `loss.ptx_data.path`")
+
+
+@dataclass
+class CriticConfig:
+    mode: Literal["shared", "separate"] = "shared"
+    """`shared`: a value head (Linear(hidden, 1)) on the policy's own last hidden states: one forward
+    pass gives log-probabilities and values, and with LoRA the actor, the reference (adapter off) and
+    the critic share one base model in memory. `separate`: a model of its own (`model`)."""
+    model: str | None = None
+    """`separate`: the critic's starting weights (a causal LM or one-label classifier; a critic saved
+    by an earlier run); default: the reward model when `init_from_reward`, else the policy's `model.path`."""
+    init_from_reward: bool = False
+    """Start the critic from the reward model (`reward.model`): `separate` loads its weights; `shared`
+    copies its head when the hidden sizes match (it then predicts the reward from the start)."""
+    lr: float | None = None
+    """Learning rate of the critic's own parameters (value head or separate model); default: `optimizer.lr`."""
+    warmup_steps: int = 0
+    """PPO steps at the start that train only the critic, with the policy frozen: advantages are
+    noise until the value function has learned something."""
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps < 0:
+            raise ConfigError("`critic.warmup_steps` must be >= 0")
+
+
+@dataclass
+class GuardConfig:
+    max_nonfinite: int = 5
+    """A NaN or infinite loss or reward skips that update with a warning; after this many skipped
+    updates the run stops with an error."""
+    kl_warn_factor: float = 3.0
+    """Flag a step whose KL to the reference exceeds this many times `kl.target` (adaptive
+    controller) or `kl_warn_above` (fixed)."""
+    kl_warn_above: float = 20.0
+    """With a fixed β: the KL (nats per sequence) over which a step is flagged."""
+
+
+@dataclass
+class PpoConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy to start from: the SFT model (directory or adapter), a hub id, or `builtin:tiny`.
+    The reference model is this same model, frozen."""
+    peft: PeftConfig = field(default_factory=lambda: PeftConfig(method="lora"))
+    """`lora` (default) or `qlora`: the reference is the base with the adapter switched off (no second
+    copy); `none`: full fine-tuning with a separate frozen reference copy. Prompt tuning is not supported."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Prompts: any format (`prompts`, or the prompt part of comparisons, rankings, demonstrations...).
+    `data.max_prompt_length` cuts long prompts from the left."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """Prompt layout for the policy: use the settings the SFT model was trained with."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """What each step samples."""
+    reward: PpoRewardConfig = field(default_factory=PpoRewardConfig)
+    """Where the reward comes from and how it is shaped."""
+    kl: KLConfig = field(default_factory=KLConfig)
+    """The KL penalty to the reference model."""
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    """How advantages are estimated."""
+    loss: PpoLossConfig = field(default_factory=PpoLossConfig)
+    """PPO's objective."""
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    """The value function (`advantage.estimator: gae` only)."""
+    guards: GuardConfig = field(default_factory=GuardConfig)
+    """NaN/inf and KL guards."""
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-5, scheduler="constant"))
+    """AdamW for the policy (and, unless `critic.lr`, the critic), clipping, and
+    `gradient_accumulation_steps`: micro-batches each minibatch is split into."""
+    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/ppo", log_every=1))
+    """Run directory, metric frequency, TensorBoard, progress bar."""
+    steps: int = 100
+    """PPO steps: each samples a rollout and runs `ppo_epochs` passes of updates over it."""
+    ppo_epochs: int = 4
+    """Passes over each rollout (the rollout's sequences are reshuffled into minibatches every pass)."""
+    minibatch_size: int = 8
+    """Sequences per optimizer step on each process; split into `optimizer.gradient_accumulation_steps`
+    micro-batches. Must divide the rollout (prompts_per_step x completions_per_prompt)."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Autocast: `auto` is bf16 on a GPU that supports it and none on CPU."""
+    seed: int = 0
+    """Seed of the value head, prompt order, sampling and dropout."""
+    samples_every: int = 10
+    """Every N steps log a table of sampled prompts, completions and rewards (`samples.jsonl` and
+    TensorBoard text); 0: never."""
+    samples_count: int = 4
+    """Rows in each samples table."""
+    save_every: int = 0
+    """Write a resumable checkpoint every N PPO steps (0: none; the final policy and critic are always saved)."""
+    keep_checkpoints: int | None = 2
+    """Keep only the newest N checkpoints (null: keep all)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.ppo_epochs < 1 or self.minibatch_size < 1:
+            raise ConfigError("`steps`, `ppo_epochs` and `minibatch_size` must be at least 1")
+        if self.peft.method == "prompt_tuning":
+            raise ConfigError("`peft.method: prompt_tuning` is not supported by PPO; use lora, qlora or none")
+        rollout = self.rollout.prompts_per_step * self.rollout.completions_per_prompt
+        if rollout % self.minibatch_size:
+            raise ConfigError(
+                f"`minibatch_size` {self.minibatch_size} must divide the rollout of {rollout} sequences "
+                "(`rollout.prompts_per_step` x `rollout.completions_per_prompt`)"
+            )
+        if self.minibatch_size % self.optimizer.gradient_accumulation_steps:
+            raise ConfigError("`optimizer.gradient_accumulation_steps` must divide `minibatch_size`")
+        if self.advantage.estimator in ("rloo", "grpo") and self.rollout.completions_per_prompt < 2:
+            raise ConfigError(
+                f"`advantage.estimator: {self.advantage.estimator}` compares the completions of a prompt: "
+                "set `rollout.completions_per_prompt` to 2 or more"
+            )
+        if self.critic.init_from_reward and not self.reward.model:
+            raise ConfigError("`critic.init_from_reward` needs `reward.model`")
+        if self.save_every < 0 or self.samples_every < 0 or self.samples_count < 0:
+            raise ConfigError("`save_every`, `samples_every` and `samples_count` must be >= 0")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
+
+    @property
+    def uses_critic(self) -> bool:
+        return self.advantage.estimator == "gae"

@@ -1,0 +1,192 @@
+"""Building what a PPO run trains and saving what it trained: the policy, its reference, the critic.
+
+Memory layout by configuration:
+
+    peft lora/qlora, critic shared   one base model: the actor (adapter on), the reference (adapter
+                                     off) and the value head on the actor's hidden states
+    peft none, critic shared         the policy + a frozen reference copy
+    critic separate                  + a `ScalarModel` of its own (with its own adapter under lora)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.config.core import ConfigError
+from rlhf.ppo.config import PpoConfig
+from rlhf.ppo.policy import VALUE_HEAD_FILE, PolicyOutput, PolicyValue, disable_dropout, read_head_weight
+
+
+@dataclass
+class Built:
+    """The run's models before Accelerate prepares them."""
+
+    policy: PolicyValue
+    reference: Callable[..., PolicyOutput]
+    """reference(input_ids, attention_mask, response) -> the reference's `PolicyOutput`."""
+    critic: torch.nn.Module | None
+    """A separate `ScalarModel` critic, or None."""
+    notes: list[str]
+    """One line per choice made while building (printed by the run)."""
+
+
+def build_models(cfg: PpoConfig, tokenizer, device) -> Built:
+    """Policy (+ shared value head), reference, and separate critic as `cfg` asks."""
+    from rlhf.models import load_causal_lm
+    from rlhf.models.adapters import adapters_disabled
+
+    notes = []
+    lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+    disable_dropout(lm)
+    shared = cfg.uses_critic and cfg.critic.mode == "shared"
+    policy = PolicyValue(lm, value_head=shared, temperature=cfg.rollout.sampling.temperature)
+    if shared:
+        source = cfg.critic.model or (cfg.reward.model if cfg.critic.init_from_reward else None)
+        if source:
+            _copy_head(policy, source)
+            notes.append(f"value head initialised from {source}")
+    if cfg.peft.method == "none":
+        ref = PolicyValue(load_causal_lm(cfg.model, for_training=False, tokenizer=tokenizer), value_head=False,
+                          temperature=cfg.rollout.sampling.temperature)  # fmt: skip
+        ref.to(device)
+        notes.append("reference: a frozen copy of the starting model (full fine-tuning)")
+
+        def reference(*inputs):
+            return ref(*inputs, values=False)
+    else:
+        notes.append("reference: the same weights with the adapter switched off (no second copy)")
+
+        def reference(*inputs):
+            with adapters_disabled(policy.lm):
+                return policy(*inputs, values=False)
+
+    critic = None
+    if cfg.uses_critic and cfg.critic.mode == "separate":
+        critic = _load_critic(cfg, tokenizer)
+        notes.append(f"critic: a separate model from {_critic_path(cfg)}")
+    elif shared:
+        notes.append("critic: a value head on the policy's hidden states")
+    return Built(policy, reference, critic, notes)
+
+
+def _copy_head(policy: PolicyValue, source: str) -> None:
+    weight = read_head_weight(source)
+    target = policy.value_head.weight
+    if tuple(weight.shape) != tuple(target.shape):
+        raise ConfigError(
+            f"the scalar head in {source} has shape {tuple(weight.shape)} but the policy's value head needs "
+            f"{tuple(target.shape)} (a different hidden size): use `critic.mode: separate` for a critic "
+            "on another model, or start the head fresh"
+        )
+    with torch.no_grad():
+        target.copy_(weight.to(target.dtype))
+
+
+def _critic_path(cfg: PpoConfig) -> str:
+    if cfg.critic.model:
+        return cfg.critic.model
+    return cfg.reward.model if cfg.critic.init_from_reward else cfg.model.path
+
+
+def _load_critic(cfg: PpoConfig, tokenizer):
+    """A `ScalarModel` on the policy's tokenizer (its values are read at the policy's token positions)."""
+    from rlhf.models import load_tokenizer
+    from rlhf.models.scalar import load_scalar_model
+
+    path = _critic_path(cfg)
+    model_cfg = dataclasses.replace(cfg.model, path=path, tokenizer=None)
+    own = load_tokenizer(model_cfg)
+    if own.get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(
+            f"the critic {path} has a different tokenizer from the policy {cfg.model.path}; a separate critic "
+            "reads the policy's tokens, so it needs the same vocabulary (use `critic.mode: shared`, or a "
+            "critic built on the policy's model)"
+        )
+    critic = load_scalar_model(model_cfg, cfg.peft, for_training=True, tokenizer=tokenizer)
+    disable_dropout(critic)
+    return critic
+
+
+def critic_parameters(policy: PolicyValue, critic) -> list[torch.nn.Parameter]:
+    if critic is not None:
+        return [p for p in critic.parameters() if p.requires_grad]
+    return list(policy.value_head.parameters()) if policy.value_head is not None else []
+
+
+def value_state(policy: PolicyValue, critic) -> dict[str, torch.Tensor]:
+    """The critic's trainable weights (for checkpoints)."""
+    if critic is not None:
+        return {k: v.detach().cpu() for k, v in critic.named_parameters() if v.requires_grad}
+    if policy.value_head is not None:
+        return {"weight": policy.value_head.weight.detach().cpu()}
+    return {}
+
+
+def load_value_state(policy: PolicyValue, critic, state: dict[str, torch.Tensor]) -> None:
+    if critic is not None:
+        params = dict(critic.named_parameters())
+        with torch.no_grad():
+            for key, value in state.items():
+                params[key].copy_(value)
+    elif policy.value_head is not None:
+        with torch.no_grad():
+            policy.value_head.weight.copy_(state["weight"])
+
+
+def save_outputs(cfg: PpoConfig, policy: PolicyValue, critic, tokenizer, run_dir: Path) -> dict[str, Any]:
+    """Write `policy/` and (with a critic) `critic/`; returns where they went.
+
+    policy: LoRA is merged (the adapter's base may be an SFT model merged while loading, which exists
+    nowhere else), QLoRA is saved as the adapter (a 4-bit base cannot take the merge), full as is.
+    critic: a one-label classifier that `load_scalar_model` (and plain transformers) loads on its
+    own, and can start a later run (`critic.model`); a shared head is also written alone
+    (`rlhf_value_head.safetensors`). A shared head on a QLoRA policy is saved as the head only.
+    """
+    from safetensors.torch import save_file
+
+    from rlhf.models import save_model
+
+    out: dict[str, Any] = {}
+    merge = cfg.peft.method == "lora"
+    policy.lm = save_model(policy.lm, tokenizer, run_dir / "policy", merge=merge)
+    out["policy_dir"] = str(run_dir / "policy")
+    out["policy_saved_as"] = "adapter" if cfg.peft.method == "qlora" else "model"
+    critic_dir = run_dir / "critic"
+    if critic is not None:
+        from rlhf.models.scalar import save_scalar_model
+
+        save_scalar_model(
+            critic, critic_dir, tokenizer, extra={"ppo_critic": True}, merge=cfg.peft.method != "qlora"
+        )
+        out["critic_dir"] = str(critic_dir)
+    elif policy.value_head is not None:
+        head = {"weight": policy.value_head.weight.detach().float().cpu().contiguous()}
+        if cfg.peft.method == "qlora":
+            critic_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            _save_shared_critic(policy, head["weight"], tokenizer, critic_dir)
+        save_file(head, str(critic_dir / VALUE_HEAD_FILE))
+        out["critic_dir"] = str(critic_dir)
+    return out
+
+
+def _save_shared_critic(policy: PolicyValue, weight: torch.Tensor, tokenizer, directory: Path) -> None:
+    """The (merged) policy backbone with the value head as its `score`: a one-label classifier."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf.models.scalar import ScalarModel, save_scalar_model
+
+    lm = policy.lm
+    config = lm.config.__class__.from_dict({**lm.config.to_dict(), "num_labels": 1})
+    classifier = AutoModelForSequenceClassification.from_config(config)
+    prefix = lm.base_model_prefix
+    getattr(classifier, prefix).load_state_dict(getattr(lm, prefix).state_dict())
+    with torch.no_grad():
+        classifier.score.weight.copy_(weight.to(classifier.score.weight.dtype))
+    save_scalar_model(ScalarModel(classifier.to(lm.dtype)), directory, tokenizer, extra={"ppo_critic": True})
