@@ -175,3 +175,115 @@ def test_two_process_reward_matches_one_process_with_the_same_global_batch(tmp_p
     # Only the main process logged: the same rows as one process.
     rows = [[(r["step"], sorted(r)) for r in read_metrics(tmp_path / name)] for name in ("one", "two")]
     assert rows[1] == rows[0]
+
+
+PPO_SCRIPT = Path(__file__).parent / "dist" / "ppo_ranks.py"
+PPO_ARGS = [
+    "model.path=builtin:tiny",
+    "data.path=src/rlhf/assets/demo/demonstrations.jsonl",
+    "data.max_length=96",
+    "steps=4",
+    "rollout.prompts_per_step=2",  # per process
+    "rollout.completions_per_prompt=2",
+    "rollout.sampling.max_new_tokens=6",
+    "minibatch_size=2",
+    "ppo_epochs=2",
+    "optimizer.lr=1e-3",
+    "peft.method=lora",
+    "samples_every=0",
+    "logging.log_every=1",
+    "logging.progress=false",
+    "logging.tensorboard=false",
+]
+
+
+def finite_list(values) -> bool:
+    import math
+
+    return bool(values) and all(isinstance(v, float) and math.isfinite(v) for v in values)
+
+
+@pytest.mark.slow
+def test_two_process_ppo_keeps_the_processes_in_sync(tmp_path):
+    """torchrun x2 of `run_ppo` (LoRA, shared value head, GAE, running reward statistics): each process
+    samples its own prompts, yet both hold the same policy at every step and at the end; checkpoints
+    keep one RNG state per process."""
+    import torch
+
+    run_dir = tmp_path / "run"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    args = [
+        *PPO_ARGS, 'reward.sources=[{function: "examples/rewards.py:letter_e", normalize: running}]',
+        "save_every=2", f"logging.output_dir={run_dir}",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(PPO_SCRIPT), str(tmp_path), *args],
+        capture_output=True, text=True, env=dist_env(), timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-6000:]  # on a hang: the faulthandler stacks of the ranks
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["num_processes"] for r in reports] == [2, 2]
+
+    # Each step the two processes sampled different prompts (the stream hands out disjoint shares) ...
+    assert len(reports[0]["prompts"]) == len(reports[1]["prompts"]) == 4
+    for mine, theirs in zip(reports[0]["prompts"], reports[1]["prompts"]):
+        assert len(mine) == len(theirs) == 4
+        assert mine != theirs
+    # ... but sampled from the same weights: all-reduced gradients kept the adapters identical ...
+    assert reports[0]["checksums"] == pytest.approx(reports[1]["checksums"], rel=1e-9, abs=1e-12)
+    assert len(set(reports[0]["checksums"])) == 4  # and they did train
+    # ... through the last update: the final policy (merged on the main process, still an adapter
+    # on the other) and value head compute the same.
+    assert reports[0]["logprobs"] == pytest.approx(reports[1]["logprobs"], abs=1e-4)
+    assert reports[0]["values"] == pytest.approx(reports[1]["values"], abs=1e-5)
+    assert reports[0]["value_head_sum"] == pytest.approx(reports[1]["value_head_sum"], rel=1e-9)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["estimator"] == "gae"
+    for key in ("reward", "raw_reward", "kl", "policy_loss", "value_loss"):
+        assert len(summary[key]) == 4 and finite_list(summary[key]), (key, summary[key])
+    assert (run_dir / "policy" / "config.json").is_file() and (run_dir / "critic").is_dir()
+    # Only the main process logged, each step once.
+    assert [r["step"] for r in read_metrics(run_dir) if "ppo/reward/normalized" in r] == [1, 2, 3, 4]
+
+    # The checkpoint of step 2 (the one at step 4 is the final output instead): one RNG file per
+    # process, holding different streams (each process samples its own completions).
+    from rlhf.training.checkpoint import list_checkpoints
+
+    checkpoint = list_checkpoints(run_dir)[-1]
+    assert checkpoint.name == "step-000002"
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["num_processes"] == 2
+    states = [torch.load(checkpoint / "rng" / f"rank-{r}.pt", weights_only=False) for r in (0, 1)]
+    assert not torch.equal(states[0]["torch"], states[1]["torch"])
+    extra = torch.load(checkpoint / "extra.pt", weights_only=False)
+    assert extra["value"]["weight"].shape[0] == 1
+    assert extra["reward"]["moments"]  # the running reward statistics
+
+
+@pytest.mark.slow
+def test_two_process_critic_free_ppo_from_the_cli(tmp_path):
+    """torchrun x2 of `rlhf ppo` with REINFORCE: its baseline is gathered across processes."""
+    run_dir = tmp_path / "run"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rlhf.cli.main", "ppo", "--set",
+         *PPO_ARGS, "reward.function=examples/rewards.py:letter_e", "advantage.estimator=reinforce", "save_every=3", f"logging.output_dir={run_dir}"],
+        capture_output=True, text=True, env=dist_env(), timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["estimator"] == "reinforce"
+    for key in ("reward", "raw_reward", "kl", "policy_loss"):
+        assert len(summary[key]) == 4 and finite_list(summary[key]), (key, summary[key])
+    assert summary["value_loss"] == [None] * 4
+    assert (run_dir / "policy" / "config.json").is_file() and not (run_dir / "critic").exists()
+    import torch
+
+    from rlhf.training.checkpoint import list_checkpoints
+
+    checkpoint = list_checkpoints(run_dir)[-1]
+    assert checkpoint.name == "step-000003"
+    assert sorted(p.name for p in (checkpoint / "rng").iterdir()) == ["rank-0.pt", "rank-1.pt"]
+    extra = torch.load(checkpoint / "extra.pt", weights_only=False)
+    assert extra["value"] == {} and extra["value_optimizer"] is None
+    assert extra["baseline"]  # the moving baseline, the same on every process

@@ -52,9 +52,15 @@ def save(
 
 def restore(accelerator, run_dir, resume, cfg, policy, critic_w, models, kl_ctl, state, reward_fn, say):
     """Load the checkpoint `resume` names (see `resume_run`); returns (step, history)."""
-    from rlhf.ppo.setup import load_value_state
-    from rlhf.training.checkpoint import CheckpointError, resume_run
+    from pathlib import Path
 
+    from rlhf.ppo.setup import load_value_state
+    from rlhf.training.checkpoint import CheckpointError, latest_checkpoint, resume_run
+
+    # Checked before `resume_run`, which already trims the run's metrics to the checkpoint's step.
+    path = latest_checkpoint(run_dir) if resume is True else (Path(resume) if resume else None)
+    if path is not None and (path / "trainer_state.json").is_file() and not (path / "extra.pt").is_file():
+        raise CheckpointError(f"{path} has no extra.pt (critic, KL state): not a PPO checkpoint")
     resumed = resume_run(
         accelerator, run_dir, resume, model=policy.lm, optimizer=models.policy_optimizer,
         scheduler=models.policy_scheduler, config=to_dict(cfg), say=say,

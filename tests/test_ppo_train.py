@@ -1,0 +1,245 @@
+"""`rlhf ppo` runs that must learn, and the invariants of its memory layout.
+
+Rule rewards (`examples/rewards.py`) stand in for a learned reward: their optimum is reachable
+by a tiny model, so the mean reward must climb within a small budget while the KL to the
+reference stays finite and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf.config.core import ConfigError, from_dict, merge
+from rlhf.ppo import PpoConfig, run_ppo
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = str(ROOT / "src/rlhf/assets/demo/demonstrations.jsonl")
+LETTER_E = f"{ROOT / 'examples/rewards.py'}:letter_e"
+
+
+def config(tmp_path: Path, **overrides) -> PpoConfig:
+    base = {
+        "model": {"path": "builtin:tiny"},
+        "peft": {"method": "none"},
+        "data": {"path": PROMPTS, "max_length": 64},
+        "reward": {"function": LETTER_E},
+        "rollout": {"prompts_per_step": 4, "completions_per_prompt": 2, "sampling": {"max_new_tokens": 8}},
+        "minibatch_size": 8,
+        "ppo_epochs": 4,
+        "steps": 20,
+        "optimizer": {"lr": 1e-3},
+        "samples_every": 5,
+        "logging": {"output_dir": str(tmp_path / "run"), "progress": False, "tensorboard": False},
+    }
+    return from_dict(PpoConfig, merge(base, overrides))
+
+
+def climbs(rewards: list[float], by: float) -> bool:
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    return last > first + by
+
+
+def test_ppo_with_a_critic_climbs_a_rule_reward_and_logs_every_signal(tmp_path):
+    result = run_ppo(config(tmp_path))
+    summary = result.summary
+    assert climbs(summary["reward"], 0.5), summary["reward"]
+    assert all(math.isfinite(k) for k in summary["kl"]) and max(summary["kl"]) > 0
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "ppo/reward/raw" in r]
+    assert [r["step"] for r in steps] == list(range(1, 21))
+    expected = {
+        "reward/raw", "reward/normalized", "reward/length", "kl", "beta", "entropy", "response_length",
+        "clip_frac", "approx_kl", "policy_loss", "value_loss", "explained_variance", "time_generate",
+        "time_update", "tokens_per_second", "grad_norm", "value_grad_norm",
+    }  # fmt: skip
+    assert expected <= {k.removeprefix("ppo/") for k in steps[-1]}
+    tables = [r for r in rows if "ppo/samples" in r]
+    assert [r["step"] for r in tables] == [1, 5, 10, 15, 20]
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert {"prompt", "completion", "reward", "reward/length"} <= set(samples[0])
+    assert (run / "policy" / "config.json").is_file() and (
+        run / "critic" / "rlhf_value_head.safetensors"
+    ).is_file()
+
+
+@pytest.mark.parametrize("estimator", ["reinforce", "rloo", "grpo"])
+def test_critic_free_estimators_climb_too(tmp_path, estimator):
+    cfg = config(
+        tmp_path, advantage={"estimator": estimator}, optimizer={"lr": 3e-3},
+        rollout={"prompts_per_step": 4, "completions_per_prompt": 4},
+    )  # fmt: skip
+    summary = run_ppo(cfg).summary
+    assert climbs(summary["reward"], 0.5), summary["reward"]
+    assert summary["value_loss"] == [None] * 20  # no critic at all
+    assert not (tmp_path / "run" / "critic").exists()
+
+
+def _snapshot(policy) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in policy.named_parameters()}
+
+
+def test_lora_trains_only_the_adapter_and_value_head_and_the_reference_stays_the_base(tmp_path, monkeypatch):
+    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.models.adapters import adapters_disabled
+    from rlhf.ppo import setup, train
+
+    captured = {}
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    build, finish = setup.build_models, train._finish
+
+    def build_and_snapshot(*args, **kwargs):
+        built = build(*args, **kwargs)
+        captured["before"] = _snapshot(built.policy)
+        return built
+
+    def snapshot_and_finish(cfg_, accelerator, policy, *args, **kwargs):
+        captured["after"] = _snapshot(policy)
+        with torch.no_grad(), adapters_disabled(policy.lm):
+            captured["reference"] = policy.lm(input_ids=ids).logits
+        return finish(cfg_, accelerator, policy, *args, **kwargs)
+
+    monkeypatch.setattr(setup, "build_models", build_and_snapshot)
+    monkeypatch.setattr(train, "_finish", snapshot_and_finish)
+    cfg = config(tmp_path, peft={"method": "lora"}, steps=3, optimizer={"lr": 1e-2})
+    run_ppo(cfg)
+    before, after = captured["before"], captured["after"]
+    assert set(after) == set(before)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert all("lora_" in name or name.startswith("value_head") for name in changed), sorted(changed)[:5]
+    assert any(name.startswith("value_head") for name in changed)
+    assert any("lora_B" in name for name in changed) and any("lora_A" in name for name in changed)
+    base = load_causal_lm(cfg.model, for_training=False, tokenizer=load_tokenizer(cfg.model))
+    with torch.no_grad():
+        expected = base(input_ids=ids).logits
+    assert torch.equal(captured["reference"], expected)
+
+
+def test_saved_shared_critic_reloads_on_its_own_and_can_start_a_later_run(tmp_path):
+    from rlhf.config.parts import ModelConfig
+    from rlhf.models.scalar import load_scalar_model
+    from rlhf.ppo.policy import VALUE_HEAD_FILE, read_head_weight
+
+    cfg = config(tmp_path, peft={"method": "lora"}, steps=2)
+    result = run_ppo(cfg)
+    critic_dir = Path(result.summary["critic_dir"])
+    critic = load_scalar_model(ModelConfig(path=str(critic_dir)), for_training=False)
+    policy = result.policy.eval()  # the LoRA is merged into it, as in the saved critic
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        ours = policy(ids, mask, ids[:, 3:]).values  # (1, 3): states before tokens 3, 4, 5
+        saved = critic(input_ids=ids, attention_mask=mask).values[:, 2:5]
+    torch.testing.assert_close(saved, ours, atol=1e-5, rtol=1e-5)
+    head = read_head_weight(critic_dir)
+    assert (critic_dir / VALUE_HEAD_FILE).is_file()
+    # A later run starts its value head from the saved critic.
+    later = config(tmp_path / "later", peft={"method": "lora"}, critic={"model": str(critic_dir)}, steps=1)
+    from rlhf.models import load_tokenizer
+    from rlhf.ppo.setup import build_models
+
+    built = build_models(later, load_tokenizer(later.model), "cpu")
+    assert torch.equal(built.policy.value_head.weight.detach(), head)
+    assert any("value head initialised" in note for note in built.notes)
+
+
+def test_separate_critic_from_the_reward_model(tmp_path):
+    from rlhf.config.parts import ModelConfig
+    from rlhf.models import load_tokenizer
+    from rlhf.models.scalar import load_scalar_model, save_scalar_model
+
+    tokenizer = load_tokenizer(ModelConfig())
+    rm = load_scalar_model(ModelConfig(), tokenizer=tokenizer)
+    save_scalar_model(rm, tmp_path / "rm", tokenizer, extra={"reward_mean": 0.0, "reward_std": 1.0})
+    cfg = config(
+        tmp_path, reward={"function": None, "model": str(tmp_path / "rm")},
+        critic={"mode": "separate", "init_from_reward": True, "lr": 1e-3}, steps=3,
+    )  # fmt: skip
+    result = run_ppo(cfg)
+    summary = result.summary
+    assert all(v is not None and math.isfinite(v) for v in summary["value_loss"])
+    critic = load_scalar_model(ModelConfig(path=summary["critic_dir"]), for_training=False)
+    start = load_scalar_model(ModelConfig(path=str(tmp_path / "rm")), for_training=False)
+    moved = [not torch.equal(a, b) for a, b in zip(critic.parameters(), start.parameters())]
+    assert any(moved)
+
+
+def test_ptx_kl_in_the_loss_and_the_adaptive_controller(tmp_path):
+    cfg = config(
+        tmp_path, steps=4,
+        loss={"ptx_coef": 0.5, "ptx_data": {"path": PROMPTS, "max_length": 64}, "ptx_batch_size": 2},
+        kl={"placement": "loss", "controller": "adaptive", "target": 0.01, "horizon": 10},
+    )  # fmt: skip
+    run_ppo(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "ppo/beta" in r]
+    assert all(math.isfinite(r["ppo/ptx_loss"]) and r["ppo/ptx_loss"] > 0 for r in steps)
+    assert all("ppo/kl_loss" in r for r in steps)
+    betas = [r["ppo/beta"] for r in steps]
+    assert betas[0] == 0.05 and betas[-1] != betas[0]  # KL above the tiny target: beta moves
+
+
+def test_nan_rewards_skip_updates_then_stop_with_a_clear_error(tmp_path):
+    from rlhf.ppo.update import NonFiniteError
+
+    module = tmp_path / "bad_reward.py"
+    module.write_text("def nan(prompts, completions):\n    return [float('nan')] * len(completions)\n")
+    cfg = config(tmp_path, reward={"function": f"{module}:nan"}, guards={"max_nonfinite": 2}, steps=5)
+    with pytest.raises(NonFiniteError, match=r"3 updates had a NaN or infinite"):
+        run_ppo(cfg)
+    log = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert '"ppo/skipped": 1.0' in log
+
+
+def test_a_generation_engine_can_be_swapped_in(tmp_path):
+    from rlhf.ppo.rollout import HFGenerator
+
+    class Counting(HFGenerator):
+        calls = 0
+        synced = 0
+
+        def sync(self, policy):
+            Counting.synced += 1
+            super().sync(policy)
+
+        def generate(self, prompt_ids):
+            Counting.calls += 1
+            return super().generate(prompt_ids)
+
+    cfg = config(tmp_path, steps=2)
+    from rlhf.models import load_tokenizer
+
+    run_ppo(cfg, generator=Counting(load_tokenizer(cfg.model), cfg.rollout.sampling))
+    assert Counting.calls == 2 and Counting.synced == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"advantage": {"estimator": "rloo"}, "rollout": {"completions_per_prompt": 1}},
+            "completions_per_prompt",
+        ),
+        ({"minibatch_size": 3}, "must divide the rollout"),
+        ({"peft": {"method": "prompt_tuning"}}, "not supported by PPO"),
+        ({"critic": {"init_from_reward": True}}, "needs `reward.model`"),
+    ],
+)
+def test_config_errors_say_what_to_change(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        config(tmp_path, **overrides)
+
+
+def test_ppo_learns_with_lora_on_a_pretrained_model(tmp_path, tinystories_path):
+    cfg = config(
+        tmp_path, model={"path": str(tinystories_path)}, peft={"method": "lora"}, prompt={"template": "raw"},
+        optimizer={"lr": 1e-2},
+    )  # fmt: skip
+    summary = run_ppo(cfg).summary
+    assert climbs(summary["reward"], 0.5), summary["reward"]
+    assert summary["policy_saved_as"] == "model"
