@@ -84,13 +84,13 @@ def _snapshot(policy) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in policy.named_parameters()}
 
 
-def test_lora_trains_only_the_adapter_and_value_head_and_the_reference_stays_the_base(tmp_path, monkeypatch):
-    from rlhf.models import load_causal_lm, load_tokenizer
+def run_capturing(cfg: PpoConfig, monkeypatch) -> dict:
+    """Run `cfg`, keeping the policy's parameters right after building and at the end of training,
+    and the reference's logits (adapter off) on a fixed input at the end."""
     from rlhf.models.adapters import adapters_disabled
     from rlhf.ppo import setup, train
 
-    captured = {}
-    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    captured = {"ids": torch.tensor([[5, 6, 7, 8, 9]])}
     build, finish = setup.build_models, train._finish
 
     def build_and_snapshot(*args, **kwargs):
@@ -100,24 +100,59 @@ def test_lora_trains_only_the_adapter_and_value_head_and_the_reference_stays_the
 
     def snapshot_and_finish(cfg_, accelerator, policy, *args, **kwargs):
         captured["after"] = _snapshot(policy)
-        with torch.no_grad(), adapters_disabled(policy.lm):
-            captured["reference"] = policy.lm(input_ids=ids).logits
+        captured["frozen_4bit"] = {
+            name for name, p in policy.named_parameters() if type(p).__name__ == "Params4bit" and not p.requires_grad
+        }
+        if cfg_.peft.method != "none":
+            with torch.no_grad(), adapters_disabled(policy.lm):
+                captured["reference"] = policy.lm(input_ids=captured["ids"]).logits
         return finish(cfg_, accelerator, policy, *args, **kwargs)
 
     monkeypatch.setattr(setup, "build_models", build_and_snapshot)
     monkeypatch.setattr(train, "_finish", snapshot_and_finish)
-    cfg = config(tmp_path, peft={"method": "lora"}, steps=3, optimizer={"lr": 1e-2})
-    run_ppo(cfg)
+    captured["summary"] = run_ppo(cfg).summary
     before, after = captured["before"], captured["after"]
     assert set(after) == set(before)
-    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    captured["changed"] = {name for name in before if not torch.equal(before[name], after[name])}
+    return captured
+
+
+def test_lora_trains_only_the_adapter_and_value_head_and_the_reference_stays_the_base(tmp_path, monkeypatch):
+    from rlhf.models import load_causal_lm, load_tokenizer
+
+    cfg = config(tmp_path, peft={"method": "lora"}, steps=3, optimizer={"lr": 1e-2})
+    captured = run_capturing(cfg, monkeypatch)
+    changed = captured["changed"]
     assert all("lora_" in name or name.startswith("value_head") for name in changed), sorted(changed)[:5]
     assert any(name.startswith("value_head") for name in changed)
     assert any("lora_B" in name for name in changed) and any("lora_A" in name for name in changed)
     base = load_causal_lm(cfg.model, for_training=False, tokenizer=load_tokenizer(cfg.model))
     with torch.no_grad():
-        expected = base(input_ids=ids).logits
+        expected = base(input_ids=captured["ids"]).logits
     assert torch.equal(captured["reference"], expected)
+
+
+def test_critic_warmup_keeps_the_policy_frozen(tmp_path, monkeypatch):
+    cfg = config(tmp_path, peft={"method": "lora"}, steps=2, critic={"warmup_steps": 2}, optimizer={"lr": 1e-2})
+    captured = run_capturing(cfg, monkeypatch)
+    assert captured["changed"] == {"value_head.weight"}
+    assert all(v is not None for v in captured["summary"]["value_loss"])
+
+
+def test_qlora_with_gradient_checkpointing_runs_and_saves_the_adapter(tmp_path, monkeypatch):
+    cfg = config(
+        tmp_path, model={"path": "builtin:tiny", "gradient_checkpointing": True}, peft={"method": "qlora"},
+        steps=2, optimizer={"lr": 1e-2},
+    )  # fmt: skip
+    captured = run_capturing(cfg, monkeypatch)
+    # bitsandbytes re-packs 4-bit weights when they move to their device; they are frozen throughout.
+    changed = captured["changed"] - captured["frozen_4bit"]
+    assert captured["frozen_4bit"] and changed
+    assert all("lora_" in name or name.startswith("value_head") for name in changed), sorted(changed)[:5]
+    summary = captured["summary"]
+    assert summary["policy_saved_as"] == "adapter"
+    assert (Path(summary["policy_dir"]) / "adapter_config.json").is_file()
+    assert (Path(summary["critic_dir"]) / "rlhf_value_head.safetensors").is_file()
 
 
 def test_saved_shared_critic_reloads_on_its_own_and_can_start_a_later_run(tmp_path):
@@ -182,6 +217,7 @@ def test_ptx_kl_in_the_loss_and_the_adaptive_controller(tmp_path):
     assert all("ppo/kl_loss" in r for r in steps)
     betas = [r["ppo/beta"] for r in steps]
     assert betas[0] == 0.05 and betas[-1] != betas[0]  # KL above the tiny target: beta moves
+    assert any(r.get("ppo/kl_flagged") for r in steps)  # far beyond its target: flagged
 
 
 def test_nan_rewards_skip_updates_then_stop_with_a_clear_error(tmp_path):

@@ -112,7 +112,7 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     prompts, prompt_ids, data_summary = load_prompt_ids(cfg, tokenizer)
     say(f"[data] {data_summary}")
     reward_fn = build_reward_function(cfg.reward, device=cfg.reward.device or device)
-    say(f"[reward] {reward_fn.describe() if hasattr(reward_fn, 'describe') else cfg.reward.all_sources()}")
+    say("[reward] " + ", ".join(f"{s.name} (weight {s.weight:g}, normalize {s.normalize})" for s in reward_fn.sources))
 
     built = build_models(cfg, tokenizer, device)
     policy, critic = built.policy, built.critic
