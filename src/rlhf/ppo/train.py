@@ -97,6 +97,10 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     from rlhf.training import build_optimizer, build_scheduler, make_accelerator
     from rlhf.training.batches import BatchStream
 
+    if not cfg.reward.all_sources():
+        from rlhf.config.core import ConfigError
+
+        raise ConfigError("rlhf ppo needs a reward: set reward.model, reward.function, reward.url or reward.sources")
     started = time.time()
     accelerator = make_accelerator(
         dataclasses.replace(cfg.optimizer, gradient_accumulation_steps=1),
