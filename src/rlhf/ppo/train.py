@@ -92,7 +92,7 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     from rlhf.ppo.rewards import build_reward_function
     from rlhf.ppo.rollout import HFGenerator, sample_rollout, score_rollout
     from rlhf.ppo.setup import build_models, critic_parameters
-    from rlhf.ppo.update import Models, UpdateState, compute_advantages, ppo_update
+    from rlhf.ppo.update import Models, UpdateState, compute_advantages, make_reduce_sum, ppo_update
     from rlhf.tracking import MetricsLogger, prepare_run_dir, progress_bar
     from rlhf.training import build_optimizer, build_scheduler, make_accelerator
     from rlhf.training.batches import BatchStream
@@ -100,7 +100,9 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     if not cfg.reward.all_sources():
         from rlhf.config.core import ConfigError
 
-        raise ConfigError("rlhf ppo needs a reward: set reward.model, reward.function, reward.url or reward.sources")
+        raise ConfigError(
+            "rlhf ppo needs a reward: set reward.model, reward.function, reward.url or reward.sources"
+        )
     started = time.time()
     accelerator = make_accelerator(
         dataclasses.replace(cfg.optimizer, gradient_accumulation_steps=1),
@@ -116,7 +118,10 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     prompts, prompt_ids, data_summary = load_prompt_ids(cfg, tokenizer)
     say(f"[data] {data_summary}")
     reward_fn = build_reward_function(cfg.reward, device=cfg.reward.device or device)
-    say("[reward] " + ", ".join(f"{s.name} (weight {s.weight:g}, normalize {s.normalize})" for s in reward_fn.sources))
+    say(
+        "[reward] "
+        + ", ".join(f"{s.name} (weight {s.weight:g}, normalize {s.normalize})" for s in reward_fn.sources)
+    )
 
     built = build_models(cfg, tokenizer, device)
     policy, critic = built.policy, built.critic
@@ -176,10 +181,7 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     generator = generator or HFGenerator(tokenizer, dataclasses.replace(cfg.rollout.sampling, seed=None))
     eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
 
-    def reduce_sum(t: torch.Tensor) -> torch.Tensor:
-        if accelerator.num_processes == 1:
-            return t
-        return accelerator.reduce(t.to(device), reduction="sum").cpu()
+    reduce_sum = make_reduce_sum(accelerator)
 
     def gather_all(t: torch.Tensor) -> torch.Tensor:
         return t if accelerator.num_processes == 1 else gather(t.to(device)).cpu()

@@ -110,7 +110,7 @@ def ppo_update(
 ) -> dict[str, float]:
     """`cfg.ppo_epochs` passes of minibatch updates over `rollout`; returns the step's mean losses
     and statistics. `warmup`: train only the critic (the policy's parameters do not move)."""
-    reduce_sum = _reducer(accelerator)
+    reduce_sum = make_reduce_sum(accelerator)
     device = accelerator.device
     r, mb = len(rollout), cfg.minibatch_size
     accumulation = cfg.optimizer.gradient_accumulation_steps
@@ -259,7 +259,9 @@ def _zero(models: Models) -> None:
         models.value_optimizer.zero_grad(set_to_none=True)
 
 
-def _reducer(accelerator):
+def make_reduce_sum(accelerator):
+    """`reduce_sum(t)`: `t` summed over processes (itself with one), back on the CPU."""
+
     def reduce_sum(t: torch.Tensor) -> torch.Tensor:
         if accelerator.num_processes == 1:
             return t
