@@ -279,3 +279,27 @@ def test_ppo_learns_with_lora_on_a_pretrained_model(tmp_path, tinystories_path):
     summary = run_ppo(cfg).summary
     assert climbs(summary["reward"], 0.5), summary["reward"]
     assert summary["policy_saved_as"] == "model"
+
+
+def test_policy_readout_matches_the_full_model_and_ignores_padding():
+    """Log-probs and entropy at the response positions equal a plain forward of each sequence alone,
+    however the batch pads it (prompts left, responses right)."""
+    from rlhf.losses.ppo import entropy_from_logits
+    from rlhf.models.tiny import build_tiny_model
+    from rlhf.ppo.policy import PolicyValue
+    from rlhf.ppo.rollout import collate
+
+    lm, tokenizer = build_tiny_model(seed=3)
+    policy = PolicyValue(lm, value_head=True, temperature=0.7).eval()
+    queries, responses = [[5, 6, 7], [8, 9, 10, 11, 12]], [[20, 21, 22, 23], [30]]
+    batch = collate(queries, responses, tokenizer.pad_token_id, "cpu")
+    out = policy(batch["input_ids"], batch["attention_mask"], batch["response"], entropy=True)
+    assert out.entropy.grad_fn is None and out.logprobs.grad_fn is not None
+    for row, (q, r) in enumerate(zip(queries, responses)):
+        with torch.no_grad():
+            logits = lm(input_ids=torch.tensor([q + r])).logits[0, len(q) - 1 : -1] / 0.7  # (len(r), V)
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r)[:, None]).squeeze(-1)
+        torch.testing.assert_close(out.logprobs[row, : len(r)].detach(), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out.entropy[row, : len(r)], entropy_from_logits(logits), atol=1e-5, rtol=1e-5)
+    graded = policy(batch["input_ids"], batch["attention_mask"], batch["response"], entropy="grad")
+    assert graded.entropy.grad_fn is not None

@@ -79,13 +79,14 @@ class PolicyValue(nn.Module):
         attention_mask: torch.Tensor,
         response: torch.Tensor,
         *,
-        entropy: bool = False,
+        entropy: bool | str = False,
         values: bool = True,
         detach_values: bool = False,
         ptx: dict | None = None,
     ) -> PolicyOutput:
         """`input_ids`, `attention_mask` (B, P + N): left-padded prompt then right-padded response;
         `response` (B, N) the response ids (also the last N columns of `input_ids`).
+        `entropy`: True computes it as a metric (no gradient), "grad" as a term of the loss.
         `detach_values`: the value head learns, but its loss does not reach the backbone.
         `ptx`: a PPO-ptx batch (input_ids, attention_mask, labels) whose summed LM loss is computed
         in the same call (one forward of the wrapped module per micro-batch, as DDP expects)."""
@@ -96,12 +97,18 @@ class PolicyValue(nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # (B, P + N, H)
         hidden = hidden[:, -n - 1 : -1]  # (B, N, H): the states that predict each response token
-        logits = head(hidden).float() / self.temperature  # (B, N, V)
-        logprobs_all = torch.log_softmax(logits, dim=-1)  # (B, N, V)
-        logprobs = logprobs_all.gather(-1, response.unsqueeze(-1)).squeeze(-1)  # (B, N)
+        logits = head(hidden).float()  # (B, N, V)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        # log π(a) = logit(a) - logsumexp(logits): no (B, N, V) log-softmax is kept for backward.
+        lse = torch.logsumexp(logits, dim=-1)  # (B, N)
+        logprobs = logits.gather(-1, response.unsqueeze(-1)).squeeze(-1) - lse  # (B, N)
         ent = None
         if entropy:
-            ent = -(logprobs_all.exp() * logprobs_all).sum(-1)  # (B, N)
+            # Differentiable only when it is part of the loss; as a metric it costs no graph.
+            with torch.set_grad_enabled(entropy == "grad" and torch.is_grad_enabled()):
+                probs = torch.softmax(logits, dim=-1)
+                ent = lse - (probs * logits).sum(-1)  # (B, N): H = logsumexp(z) - sum p z
         value = None
         if values and self.value_head is not None:
             feats = hidden.detach() if detach_values else hidden

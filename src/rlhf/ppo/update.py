@@ -183,7 +183,8 @@ def _micro_loss(models: Models, rollout: Rollout, idx, cfg: PpoConfig, beta, tok
         return t[idx, :n].to(device)
 
     out = models.policy(
-        batch["input_ids"], batch["attention_mask"], batch["response"], entropy=True,
+        batch["input_ids"], batch["attention_mask"], batch["response"],
+        entropy="grad" if cfg.loss.entropy_coef and not warmup else True,
         values=models.critic is None, detach_values=warmup, ptx=ptx,
     )  # fmt: skip
     adv = old(rollout.advantages)
