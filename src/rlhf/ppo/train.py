@@ -216,9 +216,9 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
                     f"[guard] warning: step {step}: a reward is NaN or infinite; update skipped ({state.skipped} so far)"
                 )
                 if state.skipped > cfg.guards.max_nonfinite:
-                    from rlhf.ppo.update import NonFiniteError, _nonfinite_message
+                    from rlhf.ppo.update import NonFiniteError, nonfinite_message
 
-                    raise NonFiniteError(_nonfinite_message(state.skipped, cfg))
+                    raise NonFiniteError(nonfinite_message(state.skipped, cfg))
                 row["skipped"] = 1.0
             else:
                 row.update(compute_advantages(

@@ -146,7 +146,7 @@ def ppo_update(
                 state.skipped += 1
                 say(f"[guard] warning: non-finite loss or gradient, update skipped ({state.skipped} so far)")
                 if state.skipped > cfg.guards.max_nonfinite:
-                    raise NonFiniteError(_nonfinite_message(state.skipped, cfg))
+                    raise NonFiniteError(nonfinite_message(state.skipped, cfg))
                 continue
             if not warmup:
                 models.policy_optimizer.step()
@@ -271,7 +271,7 @@ def make_reduce_sum(accelerator):
     return reduce_sum
 
 
-def _nonfinite_message(skipped: int, cfg: PpoConfig) -> str:
+def nonfinite_message(skipped: int, cfg: PpoConfig) -> str:
     return (
         f"{skipped} updates had a NaN or infinite loss, reward or gradient (limit `guards.max_nonfinite` "
         f"{cfg.guards.max_nonfinite}); the run stops. Usual causes: a learning rate too high "
