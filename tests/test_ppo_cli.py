@@ -32,7 +32,17 @@ def test_the_bundled_example_runs(tmp_path):
 def test_print_config_documents_every_group():
     proc = rlhf("ppo", "--print-config")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for key in ("rollout:", "reward:", "kl:", "advantage:", "loss:", "critic:", "guards:", "no_eos_penalty", "ptx_coef"):
+    for key in (
+        "rollout:",
+        "reward:",
+        "kl:",
+        "advantage:",
+        "loss:",
+        "critic:",
+        "guards:",
+        "no_eos_penalty",
+        "ptx_coef",
+    ):
         assert key in proc.stdout
 
 
@@ -50,7 +60,12 @@ def test_a_broken_reward_function_is_one_line(tmp_path):
 
 
 def test_no_reward_is_a_config_error(tmp_path):
-    proc = rlhf("ppo", "--set", "data.path=src/rlhf/assets/demo/demonstrations.jsonl", f"logging.output_dir={tmp_path}")
+    proc = rlhf(
+        "ppo",
+        "--set",
+        "data.path=src/rlhf/assets/demo/demonstrations.jsonl",
+        f"logging.output_dir={tmp_path}",
+    )
     assert proc.returncode == 2
     assert not (tmp_path / "config.yaml").exists()  # refused before anything was written
     assert "rlhf ppo needs a reward" in proc.stderr

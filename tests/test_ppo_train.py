@@ -101,7 +101,9 @@ def run_capturing(cfg: PpoConfig, monkeypatch) -> dict:
     def snapshot_and_finish(cfg_, accelerator, policy, *args, **kwargs):
         captured["after"] = _snapshot(policy)
         captured["frozen_4bit"] = {
-            name for name, p in policy.named_parameters() if type(p).__name__ == "Params4bit" and not p.requires_grad
+            name
+            for name, p in policy.named_parameters()
+            if type(p).__name__ == "Params4bit" and not p.requires_grad
         }
         if cfg_.peft.method != "none":
             with torch.no_grad(), adapters_disabled(policy.lm):
@@ -133,7 +135,9 @@ def test_lora_trains_only_the_adapter_and_value_head_and_the_reference_stays_the
 
 
 def test_critic_warmup_keeps_the_policy_frozen(tmp_path, monkeypatch):
-    cfg = config(tmp_path, peft={"method": "lora"}, steps=2, critic={"warmup_steps": 2}, optimizer={"lr": 1e-2})
+    cfg = config(
+        tmp_path, peft={"method": "lora"}, steps=2, critic={"warmup_steps": 2}, optimizer={"lr": 1e-2}
+    )
     captured = run_capturing(cfg, monkeypatch)
     assert captured["changed"] == {"value_head.weight"}
     assert all(v is not None for v in captured["summary"]["value_loss"])
@@ -300,6 +304,8 @@ def test_policy_readout_matches_the_full_model_and_ignores_padding():
             logits = lm(input_ids=torch.tensor([q + r])).logits[0, len(q) - 1 : -1] / 0.7  # (len(r), V)
         expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r)[:, None]).squeeze(-1)
         torch.testing.assert_close(out.logprobs[row, : len(r)].detach(), expected, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(out.entropy[row, : len(r)], entropy_from_logits(logits), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            out.entropy[row, : len(r)], entropy_from_logits(logits), atol=1e-5, rtol=1e-5
+        )
     graded = policy(batch["input_ids"], batch["attention_mask"], batch["response"], entropy="grad")
     assert graded.entropy.grad_fn is not None
