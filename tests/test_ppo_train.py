@@ -309,3 +309,14 @@ def test_policy_readout_matches_the_full_model_and_ignores_padding():
         )
     graded = policy(batch["input_ids"], batch["attention_mask"], batch["response"], entropy="grad")
     assert graded.entropy.grad_fn is not None
+
+
+def test_target_kl_stops_the_epochs_early_and_the_first_update_starts_at_ratio_one(tmp_path):
+    run_ppo(config(tmp_path, steps=2, loss={"target_kl": 1e-6}))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "ppo/updates" in r]
+    # One minibatch per epoch: the first update starts from the rollout's own policy (approximate
+    # KL ~0: dropout is off and the log-probs agree however sequences are batched), the second
+    # sees the moved policy and stops the remaining epochs.
+    assert [r["ppo/updates"] for r in steps] == [2, 2]
+    assert all(r["ppo/early_stop"] == 1.0 for r in steps)
