@@ -287,3 +287,36 @@ def test_two_process_critic_free_ppo_from_the_cli(tmp_path):
     extra = torch.load(checkpoint / "extra.pt", weights_only=False)
     assert extra["value"] == {} and extra["value_optimizer"] is None
     assert extra["baseline"]  # the moving baseline, the same on every process
+
+
+@pytest.mark.slow
+def test_two_process_ppo_matches_one_process_with_greedy_rollouts(tmp_path):
+    """Greedy decoding makes the rollouts a function of the prompts alone, and the prompt stream gives
+    2 processes x 2 prompts what 1 process x 4 gets; with one minibatch per epoch (the whole
+    rollout), every step's losses, KL and advantages' whitening must then agree: the token counts,
+    whitening statistics and running reward statistics are all taken over both processes."""
+    args = [
+        "model.path=builtin:tiny", "data.path=src/rlhf/assets/demo/demonstrations.jsonl", "data.max_length=96",
+        "steps=3", "rollout.completions_per_prompt=1", "rollout.sampling.temperature=0",
+        "rollout.sampling.max_new_tokens=6", "ppo_epochs=2", "optimizer.lr=1e-3", "peft.method=lora",
+        'reward.sources=[{function: "examples/rewards.py:letter_e", normalize: running}]',
+        "samples_every=0", "logging.progress=false", "logging.tensorboard=false",
+    ]  # fmt: skip
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rlhf.cli.main", "ppo", "--set", *args,
+         "rollout.prompts_per_step=2", "minibatch_size=2", f"logging.output_dir={tmp_path / 'two'}"],
+        capture_output=True, text=True, env=dist_env(), timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-4000:]
+    one = subprocess.run(
+        [str(Path(sys.executable).with_name("rlhf")), "ppo", "--set", *args, "rollout.prompts_per_step=4",
+         "minibatch_size=4", f"logging.output_dir={tmp_path / 'one'}"],
+        capture_output=True, text=True, env=dist_env(), timeout=300,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-4000:]
+    a = json.loads((tmp_path / "one" / "summary.json").read_text())
+    b = json.loads((tmp_path / "two" / "summary.json").read_text())
+    for key in ("reward", "raw_reward", "kl", "policy_loss", "value_loss"):
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert max(abs(x) for x in a["policy_loss"]) > 0  # the comparison is not of zeros
