@@ -113,6 +113,38 @@ def _load_critic(cfg: PpoConfig, tokenizer):
     return critic
 
 
+def prepare_models(cfg: PpoConfig, accelerator, built: Built, pad_id: int):
+    """Optimizers and schedules for the policy and the critic (each its own, so critic warm-up can
+    step one alone and `critic.lr` can differ), all passed through `accelerator.prepare`."""
+    from rlhf.ppo.update import Models
+    from rlhf.training import build_optimizer, build_scheduler
+
+    policy, critic = built.policy, built.critic
+    rollout = cfg.rollout.prompts_per_step * cfg.rollout.completions_per_prompt
+    total_updates = (
+        cfg.steps * cfg.ppo_epochs * (rollout // cfg.minibatch_size)
+    )  # at most: target_kl may stop early
+    policy_optimizer = build_optimizer(policy.lm, cfg.optimizer)
+    policy_scheduler = build_scheduler(policy_optimizer, cfg.optimizer, total_updates)
+    value_optimizer = value_scheduler = None
+    if critic_parameters(policy, critic):
+        value_cfg = dataclasses.replace(cfg.optimizer, lr=cfg.critic.lr or cfg.optimizer.lr)
+        value_optimizer = build_optimizer(critic if critic is not None else policy.value_head, value_cfg)
+        value_scheduler = build_scheduler(value_optimizer, value_cfg, total_updates)
+    extras = [x for x in (value_optimizer, critic) if x is not None]
+    policy_w, policy_optimizer, *rest = accelerator.prepare(policy, policy_optimizer, *extras)
+    value_optimizer = rest.pop(0) if value_optimizer is not None else None
+    critic_w = rest.pop(0) if critic is not None else None
+    unwrapped = accelerator.unwrap_model(policy_w)
+    return Models(
+        policy=policy_w, critic=critic_w, policy_optimizer=policy_optimizer, value_optimizer=value_optimizer,
+        policy_scheduler=policy_scheduler, value_scheduler=value_scheduler,
+        policy_params=[p for p in unwrapped.lm.parameters() if p.requires_grad],
+        value_params=critic_parameters(unwrapped, accelerator.unwrap_model(critic_w) if critic_w else None),
+        pad_id=pad_id,
+    )  # fmt: skip
+
+
 def critic_parameters(policy: PolicyValue, critic) -> list[torch.nn.Parameter]:
     if critic is not None:
         return [p for p in critic.parameters() if p.requires_grad]

@@ -91,10 +91,10 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     from rlhf.models import load_tokenizer, trainable_parameter_summary
     from rlhf.ppo.rewards import build_reward_function
     from rlhf.ppo.rollout import HFGenerator, sample_rollout, score_rollout
-    from rlhf.ppo.setup import build_models, critic_parameters
-    from rlhf.ppo.update import Models, UpdateState, compute_advantages, make_reduce_sum, ppo_update
+    from rlhf.ppo.setup import build_models, prepare_models
+    from rlhf.ppo.update import UpdateState, compute_advantages, make_reduce_sum, ppo_update
     from rlhf.tracking import MetricsLogger, prepare_run_dir, progress_bar
-    from rlhf.training import build_optimizer, build_scheduler, make_accelerator
+    from rlhf.training import make_accelerator
     from rlhf.training.batches import BatchStream
 
     if not cfg.reward.all_sources():
@@ -124,40 +124,13 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     )
 
     built = build_models(cfg, tokenizer, device)
-    policy, critic = built.policy, built.critic
-    trainable, total = trainable_parameter_summary(policy)
+    trainable, total = trainable_parameter_summary(built.policy)
     say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable (peft: {cfg.peft.method})")
     for note in built.notes:
         say(f"[model] {note}")
 
-    rollout_size = cfg.rollout.prompts_per_step * cfg.rollout.completions_per_prompt
-    total_updates = cfg.steps * cfg.ppo_epochs * (rollout_size // cfg.minibatch_size)
-    policy_optimizer = build_optimizer(policy.lm, cfg.optimizer)
-    policy_scheduler = build_scheduler(policy_optimizer, cfg.optimizer, total_updates)
-    value_params = critic_parameters(policy, critic)
-    value_optimizer = value_scheduler = None
-    if value_params:
-        value_cfg = dataclasses.replace(cfg.optimizer, lr=cfg.critic.lr or cfg.optimizer.lr)
-        value_optimizer = build_optimizer(critic if critic is not None else policy.value_head, value_cfg)
-        value_scheduler = build_scheduler(value_optimizer, value_cfg, total_updates)
-    to_prepare = (
-        [policy, policy_optimizer]
-        + ([value_optimizer] if value_optimizer else [])
-        + ([critic] if critic else [])
-    )
-    prepared = accelerator.prepare(*to_prepare)
-    policy_w, policy_optimizer = prepared[0], prepared[1]
-    rest = list(prepared[2:])
-    value_optimizer = rest.pop(0) if value_optimizer is not None else None
-    critic_w = rest.pop(0) if critic is not None else None
-    unwrapped = accelerator.unwrap_model(policy_w)
-    models = Models(
-        policy=policy_w, critic=critic_w, policy_optimizer=policy_optimizer, value_optimizer=value_optimizer,
-        policy_scheduler=policy_scheduler, value_scheduler=value_scheduler,
-        policy_params=[p for p in unwrapped.lm.parameters() if p.requires_grad],
-        value_params=critic_parameters(unwrapped, accelerator.unwrap_model(critic_w) if critic_w else None),
-        pad_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+    models = prepare_models(cfg, accelerator, built, tokenizer.pad_token_id)
+    unwrapped, critic_w = accelerator.unwrap_model(models.policy), models.critic
 
     kl_ctl = make_kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
     state = UpdateState(baseline=MovingBaseline(cfg.advantage.baseline_decay))
@@ -209,16 +182,7 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
             t_score = time.time()
             row = _reward_row(rewards, reduce_sum, accelerator.num_processes)
             beta = kl_ctl.value
-            bad_reward = float(reduce_sum((~torch.isfinite(rollout.scores)).sum().double().reshape(1))[0]) > 0
-            if bad_reward:
-                state.skipped += 1
-                say(
-                    f"[guard] warning: step {step}: a reward is NaN or infinite; update skipped ({state.skipped} so far)"
-                )
-                if state.skipped > cfg.guards.max_nonfinite:
-                    from rlhf.ppo.update import NonFiniteError, nonfinite_message
-
-                    raise NonFiniteError(nonfinite_message(state.skipped, cfg))
+            if not _rewards_finite(rollout, reduce_sum, state, cfg, step, say):
                 row["skipped"] = 1.0
             else:
                 row.update(compute_advantages(
@@ -262,6 +226,21 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
         started,
         say,
     )
+
+
+def _rewards_finite(rollout, reduce_sum, state, cfg: PpoConfig, step: int, say) -> bool:
+    """False (and the step's update skipped, counted, maybe the run stopped) when any process has a
+    NaN or infinite reward."""
+    from rlhf.ppo.update import NonFiniteError, nonfinite_message
+
+    bad = reduce_sum((~torch.isfinite(rollout.scores)).sum().double().reshape(1))
+    if float(bad[0]) == 0:
+        return True
+    state.skipped += 1
+    say(f"[guard] warning: step {step}: a reward is NaN or infinite; update skipped ({state.skipped} so far)")
+    if state.skipped > cfg.guards.max_nonfinite:
+        raise NonFiniteError(nonfinite_message(state.skipped, cfg))
+    return False
 
 
 def _reward_row(rewards, reduce_sum, processes: int) -> dict[str, float]:
