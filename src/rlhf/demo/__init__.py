@@ -79,15 +79,13 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     from rlhf.data import pad_batch
     from rlhf.models import load_causal_lm, load_tokenizer, trainable_parameter_summary
-    from rlhf.tracking import MetricsLogger, prepare_run_dir
-    from rlhf.training import build_optimizer, build_scheduler, make_accelerator, train_loop
+    from rlhf.tracking import MetricsLogger
+    from rlhf.training import build_optimizer, build_scheduler, train_loop
+    from rlhf.training.loop import start_stage
 
     started = time.time()
-    accelerator = make_accelerator(cfg.optimizer, seed=cfg.seed)
+    accelerator, say, run_dir = start_stage("demo", cfg, cfg.optimizer)
     main = accelerator.is_main_process
-    say = print if main else (lambda *a, **k: None)
-    run_dir = prepare_run_dir(cfg.logging.output_dir, cfg, seed=cfg.seed, main=main)
-    say(f"rlhf demo: run directory {run_dir}")
 
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     loaded, stats, examples = _examples(cfg, tokenizer)

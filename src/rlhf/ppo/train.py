@@ -93,9 +93,9 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     from rlhf.ppo.rollout import HFGenerator, sample_rollout, score_rollout
     from rlhf.ppo.setup import build_models, prepare_models
     from rlhf.ppo.update import UpdateState, compute_advantages, make_reduce_sum, ppo_update
-    from rlhf.tracking import MetricsLogger, prepare_run_dir, progress_bar
-    from rlhf.training import make_accelerator
+    from rlhf.tracking import MetricsLogger, progress_bar
     from rlhf.training.batches import BatchStream
+    from rlhf.training.loop import start_stage
 
     if not cfg.reward.all_sources():
         from rlhf.config.core import ConfigError
@@ -104,15 +104,10 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
             "rlhf ppo needs a reward: set reward.model, reward.function, reward.url or reward.sources"
         )
     started = time.time()
-    accelerator = make_accelerator(
-        dataclasses.replace(cfg.optimizer, gradient_accumulation_steps=1),
-        seed=cfg.seed,
-        mixed_precision=cfg.mixed_precision,
-    )  # fmt: skip  (the update accumulates micro-batches itself)
+    # Accumulation 1: the update accumulates a minibatch's micro-batches itself.
+    accumulation_off = dataclasses.replace(cfg.optimizer, gradient_accumulation_steps=1)
+    accelerator, say, run_dir = start_stage("ppo", cfg, accumulation_off, mixed_precision=cfg.mixed_precision)
     main, device = accelerator.is_main_process, accelerator.device
-    say = print if main else (lambda *a, **k: None)
-    run_dir = prepare_run_dir(cfg.logging.output_dir, cfg, seed=cfg.seed, main=main)
-    say(f"rlhf ppo: run directory {run_dir}")
 
     tokenizer = load_tokenizer(cfg.model, padding_side="left")
     prompts, prompt_ids, data_summary = load_prompt_ids(cfg, tokenizer)

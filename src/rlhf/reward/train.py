@@ -220,18 +220,15 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     """
     from rlhf.models import load_tokenizer, trainable_parameter_summary
     from rlhf.models.scalar import load_scalar_model
-    from rlhf.tracking import MetricsLogger, prepare_run_dir
-    from rlhf.training import build_optimizer, build_scheduler, make_accelerator, train_loop
+    from rlhf.tracking import MetricsLogger
+    from rlhf.training import build_optimizer, build_scheduler, train_loop
     from rlhf.training.batches import BatchStream
     from rlhf.training.checkpoint import resume_run, save_checkpoint
-    from rlhf.training.loop import stage_on_step
+    from rlhf.training.loop import stage_on_step, start_stage
 
     started = time.time()
-    accelerator = make_accelerator(cfg.optimizer, seed=cfg.seed, mixed_precision=cfg.mixed_precision)
+    accelerator, say, run_dir = start_stage("reward", cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision)
     main = accelerator.is_main_process
-    say = print if main else (lambda *a, **k: None)
-    run_dir = prepare_run_dir(cfg.logging.output_dir, cfg, seed=cfg.seed, main=main)
-    say(f"rlhf reward: run directory {run_dir}")
 
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     data = build_data(cfg, tokenizer)

@@ -65,6 +65,21 @@ def make_accelerator(
     return accelerator
 
 
+def start_stage(name: str, cfg, optim_cfg: OptimizerConfig, *, mixed_precision: str = "no"):
+    """The opening every stage run shares: an Accelerator (`make_accelerator`, seeded with
+    `cfg.seed`), a `say` that prints on the main process only, and the run directory
+    (`cfg.logging.output_dir`, with the resolved config and environment written into it).
+    Returns (accelerator, say, run_dir)."""
+    from rlhf.tracking import prepare_run_dir
+
+    accelerator = make_accelerator(optim_cfg, seed=cfg.seed, mixed_precision=mixed_precision)
+    main = accelerator.is_main_process
+    say = print if main else (lambda *a, **k: None)
+    run_dir = prepare_run_dir(cfg.logging.output_dir, cfg, seed=cfg.seed, main=main)
+    say(f"rlhf {name}: run directory {run_dir}")
+    return accelerator, say, run_dir
+
+
 @dataclass
 class LoopResult:
     """What a finished loop reports back."""
