@@ -86,3 +86,15 @@ def test_data_inspect_reports_skipped_lines(tmp_path):
     proc = rlhf("data", "inspect", str(pairs), "--set", "data.on_error=raise")
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: {pairs}:2: field `rejected`")
+
+
+def test_every_command_leaves_the_process_group_closed(tmp_path, capsys):
+    """An open gloo group at interpreter exit can abort a finished torchrun process (SIGABRT)."""
+    import torch.distributed as dist
+
+    from rlhf.cli.main import main
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    assert dist.is_initialized()
+    assert main(["data", "formats"]) == 0
+    assert not dist.is_initialized()

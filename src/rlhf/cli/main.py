@@ -318,7 +318,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return run_guarded(lambda: args.func(args))
+    try:
+        return run_guarded(lambda: args.func(args))
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Leave a torchrun/accelerate process group before the interpreter shuts down. Exiting with
+    it open leaves gloo's worker threads holding tensors, and their clean-up during interpreter
+    finalization can abort the process ("terminate called without an active exception",
+    SIGABRT; pytorch/pytorch#190489), failing a run that had finished its work."""
+    torch = sys.modules.get("torch")  # a command that never imported torch has no group to close
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
