@@ -1,0 +1,403 @@
+"""A labeling project's storage: items, annotators, assignments and submissions in SQLite.
+
+    <project>/label.db    WAL journal; every write is one `BEGIN IMMEDIATE` transaction, so an
+                          acknowledged submission is on disk (synchronous=FULL) before the
+                          server answers, and concurrent writers queue instead of failing.
+
+Assignment: an annotator asking for work first gets back an open assignment of theirs (after a
+reload or a crash of their browser); otherwise the item with the fewest submissions plus open
+assignments of others, below the project's overlap, that they have neither answered nor skipped;
+ties go to the lowest id. So items finish evenly and nobody judges an item twice. An assignment
+fixes the order its completions are shown in; it lapses after `LEASE_SECONDS` so abandoned work
+returns to the pool.
+
+Tokens are random (32 bytes, URL-safe) and stored only as SHA-256 hashes: the database alone does
+not let anyone log in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf.label.tasks import AnswerError, ProjectConfig, canonical_answer
+
+DB_FILE = "label.db"
+LEASE_SECONDS = 30 * 60
+"""How long an assignment stays reserved for its annotator without a submission."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    completions TEXT NOT NULL,
+    gold TEXT,
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS annotators (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    token_hash TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('annotator', 'owner')),
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS assignments (
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    display_order TEXT NOT NULL,
+    assigned REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('open', 'submitted', 'skipped')),
+    PRIMARY KEY (annotator_id, item_id)
+);
+CREATE TABLE IF NOT EXISTS submissions (
+    id INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    answer TEXT NOT NULL,
+    display_order TEXT NOT NULL,
+    created REAL NOT NULL,
+    seconds REAL,
+    undone INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_live_submission ON submissions (item_id, annotator_id) WHERE undone = 0;
+"""
+
+
+class StoreError(ValueError):
+    """A request the store refuses (unknown item, not assigned, already answered, ...); nothing changed."""
+
+
+@dataclass
+class Item:
+    id: int
+    source: str
+    """Where the item came from (file:line)."""
+    prompt: Any
+    """The prompt as JSON: text, or a list of {role, content} messages."""
+    completions: list[str]
+    gold: dict | None = None
+    """A known answer (canonical form) for gold items, never shown to annotators."""
+
+
+@dataclass
+class Annotator:
+    id: int
+    name: str
+    role: str
+
+
+@dataclass
+class Assignment:
+    item: Item
+    order: list[int]
+    """order[p]: the original index of the completion shown at position p."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class Store:
+    """One project's database; safe to share between threads (each gets its own connection)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / DB_FILE
+        self._local = threading.local()
+        raw = self._read_meta("config")
+        if raw is None:
+            raise StoreError(f"{self.directory} is not a labeling project (no config in {DB_FILE})")
+        self.config = ProjectConfig(**json.loads(raw))
+
+    # ------------------------------------------------------------------ creation and connections
+
+    @classmethod
+    def create(cls, directory: str | Path, config: ProjectConfig) -> Store:
+        """A new, empty project in `directory` (refuses to overwrite one)."""
+        directory = Path(directory)
+        if (directory / DB_FILE).exists():
+            raise StoreError(f"{directory} already holds a labeling project ({DB_FILE})")
+        directory.mkdir(parents=True, exist_ok=True)
+        conn = _connect(directory / DB_FILE)
+        with conn:
+            conn.executescript(SCHEMA)
+            conn.execute("INSERT INTO meta VALUES ('config', ?)", (json.dumps(asdict(config)),))
+            conn.execute("INSERT INTO meta VALUES ('created', ?)", (str(time.time()),))
+        conn.close()
+        return cls(directory)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _connect(self.path)
+        return conn
+
+    def _read_meta(self, key: str) -> str | None:
+        if not self.path.is_file():
+            return None
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _write(self):
+        """A write transaction that takes the database's write lock at once (BEGIN IMMEDIATE)."""
+        return _Transaction(self._conn())
+
+    # ------------------------------------------------------------------ items and annotators
+
+    def add_items(self, items: list[tuple[str, Any, list[str], dict | None]]) -> int:
+        """Add (source, prompt JSON, completions, gold answer or None) rows; returns how many."""
+        low, high = self.config.completions_needed()
+        for source, _prompt, completions, _gold in items:
+            if len(completions) < low or (high is not None and len(completions) > high):
+                want = f"exactly {low}" if low == high else f"at least {low}"
+                raise StoreError(
+                    f"{source}: {len(completions)} completions, but the questions {self.config.questions} need {want}"
+                )
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO items (source, prompt, completions, gold) VALUES (?, ?, ?, ?)",
+                [
+                    (s, json.dumps(p), json.dumps(c), json.dumps(g) if g is not None else None)
+                    for s, p, c, g in items
+                ],
+            )
+        return len(items)
+
+    def add_annotator(self, name: str, role: str = "annotator") -> str:
+        """Register `name`; returns their token (shown once: only its hash is kept)."""
+        if not name or not name.strip():
+            raise StoreError("an annotator needs a name")
+        token = secrets.token_urlsafe(32)
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO annotators (name, token_hash, role, created) VALUES (?, ?, ?, ?)",
+                    (name, hash_token(token), role, time.time()),
+                )
+        except sqlite3.IntegrityError:
+            raise StoreError(f"an annotator named {name!r} already exists") from None
+        return token
+
+    def authenticate(self, token: str | None) -> Annotator | None:
+        if not token:
+            return None
+        row = (
+            self._conn()
+            .execute("SELECT id, name, role FROM annotators WHERE token_hash = ?", (hash_token(token),))
+            .fetchone()
+        )
+        return Annotator(*row) if row else None
+
+    def item(self, item_id: int) -> Item:
+        row = (
+            self._conn()
+            .execute("SELECT id, source, prompt, completions, gold FROM items WHERE id = ?", (item_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise StoreError(f"no item {item_id}")
+        return _item(row)
+
+    # ------------------------------------------------------------------ the annotator's loop
+
+    def next_assignment(self, annotator_id: int, *, now: float | None = None) -> Assignment | None:
+        """The annotator's open assignment, or a new one (see the module docstring); None when done."""
+        now = time.time() if now is None else now
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT item_id, display_order FROM assignments WHERE annotator_id = ? AND state = 'open' "
+                "ORDER BY assigned LIMIT 1",
+                (annotator_id,),
+            ).fetchone()
+            if row is None:
+                row = self._assign(conn, annotator_id, now)
+            else:
+                conn.execute(
+                    "UPDATE assignments SET assigned = ? WHERE annotator_id = ? AND item_id = ?",
+                    (now, annotator_id, row[0]),
+                )
+        if row is None:
+            return None
+        return Assignment(self.item(row[0]), json.loads(row[1]))
+
+    def _assign(self, conn: sqlite3.Connection, annotator_id: int, now: float):
+        row = conn.execute(
+            """
+            SELECT i.id, json_array_length(i.completions) FROM items i
+            WHERE NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?)
+              AND (SELECT COUNT(*) FROM submissions s WHERE s.item_id = i.id AND s.undone = 0)
+                + (SELECT COUNT(*) FROM assignments a WHERE a.item_id = i.id AND a.state = 'open'
+                   AND a.assigned > ?) < ?
+            ORDER BY (SELECT COUNT(*) FROM submissions s WHERE s.item_id = i.id AND s.undone = 0)
+                   + (SELECT COUNT(*) FROM assignments a WHERE a.item_id = i.id AND a.state = 'open'
+                      AND a.assigned > ?),
+                     i.id
+            LIMIT 1
+            """,
+            (annotator_id, now - LEASE_SECONDS, self.config.overlap, now - LEASE_SECONDS),
+        ).fetchone()
+        if row is None:
+            return None
+        item_id, n = row
+        order = list(range(n))
+        if self.config.shuffle:
+            secrets.SystemRandom().shuffle(order)
+        conn.execute(
+            "INSERT INTO assignments VALUES (?, ?, ?, ?, 'open')",
+            (annotator_id, item_id, json.dumps(order), now),
+        )
+        return item_id, json.dumps(order)
+
+    def submit(
+        self, annotator_id: int, item_id: int, raw_answer: Any, *, seconds: float | None = None
+    ) -> int:
+        """Check and store an answer to the annotator's assignment of `item_id`; returns its id.
+        Raises `AnswerError` (bad answer) or `StoreError` (not theirs, already answered); both
+        leave the database unchanged."""
+        with self._write() as conn:
+            order = self._open_order(conn, annotator_id, item_id)
+            item = self.item(item_id)
+            answer = canonical_answer(raw_answer, order, self.config, item.completions)
+            cursor = conn.execute(
+                "INSERT INTO submissions (item_id, annotator_id, answer, display_order, created, seconds) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (item_id, annotator_id, json.dumps(answer), json.dumps(order), time.time(), seconds),
+            )
+            conn.execute(
+                "UPDATE assignments SET state = 'submitted' WHERE annotator_id = ? AND item_id = ?",
+                (annotator_id, item_id),
+            )
+            return int(cursor.lastrowid)
+
+    def skip(self, annotator_id: int, item_id: int) -> None:
+        """Pass on the item: it goes to someone else and never back to this annotator."""
+        with self._write() as conn:
+            self._open_order(conn, annotator_id, item_id)
+            conn.execute(
+                "UPDATE assignments SET state = 'skipped' WHERE annotator_id = ? AND item_id = ?",
+                (annotator_id, item_id),
+            )
+
+    def undo_last(self, annotator_id: int) -> int | None:
+        """Withdraw the annotator's newest live submission; its item becomes their open assignment
+        again (same display order). Returns the item id, or None when there is nothing to undo."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT id, item_id FROM submissions WHERE annotator_id = ? AND undone = 0 ORDER BY id DESC LIMIT 1",
+                (annotator_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE submissions SET undone = 1 WHERE id = ?", (row[0],))
+            conn.execute(
+                "UPDATE assignments SET state = 'open', assigned = ? WHERE annotator_id = ? AND item_id = ?",
+                (time.time(), annotator_id, row[1]),
+            )
+            return int(row[1])
+
+    def _open_order(self, conn: sqlite3.Connection, annotator_id: int, item_id: int) -> list[int]:
+        row = conn.execute(
+            "SELECT display_order, state FROM assignments WHERE annotator_id = ? AND item_id = ?",
+            (annotator_id, item_id),
+        ).fetchone()
+        if row is None:
+            exists = conn.execute("SELECT 1 FROM items WHERE id = ?", (item_id,)).fetchone()
+            raise StoreError(
+                f"no item {item_id}" if exists is None else f"item {item_id} is not assigned to you"
+            )
+        if row[1] != "open":
+            raise StoreError(f"item {item_id} was already {row[1]}")
+        return json.loads(row[0])
+
+    # ------------------------------------------------------------------ reading back
+
+    def submissions(self, *, include_undone: bool = False) -> Iterator[dict[str, Any]]:
+        """Every (live) submission with its annotator's name, oldest first."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT s.id, s.item_id, a.name, s.answer, s.display_order, s.created, s.seconds, s.undone "
+                "FROM submissions s JOIN annotators a ON a.id = s.annotator_id "
+                + ("" if include_undone else "WHERE s.undone = 0 ")
+                + "ORDER BY s.id"
+            )
+            .fetchall()
+        )
+        for sid, item_id, name, answer, order, created, seconds, undone in rows:
+            yield {
+                "id": sid, "item_id": item_id, "annotator": name, "answer": json.loads(answer),
+                "order": json.loads(order), "created": created, "seconds": seconds, "undone": bool(undone),
+            }  # fmt: skip
+
+    def items(self) -> list[Item]:
+        rows = (
+            self._conn()
+            .execute("SELECT id, source, prompt, completions, gold FROM items ORDER BY id")
+            .fetchall()
+        )
+        return [_item(row) for row in rows]
+
+    def progress(self, annotator_id: int | None = None) -> dict[str, int]:
+        """Counts for the progress bar: the project's, or one annotator's."""
+        conn = self._conn()
+        total = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        needed = total * self.config.overlap
+        done = conn.execute("SELECT COUNT(*) FROM submissions WHERE undone = 0").fetchone()[0]
+        out = {"items": total, "needed": needed, "submitted": done}
+        if annotator_id is not None:
+            mine = conn.execute(
+                "SELECT COUNT(*) FROM submissions WHERE annotator_id = ? AND undone = 0", (annotator_id,)
+            ).fetchone()[0]
+            out["mine"] = mine
+        return out
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # Autocommit mode (isolation_level None): transactions are explicit `BEGIN IMMEDIATE ... COMMIT`.
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # a COMMIT is on disk before it returns
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _item(row) -> Item:
+    item_id, source, prompt, completions, gold = row
+    return Item(
+        item_id, source, json.loads(prompt), json.loads(completions), json.loads(gold) if gold else None
+    )
+
+
+__all__ = ["AnswerError", "Annotator", "Assignment", "Item", "Store", "StoreError", "hash_token"]
