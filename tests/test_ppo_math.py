@@ -70,6 +70,11 @@ def test_whitening_under_a_mask() -> None:
     assert masked_var(white, MASK).item() == pytest.approx(1.0, abs=1e-6)
     # shift_mean=False puts the mean 3 back: [1.735089, 2.367544, 3, 3.632456, 4.264911]; padding still 0.
     _close(masked_whiten(x, MASK, shift_mean=False), [[1.735089, 2.367544, 3.0], [3.632456, 4.264911, 0.0]])
+    # With a cross-process sum (here one process: the identity) the statistics come out the same.
+    _close(
+        masked_whiten(x, MASK, reduce_sum=lambda t: t),
+        [[-1.264911, -0.632456, 0.0], [0.632456, 1.264911, 0.0]],
+    )
 
 
 def test_kl_estimators() -> None:

@@ -29,6 +29,7 @@ rather than multiplying by it, and padded outputs are 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -86,15 +87,27 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
 
 
 def masked_whiten(
-    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """(x − μ) / √(σ² + eps) with μ, σ² the mean and unbiased variance over the masked entries.
 
     shift_mean False adds μ back (rescales around the mean only, as for rewards whose sign
     matters). Padded entries are 0. The statistics are over the whole tensor, not per row.
+    `reduce_sum(t)` sums a small tensor over processes (e.g. an all-reduce): the statistics are
+    then those of the masked entries of every process, computed in float64.
     """
-    mean = masked_mean(x, mask)
-    var = masked_var(x, mask, unbiased=True)
+    if reduce_sum is None:
+        mean = masked_mean(x, mask)
+        var = masked_var(x, mask, unbiased=True)
+    else:
+        n, total = reduce_sum(torch.stack([_count(x, mask), masked_sum(x, mask)]).double())
+        mean64 = total / n.clamp(min=1)
+        squares = reduce_sum(masked_sum((x.double() - mean64) ** 2, mask).reshape(1))[0]
+        mean, var = mean64.to(x.dtype), (squares / (n - 1).clamp(min=1)).to(x.dtype)
     whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean

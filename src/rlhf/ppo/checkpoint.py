@@ -52,26 +52,17 @@ def save(
 
 def restore(accelerator, run_dir, resume, cfg, policy, critic_w, models, kl_ctl, state, reward_fn, say):
     """Load the checkpoint `resume` names (see `resume_run`); returns (step, history)."""
-    from pathlib import Path
-
     from rlhf.ppo.setup import load_value_state
-    from rlhf.training.checkpoint import CheckpointError, latest_checkpoint, resume_run
+    from rlhf.training.checkpoint import resume_run
 
-    # Checked before `resume_run`, which already trims the run's metrics to the checkpoint's step.
-    path = latest_checkpoint(run_dir) if resume is True else (Path(resume) if resume else None)
-    if path is not None and (path / "trainer_state.json").is_file() and not (path / "extra.pt").is_file():
-        raise CheckpointError(f"{path} has no extra.pt (critic, KL state): not a PPO checkpoint")
     resumed = resume_run(
         accelerator, run_dir, resume, model=policy.lm, optimizer=models.policy_optimizer,
         scheduler=models.policy_scheduler, config=to_dict(cfg), say=say,
+        require=("extra.pt",),  # critic, KL state: checked before the run's metrics are trimmed
     )  # fmt: skip
     if resumed.step == 0:
         return 0, []
-    extra = resumed.extra
-    if extra is None:
-        raise CheckpointError(
-            f"the checkpoint at step {resumed.step} has no extra.pt (critic, KL state): not a PPO checkpoint"
-        )
+    extra = resumed.extra  # present: `require` refused a checkpoint without it
     critic = accelerator.unwrap_model(critic_w) if critic_w is not None else None
     if extra["value"]:
         load_value_state(policy, critic, extra["value"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,21 +45,10 @@ class UpdateState:
     """Updates skipped for a NaN/inf loss, reward or gradient so far."""
     ptx_position: int = 0
     """PPO-ptx batches consumed so far."""
-    warnings: list[str] = field(default_factory=list)
 
 
 class NonFiniteError(RuntimeError):
     """Too many NaN/inf losses or rewards: the run stops."""
-
-
-def global_whiten(x: torch.Tensor, mask: torch.Tensor, reduce_sum) -> torch.Tensor:
-    """`x` shifted and scaled to mean 0, variance 1 over the masked entries of all processes."""
-    n, total = mask.sum(), (x * mask).sum()
-    sums = reduce_sum(torch.stack([n, total]).double())
-    mean = sums[1] / sums[0].clamp(min=1)
-    sq = reduce_sum(((x.double() - mean) ** 2 * mask).sum().reshape(1))[0]
-    var = sq / (sums[0] - 1).clamp(min=1)  # unbiased, as `masked_var`
-    return ((x - mean.float()) * torch.rsqrt(var.float() + 1e-8)) * mask
 
 
 def compute_advantages(
@@ -77,7 +66,7 @@ def compute_advantages(
             rewards, rollout.values, mask, cfg.advantage.gamma, cfg.advantage.lam
         )
     else:
-        seq = rollout.scores - beta * seq_kl if in_reward else rollout.scores.clone()
+        seq = rollout.scores - beta * seq_kl if in_reward else rollout.scores
         if estimator == "reinforce":
             # The baseline is a mean over the whole step's rollout, identical on every process.
             everything = gather(seq)  # (R x processes,) in rank order
@@ -91,7 +80,7 @@ def compute_advantages(
         rollout.advantages = F.broadcast_to_tokens(seq_adv, mask)
         rollout.returns = None
     if cfg.advantage.whiten:
-        rollout.advantages = global_whiten(rollout.advantages, mask, reduce_sum)
+        rollout.advantages = F.masked_whiten(rollout.advantages, mask, reduce_sum=reduce_sum)
     totals = reduce_sum(torch.stack([seq_kl.sum(), torch.tensor(float(len(rollout)))]).double())
     return {"kl": float(totals[0] / totals[1])}
 

@@ -169,12 +169,15 @@ def resume_run(
     scheduler: Any,
     config: dict[str, Any],
     say: Callable[..., None] = print,
+    require: tuple[str, ...] = (),
 ) -> ResumeState:
     """Restore a run: `resume` True takes the newest checkpoint of `run_dir` (a fresh start when
     there is none), a path takes that checkpoint, None/False starts fresh.
 
     Warns about config fields that differ from the checkpoint's (other than `logging`), and drops
     the metric rows the interrupted run logged after the checkpoint, so each step is logged once.
+    `require`: files a stage needs in the checkpoint (e.g. `extra.pt`); a checkpoint without one
+    is refused before anything is loaded or trimmed.
     """
     from rlhf.tracking.metrics import truncate_metrics
 
@@ -183,6 +186,9 @@ def resume_run(
         if resume is True:
             say(f"[resume] no checkpoint in {Path(run_dir) / CHECKPOINTS}: starting from step 0")
         return ResumeState()
+    missing = [name for name in require if not (path / name).is_file()]
+    if missing and (path / "trainer_state.json").is_file():
+        raise CheckpointError(f"{path} has no {', '.join(missing)}: not a checkpoint of this stage")
     state = load_checkpoint(accelerator, path, model=model, optimizer=optimizer, scheduler=scheduler)
     for line in config_changes(state.get("config", {}), config):
         say(f"[resume] warning: {line}")
