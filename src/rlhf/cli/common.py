@@ -90,6 +90,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from rlhf.training.checkpoint import CheckpointError
 
     errors += [ModelLoadError, AdapterError, CheckpointError, RewardSourceError, NonFiniteError]
+    from rlhf.label.export import ExportError
+    from rlhf.label.store import StoreError
+    from rlhf.label.tasks import AnswerError
+
+    errors += [StoreError, AnswerError, ExportError, OSError]
     return tuple(errors)
 
 

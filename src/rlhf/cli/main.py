@@ -16,11 +16,11 @@ from rlhf.cli.common import (
     resolve_config,
     run_guarded,
 )
+from rlhf.cli.label import add_label_parser
 
 # Stages the toolkit is built around, in pipeline order. A stage whose module has not landed yet
 # is still listed, so `rlhf --help` shows the whole loop, and says plainly that it is not here.
 PENDING_STAGES = {
-    "label": "the labeling web app for collecting human feedback",
     "dpo": "direct preference optimization and its relatives",
     "rrhf": "rank responses to align with human feedback",
     "pipeline": "run the whole loop, stage by stage, in one run directory",
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         stage = sub.add_parser(name, help=f"{help_text} [not yet available]", description=help_text)
         add_config_args(stage)
         stage.set_defaults(func=_pending(name))
+
+    add_label_parser(sub)
 
     sft = sub.add_parser(
         "sft",

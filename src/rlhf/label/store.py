@@ -70,11 +70,18 @@ CREATE TABLE IF NOT EXISTS submissions (
     undone INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_live_submission ON submissions (item_id, annotator_id) WHERE undone = 0;
+CREATE INDEX IF NOT EXISTS submissions_by_item ON submissions (item_id, undone);
+CREATE INDEX IF NOT EXISTS assignments_by_item ON assignments (item_id, state);
 """
 
 
 class StoreError(ValueError):
-    """A request the store refuses (unknown item, not assigned, already answered, ...); nothing changed."""
+    """A request the store refuses (unknown item, not assigned, already answered, ...); nothing changed.
+    `status` is the HTTP status the server answers with."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -188,6 +195,17 @@ class Store:
             raise StoreError(f"an annotator named {name!r} already exists") from None
         return token
 
+    def annotators(self) -> list[Annotator]:
+        rows = self._conn().execute("SELECT id, name, role FROM annotators ORDER BY id").fetchall()
+        return [Annotator(*row) for row in rows]
+
+    def get_meta(self, key: str) -> str | None:
+        return self._read_meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     def authenticate(self, token: str | None) -> Annotator | None:
         if not token:
             return None
@@ -205,7 +223,7 @@ class Store:
             .fetchone()
         )
         if row is None:
-            raise StoreError(f"no item {item_id}")
+            raise StoreError(f"no item {item_id}", 404)
         return _item(row)
 
     # ------------------------------------------------------------------ the annotator's loop
@@ -312,9 +330,9 @@ class Store:
         ).fetchone()
         if row is None:
             exists = conn.execute("SELECT 1 FROM items WHERE id = ?", (item_id,)).fetchone()
-            raise StoreError(
-                f"no item {item_id}" if exists is None else f"item {item_id} is not assigned to you"
-            )
+            if exists is None:
+                raise StoreError(f"no item {item_id}", 404)
+            raise StoreError(f"item {item_id} is not assigned to you", 403)
         if row[1] != "open":
             raise StoreError(f"item {item_id} was already {row[1]}")
         return json.loads(row[0])
@@ -338,6 +356,14 @@ class Store:
                 "id": sid, "item_id": item_id, "annotator": name, "answer": json.loads(answer),
                 "order": json.loads(order), "created": created, "seconds": seconds, "undone": bool(undone),
             }  # fmt: skip
+
+    def skipped(self) -> dict[str, int]:
+        """Items each annotator skipped, by name."""
+        rows = self._conn().execute(
+            "SELECT a.name, COUNT(*) FROM assignments s JOIN annotators a ON a.id = s.annotator_id "
+            "WHERE s.state = 'skipped' GROUP BY a.name"
+        )
+        return dict(rows.fetchall())
 
     def items(self) -> list[Item]:
         rows = (

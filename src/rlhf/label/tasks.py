@@ -95,22 +95,38 @@ def canonical_answer(raw: Any, order: list[int], cfg: ProjectConfig, originals: 
             [f"not asked: {', '.join(map(str, extra))}"] if extra else []
         )
         raise AnswerError(f"answer must cover exactly the questions {cfg.questions}: {'; '.join(parts)}")
-    out: dict[str, Any] = {}
-    for question in cfg.questions:
-        value = raw[question]
-        if question == "pairwise":
-            out[question] = _pairwise(value, order)
-        elif question == "ranking":
-            out[question] = [order[p] for p in _permutation(value, n)]
-        elif question == "rating":
-            out[question] = _by_original(_ratings(value, n, cfg), order)
-        elif question == "label":
-            out[question] = _by_original(_labels(value, n, cfg), order)
-        elif question == "correction":
-            out[question] = _correction(value, order, originals)
-        else:
-            out[question] = _text(value, "feedback")
-    return out
+    return {q: _answer(q, raw[q], order, cfg, originals) for q in cfg.questions}
+
+
+def check_gold(gold: Any, cfg: ProjectConfig, originals: list[str]) -> dict[str, Any]:
+    """A gold item's known answer in canonical form. `gold` is written like an annotator's answer
+    with the completions in file order (A = the first): e.g. {"pairwise": "A"} or
+    {"ranking": [2, 0, 1]}; it may cover only some of the questions (free text is not scored)."""
+    if not isinstance(gold, dict) or not gold:
+        raise AnswerError('gold must be an object of answers by question, e.g. {"pairwise": "A"}')
+    unknown = [k for k in gold if k not in cfg.questions]
+    if unknown:
+        raise AnswerError(f"gold answers questions the project does not ask: {', '.join(map(str, unknown))}")
+    free = [k for k in gold if k in ("correction", "feedback")]
+    if free:
+        raise AnswerError(f"gold cannot score free text ({', '.join(free)})")
+    identity = list(range(len(originals)))
+    return {q: _answer(q, value, identity, cfg, originals) for q, value in gold.items()}
+
+
+def _answer(question: str, value: Any, order: list[int], cfg: ProjectConfig, originals: list[str]) -> Any:
+    n = len(order)
+    if question == "pairwise":
+        return _pairwise(value, order)
+    if question == "ranking":
+        return [order[p] for p in _permutation(value, n)]
+    if question == "rating":
+        return _by_original(_ratings(value, n, cfg), order)
+    if question == "label":
+        return _by_original(_labels(value, n, cfg), order)
+    if question == "correction":
+        return _correction(value, order, originals)
+    return _text(value, "feedback")
 
 
 def _pairwise(value: Any, order: list[int]) -> dict[str, Any]:

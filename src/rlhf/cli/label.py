@@ -1,0 +1,185 @@
+"""`rlhf label ...`: create a labeling project, serve it, add annotators, export, show stats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def add_label_parser(sub) -> None:
+    label = sub.add_parser(
+        "label",
+        help="the labeling web app: comparisons, rankings, ratings, labels, corrections, feedback",
+        description="Collect human feedback on model completions in the browser; export it for `rlhf reward` / `rlhf sft`.",
+    )
+    cmds = label.add_subparsers(dest="label_command", metavar="<subcommand>", required=True)
+
+    init = cmds.add_parser(
+        "init", help="create a project from a file of candidates (what `rlhf generate` writes)"
+    )
+    init.add_argument("project", help="the project directory to create")
+    init.add_argument(
+        "--tasks", required=True, metavar="FILE", help="candidates: {prompt, completions} per row"
+    )
+    init.add_argument(
+        "--type", required=True, metavar="Q[,Q...]",
+        help="questions asked on each item: pairwise, ranking, rating, label, correction, feedback (comma-separated)",
+    )  # fmt: skip
+    init.add_argument(
+        "--overlap", type=int, default=1, help="judgments each item needs, from different annotators"
+    )
+    init.add_argument(
+        "--scale", type=float, nargs=2, metavar=("LOW", "HIGH"), default=[1.0, 7.0], help="rating scale"
+    )
+    init.add_argument(
+        "--scale-step", default="1", help="ratings are LOW + a multiple of this; 'none' for any number"
+    )
+    init.add_argument(
+        "--labels", default="okay,harmful", help="categories of the label question (comma-separated)"
+    )
+    text = init.add_mutually_exclusive_group()
+    text.add_argument("--instructions", default="", help="text shown to annotators above every item")
+    text.add_argument("--instructions-file", metavar="FILE", help="read the instructions from a file")
+    init.add_argument(
+        "--no-shuffle",
+        action="store_true",
+        help="show completions in file order (default: shuffled per annotator)",
+    )
+    init.add_argument("--owner", default="owner", help="name of the owner account created with the project")
+    init.add_argument(
+        "--url", default=DEFAULT_URL, help="where the server will be reached, for the login link"
+    )
+    init.set_defaults(func=_init)
+
+    serve = cmds.add_parser("serve", help="start the labeling server (127.0.0.1:8000 by default)")
+    serve.add_argument("project")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port (0: any free port; the URL is printed)")
+    serve.add_argument("--quiet", action="store_true", help="do not log requests")
+    serve.set_defaults(func=_serve)
+
+    add = cmds.add_parser("add-annotator", help="register an annotator and print their personal login link")
+    add.add_argument(
+        "names",
+        nargs="+",
+        metavar="[PROJECT] NAME",
+        help="the project (default: --project, $RLHF_LABEL_PROJECT or .) and the name",
+    )
+    add.add_argument("--project", help="the project directory")
+    add.add_argument(
+        "--owner", action="store_true", help="make them an owner (stats, export, adding annotators)"
+    )
+    add.add_argument("--url", help="where annotators reach the server (default: the URL `serve` last used)")
+    add.set_defaults(func=_add_annotator)
+
+    export = cmds.add_parser("export", help="write judgments as a file `rlhf reward` / `rlhf sft` read")
+    export.add_argument("project")
+    export.add_argument(
+        "--format", required=True, choices=["pairs", "rankings", "ratings", "labels", "sft", "judgments"]
+    )
+    export.add_argument(
+        "--resolve", default="majority", choices=["majority", "all"],
+        help="several annotators per item: majority (one row per item) or all (every judgment, weighted)",
+    )  # fmt: skip
+    export.add_argument("--output", metavar="FILE", help="default: PROJECT/exports/FORMAT-RESOLVE.jsonl")
+    export.add_argument(
+        "--include-incomplete", action="store_true", help="also items with fewer judgments than the overlap"
+    )
+    export.set_defaults(func=_export)
+
+    stats = cmds.add_parser("stats", help="progress, agreement and per-annotator quality")
+    stats.add_argument("project")
+    stats.add_argument("--json", action="store_true", help="print the stats as JSON")
+    stats.set_defaults(func=_stats)
+
+
+def _open(project: str):
+    from rlhf.label.store import DB_FILE, Store, StoreError
+
+    if not (Path(project) / DB_FILE).is_file():
+        raise StoreError(
+            f"{project} is not a labeling project (no {DB_FILE}); create one with `rlhf label init`"
+        )
+    return Store(project)
+
+
+def _init(args: argparse.Namespace) -> None:
+    from rlhf.config.core import ConfigError
+    from rlhf.label.project import init_project
+    from rlhf.label.tasks import ProjectConfig
+
+    instructions = args.instructions
+    if args.instructions_file:
+        instructions = Path(args.instructions_file).read_text(encoding="utf-8")
+    step = None if args.scale_step.lower() in ("none", "null", "") else float(args.scale_step)
+    try:
+        cfg = ProjectConfig(
+            questions=[q.strip() for q in args.type.split(",") if q.strip()], overlap=args.overlap,
+            scale=list(args.scale), scale_step=step, labels=[x.strip() for x in args.labels.split(",") if x.strip()],
+            instructions=instructions, shuffle=not args.no_shuffle,
+        )  # fmt: skip
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    store, token, report = init_project(args.project, args.tasks, cfg, owner=args.owner)
+    store.set_meta("url", args.url)
+    print(
+        f"created {args.project}: {report.summary()}; questions {', '.join(cfg.questions)}, overlap {cfg.overlap}"
+    )
+    print(f"owner {args.owner!r} token (shown once; only its hash is stored): {token}")
+    print(f"owner login link: {args.url}/login?token={token}")
+    print(f"next: rlhf label add-annotator {args.project} NAME; rlhf label serve {args.project}")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from rlhf.label.server import serve
+
+    store = _open(args.project)
+
+    def ready(url: str) -> None:
+        print(f"serving {args.project} at {url} (Ctrl-C stops)", flush=True)
+
+    serve(store, args.host, args.port, on_ready=ready, quiet=args.quiet)
+
+
+def _add_annotator(args: argparse.Namespace) -> None:
+    from rlhf.config.core import ConfigError
+
+    if len(args.names) > 2:
+        raise ConfigError("give the project and one name: rlhf label add-annotator [PROJECT] NAME")
+    project = (
+        args.names[0] if len(args.names) == 2 else args.project or os.environ.get("RLHF_LABEL_PROJECT", ".")
+    )
+    store = _open(project)
+    name = args.names[-1]
+    token = store.add_annotator(name, "owner" if args.owner else "annotator")
+    url = args.url or store.get_meta("url") or DEFAULT_URL
+    print(f"added {'owner' if args.owner else 'annotator'} {name!r}; token (shown once): {token}")
+    print(f"login link: {url.rstrip('/')}/login?token={token}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from rlhf.label.export import export_rows, write_export
+
+    store = _open(args.project)
+    rows, report = export_rows(store, args.format, args.resolve, include_incomplete=args.include_incomplete)
+    output = Path(args.output or Path(args.project) / "exports" / f"{args.format}-{args.resolve}.jsonl")
+    write_export(rows, output)
+    side = output.with_suffix(".report.json")
+    side.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {output}: {report.summary()} (report: {side})")
+
+
+def _stats(args: argparse.Namespace) -> None:
+    from rlhf.label.quality import format_stats, project_stats
+
+    stats = project_stats(_open(args.project))
+    if args.json:
+        json.dump(stats, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_stats(stats))
