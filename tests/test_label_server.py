@@ -8,8 +8,8 @@ import sqlite3
 import threading
 
 import pytest
-from label_helpers import Running, make_project
 
+from label_helpers import Running, make_project
 from rlhf.label.server import MAX_BODY
 
 XSS = '<script>document.title="pwned"</script><img src=x onerror=alert(1)>'
