@@ -158,3 +158,34 @@ def test_packed_rewards_equal_padded_and_leaks_are_caught(which, request):
     assert torch.allclose(packed, padded, atol=1e-5), (packed, padded)
     assert packing_isolates(model, groups, tok.pad_token_id, 64, "cpu")
     assert not packing_isolates(_Leaky(model), groups, tok.pad_token_id, 64, "cpu")
+
+
+def test_row_weights_scale_pairs_and_the_batch_share(tok):
+    """A row's `weight` (labeling exports that keep every judgment) scales its pairs; the batch's
+    share of the step is Σ weights, so a weight-w row counts w rows; Plackett-Luce refuses them."""
+    records = [
+        Ranking("Q1", ["a", "bb bb", "c c c"], [1, 0, 2], SRC, weight=0.5),
+        Comparison("Q2", "yes please", "no", SRC, weight=2.0),
+        Comparison("Q3", "fine", "bad", SRC),
+    ]
+    batch = collate_groups(groups_of(records, "pairwise", tok), tok.pad_token_id, mode="pairwise")
+    weights = batch.layout.pairs.weight.tolist()
+    assert weights == pytest.approx([0.5 / 3] * 3 + [2.0, 1.0])
+    assert batch.layout.count == 3 and batch.layout.weight_sum == pytest.approx(3.5)
+    plain = collate_groups(groups_of(records[2:], "pairwise", tok), tok.pad_token_id, mode="pairwise")
+    assert plain.layout.weight_sum == plain.layout.count == 1
+    with pytest.raises(ConfigError, match="weight"):
+        collate_groups(groups_of(records[:1], "plackett_luce", tok), tok.pad_token_id, mode="plackett_luce")
+
+
+def test_row_weight_is_read_and_checked(tmp_path):
+    from rlhf.data import load_records
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "Q", "chosen": "a", "rejected": "b", "weight": 0.25}\n')
+    assert load_records(str(path)).records[0].weight == 0.25
+    path.write_text(
+        '{"prompt": "Q", "chosen": "a", "rejected": "b"}\n{"prompt": "Q", "chosen": "a", "rejected": "b", "weight": 0}\n'
+    )
+    with pytest.raises(DataError, match=r"pairs.jsonl:2.*`weight`.*positive"):
+        load_records(str(path))

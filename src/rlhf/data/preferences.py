@@ -33,7 +33,18 @@ def pairwise(row: RowView, ctx: NormalizeContext) -> list[Comparison]:
         chosen, rejected = row.text("chosen"), row.text("rejected")
     _check_differ(row, chosen, rejected)
     margin = row.optional_number("margin")
-    return [Comparison(prompt, chosen, rejected, row.source, margin=margin, meta=row.meta())]
+    weight = row_weight(row)
+    return [Comparison(prompt, chosen, rejected, row.source, margin=margin, meta=row.meta(), weight=weight)]
+
+
+def row_weight(row: RowView) -> float:
+    """The row's optional `weight`: a positive number (1 when absent)."""
+    weight = row.optional_number("weight")
+    if weight is None:
+        return 1.0
+    if not weight > 0:
+        raise row.fail("weight", f"must be a positive number, got {weight}")
+    return float(weight)
 
 
 def _chat_pair(row: RowView) -> tuple[Prompt, str, str]:
@@ -148,7 +159,8 @@ def ranking(row: RowView, ctx: NormalizeContext) -> list[Ranking]:
         raise row.fail("ranks", f"expected a list of numbers, got {describe_value(ranks_value)}")
     ranks = [check_number(item, f"ranks[{i}]", row.source) for i, item in enumerate(ranks_value)]
     check_ranking(row, texts, ranks, ctx.allow_ties)
-    return [Ranking(prompt, texts, ranks, row.source, meta=row.meta())]
+    weight = row_weight(row)
+    return [Ranking(prompt, texts, ranks, row.source, meta=row.meta(), weight=weight)]
 
 
 def check_ranking(

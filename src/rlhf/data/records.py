@@ -80,6 +80,9 @@ class Comparison:
     """How strongly `chosen` is preferred, when the data says (e.g. a score difference)."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Fields of the source row the format does not use."""
+    weight: float = 1.0
+    """How much the row counts in the reward model's loss (the row's `weight`, e.g. 1 / judgments
+    of its item in a labeling export that keeps every judgment)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class Ranking:
     """File and line of the row (for message trees: the tree's row)."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Fields of the source row the format does not use (for message trees: tree and parent ids)."""
+    weight: float = 1.0
+    """How much the row counts in the reward model's loss (the row's `weight`; pairwise loss only)."""
 
     def pairs(self) -> list[tuple[int, int]]:
         """(better, worse) index pairs for every two completions with different ranks."""

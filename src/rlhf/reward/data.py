@@ -77,6 +77,8 @@ class Group:
     """rating_pairs: margin = margin_scale x difference of normalized ratings (0: none)."""
     targets: list[float] | None = None
     """(K,) pointwise: regression targets in [0, 1] or binary labels."""
+    weight: float = 1.0
+    """The row's weight (comparisons and rankings; pairwise loss): its pairs count this much."""
 
 
 def label_targets(positive: list[str] | None, negative: list[str] | None) -> dict[str, float]:
@@ -135,10 +137,13 @@ def build_groups(
         prompt = renderer.render(record.prompt)
         if isinstance(record, Comparison):
             margin = record.margin if use_margin else None
-            groups.append(Group(prompt, encode(prompt, [record.chosen, record.rejected]), [0.0, 1.0], margin))
+            pair = encode(prompt, [record.chosen, record.rejected])
+            groups.append(Group(prompt, pair, [0.0, 1.0], margin, weight=record.weight))
         elif isinstance(record, Ranking):
             ranks = [float(r) for r in record.ranks]
-            groups.append(Group(prompt, encode(prompt, list(record.completions)), ranks))
+            groups.append(
+                Group(prompt, encode(prompt, list(record.completions)), ranks, weight=record.weight)
+            )
         elif isinstance(record, Rating):
             target = normalize_ratings([record.rating], _scale(rating_scale)).tolist()
             groups.append(Group(prompt, encode(prompt, [record.completion]), targets=target))
@@ -195,6 +200,9 @@ class Layout:
     """Pairs each group contributes (pairwise)."""
     counted: list[bool] = field(default_factory=list)
     """Per group: whether it is among the `count` weight units (pointwise: every one-completion group)."""
+    weight_sum: float = 0.0
+    """Σ of the counted groups' row weights (= `count` when no row has a weight): the loss is a
+    weighted mean, and `weight_sum / step's count` turns it into this batch's share of the step."""
 
 
 def layout_groups(groups: list[Group], mode: str, ties: str = "skip") -> Layout:
@@ -208,6 +216,7 @@ def layout_groups(groups: list[Group], mode: str, ties: str = "skip") -> Layout:
         out.targets = torch.tensor([t for g in groups for t in g.targets], dtype=torch.float32)
         out.count = at
         out.counted = [True] * len(groups)
+        out.weight_sum = float(at)
         return out
     parts = [_group_pairs(g, start, ties) for g, start in zip(groups, offsets)]
     out.pair_counts = [len(p) for p in parts]
@@ -215,10 +224,13 @@ def layout_groups(groups: list[Group], mode: str, ties: str = "skip") -> Layout:
     if all(g.ranks is not None for g in groups):
         out.ranks = [g.ranks for g in groups]
     if mode == "plackett_luce":
+        if any(g.weight != 1.0 for g in groups):
+            raise ConfigError("rows with a `weight` train with `loss: pairwise`, not plackett_luce")
         out.counted = [len(set(g.ranks)) > 1 for g in groups]
     else:
         out.counted = [n > 0 for n in out.pair_counts]
     out.count = sum(out.counted)
+    out.weight_sum = float(sum(g.weight for g, kept in zip(groups, out.counted) if kept))
     return out
 
 
@@ -228,6 +240,7 @@ def _group_pairs(group: Group, start: int, ties: str) -> PairBatch:
             [group.ratings], (0.0, 1.0), margin_scale=group.margin_scale, ties=ties, offsets=[start]
         )
     pairs = ranking_pairs([group.ranks], ties=ties, offsets=[start])
+    pairs.weight = pairs.weight * group.weight
     if group.margin is not None:
         pairs.margin = torch.full((len(pairs),), float(group.margin), dtype=torch.float32)
     return pairs

@@ -278,8 +278,9 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
 
         rewards = m(**batch.inputs()).last  # (N,)
         loss, metrics = batch_loss(rewards, batch.layout, mode)
-        # `loss` is a weighted mean over `batch.count` units: back to a sum, over the step's total.
-        loss = loss * batch.count / num_items
+        # `loss` is a weighted mean over `batch.count` units: back to a (row-weighted) sum, over the
+        # step's total of units, so a row of weight w counts w rows.
+        loss = loss * batch.layout.weight_sum / num_items
         if cfg.centering:
             # Per prompt over the whole step (all micro-batches and processes), like the main loss.
             lay = batch.layout
