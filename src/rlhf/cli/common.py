@@ -78,23 +78,23 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
+USER_ERRORS = (
+    ("rlhf.models.adapters", "AdapterError"), ("rlhf.models.load", "ModelLoadError"),
+    ("rlhf.training.checkpoint", "CheckpointError"), ("rlhf.ppo.rewards", "RewardSourceError"),
+    ("rlhf.ppo.update", "NonFiniteError"), ("rlhf.label.store", "StoreError"),
+    ("rlhf.label.tasks", "AnswerError"), ("rlhf.label.export", "ExportError"),
+)  # fmt: skip
+"""Error classes of modules that may not be imported: a module that never loaded raised nothing."""
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that describe a user's mistake: shown as one line, never as a traceback."""
     from rlhf.data.errors import DataError
 
-    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
-    from rlhf.models.adapters import AdapterError
-    from rlhf.models.load import ModelLoadError
-    from rlhf.ppo.rewards import RewardSourceError
-    from rlhf.ppo.update import NonFiniteError
-    from rlhf.training.checkpoint import CheckpointError
-
-    errors += [ModelLoadError, AdapterError, CheckpointError, RewardSourceError, NonFiniteError]
-    from rlhf.label.export import ExportError
-    from rlhf.label.store import StoreError
-    from rlhf.label.tasks import AnswerError
-
-    errors += [StoreError, AnswerError, ExportError, OSError]
+    errors: list[type[BaseException]] = [ConfigError, DataError, OSError]
+    for module, name in USER_ERRORS:
+        if module in sys.modules:  # importing the rest (torch, transformers) would cost seconds
+            errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
 
 
