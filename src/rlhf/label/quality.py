@@ -79,8 +79,8 @@ def agreement(question: str, triples: list[tuple[str, Hashable, Any]]) -> dict[s
 
 def gold_score(question: str, given: Any, gold: Any) -> bool:
     """Whether an answer matches the gold answer of one question."""
-    if question == "pairwise":
-        return given["verdict"] == gold["verdict"] and given["better"] == gold["better"]
+    if question == "pairwise":  # the verdict's letter is a display position: compare what it means
+        return pairwise_value(given) == pairwise_value(gold)
     return given == gold
 
 
