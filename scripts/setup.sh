@@ -22,6 +22,22 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
+# The labeling app's browser test drives Debian's Chromium (package `chromium`) with Playwright.
+# Installed when missing and this user may install packages; RLHF_SKIP_SYSTEM_PACKAGES=1 opts out.
+if [ ! -x /usr/bin/chromium ] && [ -z "${RLHF_SKIP_SYSTEM_PACKAGES:-}" ] && command -v apt-get >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo -n"
+    if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
+        echo "setup: installing Debian's chromium (for the labeling app's browser test)"
+        export DEBIAN_FRONTEND=noninteractive
+        $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+            || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; } \
+            || echo "setup: could not install chromium; the browser test will say so (set RLHF_CHROMIUM)"
+    else
+        echo "setup: /usr/bin/chromium is missing and this user cannot install it; the browser test needs it"
+    fi
+fi
+
 stamp="$VENV/.rlhf-installed"
 want=$( (cat pyproject.toml; echo "$TORCH_SPEC") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

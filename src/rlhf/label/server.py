@@ -43,8 +43,8 @@ ASSETS = {
     "/static/label.js": ("label.js", "text/javascript; charset=utf-8"),
     "/static/owner.js": ("owner.js", "text/javascript; charset=utf-8"),
 }
-PUBLIC = {"/login", "/static/style.css"}
-"""The login page and its stylesheet (which holds no data) are the only routes open without a token."""
+PUBLIC = {"/login", "/static/style.css", "/favicon.ico"}
+"""The login page, its stylesheet and the (empty) icon hold no data: the only routes open without a token."""
 OWNER_ONLY = {"/owner", "/static/owner.js", "/api/stats", "/api/export", "/api/annotators"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -266,6 +266,9 @@ class Handler(BaseHTTPRequestHandler):
     def page_owner(self, user: Annotator) -> None:
         self._send(200, self.server.pages["owner.html"], "text/html; charset=utf-8")
 
+    def favicon(self, user: Annotator | None) -> None:
+        self._send(204, b"", "image/x-icon")
+
     def static(self, user: Annotator | None) -> None:
         body, kind = self.server.assets[urlsplit(self.path).path]
         self._send(200, body, kind)
@@ -369,6 +372,7 @@ def _int_field(body: dict[str, Any], key: str) -> int:
 ROUTES: dict[tuple[str, str], Callable[[Handler, Annotator | None], None]] = {
     ("GET", "/"): Handler.page_root,
     ("GET", "/login"): Handler.page_login,
+    ("GET", "/favicon.ico"): Handler.favicon,
     ("POST", "/login"): Handler.post_login,
     ("POST", "/logout"): Handler.post_logout,
     ("GET", "/label"): Handler.page_label,

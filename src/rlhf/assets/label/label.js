@@ -38,7 +38,10 @@ function richText(text) {
       const code = newline >= 0 && /^[\w+#.-]*$/.test(lang) ? part.slice(newline + 1) : part;
       box.append(el("pre", { class: "code", title: lang }, el("code", {}, code)));
     } else {
-      const prose = i % 2 === 1 ? "```" + part : part;
+      let prose = i % 2 === 1 ? "```" + part : part;
+      // Blank lines around a code block would double the block's own margin.
+      if (i > 0) prose = prose.replace(/^\n+/, "");
+      if (i < parts.length - 1) prose = prose.replace(/\n+$/, "");
       if (prose) box.append(el("span", { class: "prose" }, prose));
     }
   });
