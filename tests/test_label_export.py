@@ -218,3 +218,17 @@ def test_gold_items_score_annotators(tmp_path):
     people = {a["name"]: a for a in project_stats(store)["annotators"]}
     assert (people["ann"]["gold_answered"], people["ann"]["gold_accuracy"]) == (1, 1.0)
     assert (people["bob"]["gold_answered"], people["bob"]["gold_accuracy"]) == (1, 0.0)
+
+
+def test_repeated_completions_merge_in_rankings(tmp_path):
+    """A model may sample one text twice; a ranking row cannot rank it two ways, so the repeats
+    become one completion at the mean of their places (and the reward loader accepts the row)."""
+    store = make_project(tmp_path / "rep", ["ranking"], [("Q", ["same", "other", "same", "last"])], overlap=1)
+    judge(store, "ann", {1: {"ranking": [0, 1, 2, 3]}})
+    rows, _ = export_rows(store, "rankings")
+    # places (0 = best): same 0 and 2 -> 1.0; other 1; last 3 -> ranks 1, 1, 2 (a tie).
+    assert rows[0]["completions"] == ["same", "other", "last"] and rows[0]["ranks"] == [1, 1, 2]
+    path = write_export(rows, tmp_path / "r.jsonl")
+    assert load_records(str(path)).records[0].ranks == [1, 1, 2]
+    pairs, _ = export_rows(store, "pairs")
+    assert ("same", "same") not in {(p["chosen"], p["rejected"]) for p in pairs}

@@ -226,30 +226,47 @@ def _places(ranking: list[int]) -> list[float]:
 def _rankings_from_ranking(item, subs, resolve, left) -> list[dict[str, Any]]:
     rankings = [s["answer"]["ranking"] for s in subs]
     if resolve == "all":
-        return [
-            _ranking_row(item, [p + 1 for p in _places(r)], 1 / len(subs), _provenance(item, [s]))
-            for r, s in zip(rankings, subs)
-        ]
-    places = _borda(rankings, len(item.completions))
-    distinct = sorted(set(places))
-    if len(distinct) == 1:
-        left["all completions tied"] += 1
-        return []
-    row = _ranking_row(item, [distinct.index(p) + 1 for p in places], 1.0, _provenance(item, subs))
-    row["mean_place"] = [round(p + 1, 6) for p in places]
-    return [row]
+        groups = [(_places(r), [s], 1 / len(subs)) for r, s in zip(rankings, subs)]
+    else:
+        groups = [(_borda(rankings, len(item.completions)), subs, 1.0)]
+    out = []
+    for places, who, weight in groups:
+        texts, merged = _merge_repeats(item.completions, places)
+        distinct = sorted(set(merged))
+        if len(distinct) == 1:
+            left["all completions tied or identical"] += 1
+            continue
+        ranks = [distinct.index(p) + 1 for p in merged]
+        row = {
+            "prompt": item.prompt,
+            "completions": texts,
+            "ranks": ranks,
+            "weight": weight,
+            **_provenance(item, who),
+        }
+        if resolve == "majority":
+            row["mean_place"] = [round(p + 1, 6) for p in merged]
+        out.append(row)
+    return out
+
+
+def _merge_repeats(completions: list[str], places: list[float]) -> tuple[list[str], list[float]]:
+    """Identical completion texts (a model can sample the same answer twice) as one completion at
+    the mean of their places: a ranking cannot rank one text two ways."""
+    seen: dict[str, list[float]] = {}
+    for text, place in zip(completions, places):
+        seen.setdefault(text, []).append(place)
+    return list(seen), [sum(p) / len(p) for p in seen.values()]
 
 
 def _rankings_from_pairwise(item, subs, resolve, left) -> list[dict[str, Any]]:
-    return [
-        _ranking_row(item, [1, 2] if row["chosen"] == item.completions[0] else [2, 1], row["weight"], row)
-        for row in _pairs_from_pairwise(item, subs, resolve, left)
-    ]
-
-
-def _ranking_row(item: Item, ranks: list[int], weight: float, extra: dict) -> dict[str, Any]:
-    extra = {k: v for k, v in extra.items() if k not in ("prompt", "chosen", "rejected", "weight")}
-    return {"prompt": item.prompt, "completions": item.completions, "ranks": ranks, "weight": weight, **extra}
+    """Decisive pairwise answers as two-completion rankings (ties and both-bad are left out)."""
+    out = []
+    for pair in _pairs_from_pairwise(item, subs, resolve, left):
+        ranks = [1, 2] if pair["chosen"] == item.completions[0] else [2, 1]
+        extra = {k: v for k, v in pair.items() if k not in ("prompt", "chosen", "rejected")}
+        out.append({"prompt": item.prompt, "completions": item.completions, "ranks": ranks, **extra})
+    return out
 
 
 def _pointwise(item, subs, resolve, left, question: str) -> list[dict[str, Any]]:
