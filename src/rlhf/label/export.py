@@ -200,17 +200,31 @@ def _borda(rankings: list[list[int]], n: int) -> list[float]:
     return places
 
 
-def _pairs_from_ranking(item, subs, resolve, left) -> list[dict[str, Any]]:
+def _ranking_groups(item: Item, subs: list[dict[str, Any]], resolve: str):
+    """(texts, places, submissions, weight) per row to write: the Borda count of all rankings
+    (majority) or each ranking alone (all); repeated texts merged (`_merge_repeats`)."""
     rankings = [s["answer"]["ranking"] for s in subs]
     if resolve == "all":
         groups = [(_places(r), [s], 1 / len(subs)) for r, s in zip(rankings, subs)]
     else:
         groups = [(_borda(rankings, len(item.completions)), subs, 1.0)]
-    out = []
     for places, who, weight in groups:
+        texts, merged = _merge_repeats(item.completions, places)
+        yield texts, merged, who, weight
+
+
+def _pairs_from_ranking(item, subs, resolve, left) -> list[dict[str, Any]]:
+    out = []
+    for texts, places, who, weight in _ranking_groups(item, subs, resolve):
         pairs = [(i, j) for i in range(len(places)) for j in range(len(places)) if places[i] < places[j]]
-        pairs = [(i, j) for i, j in pairs if item.completions[i] != item.completions[j]]
-        out.extend(_pair(item, i, j, weight / len(pairs), _provenance(item, who)) for i, j in pairs)
+        for i, j in pairs:
+            row = {
+                "prompt": item.prompt,
+                "chosen": texts[i],
+                "rejected": texts[j],
+                "weight": weight / len(pairs),
+            }
+            out.append({**row, **_provenance(item, who)})
     if not out:
         left["no decisive pair"] += 1
     return out
@@ -224,19 +238,13 @@ def _places(ranking: list[int]) -> list[float]:
 
 
 def _rankings_from_ranking(item, subs, resolve, left) -> list[dict[str, Any]]:
-    rankings = [s["answer"]["ranking"] for s in subs]
-    if resolve == "all":
-        groups = [(_places(r), [s], 1 / len(subs)) for r, s in zip(rankings, subs)]
-    else:
-        groups = [(_borda(rankings, len(item.completions)), subs, 1.0)]
     out = []
-    for places, who, weight in groups:
-        texts, merged = _merge_repeats(item.completions, places)
-        distinct = sorted(set(merged))
+    for texts, places, who, weight in _ranking_groups(item, subs, resolve):
+        distinct = sorted(set(places))
         if len(distinct) == 1:
             left["all completions tied or identical"] += 1
             continue
-        ranks = [distinct.index(p) + 1 for p in merged]
+        ranks = [distinct.index(p) + 1 for p in places]
         row = {
             "prompt": item.prompt,
             "completions": texts,
@@ -245,7 +253,7 @@ def _rankings_from_ranking(item, subs, resolve, left) -> list[dict[str, Any]]:
             **_provenance(item, who),
         }
         if resolve == "majority":
-            row["mean_place"] = [round(p + 1, 6) for p in merged]
+            row["mean_place"] = [round(p + 1, 6) for p in places]
         out.append(row)
     return out
 

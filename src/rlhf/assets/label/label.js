@@ -258,21 +258,17 @@ function underline(q, p) {
   document.querySelectorAll(`[data-question=${q}] .rating-row`).forEach((row) => row.classList.toggle("current", row.dataset.position === String(p)));
 }
 
-function rate(p, value) {
-  state.answers.rating[p] = value;
-  markRow("rating", p, value);
-  state.current.rating = Math.min(p + 1, state.answers.rating.length - 1);
-  underline("rating", state.current.rating);
-  if (answered("rating")) advance();
+// A per-completion answer (rating or label): store it, mark it, move the underline on.
+function setEach(q, p, value) {
+  state.answers[q][p] = value;
+  markRow(q, p, value);
+  state.current[q] = Math.min(p + 1, state.answers[q].length - 1);
+  underline(q, state.current[q]);
+  if (answered(q)) advance();
 }
 
-function label(p, name) {
-  state.answers.label[p] = name;
-  markRow("label", p, name);
-  state.current.label = Math.min(p + 1, state.answers.label.length - 1);
-  underline("label", state.current.label);
-  if (answered("label")) advance();
-}
+const rate = (p, value) => setEach("rating", p, value);
+const label = (p, name) => setEach("label", p, name);
 
 function collect() {
   const answer = {};
