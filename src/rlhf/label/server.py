@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -152,8 +153,6 @@ class Handler(BaseHTTPRequestHandler):
             self._json({"error": str(err)}, 400)
         except Exception as err:  # a bug: answer 500 (the client must not hang) and log it
             self.log_error("internal error on %s: %r", url.path, err)
-            import traceback
-
             traceback.print_exc()
             self.close_connection = True
             self._json({"error": "internal error; the server log has the details"}, 500)
