@@ -22,19 +22,24 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-# The labeling app's browser test drives Debian's Chromium (package `chromium`) with Playwright.
+# The labeling app's browser test drives Debian's Chromium (package `chromium`) with Playwright, and
+# its PostgreSQL tests start a throwaway server from Debian's `postgresql` (/usr/lib/postgresql/*/bin).
 # Installed when missing and this user may install packages; RLHF_SKIP_SYSTEM_PACKAGES=1 opts out.
-if [ ! -x /usr/bin/chromium ] && [ -z "${RLHF_SKIP_SYSTEM_PACKAGES:-}" ] && command -v apt-get >/dev/null; then
+packages=()
+[ -x /usr/bin/chromium ] || packages+=(chromium)
+# (postgresql-client alone also makes /usr/lib/postgresql/N/bin, without the server's initdb.)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || packages+=(postgresql)
+if [ "${#packages[@]}" -gt 0 ] && [ -z "${RLHF_SKIP_SYSTEM_PACKAGES:-}" ] && command -v apt-get >/dev/null; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo -n"
     if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
-        echo "setup: installing Debian's chromium (for the labeling app's browser test)"
+        echo "setup: installing Debian's ${packages[*]} (for the labeling app's tests)"
         export DEBIAN_FRONTEND=noninteractive
-        $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
-            || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; } \
-            || echo "setup: could not install chromium; the browser test will say so (set RLHF_CHROMIUM)"
+        $SUDO apt-get install -y -q "${packages[@]}" >/dev/null 2>&1 \
+            || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "${packages[@]}" >/dev/null; } \
+            || echo "setup: could not install ${packages[*]}; the browser test (set RLHF_CHROMIUM) and the PostgreSQL tests will say so"
     else
-        echo "setup: /usr/bin/chromium is missing and this user cannot install it; the browser test needs it"
+        echo "setup: ${packages[*]} missing and this user cannot install them; the labeling app's tests need them"
     fi
 fi
 

@@ -293,7 +293,9 @@ def test_owner_stats_and_export_over_http(pairwise):
 
 def test_twenty_annotators_fifty_each_lose_nothing(tmp_path):
     """20 concurrent annotators, each with its own connection, submit 50 judgments each."""
-    items = [(f"prompt {i}", [f"a{i}", f"b{i}"]) for i in range(500)]
+    items = [
+        (f"prompt {i}", [f"a{i}", f"b{i}"]) for i in range(600)
+    ]  # spare items: the last annotator must find one they have not judged
     store = make_project(tmp_path / "load", ["pairwise"], items, overlap=2)
     tokens = [store.add_annotator(f"annotator{i}") for i in range(20)]
     acknowledged: list[list[int]] = [[] for _ in tokens]

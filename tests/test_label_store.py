@@ -189,7 +189,7 @@ def test_undo_reopens_the_item_and_skip_passes_it_on(store):
 
 def test_twenty_concurrent_annotators_lose_nothing(tmp_path):
     s = Store.create(tmp_path / "p", ProjectConfig(questions=["pairwise"], overlap=2))
-    s.add_items(pairs(500))
+    s.add_items(pairs(600))  # spare items: the last annotator must find one they have not judged
     annotators = [s.authenticate(s.add_annotator(f"ann{i}")).id for i in range(20)]
     acknowledged: list[int] = []
     lock = threading.Lock()

@@ -52,6 +52,11 @@ def add_label_parser(sub) -> None:
     )
     init.add_argument("--owner", default="owner", help="name of the owner account created with the project")
     init.add_argument(
+        "--db",
+        metavar="URL",
+        help="PostgreSQL database URL for teams (default: SQLite in the project folder)",
+    )
+    init.add_argument(
         "--url", default=DEFAULT_URL, help="where the server will be reached, for the login link"
     )
     init.set_defaults(func=_init)
@@ -99,11 +104,12 @@ def add_label_parser(sub) -> None:
 
 
 def _open(project: str):
-    from rlhf.label.store import DB_FILE, Store, StoreError
+    from rlhf.label.store import DATABASE_FILE, DB_FILE, Store, StoreError
 
-    if not (Path(project) / DB_FILE).is_file():
+    if not any((Path(project) / name).is_file() for name in (DB_FILE, DATABASE_FILE)):
         raise StoreError(
-            f"{project} is not a labeling project (no {DB_FILE}); create one with `rlhf label init`"
+            f"{project} is not a labeling project (no {DB_FILE} or {DATABASE_FILE}); "
+            "create one with `rlhf label init`"
         )
     return Store(project)
 
@@ -125,7 +131,7 @@ def _init(args: argparse.Namespace) -> None:
         )  # fmt: skip
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    store, token, report = init_project(args.project, args.tasks, cfg, owner=args.owner)
+    store, token, report = init_project(args.project, args.tasks, cfg, owner=args.owner, database_url=args.db)
     store.set_meta("url", args.url)
     print(
         f"created {args.project}: {report.summary()}; questions {', '.join(cfg.questions)}, overlap {cfg.overlap}"

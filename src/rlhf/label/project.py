@@ -104,11 +104,17 @@ def read_tasks(
 
 
 def init_project(
-    directory: str | Path, tasks: str | Path, cfg: ProjectConfig, *, owner: str = "owner"
+    directory: str | Path,
+    tasks: str | Path,
+    cfg: ProjectConfig,
+    *,
+    owner: str = "owner",
+    database_url: str | None = None,
 ) -> tuple[Store, str, InitReport]:
-    """Create the project, load its items and register the owner; returns (store, owner token, report)."""
+    """Create the project (in SQLite, or in the PostgreSQL database at `database_url`), load its items
+    and register the owner; returns (store, owner token, report)."""
     items, report = read_tasks(tasks, cfg)  # read first: a bad file creates nothing
-    store = Store.create(directory, cfg)
+    store = Store.create(directory, cfg, database_url)
     store.add_items(items)
     token = store.add_annotator(owner, "owner")
     return store, token, report

@@ -1,8 +1,16 @@
-"""A labeling project's storage: items, annotators, assignments and submissions in SQLite.
+"""A labeling project's storage: items, annotators, assignments and submissions in SQLite or PostgreSQL.
 
-    <project>/label.db    WAL journal; every write is one `BEGIN IMMEDIATE` transaction, so an
-                          acknowledged submission is on disk (synchronous=FULL) before the
-                          server answers, and concurrent writers queue instead of failing.
+    <project>/label.db        SQLite, the default. WAL journal; every write is one `BEGIN IMMEDIATE`
+                              transaction, so an acknowledged submission is on disk
+                              (synchronous=FULL) before the server answers, and concurrent writers
+                              queue instead of failing.
+    <project>/database.json   PostgreSQL, for teams (`Store.create(..., database_url=...)`, `rlhf
+                              label init --db URL`): {"url": ...} (mode 0600) of the database that
+                              holds the project, one project per database. Writes are serialized the
+                              same way (an advisory lock taken right after BEGIN); a COMMIT is durable.
+
+The SQL below is written once, in SQLite's dialect; `rlhf.label.backend` supplies what PostgreSQL
+spells differently (placeholders, column types, upserts, new row ids, connection setup).
 
 Assignment: an annotator asking for work first gets back an open assignment of theirs (after a
 reload or a crash of their browser); otherwise the item with the fewest submissions plus open
@@ -20,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -28,16 +35,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhf.label.backend import (
+    DATABASE_FILE,
+    DB_FILE,
+    Backend,
+    BackendError,
+    Connection,
+    make_backend,
+    open_backend,
+)
 from rlhf.label.tasks import AnswerError, ProjectConfig, canonical_answer
 
-DB_FILE = "label.db"
 LEASE_SECONDS = 30 * 60
 """How long an assignment stays reserved for its annotator without a submission."""
 
+# $id_key, $ref and $real: column types, spelled by the backend (INTEGER PRIMARY KEY / BIGINT identity, ...).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
-    id INTEGER PRIMARY KEY,
+    id $id_key,
     source TEXT NOT NULL,
     prompt TEXT NOT NULL,
     completions TEXT NOT NULL,
@@ -45,28 +61,28 @@ CREATE TABLE IF NOT EXISTS items (
     meta TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS annotators (
-    id INTEGER PRIMARY KEY,
+    id $id_key,
     name TEXT NOT NULL UNIQUE,
     token_hash TEXT NOT NULL UNIQUE,
     role TEXT NOT NULL CHECK (role IN ('annotator', 'owner')),
-    created REAL NOT NULL
+    created $real NOT NULL
 );
 CREATE TABLE IF NOT EXISTS assignments (
-    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
-    item_id INTEGER NOT NULL REFERENCES items(id),
+    annotator_id $ref NOT NULL REFERENCES annotators(id),
+    item_id $ref NOT NULL REFERENCES items(id),
     display_order TEXT NOT NULL,
-    assigned REAL NOT NULL,
+    assigned $real NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('open', 'submitted', 'skipped')),
     PRIMARY KEY (annotator_id, item_id)
 );
 CREATE TABLE IF NOT EXISTS submissions (
-    id INTEGER PRIMARY KEY,
-    item_id INTEGER NOT NULL REFERENCES items(id),
-    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    id $id_key,
+    item_id $ref NOT NULL REFERENCES items(id),
+    annotator_id $ref NOT NULL REFERENCES annotators(id),
     answer TEXT NOT NULL,
     display_order TEXT NOT NULL,
-    created REAL NOT NULL,
-    seconds REAL,
+    created $real NOT NULL,
+    seconds $real,
     undone INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_live_submission ON submissions (item_id, annotator_id) WHERE undone = 0;
@@ -119,45 +135,74 @@ class Store:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self.path = self.directory / DB_FILE
+        try:
+            self.backend: Backend = open_backend(self.directory)
+        except BackendError as err:
+            raise StoreError(str(err)) from None
+        self.path = self.backend.path
+        """label.db, or database.json (PostgreSQL): the file in the project folder that locates the data."""
         self._local = threading.local()
-        raw = self._read_meta("config")
+        raw = self._read_meta("config") if self._holds_project() else None
         if raw is None:
-            raise StoreError(f"{self.directory} is not a labeling project (no config in {DB_FILE})")
+            raise StoreError(
+                f"{self.directory} is not a labeling project (no config in {self.backend.describe()})"
+            )
         self.config = ProjectConfig(**json.loads(raw))
 
     # ------------------------------------------------------------------ creation and connections
 
     @classmethod
-    def create(cls, directory: str | Path, config: ProjectConfig) -> Store:
-        """A new, empty project in `directory` (refuses to overwrite one)."""
+    def create(cls, directory: str | Path, config: ProjectConfig, database_url: str | None = None) -> Store:
+        """A new, empty project in `directory` (refuses to overwrite one): in SQLite, or in the
+        PostgreSQL database at `database_url` (postgresql://USER:PASSWORD@HOST:PORT/DATABASE)."""
         directory = Path(directory)
-        if (directory / DB_FILE).exists():
-            raise StoreError(f"{directory} already holds a labeling project ({DB_FILE})")
+        for name in (DB_FILE, DATABASE_FILE):
+            if (directory / name).exists():
+                raise StoreError(f"{directory} already holds a labeling project ({name})")
+        try:
+            backend = make_backend(directory, database_url)
+        except BackendError as err:
+            raise StoreError(str(err)) from None
+        fresh = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
-        conn = _connect(directory / DB_FILE)
-        with conn:
-            conn.executescript(SCHEMA)
-            conn.execute("INSERT INTO meta VALUES ('config', ?)", (json.dumps(asdict(config)),))
-            conn.execute("INSERT INTO meta VALUES ('created', ?)", (str(time.time()),))
-        conn.close()
+        try:
+            conn = _connect(backend)
+            try:
+                # Every statement is IF NOT EXISTS: on a database that already holds a project this
+                # changes nothing, and the check below refuses.
+                backend.install_schema(conn, backend.ddl(SCHEMA))
+                with conn.write():
+                    if conn.execute("SELECT 1 FROM meta WHERE key = 'config'").fetchone() is not None:
+                        raise StoreError(
+                            f"{backend.describe()} already holds a labeling project (one project per database)"
+                        )
+                    conn.execute("INSERT INTO meta VALUES ('config', ?)", (json.dumps(asdict(config)),))
+                    conn.execute("INSERT INTO meta VALUES ('created', ?)", (str(time.time()),))
+            finally:
+                conn.close()
+            backend.save(directory)
+        except BaseException:
+            if fresh and not any(directory.iterdir()):
+                directory.rmdir()  # a refused PostgreSQL project leaves no empty folder behind
+            raise
         return cls(directory)
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = _connect(self.path)
+        if conn is None or conn.broken:  # a PostgreSQL server restarted: connect again
+            conn = self._local.conn = _connect(self.backend)
         return conn
 
+    def _holds_project(self) -> bool:
+        return self.backend.holds_project(self._conn)
+
     def _read_meta(self, key: str) -> str | None:
-        if not self.path.is_file():
-            return None
         row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def _write(self):
-        """A write transaction that takes the database's write lock at once (BEGIN IMMEDIATE)."""
-        return _Transaction(self._conn())
+        """A write transaction that takes the database's write lock at once (see the module docstring)."""
+        return self._conn().write()
 
     # ------------------------------------------------------------------ items and annotators
 
@@ -191,7 +236,7 @@ class Store:
                     "INSERT INTO annotators (name, token_hash, role, created) VALUES (?, ?, ?, ?)",
                     (name, hash_token(token), role, time.time()),
                 )
-        except sqlite3.IntegrityError:
+        except self.backend.integrity_errors():
             raise StoreError(f"an annotator named {name!r} already exists") from None
         return token
 
@@ -204,7 +249,7 @@ class Store:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._write() as conn:
-            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+            conn.execute(self.backend.upsert_meta, (key, value))
 
     def authenticate(self, token: str | None) -> Annotator | None:
         if not token:
@@ -248,10 +293,10 @@ class Store:
             return None
         return Assignment(self.item(row[0]), json.loads(row[1]))
 
-    def _assign(self, conn: sqlite3.Connection, annotator_id: int, now: float):
+    def _assign(self, conn: Connection, annotator_id: int, now: float):
         row = conn.execute(
-            """
-            SELECT i.id, json_array_length(i.completions) FROM items i
+            f"""
+            SELECT i.id, {self.backend.json_length("i.completions")} FROM items i
             WHERE NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?)
               AND (SELECT COUNT(*) FROM submissions s WHERE s.item_id = i.id AND s.undone = 0)
                 + (SELECT COUNT(*) FROM assignments a WHERE a.item_id = i.id AND a.state = 'open'
@@ -286,7 +331,7 @@ class Store:
             order = self._open_order(conn, annotator_id, item_id)
             item = self.item(item_id)
             answer = canonical_answer(raw_answer, order, self.config, item.completions)
-            cursor = conn.execute(
+            submission_id = conn.insert(
                 "INSERT INTO submissions (item_id, annotator_id, answer, display_order, created, seconds) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (item_id, annotator_id, json.dumps(answer), json.dumps(order), time.time(), seconds),
@@ -295,7 +340,7 @@ class Store:
                 "UPDATE assignments SET state = 'submitted' WHERE annotator_id = ? AND item_id = ?",
                 (annotator_id, item_id),
             )
-            return int(cursor.lastrowid)
+            return submission_id
 
     def skip(self, annotator_id: int, item_id: int) -> None:
         """Pass on the item: it goes to someone else and never back to this annotator."""
@@ -323,7 +368,7 @@ class Store:
             )
             return int(row[1])
 
-    def _open_order(self, conn: sqlite3.Connection, annotator_id: int, item_id: int) -> list[int]:
+    def _open_order(self, conn: Connection, annotator_id: int, item_id: int) -> list[int]:
         row = conn.execute(
             "SELECT display_order, state FROM assignments WHERE annotator_id = ? AND item_id = ?",
             (annotator_id, item_id),
@@ -394,29 +439,11 @@ class Store:
             self._local.conn = None
 
 
-class _Transaction:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    # Autocommit mode (isolation_level None): transactions are explicit `BEGIN IMMEDIATE ... COMMIT`.
-    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")  # a COMMIT is on disk before it returns
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
+def _connect(backend: Backend) -> Connection:
+    try:
+        return backend.connect()
+    except BackendError as err:
+        raise StoreError(str(err), 503) from None
 
 
 def _item(row) -> Item:
