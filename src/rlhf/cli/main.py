@@ -24,7 +24,6 @@ PENDING_STAGES = {
     "dpo": "direct preference optimization and its relatives",
     "rrhf": "rank responses to align with human feedback",
     "pipeline": "run the whole loop, stage by stage, in one run directory",
-    "eval policy": "evaluate policies: reward, KL from a reference, win rate",
 }
 
 
@@ -98,6 +97,23 @@ def _cmd_eval_reward(args: argparse.Namespace) -> None:
     if cfg is not None:
         quiet_libraries()
         run_eval_reward(cfg)
+
+
+EVAL_POLICY_FLAGS = (
+    ("model", "model.path"), ("baseline", "baseline"), ("reference", "reference"), ("prompts", "data.path"),
+    ("reward", "reward"), ("gold", "gold"), ("output_dir", "output_dir"), ("limit", "data.limit"),
+)  # fmt: skip
+
+
+def _cmd_eval_policy(args: argparse.Namespace) -> None:
+    from rlhf.eval.config import EvalPolicyConfig
+    from rlhf.eval.policy import run_eval_policy
+
+    add_shortcut_overrides(args, EVAL_POLICY_FLAGS)
+    cfg = resolve_config(EvalPolicyConfig, args)
+    if cfg is not None:
+        quiet_libraries()
+        run_eval_policy(cfg)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -259,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     score.set_defaults(func=_cmd_score)
 
-    evaluate = sub.add_parser("eval", help="evaluate reward models (and, to come, policies)")
+    evaluate = sub.add_parser("eval", help="evaluate reward models and policies")
     eval_sub = evaluate.add_subparsers(dest="eval_command", metavar="<what>", required=True)
     eval_reward = eval_sub.add_parser(
         "reward",
@@ -271,10 +287,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_flags(eval_reward, output="output: also write every metric to this JSON file")
     eval_reward.set_defaults(func=_cmd_eval_reward)
     eval_policy = eval_sub.add_parser(
-        "policy", help="reward, KL and win rate of a policy [not yet available]"
+        "policy",
+        help="a policy against a baseline: reward and gold scores, win rate with its interval, KL, lengths",
+        description="Answer held-out prompts with the policy and a baseline; score, compare, measure KL.",
     )
     add_config_args(eval_policy)
-    eval_policy.set_defaults(func=_pending("eval policy"))
+    for flag, kind, metavar, what in (
+        ("--model", str, "DIR", "model.path: the policy"),
+        ("--baseline", str, "DIR", "baseline: the policy to compare with (e.g. the SFT model)"),
+        ("--reference", str, "DIR", "reference: the KL reference (default: the baseline)"),
+        ("--prompts", str, "FILE", "data.path: held-out prompts"),
+        ("--reward", str, "DIR", "reward: a reward model that scores every answer"),
+        ("--gold", str, "MODULE:FN", "gold: a gold scoring function fn(prompts, completions)"),
+        ("--output-dir", str, "DIR", "output_dir: where eval.json and samples.jsonl go"),
+        ("--limit", int, "N", "data.limit: the first N prompts only"),
+    ):
+        eval_policy.add_argument(flag, type=kind, metavar=metavar, help=f"sets {what}")
+    eval_policy.set_defaults(func=_cmd_eval_policy)
 
     demo = sub.add_parser("demo", help="the end-to-end demo: runs every stage available, offline, on CPU")
     add_config_args(demo)

@@ -1,5 +1,5 @@
 """Evaluating policies (`rlhf eval policy`): win rate, KL from a reference, reward and gold scores.
 
-    metrics.py   the math, plain Python (no torch): win rate with ties as half and its interval,
-                 sequence KL from per-token log-probabilities, means with standard errors, lengths
+metrics.py   the math, plain Python (no torch): win rate with ties as half and its interval,
+             sequence KL from per-token log-probabilities, means with standard errors, lengths
 """

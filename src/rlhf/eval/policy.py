@@ -1,0 +1,216 @@
+"""`rlhf eval policy`: answer held-out prompts with the policy (and a baseline), score the answers
+with a reward model and/or a gold function, measure KL(policy ‖ reference) on the policy's own
+samples, and compare the two policies prompt by prompt (`metrics.win_rate`).
+
+Writes `<output_dir>/eval.json` (every metric) and `samples.jsonl` (one row per prompt: both
+answers and every score), prints a summary and a side-by-side table, and returns the metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.config.core import ConfigError
+from rlhf.eval.config import EvalPolicyConfig
+from rlhf.eval.metrics import length_stats, mean_stat, sequence_kl, win_rate
+
+
+@torch.no_grad()
+def token_logprobs(
+    model: Any, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, batch_size: int = 16,
+    temperature: float = 1.0, pad_id: int = 0,
+) -> list[list[float]]:  # fmt: skip
+    """log p(y_t | x, y_<t) of every completion token, under `model` with logits / temperature.
+
+    Each (prompt + completion) is one right-padded row; position t's logits predict token t + 1.
+    """
+    device = next(model.parameters()).device
+    out: list[list[float]] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        rows = [
+            p + c
+            for p, c in zip(
+                prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
+            )
+        ]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1] / max(temperature, 1e-6), dim=-1)
+        picked = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()  # (B, T-1)
+        for i, (p, c) in enumerate(zip(prompt_ids[start:], completion_ids[start : start + len(rows)])):
+            first = len(p) - 1  # the logits at the prompt's last token predict the first completion token
+            out.append(picked[i, first : first + len(c)].tolist())
+    return out
+
+
+def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
+    from rlhf.data import PromptRenderer, encode_prompt, load_records, prompts_of
+    from rlhf.generation.sampling import generate_samples
+    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.ppo.rewards import FunctionSource, RewardModelSource, prompts_to_json
+
+    started = time.time()
+    if not cfg.data.path:
+        raise ConfigError("no prompts given: set `data.path`")
+    if not cfg.model.path:
+        raise ConfigError("no policy given: set `model.path`")
+    prompts = prompts_of(load_records(cfg.data, expect="prompt"))
+    gold = FunctionSource(cfg.gold) if cfg.gold else None  # import errors before any model loads
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tokenizer = load_tokenizer(cfg.model, padding_side="left")
+    renderer = PromptRenderer(cfg.prompt, tokenizer)
+    prompt_ids = [
+        encode_prompt(tokenizer, renderer.render(r.prompt), cfg.data.max_prompt_length) for r in prompts
+    ]
+    sampling = dataclasses.replace(cfg.sampling, num_samples=1)
+
+    def answer(path: str):
+        model_cfg = dataclasses.replace(cfg.model, path=path)
+        model = load_causal_lm(model_cfg, for_training=False, tokenizer=tokenizer).to(device)
+        samples = [
+            group[0]
+            for group in generate_samples(model, tokenizer, prompt_ids, sampling, progress=cfg.progress)
+        ]
+        return model, samples
+
+    policy, mine = answer(cfg.model.path)
+    answers = {"policy": mine}
+    result: dict[str, Any] = {"prompts": len(prompts), "policy": cfg.model.path, "baseline": cfg.baseline}
+    reference_path = cfg.reference or cfg.baseline
+    kl = None
+    if reference_path:
+        completion_ids = [s.token_ids for s in mine]
+        temperature = sampling.temperature if sampling.temperature > 0 else 1.0
+        pad = tokenizer.pad_token_id or 0
+        logp = token_logprobs(
+            policy, prompt_ids, completion_ids, batch_size=cfg.batch_size, temperature=temperature, pad_id=pad
+        )
+        del policy
+        if cfg.baseline and reference_path == cfg.baseline:
+            reference, answers["baseline"] = answer(cfg.baseline)
+        else:
+            reference = load_causal_lm(
+                dataclasses.replace(cfg.model, path=reference_path), for_training=False, tokenizer=tokenizer
+            ).to(device)
+        ref_logp = token_logprobs(
+            reference,
+            prompt_ids,
+            completion_ids,
+            batch_size=cfg.batch_size,
+            temperature=temperature,
+            pad_id=pad,
+        )
+        del reference
+        kl = sequence_kl(logp, ref_logp)
+        result["kl"] = {"reference": reference_path, **kl.as_dict()}
+    else:
+        del policy
+    if cfg.baseline and "baseline" not in answers:
+        _, answers["baseline"] = answer(cfg.baseline)
+
+    texts = [r.prompt for r in prompts]
+    scores: dict[str, dict[str, list[float]]] = {name: {} for name in answers}
+    judges = []
+    if cfg.reward:
+        scorer = RewardModelSource(cfg.reward, batch_size=cfg.batch_size, device=device)
+        for name, samples in answers.items():
+            scores[name]["reward"] = scorer(texts, [s.text for s in samples]).rewards
+        judges.append("reward")
+    if gold is not None:
+        for name, samples in answers.items():
+            scores[name]["gold"] = gold(texts, [s.text for s in samples]).rewards
+        judges.append("gold")
+    for name, samples in answers.items():
+        result[name + "_scores"] = {
+            judge: mean_stat(values).as_dict() for judge, values in scores[name].items()
+        }
+        result[name + "_length"] = length_stats([len(s.token_ids) for s in samples])
+    if "baseline" in answers:
+        result["win_rate"] = {
+            judge: win_rate(
+                scores["policy"][judge], scores["baseline"][judge], tie_tolerance=cfg.tie_tolerance
+            ).as_dict()
+            for judge in judges
+        }
+    headline = (
+        "gold"
+        if cfg.judge == "auto" and gold is not None
+        else ("reward" if cfg.judge == "auto" else cfg.judge)
+    )
+    result["judge"] = headline if headline in judges else None
+    result["seconds"] = round(time.time() - started, 1)
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    rows = []
+    for i, record in enumerate(prompts):
+        row: dict[str, Any] = {"prompt": prompts_to_json([record.prompt])[0], "source": str(record.source)}
+        for name, samples in answers.items():
+            row[name] = samples[i].text
+            row[name + "_scores"] = {judge: values[i] for judge, values in scores[name].items()}
+        rows.append(row)
+    with (out / "samples.jsonl").open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(summary_text(result))
+    print(side_by_side(rows[: cfg.show]))
+    print(f"[eval] wrote {out / 'eval.json'} and {out / 'samples.jsonl'} in {result['seconds']} s")
+    return result
+
+
+def _fmt(stat: dict[str, Any] | None) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    se = f" ± {stat['stderr']:.3f}" if stat.get("stderr") is not None else ""
+    return f"{stat['mean']:.3f}{se}"
+
+
+def summary_text(result: dict[str, Any]) -> str:
+    """The metrics as a small table: one column per policy, then the win rates and the KL."""
+    names = [n for n in ("policy", "baseline") if n + "_scores" in result]
+    judges = sorted({j for n in names for j in result[n + "_scores"]})
+    lines = [f"[eval] {result['prompts']} prompts", f"{'':<16}" + "".join(f"{n:>22}" for n in names)]
+    for judge in judges:
+        lines.append(
+            f"{judge + ' score':<16}"
+            + "".join(f"{_fmt(result[n + '_scores'].get(judge)):>22}" for n in names)
+        )
+    lines.append(
+        f"{'length (tokens)':<16}" + "".join(f"{result[n + '_length']['mean'] or 0:>22.1f}" for n in names)
+    )
+    for judge, w in result.get("win_rate", {}).items():
+        interval = f" (95% CI {w['low']:.2f}-{w['high']:.2f})" if w["low"] is not None else ""
+        lines.append(
+            f"win rate of the policy by {judge}: {w['rate']:.3f}{interval}; {w['wins']} wins, {w['ties']} ties, {w['losses']} losses"
+        )
+    if "kl" in result:
+        kl = result["kl"]
+        lines.append(
+            f"KL(policy ‖ {kl['reference']}): {_fmt(kl['sequence'])} nats per answer, {kl['per_token'] or 0:.4f} per token"
+        )
+    return "\n".join(lines)
+
+
+def side_by_side(rows: list[dict[str, Any]], width: int = 60) -> str:
+    """A few prompts with both answers and their scores, as plain text."""
+    out = []
+    for row in rows:
+        prompt = row["prompt"] if isinstance(row["prompt"], str) else row["prompt"][-1]["content"]
+        out.append(f"--- {row['source']}: {prompt[:width]!r}")
+        for name in ("policy", "baseline"):
+            if name in row:
+                scores = ", ".join(f"{k} {v:.3f}" for k, v in row[name + "_scores"].items())
+                out.append(f"  {name:<8} {row[name][:width]!r}" + (f"  [{scores}]" if scores else ""))
+    return "\n".join(out)
