@@ -1,8 +1,14 @@
-"""Shared test fixtures: the real public files in ../shared and small helpers."""
+"""Shared test fixtures: the real public files in ../shared, a throwaway PostgreSQL server, small helpers."""
 
 from __future__ import annotations
 
+import glob
+import itertools
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RLHF_SHARED_DIR", REPO.parent / "shared"))
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+_databases = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +41,66 @@ def tinystories_tokenizer(tinystories_path: Path):
 @pytest.fixture()
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    return _free_port()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server of its own (trust auth, 127.0.0.1 only); yields the URL of its `postgres` db."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.fail(
+            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): "
+            "scripts/setup.sh installs Debian's `postgresql` package"
+        )
+    bindir = Path(found[-1]).parent
+    as_postgres = os.geteuid() == 0  # initdb refuses to run as root
+    prefix = ["runuser", "-u", "postgres", "--"] if as_postgres else []
+    root = Path(
+        tempfile.mkdtemp(prefix="rlhf-pg-")
+    )  # not under pytest's 0700 basetemp: postgres must reach it
+    data, sockets, log = root / "data", root / "sockets", root / "server.log"
+    sockets.mkdir()
+    if as_postgres:
+        for path in (root, sockets):
+            shutil.chown(path, "postgres", "postgres")
+
+    def run(*args: str) -> None:
+        proc = subprocess.run([*prefix, *args], cwd=root, capture_output=True, text=True, timeout=120)
+        log_text = log.read_text() if log.exists() else ""
+        assert proc.returncode == 0, f"{args[0]} failed: {proc.stdout}{proc.stderr}{log_text}"
+
+    port = _free_port()
+    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1"
+    run(str(bindir / "pg_ctl"), "-w", "-D", str(data), "-l", str(log), "-o", options, "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            cwd=root, capture_output=True, timeout=120,
+        )  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def pg_url(pg_server) -> str:
+    """The URL of a new, empty database."""
+    import psycopg
+
+    name = f"label_test_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(f"{pg_server}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{pg_server}/{name}"

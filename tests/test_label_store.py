@@ -1,8 +1,10 @@
-"""The labeling project's store on real SQLite: answers in original indices, assignment with overlap,
-undo and skip, hashed tokens, and no acknowledged submission lost under concurrency or SIGKILL."""
+"""The labeling project's store on real SQLite and on a real PostgreSQL server (conftest's `pg_server`):
+answers in original indices, assignment with overlap, leases, undo and skip, hashed tokens, refusals,
+and no acknowledged submission lost under concurrency (both) or SIGKILL (SQLite)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -23,11 +25,32 @@ def pairs(n: int) -> list:
     ]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request) -> str | None:
+    """None (SQLite in the project folder) or the URL of a fresh PostgreSQL database."""
+    return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
 @pytest.fixture()
-def store(tmp_path):
-    s = Store.create(tmp_path / "proj", ProjectConfig(questions=["pairwise"], overlap=2))
+def store(tmp_path, database):
+    s = Store.create(tmp_path / "proj", ProjectConfig(questions=["pairwise"], overlap=2), database)
     s.add_items(pairs(4))
     return s
+
+
+def stored_bytes(store: Store, database: str | None) -> bytes:
+    """Everything the database holds about annotators, as bytes (files for SQLite, rows for PostgreSQL)."""
+    if database is None:
+        store.close()
+        return b"".join(p.read_bytes() for p in store.directory.iterdir() if p.name.startswith("label.db"))
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        rows = (
+            conn.execute("SELECT * FROM annotators").fetchall()
+            + conn.execute("SELECT * FROM meta").fetchall()
+        )
+    return json.dumps(rows, default=str).encode()
 
 
 # ---------------------------------------------------------------- answers: display -> original indices
@@ -97,24 +120,41 @@ def test_an_answer_must_cover_exactly_the_questions_asked():
 # ---------------------------------------------------------------- store
 
 
-def test_tokens_are_stored_hashed_and_authenticate(store):
+def test_tokens_are_stored_hashed_and_authenticate(store, database):
     token = store.add_annotator("ann")
     owner = store.add_annotator("boss", role="owner")
     assert store.authenticate(token).name == "ann" and store.authenticate(owner).role == "owner"
     assert store.authenticate("not-a-token") is None and store.authenticate("") is None
-    store.close()
-    raw = b"".join(p.read_bytes() for p in store.directory.iterdir() if p.name.startswith("label.db"))
+    raw = stored_bytes(store, database)
     assert token.encode() not in raw and owner.encode() not in raw
+    assert hashlib.sha256(token.encode()).hexdigest().encode() in raw
     with pytest.raises(StoreError, match="already exists"):
         store.add_annotator("ann")
+    assert [a.name for a in store.annotators()] == ["ann", "boss"]
 
 
-def test_items_must_fit_the_questions(tmp_path):
-    s = Store.create(tmp_path / "p", ProjectConfig(questions=["pairwise"]))
+def test_answers_are_stored_in_original_indices_with_the_display_order(tmp_path, database):
+    s = Store.create(tmp_path / "p", ProjectConfig(questions=["ranking"]), database)
+    s.add_items([("f:1", [{"role": "user", "content": "Q"}], ["zero", "one", "two"], None)])
+    a = s.authenticate(s.add_annotator("a")).id
+    assignment = s.next_assignment(a)
+    order = assignment.order
+    assert sorted(order) == [0, 1, 2] and assignment.item.prompt == [{"role": "user", "content": "Q"}]
+    s.submit(a, assignment.item.id, {"ranking": [2, 0, 1]}, seconds=2.0)
+    (row,) = s.submissions()
+    assert row["answer"] == {"ranking": [order[2], order[0], order[1]]} and row["order"] == order
+    assert row["seconds"] == 2.0 and isinstance(row["created"], float) and row["undone"] is False
+
+
+def test_items_must_fit_the_questions(store, database):
     with pytest.raises(StoreError, match="cands.jsonl:9: 3 completions, .* need exactly 2"):
-        s.add_items([("cands.jsonl:9", "Q", ["a", "b", "c"], None)])
+        store.add_items([("cands.jsonl:9", "Q", ["a", "b", "c"], None)])
+    assert [item.id for item in store.items()] == [1, 2, 3, 4]
+    assert store.item(2).completions == ["answer a1", "answer b1"]
+    with pytest.raises(StoreError, match="no item 99"):
+        store.item(99)
     with pytest.raises(StoreError, match="already holds a labeling project"):
-        Store.create(tmp_path / "p", ProjectConfig(questions=["pairwise"]))
+        Store.create(store.directory, ProjectConfig(questions=["pairwise"]), database)
 
 
 def test_assignment_spreads_items_evenly_and_never_repeats_an_item(store):
@@ -136,10 +176,11 @@ def test_assignment_spreads_items_evenly_and_never_repeats_an_item(store):
     assert per_item == {1: 2, 2: 2, 3: 2, 4: 2}
     # Fewest-first: the first round gave a, b, c three different items.
     assert len({seen["a"][0], seen["b"][0], seen["c"][0]}) == 3
+    assert store.progress(ids["a"]) == {"items": 4, "needed": 8, "submitted": 8, "mine": len(seen["a"])}
 
 
-def test_an_open_assignment_comes_back_with_the_same_order_and_lapses_after_the_lease(tmp_path):
-    s = Store.create(tmp_path / "p", ProjectConfig(questions=["ranking"], overlap=1))
+def test_an_open_assignment_comes_back_with_the_same_order_and_lapses_after_the_lease(tmp_path, database):
+    s = Store.create(tmp_path / "p", ProjectConfig(questions=["ranking"], overlap=1), database)
     s.add_items([("f:1", "Q", ["a", "b", "c", "d"], None)])
     a, b = (s.authenticate(s.add_annotator(n)).id for n in "ab")
     first = s.next_assignment(a, now=1000.0)
@@ -184,11 +225,12 @@ def test_undo_reopens_the_item_and_skip_passes_it_on(store):
         remaining.append(assignment.item.id)
         store.submit(a, assignment.item.id, {"pairwise": "A"})
     assert nxt.item.id not in remaining and len(remaining) == 2
+    assert store.skipped() == {"a": 1}
     assert store.undo_last(store.authenticate(store.add_annotator("fresh")).id) is None
 
 
-def test_twenty_concurrent_annotators_lose_nothing(tmp_path):
-    s = Store.create(tmp_path / "p", ProjectConfig(questions=["pairwise"], overlap=2))
+def test_twenty_concurrent_annotators_lose_nothing(tmp_path, database):
+    s = Store.create(tmp_path / "p", ProjectConfig(questions=["pairwise"], overlap=2), database)
     s.add_items(pairs(600))  # spare items: the last annotator must find one they have not judged
     annotators = [s.authenticate(s.add_annotator(f"ann{i}")).id for i in range(20)]
     acknowledged: list[int] = []
@@ -204,6 +246,8 @@ def test_twenty_concurrent_annotators_lose_nothing(tmp_path):
                     acknowledged.append(sid)
         except Exception as exc:  # noqa: BLE001 - reported below with the thread's annotator
             errors.append((annotator, repr(exc)))
+        finally:
+            s.close()  # this thread's connection
 
     threads = [threading.Thread(target=work, args=(a,)) for a in annotators]
     for t in threads:
@@ -215,6 +259,8 @@ def test_twenty_concurrent_annotators_lose_nothing(tmp_path):
     assert len(rows) == 1000 and sorted(r["id"] for r in rows) == sorted(acknowledged)
     assert max(Counter(r["item_id"] for r in rows).values()) <= 2
     assert len({(r["item_id"], r["annotator"]) for r in rows}) == 1000
+    # Fewest-first under the write lock: every item judged once before any is judged twice.
+    assert sorted(Counter(Counter(r["item_id"] for r in rows).values()).items()) == [(1, 200), (2, 400)]
 
 
 WRITER = """

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class Connection:
 
 
 @dataclass(frozen=True)
-class Backend:
+class Backend(ABC):
     """What differs between the databases; `SQLiteBackend` and `PostgresBackend` fill it in."""
 
     path: Path
@@ -111,32 +112,38 @@ class Backend:
         """SQL for the length of the JSON array stored as text in `expr`."""
         return f"json_array_length({expr})"
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """The database in words, for messages (a URL without its password)."""
 
+    @abstractmethod
     def connect(self) -> Connection:
-        raise NotImplementedError
+        """A new connection, set up for this store (autocommit; transactions are explicit)."""
 
+    @abstractmethod
     def begin_write(self, conn: Connection) -> None:
-        raise NotImplementedError
+        """Open a transaction that holds the write lock from its first statement on."""
 
+    @abstractmethod
     def install_schema(self, conn: Connection, ddl: str) -> None:
-        raise NotImplementedError
+        """Create the tables and indexes of `ddl` (already in this dialect)."""
 
+    @abstractmethod
     def holds_project(self, connect: Callable[[], Connection]) -> bool:
         """Whether the project's tables are there; creates nothing (`connect` gives a connection)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def integrity_errors(self) -> tuple[type[Exception], ...]:
-        raise NotImplementedError
+        """The driver's exceptions for a broken UNIQUE or CHECK constraint."""
 
     def executemany(self, raw: Any, sql: str, rows: list[tuple]) -> None:
         raw.executemany(sql, rows)
 
+    @abstractmethod
     def insert(self, raw: Any, sql: str, params: tuple) -> int:
-        raise NotImplementedError
+        """Run an INSERT and return the new row's id."""
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path) -> None:  # noqa: B027 (a default, not a hole: SQLite writes nothing)
         """Write what `open_backend` needs to find the data again (nothing for SQLite)."""
 
 

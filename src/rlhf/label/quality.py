@@ -129,9 +129,12 @@ def annotator_stats(store: Store, submissions: list[dict[str, Any]], items: dict
     majority per scored question, and gold accuracy."""
     skipped = store.skipped()
     reports = {q: annotator_report(judgments(q, submissions)) for q in store.config.questions if q in LEVELS}
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for sub in submissions:
+        by_name.setdefault(sub["annotator"], []).append(sub)
     out = []
     for annotator in store.annotators():
-        mine = [s for s in submissions if s["annotator"] == annotator.name]
+        mine = by_name.get(annotator.name, [])
         if annotator.role == "owner" and not mine:
             continue
         seconds = [s["seconds"] for s in mine if s["seconds"] is not None]
