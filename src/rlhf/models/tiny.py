@@ -153,14 +153,14 @@ def _apply_merge(symbols: list[str], pair: tuple[str, str]) -> list[str]:
     return merged
 
 
-@lru_cache(maxsize=1)
-def _backend_json() -> str:
+@lru_cache(maxsize=4)
+def _backend_json(text: str = _MERGE_TEXT, vocab_size: int = VOCAB_SIZE) -> str:
     """The `tokenizers` tokenizer as JSON; cached because it is immutable, unlike the HF wrapper."""
     vocab: dict[str, int] = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     for symbol in _byte_symbols():
         vocab[symbol] = len(vocab)
-    num_merges = VOCAB_SIZE - len(vocab)
-    merges = _learn_merges(_MERGE_TEXT, num_merges, reserved=set(vocab))
+    num_merges = vocab_size - len(vocab)
+    merges = _learn_merges(text, num_merges, reserved=set(vocab))
     for left, right in merges:
         vocab[left + right] = len(vocab)
 
@@ -175,14 +175,18 @@ def _backend_json() -> str:
     return tokenizer.to_str()
 
 
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(text: str | None = None, vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
     """The tiny model's tokenizer: byte-level BPE, 512 tokens, pad/bos/eos/unk = ids 0/1/2/3.
 
     Pad is its own token (not EOS), so masking padding by id never hides an EOS. Encoding adds
     BOS only. Padding is on the right; callers that generate set `padding_side = "left"`.
+    `text` and `vocab_size` learn the merges from other text instead (a task's own tokenizer,
+    as the demo makes: its words become single tokens); any text still round-trips.
     """
+    if vocab_size < len(SPECIAL_TOKENS) + 256:
+        raise ValueError(f"vocab_size must be at least {len(SPECIAL_TOKENS) + 256} (specials and bytes)")
     return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_backend_json()),
+        tokenizer_object=Tokenizer.from_str(_backend_json(text or _MERGE_TEXT, vocab_size)),
         bos_token=BOS,
         eos_token=EOS,
         pad_token=PAD,
@@ -218,19 +222,24 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast | None = None, **overrides) -
     return LlamaConfig(**settings)
 
 
-def build_tiny_model(seed: int = 0, **config_overrides) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+def build_tiny_model(
+    seed: int = 0, tokenizer: PreTrainedTokenizerFast | None = None, **config_overrides
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """A randomly initialised tiny Llama (float32) and its tokenizer; same seed, same weights.
 
     The global torch RNG is left as it was, so building a model does not shift a run's seed.
+    `tokenizer` (from `build_tiny_tokenizer(text, vocab_size)`) replaces the built-in one.
     """
-    tokenizer = build_tiny_tokenizer()
+    builtin = tokenizer is None
+    tokenizer = tokenizer or build_tiny_tokenizer()
     config = tiny_config(tokenizer, **config_overrides)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-    # Adapters saved on top of this model record this as their base, so they load back here.
-    model.config._name_or_path = BUILTIN_TINY
-    model.name_or_path = BUILTIN_TINY
+    if builtin:
+        # Adapters saved on top of this model record this as their base, so they load back here.
+        model.config._name_or_path = BUILTIN_TINY
+        model.name_or_path = BUILTIN_TINY
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -239,7 +248,9 @@ def build_tiny_model(seed: int = 0, **config_overrides) -> tuple[LlamaForCausalL
     return model, tokenizer
 
 
-def save_tiny(directory: str | Path, seed: int = 0, **config_overrides) -> Path:
+def save_tiny(
+    directory: str | Path, seed: int = 0, tokenizer: PreTrainedTokenizerFast | None = None, **config_overrides
+) -> Path:
     """Write the tiny model and tokenizer as a standard Hugging Face directory; returns it.
 
     Plain `AutoModelForCausalLM.from_pretrained(dir)` and `AutoTokenizer.from_pretrained(dir)` load it.
@@ -248,7 +259,7 @@ def save_tiny(directory: str | Path, seed: int = 0, **config_overrides) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = build_tiny_model(seed, **config_overrides)
+    model, tokenizer = build_tiny_model(seed, tokenizer, **config_overrides)
     # Not `model.save_pretrained`: under torch.distributed transformers writes only on rank 0, and
     # every process builds its own copy of the preset. The files are the same as it would write.
     model.config.save_pretrained(directory)
