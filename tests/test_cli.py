@@ -22,22 +22,24 @@ def test_help_lists_every_stage():
 
 
 def test_print_config_shows_docs_and_overrides():
-    proc = rlhf("demo", "--print-config", "--set", "peft.method=lora", "steps=7")
+    proc = rlhf("demo", "--print-config", "--set", "pipeline.sft.peft.method=lora", "pipeline.ppo.steps=7")
     assert proc.returncode == 0, proc.stderr
     assert "# LoRA rank r: the width of each adapter's low-rank update." in proc.stdout
-    assert "  method: lora" in proc.stdout
-    assert "\nsteps: 7" in proc.stdout
+    assert "\n      method: lora" in proc.stdout
+    assert "\n    steps: 7" in proc.stdout
 
 
 def test_config_errors_are_one_line_with_status_2(tmp_path):
-    proc = rlhf("demo", "--set", "peft.lora_rnak=4")
+    proc = rlhf("demo", "--set", "pipeline.sft.peft.lora_rnak=4")
     assert proc.returncode == 2
-    assert proc.stderr == "error: unknown key `peft.lora_rnak`; did you mean `peft.lora_rank`?\n"
+    assert proc.stderr == (
+        "error: unknown key `pipeline.sft.peft.lora_rnak`; did you mean `pipeline.sft.peft.lora_rank`?\n"
+    )
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("optimizer:\n  lr: fast\n")
+    cfg.write_text("pipeline:\n  ppo:\n    optimizer:\n      lr: fast\n")
     proc = rlhf("demo", "--config", str(cfg))
     assert proc.returncode == 2
-    assert proc.stderr == "error: `optimizer.lr` expects a number, got str 'fast'\n"
+    assert proc.stderr == "error: `pipeline.ppo.optimizer.lr` expects a number, got str 'fast'\n"
 
 
 def test_a_planned_stage_says_so():
@@ -61,15 +63,15 @@ def test_data_formats_lists(fmt):
 
 
 def test_missing_model_and_wrong_data_kind_are_one_line(tmp_path):
-    proc = rlhf("demo", "--set", f"logging.output_dir={tmp_path}/a", "model.path=/no/such/model")
+    proc = rlhf("sft", "--set", f"logging.output_dir={tmp_path}/a", "model.path=/no/such/model")
     assert proc.returncode == 2
     assert proc.stderr == "error: model directory not found: /no/such/model\n"
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
-    proc = rlhf("demo", "--set", f"logging.output_dir={tmp_path}/b", f"data.path={pairs}")
+    proc = rlhf("sft", "--set", f"logging.output_dir={tmp_path}/b", f"data.path={pairs}")
     assert proc.returncode == 2
     assert proc.stderr == (
-        f"error: {pairs}: found comparison data (format `pairwise`), but this stage expects demonstration data\n"
+        f"error: {pairs}: found comparison data (format `pairwise`), but this stage expects sft data (demonstration)\n"
     )
 
 

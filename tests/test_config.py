@@ -18,6 +18,7 @@ from rlhf.config import (
 )
 from rlhf.config.core import undocumented_fields
 from rlhf.demo import DemoConfig
+from rlhf.pipeline.config import PipelineConfig
 
 
 @dataclass
@@ -139,7 +140,17 @@ def test_a_list_field_accepts_a_single_value():
 
 
 @pytest.mark.parametrize(
-    "cls", [StageConfig, DemoConfig, ModelConfig, PeftConfig, DataConfig, OptimizerConfig, LoggingConfig]
+    "cls",
+    [
+        StageConfig,
+        DemoConfig,
+        PipelineConfig,
+        ModelConfig,
+        PeftConfig,
+        DataConfig,
+        OptimizerConfig,
+        LoggingConfig,
+    ],
 )
 def test_every_field_is_documented(cls):
     assert undocumented_fields(cls) == []

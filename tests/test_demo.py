@@ -1,4 +1,4 @@
-"""End to end: `rlhf demo` as a user runs it, and what it leaves in its run directory."""
+"""End to end: a smaller `rlhf demo`, as a user runs it, must show RLHF working by the gold rule."""
 
 import json
 import subprocess
@@ -7,48 +7,71 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.tracking import read_metrics
+from rlhf.config.core import load_config
+from rlhf.demo import DemoConfig, build_base_model, write_task_data
+from rlhf.demo.task import gold_score
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 
 
-def run_demo(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    args = [RLHF, "demo", "--set", f"logging.output_dir={run_dir}", "logging.progress=false", *overrides]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+@pytest.mark.slow
+def test_smaller_demo_beats_sft_by_the_gold_score(tmp_path):
+    run = tmp_path / "run"
+    # The demo's own SFT (copying facts must be learned) and PPO; less feedback and fewer PPO steps.
+    smaller = [
+        f"pipeline.output_dir={run}", "task.candidate_prompts=300", "task.eval_prompts=120",
+        "pipeline.reward.max_steps=250", "pipeline.ppo.steps=40",
+    ]  # fmt: skip
+    proc = subprocess.run([RLHF, "demo", "--set", *smaller], capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    summary = json.loads((run / "summary.json").read_text())
+    head = summary["headline"]
+    assert head["gold_policy"] > head["gold_sft"], head
+    assert head["win_rate_gold"] > 0.5, head
+    # Simulated labelers disagree about as often as people: agreement well above chance, well below 1.
+    assert 0.6 < head["labeler_raw_agreement"] < 0.9, head
+    assert head["reward_model_accuracy"] > 0.6, head
+    # What the user is told: the table and the report's path.
+    assert "win rate over SFT, by gold" in proc.stdout and "labeler agreement" in proc.stdout
+    assert f"report: {run / 'report.html'}" in proc.stdout
+    assert (run / "report.html").stat().st_size > 10_000
+    # The eval's gold scores are the gold rule applied to what each policy wrote.
+    rows = [json.loads(line) for line in (run / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert [r["policy_scores"]["gold"] for r in rows] == gold_score(
+        [r["prompt"] for r in rows], [r["policy"] for r in rows]
+    )
+
+    # A second run finds every stage finished and only prints the table again.
+    again = subprocess.run([RLHF, "demo", "--set", *smaller], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped") == 7
 
 
-@pytest.mark.slow
-def test_demo_trains_saves_reloads_and_answers(tmp_path):
-    run_dir = tmp_path / "demo"
-    proc = run_demo(run_dir, "logging.log_every=50")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    # The tiny model learns the bundled demonstrations: loss falls from ~ln(512) to near zero.
-    assert summary["loss_first"] > 5.0
-    assert summary["loss_last"] < 0.2
-    # The saved directory reloads with plain transformers and gives the same logits.
-    assert summary["reload_max_logit_diff"] < 1e-5
-    assert summary["exact_answers"] >= 3
-    assert (run_dir / "model" / "config.json").is_file()
-    # The run directory holds the resolved config, the environment and the metrics.
-    assert "# Optimizer steps to train." in (run_dir / "config.yaml").read_text()
-    env = json.loads((run_dir / "environment.json").read_text())
-    assert env["seed"] == 0 and env["packages"]["transformers"]
-    rows = read_metrics(run_dir)
-    assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300]
-    assert rows[-1]["train/loss"] < rows[0]["train/loss"]
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    # The printed summary names what happened at each stage.
-    for tag in ("[data]", "[model]", "[train]", "[save]", "[done]"):
-        assert tag in proc.stdout
+def test_task_data_and_base_model(tmp_path):
+    cfg = load_config(DemoConfig, None, ["task.sft_examples=20", "task.eval_prompts=5"]).task
+    paths = write_task_data(cfg, tmp_path)
+    rows = {
+        name: [json.loads(line) for line in Path(p).read_text().splitlines()] for name, p in paths.items()
+    }
+    assert len(rows["sft"]) == 20 and len(rows["eval"]) == 5
+    assert set(rows["eval"][0]) == {"prompt"} and set(rows["sft"][0]) == {"prompt", "completion", "style"}
+    # Held-out documents are new: in no other split.
+    seen = {r["prompt"] for name in ("sft", "candidates", "ppo") for r in rows[name]}
+    assert not seen & {r["prompt"] for r in rows["eval"]}
+    # Written again only when different, so the pipeline can tell data that did not change.
+    before = Path(paths["sft"]).stat().st_mtime_ns
+    write_task_data(cfg, tmp_path)
+    assert Path(paths["sft"]).stat().st_mtime_ns == before
 
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-@pytest.mark.slow
-def test_demo_with_qlora_trains_and_saves_an_adapter(tmp_path):
-    run_dir = tmp_path / "q"
-    proc = run_demo(run_dir, "peft.method=qlora", "steps=30", "optimizer.lr=1e-2")
-    assert "(peft: qlora)" in proc.stdout
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["loss_last"] < summary["loss_first"]
-    assert (run_dir / "model" / "adapter_config.json").is_file()
+    base = build_base_model(cfg, tmp_path / "base")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    # The merges stop when the task's text has no pair left to merge: fewer than the 640 allowed.
+    assert model.config.hidden_size == 128 and model.config.vocab_size == len(tokenizer) <= 640
+    # Every fact word is one token, so copying a fact is copying one token.
+    for word in ("Mia", "baker", "Oslo", "green", "cat", "Tokyo"):
+        assert len(tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1, word
+    text = "Summarize: Mia is a baker in Oslo. Ünïcode round-trips too."
+    assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text

@@ -17,13 +17,13 @@ from rlhf.cli.common import (
     run_guarded,
 )
 from rlhf.cli.label import add_label_parser
+from rlhf.cli.report import add_report_parser
 
 # Stages the toolkit is built around, in pipeline order. A stage whose module has not landed yet
 # is still listed, so `rlhf --help` shows the whole loop, and says plainly that it is not here.
 PENDING_STAGES = {
     "dpo": "direct preference optimization and its relatives",
     "rrhf": "rank responses to align with human feedback",
-    "pipeline": "run the whole loop, stage by stage, in one run directory",
 }
 
 
@@ -116,6 +116,27 @@ def _cmd_eval_policy(args: argparse.Namespace) -> None:
         run_eval_policy(cfg)
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> None:
+    from rlhf.pipeline.config import PipelineConfig
+    from rlhf.pipeline.run import run_pipeline
+    from rlhf.pipeline.summary import headline_table
+
+    if args.config_file:
+        if args.config:
+            raise SystemExit("error: give the config either as CONFIG or as --config, not both")
+        args.config = args.config_file
+    if args.stages:
+        args.overrides = [*args.overrides, f"stages={json.dumps(args.stages.split(','))}"]
+    if args.rerun:
+        args.overrides = [*args.overrides, f"rerun={json.dumps(args.rerun.split(','))}"]
+    cfg = resolve_config(PipelineConfig, args)
+    if cfg is not None:
+        quiet_libraries()
+        summary = run_pipeline(cfg)
+        print(headline_table(summary["headline"]))
+        print(f"[pipeline] {summary['run_dir']} in {summary['seconds']:.0f} s; report: {summary['report']}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from rlhf.demo import DemoConfig, run_demo
 
@@ -204,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
         stage.set_defaults(func=_pending(name))
 
     add_label_parser(sub)
+    add_report_parser(sub)
+
+    pipeline = sub.add_parser(
+        "pipeline",
+        help="the whole loop in one run directory: SFT, candidates, feedback, reward, PPO, eval, report",
+        description="Run SFT -> candidates -> feedback -> reward model -> PPO -> evaluation -> report in "
+        "one run directory; finished stages (outputs there, config unchanged) are skipped on a rerun.",
+    )
+    pipeline.add_argument("config_file", nargs="?", metavar="CONFIG", help="the pipeline's YAML config")
+    add_config_args(pipeline)
+    pipeline.add_argument("--stages", metavar="A,B", help="sets stages: run only these (e.g. reward,ppo)")
+    pipeline.add_argument("--rerun", metavar="A,B", help="sets rerun: run these again though finished")
+    pipeline.set_defaults(func=_cmd_pipeline)
 
     sft = sub.add_parser(
         "sft",

@@ -1,205 +1,226 @@
-"""`rlhf demo`: the end-to-end demo, offline on a CPU.
+"""`rlhf demo`: the whole RLHF loop on a summarization task, offline, in minutes on a CPU.
 
-This version runs every stage the toolkit has so far: it reads the bundled demonstrations
-through the data loaders, builds the project's own tiny model, trains it through the shared
-Accelerate loop (with LoRA or prompt tuning if asked), saves it in Hugging Face format, reloads
-it with plain transformers, checks the reload gives the same logits, and answers the prompts.
-The full SFT -> feedback -> reward -> PPO loop replaces it when those stages land.
+The demo writes its task data (`rlhf.demo.task`: short profiles to summarize, demonstrations of
+mixed quality, and a hidden gold rule for what people prefer), makes its own base model (a small
+Llama with a tokenizer learned from the task's text, random weights), and runs `rlhf pipeline`:
+SFT on the demonstrations, candidates from the SFT model, simulated labelers judging pairs by the
+gold rule with Bradley-Terry noise, a reward model, PPO against it, evaluation of the PPO policy
+against the SFT policy on held-out documents, and the HTML report.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import DataConfig, LoggingConfig, ModelConfig, OptimizerConfig, PeftConfig
+from rlhf.eval.config import EvalPolicyConfig
+from rlhf.generation.config import GenerateConfig, SamplingConfig
+from rlhf.pipeline.config import FeedbackConfig, PipelineConfig
+from rlhf.ppo.config import AdvantageConfig, KLConfig, PpoConfig, RolloutConfig
+from rlhf.reward.config import RewardConfig, RewardEvalConfig
+from rlhf.sft.config import SftConfig, SftEvalConfig
+
+GOLD = "rlhf.demo.task:gold_score"
+MAX_NEW_TOKENS = 40
 
 
-def bundled_demonstrations() -> str:
-    """Path of the demonstrations file shipped inside the package."""
-    return str(resources.files("rlhf") / "assets" / "demo" / "demonstrations.jsonl")
+@dataclass
+class DemoTaskConfig:
+    sft_examples: int = 1500
+    """Documents with one demonstration each, for SFT (a quarter of them good; see `rlhf.demo.task`)."""
+    candidate_prompts: int = 600
+    """Documents the SFT model writes `pipeline.generate.sampling.num_samples` summaries of, for the labelers."""
+    ppo_prompts: int = 400
+    """Documents PPO samples from."""
+    eval_prompts: int = 200
+    """Held-out documents for the evaluation (none of them seen in training)."""
+    seed: int = 0
+    """Seed of the task data and of the base model's weights."""
+    hidden_size: int = 128
+    """Width of the base model (a 2-layer Llama; its tokenizer is learned from the task's text)."""
+    layers: int = 2
+    """Transformer blocks of the base model."""
+    vocab_size: int = 640
+    """Largest tokenizer size (merges stop earlier when the task's text has no pair left to merge):
+    enough that every word of the task is one token."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "sft_examples",
+            "candidate_prompts",
+            "ppo_prompts",
+            "eval_prompts",
+            "hidden_size",
+            "layers",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`task.{name}` must be at least 1")
+
+
+def demo_pipeline() -> PipelineConfig:
+    """The pipeline settings the demo runs with (its data and model paths are filled in at run time)."""
+    sampling = SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0)
+    return PipelineConfig(
+        output_dir="runs/demo",
+        gold=GOLD,
+        sft=SftConfig(
+            peft=PeftConfig(method="none"),
+            data=DataConfig(max_length=128),
+            eval=SftEvalConfig(fraction=0.05, every=300, generations=2, max_new_tokens=MAX_NEW_TOKENS),
+            optimizer=OptimizerConfig(lr=3e-3, warmup_ratio=0.05, scheduler="cosine"),
+            logging=LoggingConfig(log_every=25, progress=False),
+            batch_size=16,
+            max_steps=900,
+            packing=True,
+        ),
+        generate=GenerateConfig(
+            sampling=SamplingConfig(num_samples=4, max_new_tokens=MAX_NEW_TOKENS, unique=False, batch_size=64)
+        ),
+        feedback=FeedbackConfig(labelers=3, temperature=1.0),
+        reward=RewardConfig(
+            peft=PeftConfig(method="none"),
+            data=DataConfig(max_length=128),
+            eval=RewardEvalConfig(every=100),
+            optimizer=OptimizerConfig(lr=1e-3, warmup_ratio=0.05, scheduler="linear"),
+            logging=LoggingConfig(log_every=25, progress=False),
+            batch_size=16,
+            max_steps=400,
+            centering=0.01,
+        ),
+        ppo=PpoConfig(
+            peft=PeftConfig(method="none"),
+            data=DataConfig(max_length=128),
+            rollout=RolloutConfig(
+                prompts_per_step=8,
+                completions_per_prompt=4,
+                sampling=SamplingConfig(
+                    max_new_tokens=MAX_NEW_TOKENS, unique=False, seed=None, batch_size=64
+                ),
+            ),
+            # PPO's clipped objective with leave-one-out advantages over the 4 samples of a prompt:
+            # in this budget it beats a learned critic (GAE), which has 60 steps to learn values.
+            advantage=AdvantageConfig(estimator="rloo"),
+            kl=KLConfig(coef=0.2),
+            optimizer=OptimizerConfig(lr=1e-4, scheduler="constant"),
+            logging=LoggingConfig(log_every=1, progress=False),
+            steps=60,
+            minibatch_size=8,
+            samples_every=10,
+        ),
+        eval=EvalPolicyConfig(sampling=sampling, progress=False),
+    )
 
 
 @dataclass
 class DemoConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    """The model to train; the default is the built-in tiny Llama, made offline."""
-    peft: PeftConfig = field(default_factory=PeftConfig)
-    """Parameter-efficient training (the demo trains every weight by default)."""
-    data: DataConfig = field(default_factory=lambda: DataConfig(max_length=96))
-    """Demonstrations to learn; default (path null): the small set bundled with the package."""
-    optimizer: OptimizerConfig = field(
-        default_factory=lambda: OptimizerConfig(lr=3e-3, warmup_steps=10, scheduler="cosine")
+    task: DemoTaskConfig = field(default_factory=DemoTaskConfig)
+    """The size of the task and of the base model."""
+    pipeline: PipelineConfig = field(default_factory=demo_pipeline)
+    """The pipeline it runs (`rlhf pipeline --print-config` documents every field). The demo sets the
+    data paths and the base model (`sft.model.path`) itself; `pipeline.output_dir` is the run directory."""
+    data_only: bool = False
+    """Write the task's data (`<output_dir>/data/*.jsonl`) and base model, then stop: for running the
+    task through `rlhf pipeline` with another model (e.g. examples/pipeline_tinystories.yaml)."""
+
+
+def write_task_data(cfg: DemoTaskConfig, data_dir: Path) -> dict[str, str]:
+    """The demo's four files: demonstrations, candidate prompts, PPO prompts, held-out prompts."""
+    from rlhf.demo.task import make_split
+
+    splits = {
+        "sft": (cfg.sft_examples, 1),
+        "candidates": (cfg.candidate_prompts, 2),
+        "ppo": (cfg.ppo_prompts, 3),
+        "eval": (cfg.eval_prompts, 4),
+    }
+    paths, seen = {}, set()
+    for name, (count, offset) in splits.items():
+        # Every split's documents are new to the splits before it (the held-out ones above all).
+        rows = [
+            r for r in make_split(2 * count + 50, seed=cfg.seed * 100 + offset) if r["prompt"] not in seen
+        ]
+        rows = rows[:count]
+        seen.update(r["prompt"] for r in rows)
+        if name != "sft":
+            rows = [{"prompt": r["prompt"]} for r in rows]
+        path = data_dir / f"{name}.jsonl"
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        # Rewritten only when different: the pipeline notices changed files by size and time.
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        paths[name] = str(path)
+    return paths
+
+
+def build_base_model(cfg: DemoTaskConfig, directory: Path) -> str:
+    """The demo's base model: a tokenizer learned from the task's text, a small random-weight Llama."""
+    from rlhf.demo.task import tokenizer_text
+    from rlhf.models.tiny import build_tiny_tokenizer, save_tiny
+
+    made_with = json.dumps([cfg.seed, cfg.hidden_size, cfg.layers, cfg.vocab_size])
+    marker = directory / "demo_base.json"
+    if (directory / "model.safetensors").is_file() and marker.is_file() and marker.read_text() == made_with:
+        return str(directory)  # kept as it is, so the pipeline sees the same files and skips finished stages
+    text = tokenizer_text()
+    tokenizer = build_tiny_tokenizer(text, cfg.vocab_size)
+    heads = max(1, cfg.hidden_size // 32)
+    save_tiny(
+        directory,
+        seed=cfg.seed,
+        tokenizer=tokenizer,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=3 * cfg.hidden_size,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
     )
-    """AdamW and its schedule (the tiny model learns fast at a high rate)."""
-    logging: LoggingConfig = field(
-        default_factory=lambda: LoggingConfig(output_dir="runs/demo", log_every=20)
+    marker.write_text(made_with)
+    return str(directory)
+
+
+def demo_config_for_run(cfg: DemoConfig) -> PipelineConfig:
+    """The pipeline config with the demo's data and base model written and filled in."""
+    import dataclasses
+
+    p = cfg.pipeline
+    run = Path(p.output_dir)
+    paths = write_task_data(cfg.task, run / "data")
+    base = build_base_model(cfg.task, run / "base")
+
+    def with_data(section, path):
+        return dataclasses.replace(section, data=dataclasses.replace(section.data, path=path))
+
+    sft = with_data(p.sft, paths["sft"])
+    sft = dataclasses.replace(sft, model=ModelConfig(path=base))
+    return dataclasses.replace(
+        p,
+        sft=sft,
+        generate=with_data(p.generate, paths["candidates"]),
+        ppo=with_data(p.ppo, paths["ppo"]),
+        eval=with_data(p.eval, paths["eval"]),
     )
-    """Where the run directory goes and how often to log."""
-    seed: int = 0
-    """Seed for weights, data order and sampling: the same seed gives the same run."""
-    steps: int = 300
-    """Optimizer steps to train."""
-    batch_size: int = 8
-    """Examples per micro-batch on each process."""
-    show: int = 4
-    """How many prompts to answer (greedy) after training."""
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ConfigError("`steps` and `batch_size` must be at least 1")
 
 
-def _examples(cfg: DemoConfig, tokenizer):
-    from rlhf.data import TruncationStats, encode_example, load_records, render_prompt
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Write the task, make the base model, run the pipeline; print the summary table and the report's path."""
+    from rlhf.pipeline.run import run_pipeline
+    from rlhf.pipeline.summary import headline_table
 
-    data_cfg = cfg.data if cfg.data.path else dataclasses.replace(cfg.data, path=bundled_demonstrations())
-    loaded = load_records(data_cfg, expect="demonstration")
-    stats = TruncationStats(data_cfg.max_length)
-    examples = []
-    for record in loaded.records:
-        prompt = render_prompt(record.prompt, tokenizer) if record.prompt else ""
-        enc = encode_example(
-            tokenizer, prompt, record.completion, data_cfg.max_length, data_cfg.max_prompt_length
+    pipeline = demo_config_for_run(cfg)
+    if cfg.data_only:
+        print(
+            f"[demo] task data in {Path(pipeline.output_dir) / 'data'}, base model in {pipeline.sft.model.path}"
         )
-        stats.add(enc)
-        examples.append((prompt, record.completion, enc))
-    return loaded, stats, examples
-
-
-def run_demo(cfg: DemoConfig) -> dict:
-    """Run the demo; returns (and writes to `summary.json`) what it measured."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from rlhf.data import pad_batch
-    from rlhf.models import load_causal_lm, load_tokenizer, trainable_parameter_summary
-    from rlhf.tracking import MetricsLogger
-    from rlhf.training import build_optimizer, build_scheduler, train_loop
-    from rlhf.training.loop import start_stage
-
-    started = time.time()
-    accelerator, say, run_dir = start_stage("demo", cfg, cfg.optimizer)
-    main = accelerator.is_main_process
-
-    tokenizer = load_tokenizer(cfg.model, padding_side="right")
-    loaded, stats, examples = _examples(cfg, tokenizer)
-    say(f"[data] {loaded.report.summary()}; format `{loaded.format}`; {stats.summary()}")
-
-    model = load_causal_lm(cfg.model, cfg.peft)
-    trainable, total = trainable_parameter_summary(model)
-    say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable (peft: {cfg.peft.method})")
-
-    pad_id = tokenizer.pad_token_id
-
-    def collate(batch):
-        return pad_batch([e.input_ids for _, _, e in batch], pad_id, "right", [e.labels for _, _, e in batch])
-
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        examples, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=generator
+        return {}
+    summary = run_pipeline(pipeline)
+    print()
+    print(headline_table(summary["headline"]))
+    print(
+        f"[demo] {summary['seconds']:.0f} s; run directory {pipeline.output_dir}; report: {summary['report']}"
     )
-    optimizer = build_optimizer(model, cfg.optimizer)
-    scheduler = build_scheduler(optimizer, cfg.optimizer, cfg.steps)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-
-    def loss_fn(m, batch):
-        return m(**batch).loss, {}
-
-    with MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, enabled=main) as logger:
-        result = train_loop(
-            accelerator=accelerator,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            batches=loader,
-            loss_fn=loss_fn,
-            max_steps=cfg.steps,
-            optim_cfg=cfg.optimizer,
-            logger=logger,
-            log_every=cfg.logging.log_every,
-            progress=cfg.logging.progress,
-            desc="train",
-        )
-    first, last = result.history[0]["loss"], result.history[-1]["loss"]
-    say(f"[train] {result.steps} steps: loss {first:.3f} -> {last:.3f}")
-
-    summary: dict = {"loss_first": first, "loss_last": last, "steps": result.steps}
-    accelerator.wait_for_everyone()
-    if main:
-        model = accelerator.unwrap_model(model).eval()
-        out_dir = run_dir / "model"
-        model, reloaded, how = _save_and_reload(model, tokenizer, out_dir, cfg)
-        reloaded_tok = AutoTokenizer.from_pretrained(out_dir)
-        probe = collate(examples[: cfg.batch_size])
-        with torch.no_grad():
-            ours = model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits
-            theirs = reloaded(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits
-        width = probe["input_ids"].shape[1]  # prompt tuning puts its virtual tokens first
-        diff = (ours[:, -width:] - theirs[:, -width:]).abs().max().item()
-        say(f"[save] {out_dir} (reloaded with {how}; max logit difference {diff:.2e})")
-        answers = _answer(reloaded, reloaded_tok, examples[: cfg.show])
-        exact = sum(a["answer"].strip() == a["reference"].strip() for a in answers)
-        for a in answers:
-            say(f"  Q: {a['prompt']!r}\n     model: {a['answer']!r}\n     reference: {a['reference']!r}")
-        summary.update(
-            reload_max_logit_diff=diff,
-            answers=answers,
-            exact_answers=exact,
-            model_dir=str(out_dir),
-            seconds=round(time.time() - started, 1),
-        )
-        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        say(
-            f"[done] {exact}/{len(answers)} answers exact; {summary['seconds']} s; summary in {run_dir / 'summary.json'}"
-        )
     return summary
-
-
-def _save_and_reload(model, tokenizer, out_dir: Path, cfg: DemoConfig):
-    """Save the trained model and load it back the way a user would.
-
-    A full model or merged LoRA loads with plain transformers, no rlhf code. A QLoRA or prompt-tuning
-    adapter cannot be merged exactly into its base, so it is saved as an adapter and loaded back
-    onto its base with `load_causal_lm` (the same 4-bit base for QLoRA).
-    """
-    from transformers import AutoModelForCausalLM
-
-    from rlhf.models import load_causal_lm, save_model
-
-    method = cfg.peft.method
-    model = save_model(model, tokenizer, out_dir, merge=method == "lora")
-    if method in ("none", "lora"):
-        return model, AutoModelForCausalLM.from_pretrained(out_dir).eval(), "plain transformers"
-    reload_cfg = dataclasses.replace(cfg.model, path=str(out_dir))
-    return model, load_causal_lm(reload_cfg, for_training=False), "rlhf's loader (adapter on its base)"
-
-
-def _answer(model, tokenizer, examples) -> list[dict]:
-    """Greedy answers for the examples' prompts, decoded without the prompt."""
-    import torch
-
-    answers = []
-    for prompt, reference, enc in examples:
-        ids = torch.tensor([enc.input_ids[: enc.prompt_len]])
-        with torch.no_grad():
-            out = model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=48,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        answers.append(
-            {
-                "prompt": prompt,
-                "answer": tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True),
-                "reference": reference,
-            }
-        )
-    return answers

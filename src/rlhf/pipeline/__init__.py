@@ -1,0 +1,7 @@
+"""`rlhf pipeline`: SFT -> candidates -> feedback -> reward model -> PPO -> evaluation -> report.
+
+    from rlhf.pipeline.config import PipelineConfig
+    from rlhf.pipeline.run import run_pipeline
+
+The package itself imports nothing, so `rlhf.pipeline.summary` stays light for the report.
+"""

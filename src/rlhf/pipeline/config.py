@@ -1,0 +1,114 @@
+"""Configuration of `rlhf pipeline`: every stage's own config, plus how the stages are wired.
+
+The pipeline fills the fields that connect the stages (each stage's model path, data path and
+run directory) from the run directory, so a stage's section holds only what is its own: steps,
+learning rates, sampling. Those wiring fields are listed in `WIRED` and said so in `--print-config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rlhf.config.core import ConfigError
+from rlhf.config.parts import DataConfig, LoggingConfig, PromptConfig
+from rlhf.eval.config import EvalPolicyConfig
+from rlhf.generation.config import GenerateConfig, SamplingConfig
+from rlhf.ppo.config import PpoConfig
+from rlhf.reward.config import RewardConfig
+from rlhf.sft.config import SftConfig
+
+STAGES = ("sft", "generate", "feedback", "reward", "ppo", "eval", "report")
+"""The stages in order; each writes into `<output_dir>/<stage>/` (the report: `report.html`)."""
+
+WIRED = {
+    "sft": ("logging.output_dir", "prompt"),
+    "generate": ("model.path", "output", "prompt"),
+    "reward": ("model.path", "data.path", "eval.path", "eval.fraction", "logging.output_dir", "prompt"),
+    "ppo": ("model.path", "reward.model", "logging.output_dir", "prompt"),
+    "eval": ("model.path", "baseline", "reference", "reward", "gold", "output_dir", "prompt"),
+}
+"""Fields of each stage's section that the pipeline sets itself (a value given there is replaced)."""
+
+
+@dataclass
+class FeedbackConfig:
+    source: Literal["simulate", "file"] = "simulate"
+    """`simulate`: simulated labelers judge pairs of the generated candidates by the task's `gold`
+    function (Bradley-Terry: the better one wins with probability sigmoid(Δgold / temperature));
+    `file`: preferences people gave, e.g. the export of `rlhf label` (`path`)."""
+    path: str | None = None
+    """`source: file`: comparisons or rankings (any format the reward stage reads, JSONL)."""
+    labelers: int = 3
+    """`simulate`: labelers judging each pair; the pair's label is their majority (`resolve`)."""
+    temperature: float = 1.0
+    """`simulate`: Bradley-Terry temperature in gold-score units: higher, noisier labelers (1.0 puts
+    agreement between two labelers near 75% on the demo task, about what people reach)."""
+    resolve: Literal["majority", "all"] = "majority"
+    """`simulate`: one row per pair by majority vote, or every judgment as its own row with weight
+    1/labelers (as `rlhf label export --resolve all`)."""
+    heldout_fraction: float = 0.15
+    """Share of prompts whose pairs are kept out of reward training, for its held-out accuracy."""
+    seed: int = 0
+    """Seed of the simulated labelers and of the held-out split."""
+
+    def __post_init__(self) -> None:
+        if self.source == "file" and not self.path:
+            raise ConfigError(
+                "`feedback.source: file` needs `feedback.path` (e.g. an `rlhf label export` file)"
+            )
+        if self.labelers < 1 or self.temperature <= 0:
+            raise ConfigError("`feedback.labelers` must be >= 1 and `feedback.temperature` > 0")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ConfigError("`feedback.heldout_fraction` must be between 0 and 1")
+
+
+def _generate_defaults() -> GenerateConfig:
+    return GenerateConfig(sampling=SamplingConfig(num_samples=4, max_new_tokens=64, unique=False))
+
+
+@dataclass
+class PipelineConfig:
+    output_dir: str = "runs/pipeline"
+    """The run directory: one folder per stage, `config.yaml`, `summary.json` and `report.html`."""
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    """Stages to run, in pipeline order (e.g. `[reward, ppo]`); the others must already have their
+    outputs in the run directory, or be replaced by an outside input (`sft_model`, `reward_model`,
+    `feedback.source: file`). A finished stage whose config and inputs did not change is skipped."""
+    rerun: list[str] = field(default_factory=list)
+    """Stages to run again even though their outputs are there (the stages after them follow)."""
+    gold: str | None = None
+    """The task's gold scoring function `module:function(prompts, completions) -> list[float]`, when
+    it has one: simulated labelers judge by it, PPO logs it (`ppo/reward/gold`, weight 0) and the
+    evaluation reports the gold score and gold win rate."""
+    sft_model: str | None = None
+    """An existing SFT model (directory or hub id) to use instead of running the `sft` stage."""
+    reward_model: str | None = None
+    """An existing reward model to use instead of `generate`, `feedback` and `reward`."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """The prompt layout, the same for every stage (copied into each stage's `prompt`)."""
+    sft: SftConfig = field(default_factory=lambda: SftConfig(logging=LoggingConfig(log_every=10)))
+    """Supervised fine-tuning: `model.path` is the base model, `data.path` the demonstrations."""
+    generate: GenerateConfig = field(default_factory=_generate_defaults)
+    """Candidates for feedback: `data.path` holds the prompts; `sampling.num_samples` per prompt."""
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    """Where the preferences come from."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """Reward-model training on the feedback (starts from the SFT model unless `reward_base`)."""
+    reward_base: str | None = None
+    """Start the reward model from this model instead of the SFT model (it may have its own
+    tokenizer: PPO re-encodes the policy's text for it)."""
+    ppo: PpoConfig = field(default_factory=PpoConfig)
+    """PPO (or REINFORCE/RLOO/GRPO) from the SFT model against the reward model: `data.path` holds
+    the prompts. Extra `reward.sources` (rule functions) are kept and added to the reward model's."""
+    eval: EvalPolicyConfig = field(default_factory=EvalPolicyConfig)
+    """The PPO policy against the SFT policy on held-out prompts (`data.path`)."""
+    eval_reward_data: DataConfig = field(default_factory=DataConfig)
+    """Held-out feedback for the reward model's accuracy and calibration; default: the feedback
+    stage's held-out pairs (judged by `gold` when there is one, else by the labelers)."""
+
+    def __post_init__(self) -> None:
+        for key in ("stages", "rerun"):
+            unknown = [s for s in getattr(self, key) if s not in STAGES]
+            if unknown:
+                raise ConfigError(f"`{key}`: unknown stage {unknown[0]!r}; stages are {', '.join(STAGES)}")

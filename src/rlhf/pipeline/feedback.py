@@ -1,0 +1,197 @@
+"""The feedback stage: preference pairs for the reward model, from simulated labelers or a file.
+
+Simulated labelers judge every pair of distinct candidates of a prompt: each prefers the one with
+the higher gold score with Bradley-Terry probability sigmoid(Δgold / temperature), independently,
+so they disagree as people do; how often is measured with the labeling app's agreement statistics.
+Prompts are split into training and held-out ones, so the reward model is scored on prompts it never
+saw. Plain Python (no torch).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rlhf.data.errors import DataError
+from rlhf.generation.run import write_jsonl_atomic
+from rlhf.label.agreement import krippendorff_alpha, raw_agreement
+from rlhf.report.load import read_jsonl as load_jsonl
+
+GoldFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+
+TRAIN_FILE, HELDOUT_FILE, HELDOUT_GOLD_FILE, STATS_FILE = (
+    "pairs.jsonl", "heldout.jsonl", "heldout_gold.jsonl", "feedback.json",
+)  # fmt: skip
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a bad line is an error naming file and line, a missing file an OSError."""
+    rows = load_jsonl(Path(path))
+    if rows is None:
+        raise FileNotFoundError(f"{path}: no such file")
+    return rows
+
+
+def bradley_terry(gold_a: float, gold_b: float, temperature: float) -> float:
+    """P(a labeler prefers a over b) = sigmoid((gold_a - gold_b) / temperature), without overflow."""
+    import math
+
+    z = (gold_a - gold_b) / temperature
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def _prompt_key(prompt: Any) -> str:
+    return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def heldout_prompts(keys: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """The prompts kept out of training: a seeded sample, at least one, never all of them."""
+    unique = sorted(set(keys))
+    if len(unique) < 2:
+        raise DataError(
+            None,
+            None,
+            None,
+            f"feedback: {len(unique)} distinct prompt(s); the held-out split needs 2 or more",
+        )
+    count = min(len(unique) - 1, max(1, round(fraction * len(unique))))
+    return set(random.Random(seed).sample(unique, count))
+
+
+def simulate(
+    candidates_path: str | Path,
+    gold: GoldFn,
+    out_dir: str | Path,
+    *,
+    labelers: int = 3,
+    temperature: float = 1.0,
+    resolve: str = "majority",
+    heldout_fraction: float = 0.15,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Judge every pair of distinct candidates; write train/held-out pairs and `feedback.json`."""
+    import math
+
+    rows = read_jsonl(candidates_path)
+    rng = random.Random(seed)
+    out_dir = Path(out_dir)
+    held = heldout_prompts([_prompt_key(r.get("prompt")) for r in rows], heldout_fraction, seed)
+    train, heldout, heldout_gold = [], [], []
+    units: dict[int, list[int]] = {}
+    dropped = {"empty": 0, "identical": 0}
+    agree_gold = judged_gold = single_right = single_total = 0
+    for number, row in enumerate(rows, 1):
+        prompt, completions = row.get("prompt"), row.get("completions")
+        if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
+            raise DataError(str(candidates_path), number, "completions", "expected a list of strings")
+        scores = [float(s) for s in gold([prompt] * len(completions), completions)]
+        if len(scores) != len(completions) or not all(math.isfinite(s) for s in scores):
+            raise DataError(
+                None, None, None, f"gold function: expected {len(completions)} finite scores, got {scores!r}"
+            )
+        is_held = _prompt_key(prompt) in held
+        for a, b in itertools.combinations(range(len(completions)), 2):
+            if not completions[a].strip() or not completions[b].strip():
+                dropped["empty"] += 1
+                continue
+            if completions[a] == completions[b]:
+                dropped["identical"] += 1
+                continue
+            p_a = bradley_terry(scores[a], scores[b], temperature)
+            votes = [0 if rng.random() < p_a else 1 for _ in range(labelers)]  # 0: a wins
+            units[len(units)] = votes
+            if scores[a] != scores[b]:
+                better = 0 if scores[a] > scores[b] else 1
+                single_right += sum(v == better for v in votes)
+                single_total += labelers
+            pair = (completions[a], completions[b])
+            wins_a = votes.count(0)
+            if resolve == "all":
+                made = [_row(prompt, pair[v], pair[1 - v], 1.0 / labelers) for v in votes]
+            elif 2 * wins_a == labelers:  # an even split: no majority, left out
+                dropped.setdefault("split", 0)
+                dropped["split"] += 1
+                made = []
+            else:
+                first = 0 if 2 * wins_a > labelers else 1
+                made = [_row(prompt, pair[first], pair[1 - first])]
+                if scores[a] != scores[b]:
+                    judged_gold += 1
+                    agree_gold += first == (0 if scores[a] > scores[b] else 1)
+            (heldout if is_held else train).extend(made)
+            if is_held and scores[a] != scores[b]:
+                win = 0 if scores[a] > scores[b] else 1
+                heldout_gold.append(_row(prompt, pair[win], pair[1 - win]))
+    if not train:
+        raise DataError(
+            str(candidates_path), None, None, "no pair of distinct, non-empty candidates to judge"
+        )
+    write_jsonl_atomic(out_dir / TRAIN_FILE, train)
+    write_jsonl_atomic(out_dir / HELDOUT_FILE, heldout)
+    write_jsonl_atomic(out_dir / HELDOUT_GOLD_FILE, heldout_gold)
+    stats = {
+        "source": "simulate",
+        "labelers": labelers,
+        "temperature": temperature,
+        "prompts": len(rows),
+        "heldout_prompts": len(held),
+        "pairs": len(units),
+        "judgments": len(units) * labelers,
+        "train_rows": len(train),
+        "heldout_rows": len(heldout),
+        "heldout_gold_rows": len(heldout_gold),
+        "dropped": dropped,
+        "raw_agreement": raw_agreement(units) if labelers > 1 else None,
+        "krippendorff_alpha": krippendorff_alpha(units, "nominal") if labelers > 1 else None,
+        "labeler_gold_accuracy": single_right / single_total if single_total else None,
+        "majority_gold_agreement": agree_gold / judged_gold if judged_gold else None,
+    }
+    _write_stats(out_dir, stats)
+    return stats
+
+
+def _row(prompt: Any, chosen: str, rejected: str, weight: float | None = None) -> dict[str, Any]:
+    row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    if weight is not None:
+        row["weight"] = weight
+    return row
+
+
+def split_file(
+    path: str | Path, out_dir: str | Path, *, heldout_fraction: float, seed: int
+) -> dict[str, Any]:
+    """People's preferences from a file (e.g. `rlhf label export`): split by prompt, rows kept as they are."""
+    rows = read_jsonl(path)
+    if not rows:
+        raise DataError(str(path), None, None, "no rows")
+    missing = [n for n, r in enumerate(rows, 1) if "prompt" not in r]
+    if missing:
+        raise DataError(str(path), missing[0], "prompt", "missing (the held-out split groups rows by prompt)")
+    held = heldout_prompts([_prompt_key(r["prompt"]) for r in rows], heldout_fraction, seed)
+    train = [r for r in rows if _prompt_key(r["prompt"]) not in held]
+    heldout = [r for r in rows if _prompt_key(r["prompt"]) in held]
+    out_dir = Path(out_dir)
+    write_jsonl_atomic(out_dir / TRAIN_FILE, train)
+    write_jsonl_atomic(out_dir / HELDOUT_FILE, heldout)
+    stats = {
+        "source": "file",
+        "path": str(path),
+        "rows": len(rows),
+        "train_rows": len(train),
+        "heldout_rows": len(heldout),
+        "heldout_prompts": len(held),
+    }
+    _write_stats(out_dir, stats)
+    return stats
+
+
+def _write_stats(out_dir: Path, stats: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")

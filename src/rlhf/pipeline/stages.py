@@ -1,0 +1,321 @@
+"""The pipeline's stages: how each is wired to the run directory, what it must leave behind, how it runs.
+
+A stage is finished when its outputs are there and readable (the files themselves are checked,
+not only the folder) and the fingerprint it recorded (its resolved config plus the fingerprints
+of the stages it read from) is the one it would have now.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf.config.core import ConfigError, to_dict
+from rlhf.config.parts import DataConfig
+from rlhf.pipeline import feedback as fb
+from rlhf.pipeline.config import PipelineConfig
+from rlhf.ppo.config import RewardSourceConfig
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "adapter_model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+)
+
+
+def model_ready(directory: Path) -> str | None:
+    """None when `directory` holds a loadable saved model (config and weights), else what is missing."""
+    if not (directory / "config.json").is_file() and not (directory / "adapter_config.json").is_file():
+        return f"{directory}/config.json"
+    if not any(
+        (directory / name).is_file() and (directory / name).stat().st_size > 0 for name in WEIGHT_FILES
+    ):
+        return f"{directory}/model.safetensors"
+    return None
+
+
+def json_ready(path: Path) -> str | None:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return str(path)
+    return None
+
+
+def jsonl_ready(path: Path) -> str | None:
+    """None when the JSONL file exists, is not empty and every line parses."""
+    try:
+        fb.read_jsonl(path)[0]
+    except (OSError, ValueError, IndexError):
+        return str(path)
+    return None
+
+
+@dataclass
+class Paths:
+    """Where every stage's outputs live, and the models the later stages read."""
+
+    run: Path
+    cfg: PipelineConfig
+
+    def stage(self, name: str) -> Path:
+        return self.run / name
+
+    @property
+    def sft_model(self) -> str:
+        return self.cfg.sft_model or str(self.run / "sft" / "model")
+
+    @property
+    def candidates(self) -> Path:
+        return self.run / "generate" / "candidates.jsonl"
+
+    @property
+    def reward_model(self) -> str:
+        return self.cfg.reward_model or str(self.run / "reward" / "model")
+
+    @property
+    def policy(self) -> str:
+        return str(self.run / "ppo" / "policy")
+
+
+def _wired(section: Any, **changes: Any) -> Any:
+    """`section` with dotted fields replaced (`model__path=...` sets `model.path`)."""
+    grouped: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition("__")
+        if rest:
+            grouped.setdefault(head, {})[rest] = value
+        else:
+            flat[key] = value
+    for head, sub in grouped.items():
+        flat[head] = _wired(getattr(section, head), **sub)
+    return dataclasses.replace(section, **flat)
+
+
+def sft_config(p: Paths):
+    return _wired(p.cfg.sft, logging__output_dir=str(p.stage("sft")), prompt=p.cfg.prompt)
+
+
+def generate_config(p: Paths):
+    return _wired(p.cfg.generate, model__path=p.sft_model, output=str(p.candidates), prompt=p.cfg.prompt)
+
+
+def reward_config(p: Paths):
+    cfg = p.cfg.reward
+    held = p.stage("feedback") / fb.HELDOUT_FILE
+    return _wired(
+        cfg,
+        model__path=p.cfg.reward_base or p.sft_model,
+        data__path=str(p.stage("feedback") / fb.TRAIN_FILE),
+        eval__path=str(held),
+        eval__fraction=0.0,
+        logging__output_dir=str(p.stage("reward")),
+        prompt=p.cfg.prompt,
+    )
+
+
+def ppo_config(p: Paths):
+    cfg = p.cfg.ppo
+    sources = [s for s in cfg.reward.sources if s.name != "gold"]
+    if p.cfg.gold:
+        sources.append(RewardSourceConfig(function=p.cfg.gold, weight=0.0, name="gold"))
+    # The reward model goes in through the `reward.model` shortcut (one source of weight 1).
+    reward = dataclasses.replace(cfg.reward, model=p.reward_model, function=None, url=None, sources=sources)
+    return _wired(
+        cfg,
+        model__path=p.sft_model,
+        reward=reward,
+        logging__output_dir=str(p.stage("ppo")),
+        prompt=p.cfg.prompt,
+    )
+
+
+def eval_config(p: Paths):
+    return _wired(
+        p.cfg.eval,
+        model__path=p.policy,
+        baseline=p.sft_model,
+        reference=p.sft_model,
+        reward=p.reward_model,
+        gold=p.cfg.gold,
+        output_dir=str(p.stage("eval")),
+        prompt=p.cfg.prompt,
+    )
+
+
+def eval_reward_config(p: Paths):
+    from rlhf.reward.config import EvalRewardConfig
+
+    data = p.cfg.eval_reward_data
+    if not data.path:
+        gold_pairs = p.stage("feedback") / fb.HELDOUT_GOLD_FILE
+        path = gold_pairs if jsonl_ready(gold_pairs) is None else p.stage("feedback") / fb.HELDOUT_FILE
+        data = dataclasses.replace(data, path=str(path))
+    return EvalRewardConfig(
+        model=p.reward_model, data=data, output=str(p.run / "reward_eval" / "eval.json"), progress=False
+    )
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def run_sft_stage(p: Paths) -> dict[str, Any]:
+    from rlhf.sft import run_sft
+
+    return run_sft(sft_config(p)).summary
+
+
+def run_generate_stage(p: Paths) -> dict[str, Any]:
+    from rlhf.generation import run_generate
+
+    return run_generate(generate_config(p))
+
+
+def run_feedback_stage(p: Paths) -> dict[str, Any]:
+    f = p.cfg.feedback
+    out = p.stage("feedback")
+    if f.source == "file":
+        return fb.split_file(f.path, out, heldout_fraction=f.heldout_fraction, seed=f.seed)
+    from rlhf.ppo.rewards import load_function
+
+    return fb.simulate(
+        p.candidates,
+        load_function(p.cfg.gold),
+        out,
+        labelers=f.labelers,
+        temperature=f.temperature,
+        resolve=f.resolve,
+        heldout_fraction=f.heldout_fraction,
+        seed=f.seed,
+    )
+
+
+def run_reward_stage(p: Paths) -> dict[str, Any]:
+    from rlhf.reward.evaluate import run_eval_reward
+    from rlhf.reward.train import run_reward
+
+    summary = dict(run_reward(reward_config(p)).summary)
+    summary["heldout"] = run_eval_reward(eval_reward_config(p))
+    return summary
+
+
+def run_ppo_stage(p: Paths) -> dict[str, Any]:
+    from rlhf.ppo import run_ppo
+
+    return run_ppo(ppo_config(p)).summary
+
+
+def run_eval_stage(p: Paths) -> dict[str, Any]:
+    from rlhf.eval.policy import run_eval_policy
+
+    return run_eval_policy(eval_config(p))
+
+
+def run_report_stage(p: Paths) -> dict[str, Any]:
+    from rlhf.report import write_report
+
+    return {"report": str(write_report(p.run))}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    reads: tuple[str, ...]
+    """Stages whose outputs this one reads (their fingerprints are part of its own)."""
+    config: Callable[[Paths], Any] | None
+    outputs: Callable[[Paths], list[str | None]]
+    run: Callable[[Paths], dict[str, Any]]
+
+
+def _feedback_outputs(p: Paths) -> list[str | None]:
+    d = p.stage("feedback")
+    return [jsonl_ready(d / fb.TRAIN_FILE), json_ready(d / fb.STATS_FILE)]
+
+
+STAGE_LIST = (
+    Stage("sft", (), sft_config, lambda p: [model_ready(p.stage("sft") / "model")], run_sft_stage),
+    Stage("generate", ("sft",), generate_config, lambda p: [jsonl_ready(p.candidates)], run_generate_stage),
+    Stage("feedback", ("generate",), lambda p: p.cfg.feedback, _feedback_outputs, run_feedback_stage),
+    Stage(
+        "reward",
+        ("sft", "feedback"),
+        reward_config,
+        lambda p: [model_ready(p.stage("reward") / "model"), json_ready(p.run / "reward_eval" / "eval.json")],
+        run_reward_stage,
+    ),
+    Stage(
+        "ppo",
+        ("sft", "reward"),
+        ppo_config,
+        lambda p: [model_ready(Path(p.policy)), json_ready(p.stage("ppo") / "summary.json")],
+        run_ppo_stage,
+    ),
+    Stage(
+        "eval",
+        ("sft", "reward", "ppo"),
+        eval_config,
+        lambda p: [json_ready(p.stage("eval") / "eval.json")],
+        run_eval_stage,
+    ),
+    Stage(
+        "report",
+        ("sft", "feedback", "reward", "ppo", "eval"),
+        None,
+        lambda p: [None if (p.run / "report.html").is_file() else str(p.run / "report.html")],
+        run_report_stage,
+    ),
+)
+STAGE_BY_NAME = {s.name: s for s in STAGE_LIST}
+
+
+def replaced_by_input(name: str, cfg: PipelineConfig) -> str | None:
+    """The outside input standing in for stage `name`, if the config gives one."""
+    if name == "sft" and cfg.sft_model:
+        return f"sft_model: {cfg.sft_model}"
+    if name in ("generate", "feedback", "reward") and cfg.reward_model:
+        return f"reward_model: {cfg.reward_model}"
+    if name == "generate" and cfg.feedback.source == "file":
+        return f"feedback.path: {cfg.feedback.path}"
+    return None
+
+
+def config_dict(stage: Stage, p: Paths) -> Any:
+    if stage.config is None:
+        return None
+    cfg = stage.config(p)
+    return to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+
+
+def check_data(cfg: PipelineConfig) -> None:
+    """Stage data every run needs, checked before anything trains (one-line errors)."""
+    needs = [
+        ("sft", cfg.sft.data, "sft.data.path", "the demonstrations", not cfg.sft_model),
+        (
+            "generate",
+            cfg.generate.data,
+            "generate.data.path",
+            "the prompts to draw candidates for",
+            not cfg.reward_model and cfg.feedback.source == "simulate",
+        ),
+        ("ppo", cfg.ppo.data, "ppo.data.path", "the PPO prompts", True),
+        ("eval", cfg.eval.data, "eval.data.path", "the held-out prompts", True),
+    ]
+    if (
+        cfg.feedback.source == "simulate"
+        and not cfg.gold
+        and "feedback" in cfg.stages
+        and not cfg.reward_model
+    ):
+        raise ConfigError(
+            "`feedback.source: simulate` needs `gold: module:function` to judge by; "
+            "or use `feedback.source: file` with people's preferences (e.g. `rlhf label export`)"
+        )
+    for name, data, key, what, needed in needs:
+        if needed and name in cfg.stages and isinstance(data, DataConfig) and not data.path:
+            raise ConfigError(f"`{key}` is not set: the {name} stage needs {what}")

@@ -1,0 +1,77 @@
+"""The pipeline's headline: the numbers that say whether RLHF worked, as data and as a short table.
+
+Plain Python (no torch), so the report can use it too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def headline(run: Path) -> dict[str, Any]:
+    """The numbers that say whether RLHF worked: SFT vs the policy, the reward model, the labelers."""
+    ev = _load(run / "eval" / "eval.json")
+    fb = _load(run / "feedback" / "feedback.json")
+    rm = _load(run / "reward_eval" / "eval.json")
+    out: dict[str, Any] = {}
+    for name in ("gold", "reward"):
+        pol = ev.get("policy_scores", {}).get(name)
+        base = ev.get("baseline_scores", {}).get(name)
+        if pol and base:
+            out[f"{name}_sft"] = base["mean"]
+            out[f"{name}_policy"] = pol["mean"]
+        win = ev.get("win_rate", {}).get(name)
+        if win:
+            out[f"win_rate_{name}"] = win["rate"]
+            out[f"win_rate_{name}_ci"] = [win.get("low"), win.get("high")]
+    kl = ev.get("kl", {}).get("sequence")
+    if kl:
+        out["kl"] = kl["mean"]
+        out["kl_stderr"] = kl.get("stderr")
+    if "accuracy" in rm:
+        out["reward_model_accuracy"] = rm["accuracy"]
+        out["reward_model_accuracy_data"] = rm.get("data")
+    for key in ("raw_agreement", "krippendorff_alpha", "labeler_gold_accuracy"):
+        if fb.get(key) is not None:
+            out[f"labeler_{key}" if not key.startswith("labeler") else key] = fb[key]
+    return out
+
+
+def headline_table(head: dict[str, Any]) -> str:
+    """The short table `rlhf pipeline` and `rlhf demo` print at the end."""
+
+    def num(key: str, fmt: str = "{:.3f}") -> str:
+        value = head.get(key)
+        return fmt.format(value) if isinstance(value, (int, float)) else "-"
+
+    lines = [f"{'':28}{'SFT':>10}{'PPO':>10}"]
+    for name in ("gold", "reward"):
+        if f"{name}_sft" in head:
+            lines.append(f"{name + ' score (mean)':28}{num(name + '_sft'):>10}{num(name + '_policy'):>10}")
+    for name in ("gold", "reward"):
+        if f"win_rate_{name}" in head:
+            low, high = head.get(f"win_rate_{name}_ci") or (None, None)
+            ci = f" (95% CI {low:.2f}-{high:.2f})" if low is not None and high is not None else ""
+            lines.append(f"{'win rate over SFT, by ' + name:28}{'':>10}{num('win_rate_' + name):>10}{ci}")
+    if "kl" in head:
+        lines.append(f"{'KL from SFT (nats/answer)':28}{'':>10}{num('kl'):>10} ± {num('kl_stderr')}")
+    if "reward_model_accuracy" in head:
+        lines.append(
+            f"reward model held-out accuracy: {num('reward_model_accuracy')} on {head.get('reward_model_accuracy_data')}"
+        )
+    if "labeler_raw_agreement" in head:
+        lines.append(
+            f"labeler agreement: {num('labeler_raw_agreement')} (Krippendorff's alpha "
+            f"{num('labeler_krippendorff_alpha')}; a single labeler agrees with gold {num('labeler_gold_accuracy')})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""`rlhf pipeline`: every stage in one run directory, finished stages skipped, stages alone, outside inputs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlhf.config.core import ConfigError, load_config
+from rlhf.pipeline.config import PipelineConfig
+from rlhf.pipeline.run import run_pipeline
+
+RLHF = str(Path(sys.executable).with_name("rlhf"))
+DEMOS = str(Path(__file__).parents[1] / "src" / "rlhf" / "assets" / "demo" / "demonstrations.jsonl")
+
+GOLD = '''
+def score(prompts, completions):
+    """Test gold: the share of letters that are `e` (any rule would do)."""
+    return [sum(ch == "e" for ch in c) / max(1, len(c)) for c in completions]
+'''
+
+
+def tiny_overrides(run_dir: Path, gold: Path) -> list[str]:
+    return [
+        f"output_dir={run_dir}",
+        f"gold={gold}:score",
+        "sft.model.path=builtin:tiny", "sft.peft.method=none", f"sft.data.path={DEMOS}", "sft.data.max_length=96",
+        "sft.max_steps=3", "sft.batch_size=4", "sft.logging.progress=false", "sft.logging.tensorboard=false",
+        f"generate.data.path={DEMOS}", "generate.data.limit=8", "generate.sampling.num_samples=3",
+        "generate.sampling.max_new_tokens=8", "generate.progress=false",
+        "reward.peft.method=none", "reward.data.max_length=96", "reward.max_steps=3", "reward.batch_size=4",
+        "reward.logging.progress=false", "reward.logging.tensorboard=false", "feedback.heldout_fraction=0.25",
+        "ppo.peft.method=none", f"ppo.data.path={DEMOS}", "ppo.data.max_length=96", "ppo.steps=2",
+        "ppo.rollout.prompts_per_step=4", "ppo.rollout.completions_per_prompt=2", "ppo.minibatch_size=4",
+        "ppo.rollout.sampling.max_new_tokens=8", "ppo.logging.progress=false", "ppo.logging.tensorboard=false",
+        f"eval.data.path={DEMOS}", "eval.data.limit=6", "eval.sampling.max_new_tokens=8", "eval.progress=false",
+    ]  # fmt: skip
+
+
+def config(tmp_path: Path, *more: str) -> PipelineConfig:
+    gold = tmp_path / "gold.py"
+    gold.write_text(GOLD)
+    return load_config(PipelineConfig, None, [*tiny_overrides(tmp_path / "run", gold), *more])
+
+
+def statuses(summary) -> dict[str, str]:
+    return {name: s["status"] for name, s in summary["stages"].items()}
+
+
+@pytest.mark.slow
+def test_every_stage_runs_then_finished_stages_are_skipped(tmp_path):
+    cfg = config(tmp_path)
+    run = Path(cfg.output_dir)
+    first = run_pipeline(cfg, log=lambda _: None)
+    assert set(statuses(first).values()) == {"ran"}
+    for path in ("sft/model/model.safetensors", "generate/candidates.jsonl", "feedback/pairs.jsonl",
+                 "feedback/heldout_gold.jsonl", "reward/model/model.safetensors", "reward_eval/eval.json",
+                 "ppo/policy/model.safetensors", "ppo/metrics.jsonl", "eval/eval.json", "report.html", "config.yaml"):  # fmt: skip
+        assert (run / path).is_file(), path
+    head = json.loads((run / "summary.json").read_text())["headline"]
+    assert {"gold_sft", "gold_policy", "win_rate_gold", "kl", "reward_model_accuracy"} <= set(head)
+    assert "labeler_raw_agreement" in head
+    # PPO logged the gold score (a weight-0 source) next to the reward model's.
+    ppo_rows = [json.loads(line) for line in (run / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert any("ppo/reward/gold" in r for r in ppo_rows)
+    assert "Gold score" in (run / "report.html").read_text() or "gold" in (run / "report.html").read_text()
+
+    # Nothing changed: every stage is skipped, the outputs were checked.
+    again = run_pipeline(cfg, log=lambda _: None)
+    assert set(statuses(again).values()) == {"skipped (finished)"}
+
+    # A folder without its weights is not finished: PPO runs again, and the stages reading it follow.
+    (run / "ppo" / "policy" / "model.safetensors").unlink()
+    repaired = statuses(run_pipeline(cfg, log=lambda _: None))
+    assert [s for s, v in repaired.items() if v == "ran"] == ["ppo", "eval", "report"]
+
+    # A changed setting reruns that stage and what reads it, nothing before.
+    changed = config(tmp_path, "eval.data.limit=5")
+    after = statuses(run_pipeline(changed, log=lambda _: None))
+    assert [s for s, v in after.items() if v == "ran"] == ["eval", "report"]
+    assert json.loads((run / "eval" / "eval.json").read_text())["prompts"] == 5
+
+    # `rerun` forces a finished stage; its readers follow because its outputs are new.
+    forced = statuses(
+        run_pipeline(config(tmp_path, "eval.data.limit=5", "rerun=[reward]"), log=lambda _: None)
+    )
+    assert [s for s, v in forced.items() if v == "ran"] == ["reward", "ppo", "eval", "report"]
+
+
+@pytest.mark.slow
+def test_a_stage_alone_needs_its_inputs_and_outside_inputs_replace_stages(tmp_path):
+    with pytest.raises(
+        ConfigError,
+        match=r"stage `reward` needs the outputs of stage `sft` in .*run/sft, which are not there",
+    ):
+        run_pipeline(config(tmp_path, "stages=[reward]"), log=lambda _: None)
+
+    # People's preferences from a file (as `rlhf label export` writes them) and an existing SFT model.
+    rows = [
+        {"prompt": f"Question {i}?", "chosen": "A full and kind answer.", "rejected": "No.", "weight": 1.0}
+        for i in range(12)
+    ]
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = config(
+        tmp_path, "sft_model=builtin:tiny", "feedback.source=file", f"feedback.path={export}",
+        "stages=[feedback, reward]",
+    )  # fmt: skip
+    summary = run_pipeline(cfg, log=lambda _: None)
+    assert statuses(summary) == {
+        "sft": "input", "generate": "input", "feedback": "ran", "reward": "ran",
+        "ppo": "not run", "eval": "not run", "report": "not run",
+    }  # fmt: skip
+    fb = json.loads((Path(cfg.output_dir) / "feedback" / "feedback.json").read_text())
+    assert fb["source"] == "file" and fb["train_rows"] + fb["heldout_rows"] == 12
+    assert (Path(cfg.output_dir) / "reward" / "model" / "model.safetensors").is_file()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    proc = subprocess.run(
+        [RLHF, "pipeline", "--set", f"output_dir={tmp_path}/r", "sft.data.path=x.jsonl", "stages=[sft, warmup]"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: `stages`: unknown stage 'warmup'; stages are sft, generate, feedback, reward, ppo, eval, report"
+    ]
+    proc = subprocess.run(
+        [RLHF, "pipeline", "--set", f"output_dir={tmp_path}/r"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "error: `feedback.source: simulate` needs `gold" in proc.stderr
