@@ -130,3 +130,26 @@ def test_cli_errors_are_one_line(tmp_path):
         [RLHF, "pipeline", "--set", f"output_dir={tmp_path}/r"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "error: `feedback.source: simulate` needs `gold" in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_repo_config_runs_on_a_real_pretrained_model(tmp_path, tinystories_path):
+    """examples/pipeline_tinystories.yaml, cut to a few steps, on TinyStories-260K given by path."""
+    from rlhf.demo import DemoConfig, write_task_data
+
+    data = write_task_data(load_config(DemoConfig, None, ["task.sft_examples=40"]).task, tmp_path / "data")
+    example = Path(__file__).parents[1] / "examples" / "pipeline_tinystories.yaml"
+    short = [
+        f"output_dir={tmp_path / 'run'}", f"sft.model.path={tinystories_path}", f"sft.data.path={data['sft']}",
+        "sft.max_steps=3", "sft.eval.every=0", "sft.logging.progress=false",
+        f"generate.data.path={data['candidates']}", "generate.data.limit=8", "generate.progress=false",
+        "reward.max_steps=3", "reward.eval.every=0", "reward.logging.progress=false",
+        f"ppo.data.path={data['ppo']}", "ppo.steps=2", "ppo.logging.progress=false",
+        f"eval.data.path={data['eval']}", "eval.data.limit=6", "eval.progress=false",
+    ]  # fmt: skip
+    cfg = load_config(PipelineConfig, example, short)
+    summary = run_pipeline(cfg, log=lambda _: None)
+    assert set(statuses(summary).values()) == {"ran"}
+    sft = json.loads((tmp_path / "run" / "sft" / "model" / "config.json").read_text())
+    assert sft["num_hidden_layers"] == 5 and sft["vocab_size"] == 512  # TinyStories-260K, fine-tuned
+    assert {"gold_sft", "gold_policy", "win_rate_gold", "kl"} <= set(summary["headline"])
