@@ -38,6 +38,18 @@ def tinystories_tokenizer(tinystories_path: Path):
     return AutoTokenizer.from_pretrained(tinystories_path)
 
 
+@pytest.fixture(scope="session")
+def browser():
+    """A real headless Chromium (Playwright), shared by the browser tests; missing is a failure, not a skip."""
+    from rlhf.report.browser import chromium
+
+    try:
+        with chromium() as launched:
+            yield launched
+    except FileNotFoundError as err:
+        pytest.fail(str(err))
+
+
 @pytest.fixture()
 def fixtures_dir() -> Path:
     return FIXTURES

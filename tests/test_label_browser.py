@@ -16,17 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from label_helpers import Running, make_project
 
-CHROMIUM = os.environ.get("RLHF_CHROMIUM", "/usr/bin/chromium")
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 XSS = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 CODE_ANSWER = (
     "Use a dictionary comprehension:\n\n```python\nsquares = {n: n * n for n in range(5)}\n"
     "print(squares)  # {0: 0, 1: 1, 2: 4, 3: 9, 4: 16}\n```\n\nIt builds the mapping in one pass."
@@ -41,20 +34,6 @@ RANKED = [
     ("Give a word that rhymes with cat.", ["hat", "dog", "bat, or mat"]),
     ("Count to three.", ["1 2 3", "one", "3 2 1"]),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"{CHROMIUM} is missing: run scripts/setup.sh (installs Debian's chromium) or set RLHF_CHROMIUM"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield browser
-        browser.close()
 
 
 def shoot(page, tmp_path: Path, name: str) -> None:

@@ -153,3 +153,20 @@ def test_the_repo_config_runs_on_a_real_pretrained_model(tmp_path, tinystories_p
     sft = json.loads((tmp_path / "run" / "sft" / "model" / "config.json").read_text())
     assert sft["num_hidden_layers"] == 5 and sft["vocab_size"] == 512  # TinyStories-260K, fine-tuned
     assert {"gold_sft", "gold_policy", "win_rate_gold", "kl"} <= set(summary["headline"])
+
+
+def test_reward_stage_wiring_without_held_out_pairs(tmp_path):
+    """When no held-out pair survived (a held-out prompt's candidates all alike), reward trains without an
+    eval split instead of failing on an empty file; with held-out pairs it evaluates on them."""
+    from rlhf.pipeline.stages import Paths, reward_config
+
+    cfg = config(tmp_path)
+    paths = Paths(Path(cfg.output_dir), cfg)
+    feedback = paths.stage("feedback")
+    feedback.mkdir(parents=True)
+    (feedback / "heldout.jsonl").write_text("")
+    wired = reward_config(paths)
+    assert wired.eval.path is None and wired.data.path == str(feedback / "pairs.jsonl")
+    assert wired.model.path == str(Path(cfg.output_dir) / "sft" / "model")
+    (feedback / "heldout.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    assert reward_config(paths).eval.path == str(feedback / "heldout.jsonl")

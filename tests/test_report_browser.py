@@ -11,28 +11,12 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 from rlhf.report import write_report
-from rlhf.report.browser import CHROMIUM, FLAGS, VIEWPORT
+from rlhf.report.browser import VIEWPORT
 from test_report import FULL_IMAGES, XSS, make_run
 
 HEADINGS = ["Configuration", "Supervised fine-tuning", "Human feedback", "Reward model", "PPO", "Evaluation",
             "Samples"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"{CHROMIUM} is missing: run scripts/setup.sh (installs Debian's chromium) or set RLHF_CHROMIUM"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield browser
-        browser.close()
 
 
 def open_report(browser, path: Path):

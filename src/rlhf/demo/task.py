@@ -141,9 +141,3 @@ def gold(document_text: str, summary: str) -> float:
 def gold_score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
     """Reward-function form (`rlhf.demo.task:gold_score`) for `rlhf eval policy --gold` and PPO monitors."""
     return [gold(_document_of(p), c) for p, c in zip(prompts, completions, strict=True)]
-
-
-def gold_monitor(prompts: Sequence[str], completions: Sequence[str]) -> dict[str, list[float]]:
-    """For a PPO reward source of weight 0: logs the gold score as `ppo/reward/gold` each step."""
-    scores = gold_score(prompts, completions)
-    return {"rewards": scores, "gold": scores}

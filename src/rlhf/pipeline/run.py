@@ -1,7 +1,8 @@
 """`rlhf pipeline`: run the stages in order in one run directory, skipping the finished ones.
 
 `<output_dir>/pipeline_state.json` records, per stage, the fingerprint of what it ran with (its
-resolved config and the outputs of the stages it read) and when it finished. A stage runs again
+resolved config, the size and time of the files its `path` fields name, and the outputs of the
+stages it read) and when it finished. A stage runs again
 when its outputs are missing or unreadable, when its fingerprint changed, or when `rerun` names it;
 a stage that runs again gives its readers a new fingerprint, so they follow.
 """

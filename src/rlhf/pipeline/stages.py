@@ -113,7 +113,8 @@ def reward_config(p: Paths):
         cfg,
         model__path=p.cfg.reward_base or p.sft_model,
         data__path=str(p.stage("feedback") / fb.TRAIN_FILE),
-        eval__path=str(held),
+        # No held-out pairs survived (all of a held-out prompt's candidates alike): no eval split.
+        eval__path=str(held) if jsonl_ready(held) is None else None,
         eval__fraction=0.0,
         logging__output_dir=str(p.stage("reward")),
         prompt=p.cfg.prompt,
@@ -201,7 +202,13 @@ def run_reward_stage(p: Paths) -> dict[str, Any]:
     from rlhf.reward.train import run_reward
 
     summary = dict(run_reward(reward_config(p)).summary)
-    summary["heldout"] = run_eval_reward(eval_reward_config(p))
+    held = eval_reward_config(p)
+    if jsonl_ready(Path(held.data.path)) is None:
+        summary["heldout"] = run_eval_reward(held)
+    else:  # nothing held out to score: say so where the report and the output check look
+        out = Path(held.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"note": f"no held-out feedback in {held.data.path}"}) + "\n")
     return summary
 
 
