@@ -267,12 +267,19 @@ def test_a_generation_engine_can_be_swapped_in(tmp_path):
         ),
         ({"minibatch_size": 3}, "must divide the rollout"),
         ({"peft": {"method": "prompt_tuning"}}, "not supported by PPO"),
-        ({"critic": {"init_from_reward": True}}, "needs `reward.model`"),
     ],
 )
 def test_config_errors_say_what_to_change(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         config(tmp_path, **overrides)
+
+
+def test_critic_from_the_reward_needs_a_reward_model_when_the_run_starts(tmp_path):
+    # Not when the config loads: the pipeline fills `reward.model` in after loading its `ppo` section.
+    cfg = config(tmp_path, critic={"init_from_reward": True})
+    with pytest.raises(ConfigError, match="needs `reward.model`"):
+        run_ppo(cfg)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_ppo_learns_with_lora_on_a_pretrained_model(tmp_path, tinystories_path):

@@ -308,8 +308,6 @@ class PpoConfig:
                 f"`advantage.estimator: {self.advantage.estimator}` compares the completions of a prompt: "
                 "set `rollout.completions_per_prompt` to 2 or more"
             )
-        if self.critic.init_from_reward and not self.reward.model:
-            raise ConfigError("`critic.init_from_reward` needs `reward.model`")
         if self.save_every < 0 or self.samples_every < 0 or self.samples_count < 0:
             raise ConfigError("`save_every`, `samples_every` and `samples_count` must be >= 0")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:

@@ -87,6 +87,7 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     """
     from accelerate.utils import gather
 
+    from rlhf.config.core import ConfigError
     from rlhf.losses.ppo import MovingBaseline, make_kl_controller
     from rlhf.models import load_tokenizer, trainable_parameter_summary
     from rlhf.ppo.rewards import build_reward_function
@@ -98,11 +99,12 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     from rlhf.training.loop import start_stage
 
     if not cfg.reward.all_sources():
-        from rlhf.config.core import ConfigError
-
         raise ConfigError(
             "rlhf ppo needs a reward: set reward.model, reward.function, reward.url or reward.sources"
         )
+    # Checked here, not when the config loads: `rlhf pipeline` fills `reward.model` in itself.
+    if cfg.critic.init_from_reward and not cfg.reward.model:
+        raise ConfigError("`critic.init_from_reward` needs `reward.model`")
     started = time.time()
     # Accumulation 1: the update accumulates a minibatch's micro-batches itself.
     accumulation_off = dataclasses.replace(cfg.optimizer, gradient_accumulation_steps=1)
