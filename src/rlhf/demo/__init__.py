@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.core import ConfigError
-from rlhf.config.parts import DataConfig, LoggingConfig, ModelConfig, OptimizerConfig, PeftConfig
+from rlhf.config.parts import DataConfig, LoggingConfig, OptimizerConfig, PeftConfig
 from rlhf.eval.config import EvalPolicyConfig
 from rlhf.generation.config import GenerateConfig, SamplingConfig
 from rlhf.pipeline.config import FeedbackConfig, PipelineConfig
@@ -196,7 +196,7 @@ def demo_config_for_run(cfg: DemoConfig) -> PipelineConfig:
         return dataclasses.replace(section, data=dataclasses.replace(section.data, path=path))
 
     sft = with_data(p.sft, paths["sft"])
-    sft = dataclasses.replace(sft, model=ModelConfig(path=base))
+    sft = dataclasses.replace(sft, model=dataclasses.replace(sft.model, path=base))
     return dataclasses.replace(
         p,
         sft=sft,
