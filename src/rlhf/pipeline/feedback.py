@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,8 +39,6 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 def bradley_terry(gold_a: float, gold_b: float, temperature: float) -> float:
     """P(a labeler prefers a over b) = sigmoid((gold_a - gold_b) / temperature), without overflow."""
-    import math
-
     z = (gold_a - gold_b) / temperature
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
@@ -77,8 +76,6 @@ def simulate(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Judge every pair of distinct candidates; write train/held-out pairs and `feedback.json`."""
-    import math
-
     rows = read_jsonl(candidates_path)
     rng = random.Random(seed)
     out_dir = Path(out_dir)

@@ -53,10 +53,8 @@ def _identity(path: Path) -> Any:
         stat = path.stat()
         return [str(path), stat.st_size, stat.st_mtime_ns]
     if path.is_dir():
-        return [
-            str(path),
-            [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.iterdir()) if f.is_file()],
-        ]
+        stats = [(f.name, f.stat()) for f in sorted(path.iterdir()) if f.is_file()]
+        return [str(path), [[name, st.st_size, st.st_mtime_ns] for name, st in stats]]
     return [str(path), None]
 
 
