@@ -19,14 +19,6 @@ from rlhf.cli.common import (
 from rlhf.cli.label import add_label_parser
 from rlhf.cli.report import add_report_parser
 
-# Stages the toolkit is built around, in pipeline order. A stage whose module has not landed yet
-# is still listed, so `rlhf --help` shows the whole loop, and says plainly that it is not here.
-PENDING_STAGES = {
-    "dpo": "direct preference optimization and its relatives",
-    "rrhf": "rank responses to align with human feedback",
-}
-
-
 def _cmd_sft(args: argparse.Namespace) -> None:
     from rlhf.sft import SftConfig, run_sft
 
@@ -55,11 +47,30 @@ def _cmd_ppo(args: argparse.Namespace) -> None:
         run_ppo(cfg, resume=args.resume)
 
 
+def _cmd_dpo(args: argparse.Namespace) -> None:
+    from rlhf.dpo import DpoConfig, run_dpo
+
+    cfg = resolve_config(DpoConfig, args)
+    if cfg is not None:
+        quiet_libraries()
+        run_dpo(cfg, resume=args.resume)
+
+
+def _cmd_rrhf(args: argparse.Namespace) -> None:
+    from rlhf.rrhf import RrhfConfig, run_rrhf
+
+    cfg = resolve_config(RrhfConfig, args)
+    if cfg is not None:
+        quiet_libraries()
+        run_rrhf(cfg, resume=args.resume)
+
+
 GENERATE_FLAGS = (
     ("model", "model.path"), ("prompts", "data.path"), ("output", "output"),
     ("num_samples", "sampling.num_samples"), ("seed", "sampling.seed"),
     ("temperature", "sampling.temperature"), ("top_p", "sampling.top_p"), ("top_k", "sampling.top_k"),
     ("max_new_tokens", "sampling.max_new_tokens"), ("stop", "sampling.stop"),
+    ("best_of", "best_of"), ("reward_model", "reward_model"),
 )  # fmt: skip
 SCORE_FLAGS = (
     ("model", "model"), ("data", "data.path"), ("output", "output"), ("batch_size", "batch_size"),
@@ -102,6 +113,7 @@ def _cmd_eval_reward(args: argparse.Namespace) -> None:
 EVAL_POLICY_FLAGS = (
     ("model", "model.path"), ("baseline", "baseline"), ("reference", "reference"), ("prompts", "data.path"),
     ("reward", "reward"), ("gold", "gold"), ("output_dir", "output_dir"), ("limit", "data.limit"),
+    ("best_of", "best_of"),
 )  # fmt: skip
 
 
@@ -184,18 +196,6 @@ def _cmd_export(args: argparse.Namespace) -> None:
     )
 
 
-def _pending(name: str):
-    def run(args: argparse.Namespace) -> None:
-        print(
-            f"error: `rlhf {name}` ({PENDING_STAGES[name]}) is not in this version of rlhf yet; "
-            "see the README's stage list for what is available",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
-
-    return run
-
-
 def add_score_flags(parser: argparse.ArgumentParser, *, output: str) -> None:
     for flag, kind, metavar, what in (
         ("--model", str, "DIR", "model: the reward model directory"),
@@ -216,13 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rlhf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-
-    for name, help_text in PENDING_STAGES.items():
-        if " " in name:
-            continue  # a subcommand, added under its command below
-        stage = sub.add_parser(name, help=f"{help_text} [not yet available]", description=help_text)
-        add_config_args(stage)
-        stage.set_defaults(func=_pending(name))
 
     add_label_parser(sub)
     add_report_parser(sub)
@@ -267,6 +260,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_resume_arg(ppo)
     ppo.set_defaults(func=_cmd_ppo)
 
+    dpo = sub.add_parser(
+        "dpo",
+        help="optimize the policy straight from preference pairs: DPO, conservative DPO, IPO",
+        description="Direct preference optimization from comparisons or rankings, against a frozen "
+        "reference (the SFT model); the policy goes to <output_dir>/policy.",
+    )
+    add_config_args(dpo)
+    add_resume_arg(dpo)
+    dpo.set_defaults(func=_cmd_dpo)
+
+    rrhf = sub.add_parser(
+        "rrhf",
+        help="rank responses to align with human feedback: ranking hinge + SFT on the best response",
+        description="RRHF: K responses per prompt ranked by people or scored by a reward model; the policy "
+        "learns to order its length-normalized log-probs the same way; the policy goes to <output_dir>/policy.",
+    )
+    add_config_args(rrhf)
+    add_resume_arg(rrhf)
+    rrhf.set_defaults(func=_cmd_rrhf)
+
     generate = sub.add_parser(
         "generate",
         help="sample completions for prompts (candidates for human feedback)",
@@ -284,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--top-p", float, "P", "sampling.top_p (1: off)"),
         ("--top-k", int, "K", "sampling.top_k (0: off)"),
         ("--max-new-tokens", int, "N", "sampling.max_new_tokens"),
+        ("--best-of", int, "N", "best_of: keep the best of N draws per prompt (SFT rows out)"),
+        ("--reward-model", str, "DIR", "reward_model: the reward model that picks the best of N"),
     ):
         generate.add_argument(flag, type=kind, metavar=metavar, help=f"sets {what}")
     generate.add_argument(
@@ -335,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--gold", str, "MODULE:FN", "gold: a gold scoring function fn(prompts, completions)"),
         ("--output-dir", str, "DIR", "output_dir: where eval.json and samples.jsonl go"),
         ("--limit", int, "N", "data.limit: the first N prompts only"),
+        ("--best-of", int, "N", "best_of: the policy answers with the best of N samples"),
     ):
         eval_policy.add_argument(flag, type=kind, metavar=metavar, help=f"sets {what}")
     eval_policy.set_defaults(func=_cmd_eval_policy)

@@ -79,6 +79,9 @@ class Group:
     """(K,) pointwise: regression targets in [0, 1] or binary labels."""
     weight: float = 1.0
     """The row's weight (comparisons and rankings; pairwise loss): its pairs count this much."""
+    prompt_lens: list[int] | None = None
+    """(K,) tokens of each sequence that belong to the prompt (the rest is the completion + EOS);
+    the policy stages (DPO, RRHF) read log-probabilities of the completion tokens only."""
 
 
 def label_targets(positive: list[str] | None, negative: list[str] | None) -> dict[str, float]:
@@ -124,12 +127,23 @@ def build_groups(
 ) -> tuple[list[Group], TruncationStats]:
     """Template and tokenize `records` (all of one kind) into groups for the resolved `loss`."""
     stats = TruncationStats(max_length)
+    prompt_lens: dict[int, list[int]] = {}  # id(input_ids list) -> prompt lengths, attached below
 
     def encode(prompt: str, completions: list[str]) -> list[list[int]]:
         examples = [encode_example(tokenizer, prompt, c, max_length, max_prompt_length) for c in completions]
         stats.add(*examples)
-        return [e.input_ids for e in examples]
+        ids = [e.input_ids for e in examples]
+        prompt_lens[id(ids)] = [e.prompt_len for e in examples]
+        return ids
 
+    groups, stats = _build(records, loss, renderer, encode, stats, use_margin, rating_scale, labels)
+    for group in groups:
+        group.prompt_lens = prompt_lens[id(group.input_ids)]
+    return groups, stats
+
+
+def _build(records, loss, renderer, encode, stats, use_margin, rating_scale, labels):
+    """The groups of `build_groups`, each sequence encoded through `encode`."""
     if loss == "rating_pairs":
         return _rating_groups(records, renderer, encode, rating_scale, use_margin), stats
     groups = []

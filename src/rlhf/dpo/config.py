@@ -1,0 +1,120 @@
+"""Configuration of `rlhf dpo`: the shared parts plus the DPO family's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rlhf.config.core import ConfigError
+from rlhf.config.parts import (
+    DataConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PeftConfig,
+    PromptConfig,
+)
+
+
+@dataclass
+class DpoEvalConfig:
+    path: str | None = None
+    """Held-out preferences (same kind as `data`, read like it); overrides `fraction`."""
+    fraction: float = 0.0
+    """Without `path`: this share of the training records (chosen with `seed`) is held out instead."""
+    every: int = 0
+    """Evaluate every N optimizer steps (0: only at the start and the end). Needs `path` or `fraction`."""
+    batch_size: int = 8
+    """Groups per evaluation forward pass on each process."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 1.0:
+            raise ConfigError(f"`eval.fraction` must be in [0, 1), got {self.fraction}")
+        if self.every < 0 or self.batch_size < 1:
+            raise ConfigError("`eval.every` must be >= 0 and `eval.batch_size` >= 1")
+
+
+@dataclass
+class DpoConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy to start from: the SFT model (directory, hub id, or `builtin:tiny`)."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """Full fine-tuning (`none`), LoRA or QLoRA. With an adapter, the reference is the same weights
+    with the adapter switched off (no second copy); prompt tuning is not supported."""
+    reference: str | None = None
+    """The frozen reference model (same tokenizer); default: `model.path`, the starting model.
+    Must be left unset with LoRA/QLoRA, whose reference is the base under the adapter."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Preferences: comparisons (chosen/rejected) or rankings (every pair of a prompt's ranking,
+    as in the reward stage; e.g. OpenAssistant trees or an `rlhf label export`)."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """How prompts are laid out: the settings the SFT model was trained with."""
+    eval: DpoEvalConfig = field(default_factory=DpoEvalConfig)
+    """Held-out preferences: loss and implicit-reward accuracy and margin."""
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=5e-7, warmup_ratio=0.1))
+    """AdamW, learning-rate schedule, gradient clipping and accumulation."""
+    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/dpo"))
+    """Run directory, metric frequency, TensorBoard, progress bar."""
+    loss_type: Literal["sigmoid", "conservative", "ipo"] = "sigmoid"
+    """`sigmoid`: DPO, -log σ(β h) with h the chosen-minus-rejected log-ratio margin against the
+    reference. `conservative`: DPO that takes each label to be wrong with probability
+    `label_smoothing` (noisy labels). `ipo`: (h - 1/(2β))² on per-token mean log-probs."""
+    beta: float = 0.1
+    """β: the strength of the leash to the reference (higher stays closer). For IPO it sets the
+    target margin 1/(2β)."""
+    label_smoothing: float = 0.0
+    """`conservative` only: the assumed label-noise rate ε in [0, 0.5)."""
+    reference_logps: Literal["auto", "cache", "live"] = "auto"
+    """`cache`: the reference's log-probs of every completion are computed once before training
+    (the reference model is then freed, or never kept with full fine-tuning); `live`: the reference
+    runs on every micro-batch. `auto`: cache when the run covers the training data at least once
+    (then caching costs no more forward passes than live), else live."""
+    ties: Literal["skip"] = "skip"
+    """Completions ranked equal make no pair (a preference needs a winner)."""
+    seed: int = 0
+    """Seed for the eval split, the data order and dropout."""
+    epochs: float = 1.0
+    """Passes over the training groups (fractions allowed); ignored when `max_steps` is set."""
+    max_steps: int | None = None
+    """Optimizer steps to train; default: as many as `epochs` takes."""
+    batch_size: int = 8
+    """Groups (a prompt with its completions) per micro-batch on each process; every completion of
+    a micro-batch goes through the model in one forward pass, chosen and rejected together."""
+    packing: bool = True
+    """Lay the completions of a micro-batch end to end in rows of up to `data.max_length` tokens
+    (position ids restart per sequence) instead of one padded row each. Checked on the first
+    micro-batch: if the model lets packed sequences see each other, the run says so and pads."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Autocast for the forward pass: `auto` is bf16 on a GPU that supports it and none on CPU."""
+    save_every: int = 0
+    """Write a resumable checkpoint every N optimizer steps (0: none; the final policy is always saved)."""
+    keep_checkpoints: int | None = 2
+    """Keep only the newest N checkpoints (null: keep all)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"`max_steps` must be at least 1, got {self.max_steps}")
+        if self.epochs <= 0:
+            raise ConfigError(f"`epochs` must be positive, got {self.epochs}")
+        if self.beta <= 0:
+            raise ConfigError(f"`beta` must be positive, got {self.beta}")
+        if self.loss_type == "conservative":
+            if not 0.0 < self.label_smoothing < 0.5:
+                raise ConfigError(
+                    f"`loss_type: conservative` needs 0 < label_smoothing < 0.5, got {self.label_smoothing}"
+                )
+        elif self.label_smoothing:
+            raise ConfigError("`label_smoothing` is the noise rate of `loss_type: conservative`; set that")
+        if self.save_every < 0:
+            raise ConfigError(f"`save_every` must be >= 0, got {self.save_every}")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
+        if self.peft.method == "prompt_tuning":
+            raise ConfigError("`peft.method: prompt_tuning` is not supported by dpo; use lora or qlora")
+        if self.reference and self.peft.method != "none":
+            raise ConfigError(
+                "`reference` cannot be set with LoRA/QLoRA: the reference is the model under the adapter "
+                "(`model.path`); to use another reference, train with `peft.method: none`"
+            )

@@ -1,0 +1,181 @@
+"""Sequence log-probabilities of many completions in one forward pass (DPO, RRHF).
+
+The groups of a micro-batch (a prompt with its K completions, as the reward stage builds them) are
+laid out once: padded one sequence per row, or packed end to end into rows of `data.max_length`
+with position ids restarting per sequence. `SequenceLogps` runs the backbone once over all rows
+and the LM head only at the positions that predict a completion token, so the prompt's logits
+over the vocabulary are never formed. It returns log π(y | x) = Σ_t log π(y_t | x, y_<t) of every
+completion and the token log-probs, in group order; pairs and groups index that flat vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlhf.reward.data import Group, Layout, layout_groups, pack_sequences, pad_right
+
+
+@dataclass
+class SequenceBatch:
+    """All completions of a micro-batch's groups, and where their completion tokens are."""
+
+    input_ids: torch.Tensor
+    """(R, T) long: one sequence per row (padded) or several end to end (packed)."""
+    attention_mask: torch.Tensor | None
+    """(R, T) long, padded layout only."""
+    position_ids: torch.Tensor | None
+    """(R, T) long, packed layout only: 0.. for each sequence."""
+    rows: torch.Tensor
+    """(M,) long: row of the position whose output predicts each completion token."""
+    cols: torch.Tensor
+    """(M,) long: its column (the token's own column minus one)."""
+    targets: torch.Tensor
+    """(M,) long: the completion tokens (EOS included)."""
+    owner: torch.Tensor
+    """(M,) long: the sequence (0..N-1, group order) each completion token belongs to."""
+    lengths: torch.Tensor
+    """(N,) float32: completion tokens per sequence."""
+    layout: Layout
+    """Offsets of the groups in the flat (N,) vector, pairs (pairwise), weights."""
+    reference: torch.Tensor | None = None
+    """(N,) float32 cached reference log-probs of the sequences, when the run caches them."""
+    groups: list[int] | None = None
+    """Indices of the groups in the run's data (to look up cached values)."""
+
+    @property
+    def count(self) -> int:
+        return self.layout.count
+
+    @property
+    def num_sequences(self) -> int:
+        return int(self.lengths.numel())
+
+    def inputs(self) -> dict[str, Any]:
+        """Keyword arguments of `SequenceLogps.forward`."""
+        return {
+            "input_ids": self.input_ids, "attention_mask": self.attention_mask,
+            "position_ids": self.position_ids, "rows": self.rows, "cols": self.cols,
+            "targets": self.targets, "owner": self.owner, "num_sequences": self.num_sequences,
+        }  # fmt: skip
+
+    def to(self, device) -> SequenceBatch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(
+            self, input_ids=move(self.input_ids), attention_mask=move(self.attention_mask),
+            position_ids=move(self.position_ids), rows=move(self.rows), cols=move(self.cols),
+            targets=move(self.targets), owner=move(self.owner), lengths=move(self.lengths),
+            reference=move(self.reference),
+        )  # fmt: skip
+
+
+def collate_sequences(
+    groups: list[Group], pad_id: int, *, pack_width: int | None = None, mode: str = "pairwise"
+) -> SequenceBatch:
+    """One `SequenceBatch` of every completion of `groups` (in group order): padded one per row,
+    or packed into rows of at most `pack_width` tokens when it is given. `mode` is the reward
+    stage's layout mode (`pairwise`: pairs from the groups' ranks; `regression`: none needed)."""
+    sequences = [seq for g in groups for seq in g.input_ids]
+    prompt_lens = [p for g in groups for p in _prompt_lens(g)]
+    layout = layout_groups(groups, mode, "skip")
+    if pack_width is None:
+        ids, mask = pad_right(sequences, pad_id)
+        positions, starts = None, [(i, 0) for i in range(len(sequences))]
+    else:
+        ids, positions, (last_rows, last_cols) = pack_sequences(sequences, pad_id, pack_width)
+        mask = None
+        starts = [(int(r), int(c) - len(seq) + 1) for r, c, seq in zip(last_rows, last_cols, sequences)]
+    rows, cols, targets, owner, lengths = [], [], [], [], []
+    for index, (seq, prompt_len, (row, start)) in enumerate(zip(sequences, prompt_lens, starts)):
+        first = max(prompt_len, 1)  # a token with nothing before it has no prediction
+        n = len(seq) - first
+        rows += [row] * n
+        cols += range(start + first - 1, start + len(seq) - 1)
+        targets += seq[first:]
+        owner += [index] * n
+        lengths.append(n)
+    as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
+    return SequenceBatch(
+        ids, mask, positions, as_long(rows), as_long(cols), as_long(targets), as_long(owner),
+        torch.tensor(lengths, dtype=torch.float32), layout,
+    )  # fmt: skip
+
+
+def _prompt_lens(group: Group) -> list[int]:
+    if group.prompt_lens is None:
+        raise ValueError("groups for sequence log-probs need their prompt lengths (build_groups sets them)")
+    return group.prompt_lens
+
+
+@dataclass
+class SequenceOutput:
+    logps: torch.Tensor
+    """(N,) float32 Σ_t log π(y_t | x, y_<t) of each completion."""
+    token_logps: torch.Tensor
+    """(M,) float32 the log-prob of each completion token (in `SequenceBatch.targets` order)."""
+
+
+class SequenceLogps(nn.Module):
+    """A causal LM read out at completion tokens; the module Accelerate wraps (DDP hooks see this
+    `forward`). The reference is the same module with the adapter switched off (LoRA) or another
+    instance around a frozen copy."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(
+        self, input_ids, attention_mask, position_ids, rows, cols, targets, owner, num_sequences: int
+    ) -> SequenceOutput:
+        from rlhf.ppo.policy import causal_parts
+
+        backbone, head = causal_parts(self.lm)
+        hidden = backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state  # (R, T, H)
+        logits = head(hidden[rows, cols]).float()  # (M, V): only where a completion token is predicted
+        token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        sums = torch.zeros(num_sequences, dtype=torch.float32, device=token_logps.device)
+        return SequenceOutput(sums.index_add(0, owner, token_logps), token_logps)
+
+
+def packing_isolates(module: nn.Module, groups: list[Group], pad_id: int, width: int, device) -> bool:
+    """Whether packed rows give every completion of `groups` the log-prob it gets padded alone.
+
+    A model whose attention ignores position-id restarts lets a packed sequence see the ones
+    before it, which moves its log-probs by whole nats; a model that isolates them matches to float
+    rounding. Allowed: 1e-3 per token (bf16 rounding stays well under it).
+    """
+    if not groups:
+        return True
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        padded = collate_sequences(groups, pad_id).to(device)
+        packed = collate_sequences(groups, pad_id, pack_width=width).to(device)
+        a, b = module(**padded.inputs()).logps, module(**packed.inputs()).logps
+    module.train(was_training)
+    return bool(((a - b).abs() <= 1e-3 * padded.lengths.clamp(min=1) + 1e-4).all())
+
+
+def sequence_logps_of(
+    accelerator, logps_fn, groups: list[Group], batch_size: int, pad_id: int, pack_width: int | None = None
+) -> list[list[float]]:
+    """Every completion's log-prob per group, in order, on every process (each computes every N-th
+    batch of groups, then they share). `logps_fn(batch) -> (N,)` runs the model; no gradients."""
+    from accelerate.utils import gather_object
+
+    mine = list(range(accelerator.process_index, len(groups), accelerator.num_processes))
+    found = []
+    with torch.no_grad():
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start : start + batch_size]
+            batch = collate_sequences([groups[i] for i in chunk], pad_id, pack_width=pack_width)
+            values = logps_fn(batch.to(accelerator.device)).float().cpu().tolist()
+            for i, begin in zip(chunk, batch.layout.offsets):
+                found.append((i, values[begin : begin + len(groups[i].input_ids)]))
+    everything = gather_object(found) if accelerator.num_processes > 1 else found
+    return [values for _, values in sorted(everything, key=lambda pair: pair[0])]
