@@ -244,3 +244,21 @@ def test_two_process_dpo_matches_one_process_with_the_same_global_batch(tmp_path
         for key in ("loss", "accuracy", "margin"):
             assert mine[key] == pytest.approx(theirs[key], abs=1e-5), key
     assert one_sum["train_loss"][-1] < one_sum["train_loss"][0]
+
+
+@pytest.mark.slow
+def test_qlora_adapters_learn_after_the_no_gradient_passes(tmp_path):
+    """The packing check, the reference pass and the step-0 evaluation run the 4-bit layers without
+    gradients first; the adapters must still get gradients afterwards (see `keep_4bit_trainable`)."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", planted_pairs(32))
+    summary = run_dpo(
+        config(tmp_path, data, peft__method="qlora", peft__lora_rank=4, optimizer__lr=1e-2, max_steps=6,
+               eval__fraction=0.25)
+    ).summary  # fmt: skip
+    from rlhf.tracking import read_metrics
+
+    norms = [row["train/grad_norm"] for row in read_metrics(tmp_path / "run") if "train/grad_norm" in row]
+    assert norms and all(n > 0 for n in norms)
+    assert summary["eval"][-1]["accuracy"] > summary["eval"][0]["accuracy"]
+    assert summary["train_loss"][-1] < summary["train_loss"][0]
+    assert (tmp_path / "run" / "policy" / "adapter_model.safetensors").is_file()  # QLoRA saves the adapter

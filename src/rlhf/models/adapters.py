@@ -109,11 +109,22 @@ def prepare_quantized_base(model: nn.Module) -> nn.Module:
         return model
     from peft import prepare_model_for_kbit_training
 
+    keep_4bit_trainable(model)
     return prepare_model_for_kbit_training(
         model,
         use_gradient_checkpointing=bool(getattr(model, "is_activation_checkpointing", False)),
         gradient_checkpointing_kwargs={"use_reentrant": False},
     )
+
+
+def keep_4bit_trainable(model: nn.Module) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight for a faster kernel the first
+    time the layer runs in eval mode without gradients (sampling, a packing check, an evaluation);
+    that kernel has no backward, so adapters on it would silently stop learning (every gradient 0).
+    Turn the repacking off: the layer then computes as in training (GPUs never repack)."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def trainable_parameter_summary(model: nn.Module) -> tuple[int, int]:
