@@ -21,7 +21,7 @@ class EvalPolicyConfig:
     same prompts, and the win rate compares the two. None: the policy alone."""
     reference: str | None = None
     """The model KL(policy ‖ reference) is measured against (same tokenizer as the policy); default:
-    the baseline. None with no baseline: no KL."""
+    the baseline. None with no baseline: no KL. Not with `best_of` above 1 (its KL is analytic)."""
     prompt: PromptConfig = field(default_factory=PromptConfig)
     """How prompts are rendered; the settings the policy was trained with."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -31,6 +31,15 @@ class EvalPolicyConfig:
     temperature-scaled distributions the samples were drawn from."""
     reward: str | None = None
     """A reward model directory that scores every answer (its own tokenizer)."""
+    best_of: int = 1
+    """The policy answers each prompt with the best of N of its own samples, as `best_of_reward`
+    scores them (best-of-N; the baseline still answers with one plain sample). Its KL is then not
+    measured but reported as the analytic KL(best-of-N ‖ policy) = log N − (N−1)/N, exact for
+    distinct samples and an upper bound in general. 1: one plain sample."""
+    best_of_reward: str | None = None
+    """The reward model directory that picks the best of the N samples; default: `reward`. Picking
+    and judging with the same model overstates the gain (the pick exploits its errors): a separate
+    model, or a `gold` function, gives the honest score."""
     gold: str | None = None
     """A gold scoring function `module:function` or `path/file.py:function`, called as
     fn(prompts, completions) -> scores (the task's ground truth, where there is one)."""
@@ -59,3 +68,23 @@ class EvalPolicyConfig:
             raise ConfigError("`judge: gold` needs `gold: module:function`")
         if self.judge == "reward" and not self.reward:
             raise ConfigError("`judge: reward` needs `reward: <reward model directory>`")
+        if self.best_of < 1:
+            raise ConfigError(f"`best_of` must be at least 1 (1: off), got {self.best_of}")
+        if self.best_of == 1:
+            if self.best_of_reward:
+                raise ConfigError("`best_of_reward` is only used with `best_of` above 1")
+            return
+        if not (self.best_of_reward or self.reward):
+            raise ConfigError(
+                f"`best_of` {self.best_of} needs a reward model to pick with: set `best_of_reward` or `reward`"
+            )
+        if self.reference:
+            raise ConfigError(
+                f"`reference` cannot be used with `best_of` {self.best_of}: the KL of best-of-N is the "
+                "analytic KL(best-of-N ‖ policy), not measured against a reference"
+            )
+        if self.sampling.greedy:
+            raise ConfigError(
+                f"`best_of` {self.best_of} needs `sampling.temperature` above 0: greedy decoding draws "
+                "the same answer every time"
+            )

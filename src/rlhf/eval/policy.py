@@ -4,6 +4,10 @@ samples, and compare the two policies prompt by prompt (`metrics.win_rate`).
 
 Writes `<output_dir>/eval.json` (every metric) and `samples.jsonl` (one row per prompt: both
 answers and every score), prints a summary and a side-by-side table, and returns the metrics.
+
+With `best_of` N > 1 the policy answers with the best of N of its samples (`rlhf.generation.
+best_of`); `kl` is then the analytic KL(best-of-N ‖ policy) (`"analytic": true`), samples.jsonl
+also holds the N candidates and their rewards, and `compute` counts the samples drawn per prompt.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ def token_logprobs(
 
 def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
     from rlhf.data import PromptRenderer, encode_prompt, load_records, prompts_of
+    from rlhf.generation.best_of import analytic_kl, best_of_n
     from rlhf.generation.sampling import generate_samples
     from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.ppo.rewards import FunctionSource, RewardModelSource, prompts_to_json
@@ -74,20 +79,41 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
         encode_prompt(tokenizer, renderer.render(r.prompt), cfg.data.max_prompt_length) for r in prompts
     ]
     sampling = dataclasses.replace(cfg.sampling, num_samples=1)
+    texts = [r.prompt for r in prompts]
+    picker = None
+    if cfg.best_of > 1:  # loaded before any policy: a bad directory fails before sampling
+        picker = RewardModelSource(cfg.best_of_reward or cfg.reward, batch_size=cfg.batch_size, device=device)
 
-    def answer(path: str):
+    def answer(path: str, best_of: int = 1):
         model_cfg = dataclasses.replace(cfg.model, path=path)
         model = load_causal_lm(model_cfg, for_training=False, tokenizer=tokenizer).to(device)
+        if best_of > 1:
+            picks = best_of_n(
+                model, tokenizer, prompt_ids, texts, sampling, best_of, picker, progress=cfg.progress
+            )
+            return model, picks  # each has .text and .token_ids, as a Sample does
         samples = [
             group[0]
             for group in generate_samples(model, tokenizer, prompt_ids, sampling, progress=cfg.progress)
         ]
         return model, samples
 
-    policy, mine = answer(cfg.model.path)
+    policy, mine = answer(cfg.model.path, cfg.best_of)
     answers = {"policy": mine}
-    result: dict[str, Any] = {"prompts": len(prompts), "policy": cfg.model.path, "baseline": cfg.baseline}
-    reference_path = cfg.reference or cfg.baseline
+    result: dict[str, Any] = {
+        "prompts": len(prompts), "policy": cfg.model.path, "baseline": cfg.baseline, "best_of": cfg.best_of,
+    }  # fmt: skip
+    if picker is not None:
+        result["best_of_reward"] = picker.path
+        value = analytic_kl(cfg.best_of)
+        result["kl"] = {
+            "reference": cfg.model.path, "analytic": True, "formula": "log N - (N-1)/N",
+            "sequence": {"mean": value, "stderr": None, "n": len(prompts)}, "per_token": None, "tokens": None,
+        }  # fmt: skip
+    result["compute"] = {
+        "samples_per_prompt": {"policy": cfg.best_of, **({"baseline": 1} if cfg.baseline else {})}
+    }
+    reference_path = None if picker is not None else (cfg.reference or cfg.baseline)
     kl = None
     if reference_path:
         completion_ids = [s.token_ids for s in mine]
@@ -113,19 +139,22 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
         )
         del reference
         kl = sequence_kl(logp, ref_logp)
-        result["kl"] = {"reference": reference_path, **kl.as_dict()}
+        result["kl"] = {"reference": reference_path, "analytic": False, **kl.as_dict()}
     else:
         del policy
     if cfg.baseline and "baseline" not in answers:
         _, answers["baseline"] = answer(cfg.baseline)
 
-    texts = [r.prompt for r in prompts]
     scores: dict[str, dict[str, list[float]]] = {name: {} for name in answers}
     judges = []
     if cfg.reward:
-        scorer = RewardModelSource(cfg.reward, batch_size=cfg.batch_size, device=device)
+        reuse = picker is not None and picker.path == cfg.reward
+        scorer = picker if reuse else RewardModelSource(cfg.reward, batch_size=cfg.batch_size, device=device)
         for name, samples in answers.items():
-            scores[name]["reward"] = scorer(texts, [s.text for s in samples]).rewards
+            if reuse and name == "policy":  # the picker scored every candidate already
+                scores[name]["reward"] = [pick.reward for pick in samples]
+            else:
+                scores[name]["reward"] = scorer(texts, [s.text for s in samples]).rewards
         judges.append("reward")
     if gold is not None:
         for name, samples in answers.items():
@@ -160,6 +189,9 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
         for name, samples in answers.items():
             row[name] = samples[i].text
             row[name + "_scores"] = {judge: values[i] for judge, values in scores[name].items()}
+        if picker is not None:
+            row["policy_candidates"] = mine[i].candidates
+            row["policy_candidate_rewards"] = mine[i].rewards
         rows.append(row)
     with (out / "samples.jsonl").open("w", encoding="utf-8") as f:
         for row in rows:
@@ -181,7 +213,11 @@ def summary_text(result: dict[str, Any]) -> str:
     """The metrics as a small table: one column per policy, then the win rates and the KL."""
     names = [n for n in ("policy", "baseline") if n + "_scores" in result]
     judges = sorted({j for n in names for j in result[n + "_scores"]})
-    lines = [f"[eval] {result['prompts']} prompts", f"{'':<16}" + "".join(f"{n:>22}" for n in names)]
+    best_of = result.get("best_of", 1)
+    header = f"[eval] {result['prompts']} prompts"
+    if best_of > 1:
+        header += f"; the policy answers with the best of {best_of} samples by {result['best_of_reward']}"
+    lines = [header, f"{'':<16}" + "".join(f"{n:>22}" for n in names)]
     for judge in judges:
         lines.append(
             f"{judge + ' score':<16}"
@@ -195,7 +231,12 @@ def summary_text(result: dict[str, Any]) -> str:
         lines.append(
             f"win rate of the policy by {judge}: {w['rate']:.3f}{interval}; {w['wins']} wins, {w['ties']} ties, {w['losses']} losses"
         )
-    if "kl" in result:
+    if result.get("kl", {}).get("analytic"):
+        lines.append(
+            f"KL(best-of-{best_of} ‖ policy): {_fmt(result['kl']['sequence'])} nats per answer "
+            f"(analytic: log N − (N−1)/N, an upper bound)"
+        )
+    elif "kl" in result:
         kl = result["kl"]
         lines.append(
             f"KL(policy ‖ {kl['reference']}): {_fmt(kl['sequence'])} nats per answer, {kl['per_token'] or 0:.4f} per token"

@@ -85,12 +85,46 @@ class GenerateConfig:
     longer than `data.max_prompt_length` tokens lose their start; `data.limit` takes the first N."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """How completions are drawn."""
+    best_of: int = 1
+    """Best-of-N (rejection sampling): draw N completions per prompt, score them with
+    `reward_model` and keep the highest scored one. The output is then one `prompt_completion` row
+    per prompt, which `rlhf sft` trains on as it is (rejection-sampling fine-tuning). The N draws
+    are independent (`sampling.unique` does not apply) and `sampling.num_samples` must stay 1.
+    1: off (plain sampling, `candidates` rows)."""
+    reward_model: str | None = None
+    """Reward model directory that scores the best-of-N draws (`rlhf reward` output or any
+    one-label sequence classifier; it uses its own tokenizer). Needed when `best_of` is above 1."""
     output: str = DEFAULT_OUTPUT
-    """JSONL file to write: one `candidates` row per prompt (`rlhf data formats` describes it). It is
-    written whole at the end (through a temporary file), so a failed run never leaves half a file."""
+    """JSONL file to write: one `candidates` row per prompt (`rlhf data formats` describes it), or
+    with `best_of` one best-of-N row per prompt. It is written whole at the end (through a
+    temporary file), so a failed run never leaves half a file."""
     progress: bool = True
     """Show a progress bar (on stderr) while generating."""
 
     def __post_init__(self) -> None:
         if not self.output:
             raise ConfigError("`output` must not be empty")
+        if self.best_of < 1:
+            raise ConfigError(f"`best_of` must be at least 1 (1: off), got {self.best_of}")
+        if self.best_of == 1:
+            if self.reward_model:
+                raise ConfigError(
+                    "`reward_model` is only used with `best_of` above 1; set `best_of` (--best-of N)"
+                )
+            return
+        if not self.reward_model:
+            raise ConfigError(
+                f"`best_of` {self.best_of} needs `reward_model`: the reward model directory that "
+                "scores the draws (--reward-model DIR)"
+            )
+        if self.sampling.num_samples != 1:
+            raise ConfigError(
+                f"`sampling.num_samples` must be 1 with `best_of` {self.best_of}: best-of-N draws "
+                f"`best_of` completions per prompt itself and keeps one (got num_samples "
+                f"{self.sampling.num_samples})"
+            )
+        if self.sampling.greedy:
+            raise ConfigError(
+                f"`best_of` {self.best_of} needs `sampling.temperature` above 0: greedy decoding draws "
+                "the same completion every time"
+            )

@@ -11,12 +11,28 @@ Each output line is one prompt (in the order of the prompts file) and its K comp
 
 This is the `candidates` data format: the labeling app and `rlhf data inspect` read it, and every
 stage that takes prompts can take it back (`load_records(path, expect="prompt")`).
+
+With `best_of` N > 1 (best-of-N, `rlhf.generation.best_of`) each line is instead the kept
+completion of N draws, scored by `reward_model`:
+
+    {"prompt": "Name a fruit.",                       # as above
+     "completion": "An apple.",                       # the draw the reward model scored highest
+     "reward": 1.7,                                   # its reward
+     "best_of": 4,                                    # N
+     "rewards": [0.2, 1.7, -0.4, 0.9],                # every draw's reward, in draw order
+     "candidates": ["A rock.", "An apple.", ...],     # every draw's text, in draw order
+     "rendered_prompt": "...", "source": "prompts.jsonl:3", ...}   # as above
+
+This is the `prompt_completion` format: `rlhf sft` trains on it as it is (rejection-sampling
+fine-tuning), and stages that take prompts read its prompts. A prompt whose N draws are all blank
+has nothing to learn and is left out (counted in the summary).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -24,12 +40,21 @@ from typing import Any
 
 from rlhf.config.core import ConfigError
 from rlhf.data.records import Prompt, PromptOnly
+from rlhf.generation.best_of import BestOfN, best_of_n
 from rlhf.generation.config import GenerateConfig
 
 OUTPUT_FIELDS = ("prompt", "completions", "rendered_prompt", "source", "prompt_tokens_cut")
 """Fields generate writes itself; a prompt row's own field of one of these names is not copied
 (nor is `ranks`, which would make the row read as a ranking)."""
 _NOT_COPIED = {*OUTPUT_FIELDS, "ranks"}
+BEST_OF_FIELDS = ("prompt", "completion", "reward", "best_of", "rewards", "candidates", "rendered_prompt",
+                  "source", "prompt_tokens_cut")  # fmt: skip
+"""Fields a best-of-N row has; a prompt row's own field of one of these names is not copied, nor
+is any field that would make the row read as another format (e.g. `rating`, `chosen`)."""
+_BEST_OF_NOT_COPIED = {
+    *BEST_OF_FIELDS, "completions", "ranks", "chosen", "rejected", "rating", "label", "correction",
+    "feedback", "messages", "conversations", "text", "replies",
+}  # fmt: skip
 
 
 def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
@@ -58,20 +83,40 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         prompt_ids.append(kept)
         cuts.append(len(ids) - len(kept))
 
+    scorer = None
+    if cfg.best_of > 1:
+        from rlhf.ppo.rewards import RewardModelSource
+
+        # Loaded before the policy: a bad reward model directory fails before any sampling.
+        scorer = RewardModelSource(cfg.reward_model, batch_size=cfg.sampling.batch_size)
     model = load_causal_lm(cfg.model, for_training=False, tokenizer=tokenizer)
     if torch.cuda.is_available() and cfg.model.quantization == "none":
         model.to("cuda")  # a quantized model was already placed on its GPU while loading
-    groups = generate_samples(model, tokenizer, prompt_ids, cfg.sampling, progress=cfg.progress)
 
-    rows = [
-        candidates_row(record, [sample.text for sample in group], text, cut)
-        for record, group, text, cut in zip(prompts, groups, rendered, cuts)
-    ]
+    picks: list[BestOfN] = []
+    if scorer is not None:
+        prompt_texts = [record.prompt for record in prompts]
+        picks = best_of_n(
+            model, tokenizer, prompt_ids, prompt_texts, cfg.sampling, cfg.best_of, scorer,
+            skip_blank=True, progress=cfg.progress,
+        )  # fmt: skip
+        groups = [pick.samples for pick in picks]
+        rows = [
+            best_of_row(record, pick, text, cut)
+            for record, pick, text, cut in zip(prompts, picks, rendered, cuts)
+            if pick.text.strip()
+        ]
+    else:
+        groups = generate_samples(model, tokenizer, prompt_ids, cfg.sampling, progress=cfg.progress)
+        rows = [
+            candidates_row(record, [sample.text for sample in group], text, cut)
+            for record, group, text, cut in zip(prompts, groups, rendered, cuts)
+        ]
     output = write_jsonl_atomic(cfg.output, rows)
     samples = [sample for group in groups for sample in group]
     summary = {
         "prompts": len(prompts),
-        "num_samples": cfg.sampling.num_samples,
+        "num_samples": cfg.best_of if picks else cfg.sampling.num_samples,
         "completions": len(samples),
         "repeats_left": count_repeats(groups),
         "empty": sum(not sample.text.strip() for sample in samples),
@@ -81,6 +126,15 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         "seconds": round(time.time() - started, 1),
         "output": str(output),
     }
+    if picks:
+        summary.update(
+            best_of=cfg.best_of,
+            reward_model=cfg.reward_model,
+            mean_best_reward=finite_mean([pick.reward for pick in picks]),
+            mean_reward=finite_mean([reward for pick in picks for reward in pick.rewards]),
+            rows_written=len(rows),
+            blank_prompts_left_out=len(picks) - len(rows),
+        )
     print(summary_line(summary, loaded.report.summary(with_path=False)))
     return summary
 
@@ -97,6 +151,30 @@ def candidates_row(record: PromptOnly, completions: list[str], rendered: str, cu
         row["prompt_tokens_cut"] = cut
     row.update((key, value) for key, value in record.meta.items() if key not in _NOT_COPIED)
     return row
+
+
+def best_of_row(record: PromptOnly, pick: BestOfN, rendered: str, cut: int) -> dict[str, Any]:
+    """One best-of-N output line: `prompt_completion` data (see the module docstring)."""
+    row: dict[str, Any] = {
+        "prompt": prompt_to_json(record.prompt),
+        "completion": pick.text,
+        "reward": pick.reward,
+        "best_of": len(pick.samples),
+        "rewards": pick.rewards,
+        "candidates": pick.candidates,
+        "rendered_prompt": rendered,
+        "source": str(record.source),
+    }
+    if cut:
+        row["prompt_tokens_cut"] = cut
+    row.update((key, value) for key, value in record.meta.items() if key not in _BEST_OF_NOT_COPIED)
+    return row
+
+
+def finite_mean(values: list[float]) -> float | None:
+    """The mean of the finite values; None when there is none."""
+    finite = [value for value in values if math.isfinite(value)]
+    return math.fsum(finite) / len(finite) if finite else None
 
 
 def prompt_to_json(prompt: Prompt) -> str | list[dict[str, str]]:
@@ -135,6 +213,20 @@ def summary_line(summary: dict[str, Any], load_summary: str) -> str:
         notes.append(f"{summary['prompts_cut']} prompts cut to data.max_prompt_length")
     if summary["rows_skipped"]:
         notes.append(f"data: {load_summary}")
+    if "best_of" in summary:
+        notes[0] = f"{summary['repeats_left']} repeats"  # best-of-N does not re-draw repeats
+        if summary["blank_prompts_left_out"]:
+            notes.append(f"{summary['blank_prompts_left_out']} prompts left out (every draw blank)")
+
+        def fmt(value: float | None) -> str:
+            return "-" if value is None else f"{value:.4f}"
+
+        return (
+            f"[generate] {summary['prompts']} prompts x best of {summary['best_of']} = "
+            f"{summary['completions']} completions in {summary['seconds']} s -> {summary['output']}; "
+            f"mean reward {fmt(summary['mean_best_reward'])} of the kept vs "
+            f"{fmt(summary['mean_reward'])} of all samples ({'; '.join(notes)})"
+        )
     return (
         f"[generate] {summary['prompts']} prompts x {summary['num_samples']} samples = "
         f"{summary['completions']} completions in {summary['seconds']} s -> {summary['output']} "
