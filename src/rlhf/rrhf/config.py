@@ -1,0 +1,148 @@
+"""Configuration of `rlhf rrhf`: the shared parts plus where the ranked responses come from and
+how the ranking and SFT terms are weighed."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rlhf.config.core import ConfigError
+from rlhf.config.parts import (
+    DataConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PeftConfig,
+    PromptConfig,
+)
+from rlhf.generation.config import SamplingConfig
+
+
+@dataclass
+class RrhfEvalConfig:
+    path: str | None = None
+    """Held-out prompts with responses (read like `data`, scored the same way); overrides `fraction`."""
+    fraction: float = 0.0
+    """Without `path`: this share of the training records (chosen with `seed`) is held out instead."""
+    every: int = 0
+    """Evaluate every N optimizer steps (0: only at the start and the end). Needs `path` or `fraction`."""
+    batch_size: int = 8
+    """Groups per evaluation forward pass on each process."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 1.0:
+            raise ConfigError(f"`eval.fraction` must be in [0, 1), got {self.fraction}")
+        if self.every < 0:
+            raise ConfigError(f"`eval.every` must be >= 0, got {self.every}")
+        if self.batch_size < 1:
+            raise ConfigError(f"`eval.batch_size` must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class RrhfConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy to start from: the SFT model (directory, hub id, or `builtin:tiny`)."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """Full fine-tuning (`none`), LoRA or QLoRA; prompt tuning is not supported."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Prompts and their responses. Rankings or comparisons (e.g. an `rlhf label export`) bring
+    responses ranked by people; candidates (`rlhf generate` output, e.g. other models' answers)
+    bring unscored responses for `reward_model` to score; any other kind brings only its prompts
+    (for `samples_per_prompt`)."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """How prompts are laid out: the settings the SFT model was trained with."""
+    reward_model: str | None = None
+    """Reward model directory (`rlhf reward` output; its own tokenizer and template) that scores every
+    response of a prompt, data and samples alike; people's ranks are then not used. Unset: the
+    responses are scored by people's ranks (score = -rank), which needs rankings or comparisons."""
+    reward_batch_size: int = 16
+    """Responses per reward-model forward pass."""
+    samples_per_prompt: int = 0
+    """K responses sampled from the starting policy for every prompt, before training, and added to
+    the prompt's responses (needs `reward_model` to score them). With a reward model the responses
+    of a prompt are pooled over every record of that prompt; the samples depend on the number of
+    processes (each samples its share of the prompts)."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How the samples are drawn (temperature, top-p, max_new_tokens, seed, ...); their number is
+    `samples_per_prompt` (leave `sampling.num_samples` at 1)."""
+    include_data_responses: bool = True
+    """Train on the responses found in `data` (false: only on the samples; the file gives prompts)."""
+    rank_weight: float = 1.0
+    """Weight of the ranking loss Σ_{s_i<s_j} max(0, p_i - p_j) (summed over each prompt's pairs)."""
+    sft_weight: float = 1.0
+    """Weight of the SFT loss: the mean token negative log-likelihood of each prompt's best-scored
+    response (the paper: L = L_rank + L_ft, i.e. 1)."""
+    length_normalize: bool = True
+    """p_i = the mean token log-prob of response i (the paper's choice; false: the summed log-prob,
+    which favors short responses in the ranking)."""
+    eval: RrhfEvalConfig = field(default_factory=RrhfEvalConfig)
+    """Held-out prompts: the same loss terms and ranking accuracy, without gradients."""
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-6, warmup_ratio=0.1))
+    """AdamW, learning-rate schedule, gradient clipping and accumulation (the paper fine-tunes with a
+    small learning rate; raise it for adapters or tiny models)."""
+    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/rrhf"))
+    """Run directory, metric frequency, TensorBoard, progress bar."""
+    seed: int = 0
+    """Seed for the eval split, the data order and dropout."""
+    epochs: float = 1.0
+    """Passes over the training groups (fractions allowed); ignored when `max_steps` is set."""
+    max_steps: int | None = None
+    """Optimizer steps to train; default: as many as `epochs` takes."""
+    batch_size: int = 4
+    """Groups (a prompt with its K responses) per micro-batch on each process; every response of a
+    micro-batch goes through the model in one forward pass."""
+    packing: bool = True
+    """Lay the responses of a micro-batch end to end in rows of up to `data.max_length` tokens
+    (position ids restart per sequence) instead of one padded row each. Checked on the first
+    micro-batch: if the model lets packed sequences see each other, the run says so and pads."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Autocast for the forward pass: `auto` is bf16 on a GPU that supports it and none on CPU."""
+    save_every: int = 0
+    """Write a resumable checkpoint every N optimizer steps (0: none; the final policy is always saved)."""
+    keep_checkpoints: int | None = 2
+    """Keep only the newest N checkpoints (null: keep all)."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "reward_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"`max_steps` must be at least 1, got {self.max_steps}")
+        if self.epochs <= 0:
+            raise ConfigError(f"`epochs` must be positive, got {self.epochs}")
+        if self.save_every < 0:
+            raise ConfigError(f"`save_every` must be >= 0, got {self.save_every}")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
+        for name in ("rank_weight", "sft_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}")
+        if self.rank_weight == 0 and self.sft_weight == 0:
+            raise ConfigError("`rank_weight` and `sft_weight` are both 0: nothing to train")
+        if self.peft.method == "prompt_tuning":
+            raise ConfigError("`peft.method: prompt_tuning` is not supported by rrhf; use lora or qlora")
+        self._check_responses()
+
+    def _check_responses(self) -> None:
+        if self.samples_per_prompt < 0:
+            raise ConfigError(f"`samples_per_prompt` must be >= 0, got {self.samples_per_prompt}")
+        if self.samples_per_prompt and not self.reward_model:
+            raise ConfigError(
+                "`samples_per_prompt` draws responses nobody ranked: set `reward_model` to score them"
+            )
+        if self.sampling.num_samples != 1:
+            raise ConfigError(
+                "`sampling.num_samples` is not used by rrhf: set the number of samples with `samples_per_prompt`"
+            )
+        if self.samples_per_prompt > 1:
+            dataclasses.replace(self.sampling, num_samples=self.samples_per_prompt)  # checks greedy + unique
+        if not self.include_data_responses and self.samples_per_prompt < 2:
+            raise ConfigError(
+                "`include_data_responses: false` trains on samples only: set `samples_per_prompt` to 2 or more"
+            )
+
+    @property
+    def sampling_for_run(self) -> SamplingConfig:
+        """`sampling` with `num_samples` = `samples_per_prompt`."""
+        return dataclasses.replace(self.sampling, num_samples=max(1, self.samples_per_prompt))

@@ -1,0 +1,353 @@
+"""`rlhf rrhf`: rank responses to align with human feedback (RRHF, Yuan et al. 2023), in the order
+the run happens.
+
+load prompts and their responses -> policy (+ LoRA / QLoRA) -> K samples of the starting policy per
+prompt (optional) -> score every response (a reward model, or people's ranks) -> responses.jsonl ->
+resume? -> train -> held-out ranking accuracy -> save.
+
+For the K responses y_i of a prompt x with scores s_i, p_i = (1/|y_i|) Σ_t log π(y_i,t | x, y_i,<t)
+(every response of a micro-batch in one forward pass), and the loss is
+L = rank_weight · Σ_{s_i < s_j} max(0, p_i - p_j) + sft_weight · NLL(best response), per prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rlhf.config.core import ConfigError, to_dict
+from rlhf.losses.preference import best_of_groups, rrhf_rank_loss
+from rlhf.preference.sequences import (
+    SequenceBatch,
+    SequenceLogps,
+    collate_sequences,
+    packing_isolates,
+    sequence_logps_of,
+)
+from rlhf.reward.data import Group, layout_groups
+from rlhf.rrhf.config import RrhfConfig
+from rlhf.rrhf.data import (
+    RESPONSES_FILE,
+    add_samples,
+    encode_groups,
+    load_split,
+    read_responses,
+    score_responses,
+    usable,
+    write_responses,
+)
+
+METRICS = ("loss", "rank_loss", "sft_loss", "accuracy", "p_best", "p_worst")
+
+
+@dataclass
+class RrhfBatch:
+    """A micro-batch: every response of its groups laid out once, with the groups' scores."""
+
+    sequences: SequenceBatch
+    """The responses (padded or packed) and where their tokens are."""
+    scores: torch.Tensor
+    """(N,) float32 the responses' scores, higher is better."""
+    weights: torch.Tensor
+    """(G,) float32 the groups' row weights."""
+
+    @property
+    def count(self) -> int:
+        return self.sequences.count
+
+    def to(self, device) -> RrhfBatch:
+        return RrhfBatch(self.sequences.to(device), self.scores.to(device), self.weights.to(device))
+
+
+def collate(groups: list[Group], pad_id: int, pack_width: int | None = None) -> RrhfBatch:
+    sequences = collate_sequences(groups, pad_id, pack_width=pack_width)
+    scores = torch.tensor([-r for g in groups for r in g.ranks], dtype=torch.float32)
+    return RrhfBatch(sequences, scores, torch.tensor([g.weight for g in groups], dtype=torch.float32))
+
+
+def rrhf_terms(
+    cfg: RrhfConfig,
+    logps: torch.Tensor,
+    lengths: torch.Tensor,
+    scores: torch.Tensor,
+    weights,
+    offsets: list[int],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(loss, metrics) of groups laid end to end, each a *sum over the groups*, from the responses'
+    (N,) summed log-probs; `offsets` are the groups' starts. Divided by the number of groups they
+    are means: the loss, its two terms (each group counts its row weight w_g), and per prompt
+    (each counts 1) the share of its scored pairs the policy orders as the scores (a tie ½) and
+    the p of its best and worst response."""
+    lengths = lengths.clamp(min=1)
+    p = logps / lengths if cfg.length_normalize else logps  # (N,)
+    offsets = [*offsets, p.numel()]
+    rank = (
+        rrhf_rank_loss(p, scores, offsets, weights) * weights.sum()
+    )  # Σ_g w_g Σ_{s_i<s_j} max(0, p_i - p_j)
+    best = torch.tensor(best_of_groups(scores, offsets), device=p.device)  # (G,) flat indices
+    worst = torch.tensor(best_of_groups(-scores, offsets), device=p.device)
+    sft = (weights * -logps[best] / lengths[best]).sum()  # Σ_g w_g · mean token NLL of the best response
+    loss = cfg.rank_weight * rank + cfg.sft_weight * sft
+    with torch.no_grad():
+        accuracy = p.new_zeros(())
+        for start, end in zip(offsets, offsets[1:]):
+            ps, ss = p[start:end], scores[start:end]
+            scored = ss[:, None] < ss[None, :]  # scored[i, j]: response i scored below j
+            right = (ps[:, None] < ps[None, :]).float() + 0.5 * (ps[:, None] == ps[None, :]).float()
+            accuracy += (right * scored).sum() / scored.sum()
+        metrics = {
+            "rank_loss": rank.detach(), "sft_loss": sft.detach(), "accuracy": accuracy,
+            "p_best": p[best].sum().detach(), "p_worst": p[worst].sum().detach(),
+        }  # fmt: skip
+    return loss, metrics
+
+
+def rrhf_loss(cfg: RrhfConfig, module, batch: RrhfBatch, num_items: int, share: int = 1):
+    """The micro-batch's part of the step's loss (its groups' sum / `num_items`, the groups of the
+    step on every process) and its metrics, for `train_loop` with `count_fn`. The loop averages
+    metrics over the `share` = processes x accumulation micro-batches of a step, so they are scaled
+    by it: the logged values are then means over the step's groups, however they were split."""
+    seq = batch.sequences
+    logps = module(**seq.inputs()).logps
+    loss, metrics = rrhf_terms(cfg, logps, seq.lengths, batch.scores, batch.weights, seq.layout.offsets)
+    return loss / num_items, {k: float(v) * share / num_items for k, v in metrics.items()}
+
+
+def held_out_metrics(cfg: RrhfConfig, groups: list[Group], logps: list[list[float]]) -> dict[str, float]:
+    """The loss, its terms and the ranking metrics over every held-out group (means over the groups),
+    from their summed log-probs."""
+    lengths = torch.tensor(
+        [len(s) - max(p, 1) for g in groups for s, p in zip(g.input_ids, g.prompt_lens)], dtype=torch.float32
+    )
+    flat = torch.tensor([v for values in logps for v in values], dtype=torch.float32)
+    scores = torch.tensor([-r for g in groups for r in g.ranks], dtype=torch.float32)
+    weights = torch.tensor([g.weight for g in groups], dtype=torch.float32)
+    offsets = layout_groups(groups, "pairwise").offsets
+    loss, metrics = rrhf_terms(cfg, flat, lengths, scores, weights, offsets)
+    out = {"loss": float(loss) / len(groups), **{k: float(v) / len(groups) for k, v in metrics.items()}}
+    return {**out, "groups": len(groups)}
+
+
+def total_steps(cfg: RrhfConfig, num_groups: int, num_processes: int) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    per_step = cfg.batch_size * num_processes * cfg.optimizer.gradient_accumulation_steps
+    return max(1, math.ceil(cfg.epochs * num_groups / per_step))
+
+
+@dataclass
+class RrhfResult:
+    summary: dict[str, Any]
+    """What the run measured (also in `<output_dir>/summary.json`)."""
+    model: torch.nn.Module
+    """The trained policy (LoRA merged; QLoRA a PeftModel)."""
+    tokenizer: Any
+
+
+def finish_responses(cfg: RrhfConfig, accelerator, say, run_dir, lm, tokenizer, train, held_out):
+    """Sample and score the loaded groups, keep those with a scored pair and write them to
+    `responses.jsonl`. Returns (train, held_out, counts)."""
+    sample_seconds = score_seconds = 0.0
+    if cfg.samples_per_prompt:
+        started = time.time()
+        add_samples(accelerator, train + held_out, lm, tokenizer, cfg)
+        sample_seconds = time.time() - started
+        say(f"[samples] {cfg.samples_per_prompt} per prompt from {cfg.model.path} in {sample_seconds:.1f} s")
+    if cfg.reward_model:
+        started = time.time()
+        score_responses(accelerator, train + held_out, cfg)
+        score_seconds = time.time() - started
+        count = sum(len(g.texts) for g in train + held_out)
+        say(f"[score] {count} responses by {cfg.reward_model} in {score_seconds:.1f} s")
+    train, dropped = usable(train)
+    held_out, eval_dropped = usable(held_out)
+    if not train:
+        raise ConfigError(f"{cfg.data.path}: no prompt has two responses scored apart; nothing to learn")
+    if dropped or eval_dropped:
+        say(
+            f"[data] {dropped + eval_dropped} prompts left out: fewer than two responses, or all scored equal"
+        )
+    if accelerator.is_main_process:
+        scored_by = "reward_model" if cfg.reward_model else "people's ranks"
+        write_responses(run_dir / RESPONSES_FILE, train, held_out, scored_by)
+    accelerator.wait_for_everyone()
+    counts = {
+        "groups_left_out": dropped, "eval_groups_left_out": eval_dropped,
+        "sample_seconds": round(sample_seconds, 3), "score_seconds": round(score_seconds, 3),
+    }  # fmt: skip
+    return train, held_out, counts
+
+
+def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult:
+    """Train the policy with RRHF; returns what the run measured (also in `summary.json`) and the
+    policy, saved to `<output_dir>/policy`."""
+    from rlhf.data import PromptRenderer
+    from rlhf.models import load_causal_lm, load_tokenizer, trainable_parameter_summary
+    from rlhf.tracking import MetricsLogger
+    from rlhf.training import build_optimizer, build_scheduler, train_loop
+    from rlhf.training.batches import BatchStream
+    from rlhf.training.checkpoint import latest_checkpoint, resume_run, save_checkpoint
+    from rlhf.training.loop import stage_on_step, start_stage
+
+    started = time.time()
+    accelerator, say, run_dir = start_stage("rrhf", cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision)
+    main = accelerator.is_main_process
+    tokenizer = load_tokenizer(cfg.model, padding_side="right")
+    # The data first: a bad file fails before any model loads. A resumed run reads back the
+    # responses it trained on (the samples were drawn from the starting policy).
+    responses_path = run_dir / RESPONSES_FILE
+    resuming = bool(resume) and (resume is not True or latest_checkpoint(run_dir) is not None)
+    reuse = resuming and responses_path.is_file()
+    if reuse:
+        responses, held_responses = read_responses(responses_path)
+        say(f"[data] resuming: the responses of {responses_path}")
+    else:
+        responses, held_responses, text = load_split(cfg, PromptRenderer(cfg.prompt, tokenizer))
+        say(f"[data] {text}")
+    lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+    if cfg.model.quantization == "none" and cfg.peft.method != "qlora":
+        lm.to(accelerator.device)  # to sample on it; a quantized model is already on its GPU
+    trainable, total = trainable_parameter_summary(lm)
+    method = "full fine-tuning" if cfg.peft.method == "none" else f"peft: {cfg.peft.method}"
+    say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable ({method})")
+
+    counts: dict[str, Any] = {}
+    if not reuse:
+        responses, held_responses, counts = finish_responses(
+            cfg, accelerator, say, run_dir, lm, tokenizer, responses, held_responses
+        )
+    train, stats = encode_groups(responses, tokenizer, cfg)
+    held_out, _ = encode_groups(held_responses, tokenizer, cfg)
+    pairs = len(layout_groups(train, "pairwise").pairs)
+    say(
+        f"[data] {len(train)} prompts, {sum(len(g.input_ids) for g in train)} responses, {pairs} scored pairs; "
+        f"{stats.summary()}" + (f"; {len(held_out)} held out" if held_out else "")
+    )
+
+    steps = total_steps(cfg, len(train), accelerator.num_processes)
+    policy = SequenceLogps(lm)
+    optimizer = build_optimizer(policy, cfg.optimizer)
+    scheduler = build_scheduler(optimizer, cfg.optimizer, steps)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    inner = accelerator.unwrap_model(policy)
+    resumed = resume_run(
+        accelerator, run_dir, resume, model=inner.lm, optimizer=optimizer, scheduler=scheduler,
+        config=to_dict(cfg), say=say,
+    )  # fmt: skip
+    start_step, history, evals = resumed.step, resumed.history, resumed.evals
+
+    pad_id, device = tokenizer.pad_token_id, accelerator.device
+    pack_width = cfg.data.max_length if cfg.packing else None
+    if pack_width is not None and not packing_isolates(
+        policy, train[: cfg.batch_size], pad_id, pack_width, device
+    ):
+        say("[packing] this model lets packed sequences attend to each other; padding each sequence instead")
+        pack_width = None
+
+    stream = BatchStream(
+        len(train), cfg.batch_size, num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index, seed=cfg.seed,
+        start=start_step * cfg.optimizer.gradient_accumulation_steps,
+    )  # fmt: skip
+    seen = [0]
+    share = accelerator.num_processes * cfg.optimizer.gradient_accumulation_steps
+
+    def batches():
+        for indices in stream:
+            seen[0] += len(indices)
+            yield collate([train[i] for i in indices], pad_id, pack_width).to(device)
+
+    logger = MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
+
+    def run_eval(step: int) -> None:
+        was_training = inner.training
+        inner.eval()
+        logps = sequence_logps_of(
+            accelerator,
+            lambda b: inner(**b.inputs()).logps,
+            held_out,
+            cfg.eval.batch_size,
+            pad_id,
+            pack_width,
+        )
+        inner.train(was_training)
+        result = held_out_metrics(cfg, held_out, logps)
+        evals.append({"step": step, **result})
+        logger.log(step, {f"eval/{k}": result[k] for k in METRICS})
+        say(f"[eval] step {step}: " + ", ".join(f"{k} {result[k]:.4f}" for k in METRICS))
+        accelerator.wait_for_everyone()
+
+    def save(step: int) -> None:
+        path = save_checkpoint(
+            accelerator, run_dir, step, model=inner.lm, optimizer=optimizer, scheduler=scheduler,
+            tokenizer=tokenizer, state={"history": history, "evals": evals, "config": to_dict(cfg)},
+            keep=cfg.keep_checkpoints,
+        )  # fmt: skip
+        say(f"[checkpoint] saved {path}", flush=True)
+
+    on_step = stage_on_step(
+        steps=steps, history=history, eval_every=cfg.eval.every, run_eval=run_eval if held_out else None,
+        save_every=cfg.save_every, save=save,
+    )  # fmt: skip
+    if held_out and start_step == 0:
+        run_eval(0)
+    train_started = time.time()
+    with logger:
+        result = train_loop(
+            accelerator=accelerator, model=policy, optimizer=optimizer, scheduler=scheduler,
+            batches=batches(), loss_fn=lambda m, b, num_items: rrhf_loss(cfg, m, b, num_items, share),
+            max_steps=steps, optim_cfg=cfg.optimizer, logger=logger, log_every=cfg.logging.log_every,
+            progress=cfg.logging.progress, desc="train", start_step=start_step,
+            count_fn=lambda batch: batch.count, on_step=on_step,
+        )  # fmt: skip
+        train_seconds = time.time() - train_started
+        if held_out:
+            run_eval(result.steps)
+    groups_seen = int(accelerator.reduce(torch.tensor(seen[0], device=device), reduction="sum").item())
+
+    summary: dict[str, Any] = {
+        "steps": result.steps,
+        "resumed_from_step": start_step,
+        "scored_by": "reward_model" if cfg.reward_model else "people's ranks",
+        "reward_model": cfg.reward_model,
+        "samples_per_prompt": cfg.samples_per_prompt,
+        "responses_read_back": reuse,
+        "packed": pack_width is not None,
+        "data": {
+            "groups": len(train),
+            "responses": sum(len(g.input_ids) for g in train),
+            "pairs": pairs,
+            "eval_groups": len(held_out),
+            "truncated": stats.truncated,
+            **counts,
+        },  # fmt: skip
+        **{f"train_{k}": [row.get(k) for row in history] for k in METRICS},
+        "eval": evals,
+        "final_eval": evals[-1] if evals else None,
+        "train_groups": groups_seen,
+        "train_seconds": round(train_seconds, 3),
+        "groups_per_second": round(groups_seen / train_seconds, 2) if train_seconds > 0 else None,
+        "trainable_parameters": trainable,
+        "responses_file": str(run_dir / RESPONSES_FILE),
+    }
+    accelerator.wait_for_everyone()
+    lm = accelerator.unwrap_model(policy).lm
+    if main:
+        from rlhf.models import save_model
+
+        out_dir = run_dir / "policy"
+        lm = save_model(lm, tokenizer, out_dir, merge=cfg.peft.method == "lora")
+        summary.update(policy_dir=str(out_dir), seconds=round(time.time() - started, 1))
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        acc = f", held-out accuracy {evals[-1]['accuracy']:.3f}" if evals else ""
+        say(
+            f"[done] {result.steps} steps, loss {summary['train_loss'][0]:.4f} -> {summary['train_loss'][-1]:.4f}"
+            f"{acc}; {summary['groups_per_second']} prompts/s; policy in {out_dir}"
+        )
+    accelerator.wait_for_everyone()
+    return RrhfResult(summary, lm, tokenizer)
