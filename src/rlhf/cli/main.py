@@ -19,6 +19,7 @@ from rlhf.cli.common import (
 from rlhf.cli.label import add_label_parser
 from rlhf.cli.report import add_report_parser
 
+
 def _cmd_sft(args: argparse.Namespace) -> None:
     from rlhf.sft import SftConfig, run_sft
 
