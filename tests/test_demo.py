@@ -41,10 +41,20 @@ def test_smaller_demo_beats_sft_by_the_gold_score(tmp_path):
         [r["prompt"] for r in rows], [r["policy"] for r in rows]
     )
 
+    # Every method from the same SFT model and feedback, side by side on the same held-out documents.
+    comparison = json.loads((run / "eval" / "comparison.json").read_text())
+    assert list(comparison["policies"]) == ["sft", "ppo", "dpo", "rrhf", "best_of_n", "rejection_sampling"]
+    assert "the methods side by side" in proc.stdout and "rejection sampling" in proc.stdout
+    gold_sft = comparison["policies"]["sft"]["scores"]["gold"]["mean"]
+    assert gold_sft == pytest.approx(head["gold_sft"])
+    # Best-of-4 by the reward model picks better answers than one sample, by the gold rule too.
+    assert comparison["policies"]["best_of_n"]["scores"]["gold"]["mean"] > gold_sft
+    assert "Methods compared" in (run / "report.html").read_text()
+
     # A second run finds every stage finished and only prints the table again.
     again = subprocess.run([RLHF, "demo", "--set", *smaller], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("skipped") == 7
+    assert again.stdout.count("skipped") == 11
 
 
 def test_task_data_and_base_model(tmp_path):

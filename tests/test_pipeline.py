@@ -124,7 +124,7 @@ def test_cli_errors_are_one_line(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: `stages`: unknown stage 'warmup'; stages are sft, generate, feedback, reward, ppo, eval, report"
+        "error: `stages`: unknown stage 'warmup'; stages are sft, generate, feedback, reward, ppo, dpo, rrhf, best_of_n, rejection_sampling, eval, report"
     ]
     proc = subprocess.run(
         [RLHF, "pipeline", "--set", f"output_dir={tmp_path}/r"], capture_output=True, text=True

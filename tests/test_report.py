@@ -142,7 +142,8 @@ def test_full_run_has_every_section_plot_and_table(tmp_path):
     page = path.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "<title>rlhf report: run</title>" in page
     ids = re.findall(r'<section id="([a-z]+)">', page)
-    assert ids == ["config", "sft", "feedback", "reward", "ppo", "evaluation", "samples"]
+    assert ids == ["config", "sft", "feedback", "reward", "ppo", "evaluation", "comparison", "samples"]
+    assert "This run evaluated one method" in page  # no comparison.json: said, not an error
     for heading in ("Configuration", "Supervised fine-tuning", "Human feedback", "Reward model", "PPO",
                     "Evaluation", "Samples", "Over-optimization"):  # fmt: skip
         assert f">{heading}</h" in page, heading
@@ -274,3 +275,32 @@ def test_sparse_files_still_make_a_page(tmp_path):
     assert page.count("<img") == 1  # the KL curve; no reward on any step, so no over-optimization plot
     assert "No KL and reward on the same steps" in page
     assert "No calibration table" in page and "0.7" in page
+
+
+def test_comparison_section_shows_every_policy_the_win_rates_and_the_score_against_kl(tmp_path):
+    from rlhf.pipeline.compare import write_comparison
+    from rlhf.report.comparison import comparison_section
+    from rlhf.report.load import load_run
+
+    run = make_run(tmp_path / "run")
+    dpo = run / "eval" / "dpo"
+    dpo.mkdir()
+    rows = [json.loads(line) for line in (run / "eval" / "samples.jsonl").read_text().splitlines()]
+    with (dpo / "samples.jsonl").open("w") as f:
+        for i, row in enumerate(rows):
+            f.write(
+                json.dumps(
+                    {"policy_scores": {k: v + (1 if i % 2 else -1) for k, v in row["policy_scores"].items()}}
+                )
+                + "\n"
+            )
+    (dpo / "eval.json").write_text(
+        json.dumps({"kl": {"sequence": {"mean": 0.75, "stderr": 0.05}, "analytic": False}})
+    )
+    write_comparison(run / "eval", ["ppo", "dpo"], {"ppo": {"seconds": 12.0, "uses_reward_model": True},
+                                                    "dpo": {"seconds": 3.0, "uses_reward_model": False}})  # fmt: skip
+    html = comparison_section(load_run(run))
+    assert "<th>PPO</th>" in html and "<th>DPO</th>" in html and "<td>SFT</td>" in html
+    assert "Win rates by gold" in html and "0.75" in html
+    sizes = png_sizes(html)
+    assert len(sizes) == 1 and sizes[0][0] > 400  # one panel per judge, side by side

@@ -15,7 +15,7 @@ from rlhf.report import write_report
 from rlhf.report.browser import VIEWPORT
 from test_report import FULL_IMAGES, XSS, make_run
 
-HEADINGS = ["Configuration", "Supervised fine-tuning", "Human feedback", "Reward model", "PPO", "Evaluation",
+HEADINGS = ["Configuration", "Supervised fine-tuning", "Human feedback", "Reward model", "PPO", "Evaluation", "Methods compared",
             "Samples"]  # fmt: skip
 
 

@@ -12,21 +12,29 @@ from typing import Literal
 
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import DataConfig, LoggingConfig, PromptConfig
+from rlhf.dpo.config import DpoConfig
 from rlhf.eval.config import EvalPolicyConfig
 from rlhf.generation.config import GenerateConfig, SamplingConfig
 from rlhf.ppo.config import PpoConfig
 from rlhf.reward.config import RewardConfig
+from rlhf.rrhf.config import RrhfConfig
 from rlhf.sft.config import SftConfig
 
-STAGES = ("sft", "generate", "feedback", "reward", "ppo", "eval", "report")
-"""The stages in order; each writes into `<output_dir>/<stage>/` (the report: `report.html`)."""
+METHODS = ("ppo", "dpo", "rrhf", "best_of_n", "rejection_sampling")
+"""The methods the last stage can be, each from the same SFT model and the same feedback."""
+STAGES = ("sft", "generate", "feedback", "reward", *METHODS, "eval", "report")
+"""The stages in order; each writes into `<output_dir>/<stage>/` (the report: `report.html`).
+A method stage runs only when `methods` names it (best-of-N trains nothing: it is evaluated)."""
 
 WIRED = {
     "sft": ("logging.output_dir", "prompt"),
     "generate": ("model.path", "output", "prompt"),
     "reward": ("model.path", "data.path", "eval.path", "eval.fraction", "logging.output_dir", "prompt"),
     "ppo": ("model.path", "reward.model", "logging.output_dir", "prompt"),
-    "eval": ("model.path", "baseline", "reference", "reward", "gold", "output_dir", "prompt"),
+    "dpo": ("model.path", "data.path", "eval.path", "eval.fraction", "logging.output_dir", "prompt"),
+    "rrhf": ("model.path", "reward_model", "data.path", "logging.output_dir", "prompt"),
+    "rejection_sampling": ("sft.model.path", "sft.data.path", "sft.logging.output_dir", "sft.prompt"),
+    "eval": ("model.path", "baseline", "reference", "reward", "gold", "output_dir", "prompt", "best_of"),
 }
 """Fields of each stage's section that the pipeline sets itself (a value given there is replaced)."""
 
@@ -61,6 +69,37 @@ class FeedbackConfig:
             raise ConfigError("`feedback.labelers` must be >= 1 and `feedback.temperature` > 0")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError("`feedback.heldout_fraction` must be between 0 and 1")
+
+
+@dataclass
+class BestOfNConfig:
+    n: int = 4
+    """Samples the SFT policy draws per prompt; the reward model keeps the one it scores highest.
+    Nothing is trained: the cost is paid at answer time (n samples and n reward-model scores)."""
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise ConfigError(f"`best_of_n.n` must be at least 2, got {self.n}")
+
+
+def _rejection_sft() -> SftConfig:
+    return SftConfig(epochs=2.0, logging=LoggingConfig(log_every=10))
+
+
+@dataclass
+class RejectionSamplingConfig:
+    n: int = 4
+    """Samples the SFT policy draws per prompt; the best by the reward model becomes a demonstration."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Prompts to draw for; without `path`: the PPO prompts (`ppo.data`), cut to `limit` if set here."""
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=64, unique=False))
+    """How the samples are drawn (`num_samples` is set to 1: `n` draws per prompt are made)."""
+    sft: SftConfig = field(default_factory=_rejection_sft)
+    """Fine-tuning of the SFT model on the best-of-n answers (its learning rate, steps, LoRA, ...)."""
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise ConfigError(f"`rejection_sampling.n` must be at least 2, got {self.n}")
 
 
 def _generate_defaults() -> GenerateConfig:
@@ -98,11 +137,25 @@ class PipelineConfig:
     reward_base: str | None = None
     """Start the reward model from this model instead of the SFT model (it may have its own
     tokenizer: PPO re-encodes the policy's text for it)."""
+    methods: list[str] = field(default_factory=lambda: ["ppo"])
+    """The last stage: any of ppo, dpo, rrhf, best_of_n, rejection_sampling, each from the same
+    SFT model and the same feedback. The evaluation puts them side by side (`eval/comparison.json`,
+    the report); the first is the headline policy, evaluated against SFT in `eval/`."""
     ppo: PpoConfig = field(default_factory=PpoConfig)
     """PPO (or REINFORCE/RLOO/GRPO) from the SFT model against the reward model: `data.path` holds
     the prompts. Extra `reward.sources` (rule functions) are kept and added to the reward model's."""
+    dpo: DpoConfig = field(default_factory=DpoConfig)
+    """DPO from the SFT model on the feedback's training pairs (held-out pairs for its evaluation);
+    no reward model. `data.path` is needed only when the feedback stage is replaced (`reward_model`)."""
+    rrhf: RrhfConfig = field(default_factory=RrhfConfig)
+    """RRHF from the SFT model on the generated candidates, scored by the reward model (plus
+    `samples_per_prompt` of its own). `data.path` is needed only when `generate` does not run."""
+    best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
+    """Best-of-N: the SFT policy answers with the best of `n` samples by the reward model."""
+    rejection_sampling: RejectionSamplingConfig = field(default_factory=RejectionSamplingConfig)
+    """Rejection-sampling fine-tuning: the SFT model fine-tuned on its own best-of-n answers."""
     eval: EvalPolicyConfig = field(default_factory=EvalPolicyConfig)
-    """The PPO policy against the SFT policy on held-out prompts (`data.path`)."""
+    """The policies against the SFT policy on held-out prompts (`data.path`)."""
     eval_reward_data: DataConfig = field(default_factory=DataConfig)
     """Held-out feedback for the reward model's accuracy and calibration; default: the feedback
     stage's held-out pairs (judged by `gold` when there is one, else by the labelers)."""
@@ -112,3 +165,7 @@ class PipelineConfig:
             unknown = [s for s in getattr(self, key) if s not in STAGES]
             if unknown:
                 raise ConfigError(f"`{key}`: unknown stage {unknown[0]!r}; stages are {', '.join(STAGES)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
+            what = f"unknown method {unknown[0]!r}" if unknown else "give each method once, at least one"
+            raise ConfigError(f"`methods`: {what}; methods are {', '.join(METHODS)}")

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from rlhf.config.core import ConfigError, to_dict
-from rlhf.pipeline.config import PipelineConfig
+from rlhf.pipeline.config import METHODS, PipelineConfig
 from rlhf.pipeline.stages import STAGE_LIST, Paths, check_data, config_dict, replaced_by_input
 from rlhf.pipeline.summary import headline
 
@@ -58,7 +58,7 @@ def _identity(path: Path) -> Any:
     return [str(path), None]
 
 
-def _read_state(run: Path) -> dict[str, Any]:
+def read_state(run: Path) -> dict[str, Any]:
     try:
         state = json.loads((run / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -86,11 +86,14 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
     paths = Paths(run, cfg)
-    state = _read_state(run)
+    state = read_state(run)
     outputs: dict[str, str | None] = {}  # stage -> id of the outputs its readers saw (None: not there)
     stages: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
     for stage in STAGE_LIST:
+        if stage.name in METHODS and stage.name not in cfg.methods:
+            outputs[stage.name] = "-"  # not part of this run: its readers neither need nor follow it
+            continue
         outside = replaced_by_input(stage.name, cfg)
         if outside:
             outputs[stage.name] = _hash(outside)

@@ -17,7 +17,7 @@ from typing import Any
 from rlhf.config.core import ConfigError, to_dict
 from rlhf.config.parts import DataConfig
 from rlhf.pipeline import feedback as fb
-from rlhf.pipeline.config import PipelineConfig
+from rlhf.pipeline.config import METHODS, PipelineConfig
 from rlhf.ppo.config import RewardSourceConfig
 
 WEIGHT_FILES = (
@@ -78,9 +78,18 @@ class Paths:
     def reward_model(self) -> str:
         return self.cfg.reward_model or str(self.run / "reward" / "model")
 
+    def policy(self, method: str | None = None) -> str:
+        """The policy a method trained (default: the first of `methods`); best-of-N's is the SFT model."""
+        method = method or self.cfg.methods[0]
+        if method == "best_of_n":
+            return self.sft_model
+        if method == "rejection_sampling":
+            return str(self.run / "rejection_sampling" / "sft" / "model")
+        return str(self.run / method / "policy")
+
     @property
-    def policy(self) -> str:
-        return str(self.run / "ppo" / "policy")
+    def best_of_n_file(self) -> Path:
+        return self.run / "rejection_sampling" / "best_of_n.jsonl"
 
 
 def _wired(section: Any, **changes: Any) -> Any:
@@ -137,17 +146,86 @@ def ppo_config(p: Paths):
     )
 
 
-def eval_config(p: Paths):
+def dpo_config(p: Paths):
+    feedback = p.stage("feedback")
+    outside = replaced_by_input("feedback", p.cfg)
+    held = feedback / fb.HELDOUT_FILE
+    changes: dict[str, Any] = {}
+    if not outside:  # the same feedback the reward model learned from, and its held-out pairs
+        changes = {"data__path": str(feedback / fb.TRAIN_FILE), "eval__fraction": 0.0,
+                   "eval__path": str(held) if jsonl_ready(held) is None else None}  # fmt: skip
+    return _wired(
+        p.cfg.dpo,
+        model__path=p.sft_model,
+        logging__output_dir=str(p.stage("dpo")),
+        prompt=p.cfg.prompt,
+        **changes,
+    )
+
+
+def rrhf_config(p: Paths):
+    changes = {} if replaced_by_input("generate", p.cfg) else {"data__path": str(p.candidates)}
+    return _wired(
+        p.cfg.rrhf, model__path=p.sft_model, reward_model=p.reward_model,
+        logging__output_dir=str(p.stage("rrhf")), prompt=p.cfg.prompt, **changes,
+    )  # fmt: skip
+
+
+def rejection_generate_config(p: Paths):
+    from rlhf.generation.config import GenerateConfig
+
+    rs = p.cfg.rejection_sampling
+    return GenerateConfig(
+        model=dataclasses.replace(p.cfg.sft.model, path=p.sft_model, tokenizer=None),
+        data=rejection_prompts(p.cfg), prompt=p.cfg.prompt,
+        sampling=dataclasses.replace(rs.sampling, num_samples=1), best_of=rs.n, reward_model=p.reward_model,
+        output=str(p.best_of_n_file), progress=False,
+    )  # fmt: skip
+
+
+def rejection_prompts(cfg: PipelineConfig) -> DataConfig:
+    """`rejection_sampling.data`, or the PPO prompts (cut to `rejection_sampling.data.limit` if set)."""
+    rs = cfg.rejection_sampling.data
+    if rs.path:
+        return rs
+    return dataclasses.replace(cfg.ppo.data, limit=rs.limit if rs.limit is not None else cfg.ppo.data.limit)
+
+
+def rejection_sft_config(p: Paths):
+    return _wired(
+        p.cfg.rejection_sampling.sft, model__path=p.sft_model, data__path=str(p.best_of_n_file),
+        logging__output_dir=str(p.stage("rejection_sampling") / "sft"), prompt=p.cfg.prompt,
+    )  # fmt: skip
+
+
+def rejection_sampling_config(p: Paths) -> dict[str, Any]:
+    sft = to_dict(rejection_sft_config(p))
+    # The SFT data is this stage's own output: named, not fingerprinted by its size and time.
+    sft["data"]["path"] = "(this stage's best_of_n.jsonl)"
+    return {"generate": to_dict(rejection_generate_config(p)), "sft": sft}
+
+
+def eval_config(p: Paths, method: str | None = None):
+    """The evaluation of `method` (default: the first): the first against SFT in `eval/`, the others
+    alone (their KL from SFT measured) in `eval/<method>/`; best-of-N answers with n samples."""
+    first = p.cfg.methods[0]
+    method = method or first
+    best_of = p.cfg.best_of_n.n if method == "best_of_n" else 1
     return _wired(
         p.cfg.eval,
-        model__path=p.policy,
-        baseline=p.sft_model,
-        reference=p.sft_model,
+        model__path=p.policy(method),
+        baseline=p.sft_model if method == first else None,
+        reference=p.sft_model if best_of == 1 else None,  # best-of-N's KL is the analytic one
         reward=p.reward_model,
         gold=p.cfg.gold,
-        output_dir=str(p.stage("eval")),
+        output_dir=str(p.stage("eval") if method == first else p.stage("eval") / method),
         prompt=p.cfg.prompt,
+        best_of=best_of,
     )
+
+
+def eval_stage_config(p: Paths) -> dict[str, Any]:
+    return {m: to_dict(eval_config(p, m)) for m in p.cfg.methods}
 
 
 def eval_reward_config(p: Paths):
@@ -218,10 +296,59 @@ def run_ppo_stage(p: Paths) -> dict[str, Any]:
     return run_ppo(ppo_config(p)).summary
 
 
+def run_dpo_stage(p: Paths) -> dict[str, Any]:
+    from rlhf.dpo import run_dpo
+
+    return run_dpo(dpo_config(p)).summary
+
+
+def run_rrhf_stage(p: Paths) -> dict[str, Any]:
+    from rlhf.rrhf import run_rrhf
+
+    return run_rrhf(rrhf_config(p)).summary
+
+
+def run_best_of_n_stage(p: Paths) -> dict[str, Any]:
+    """Nothing to train: best-of-N is the SFT policy and the reward model, used at answer time."""
+    out = p.stage("best_of_n")
+    out.mkdir(parents=True, exist_ok=True)
+    note = {"policy": p.sft_model, "reward_model": p.reward_model, "n": p.cfg.best_of_n.n}
+    (out / "summary.json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+    return note
+
+
+def run_rejection_sampling_stage(p: Paths) -> dict[str, Any]:
+    from rlhf.generation import run_generate
+    from rlhf.sft import run_sft
+
+    drafts = run_generate(rejection_generate_config(p))
+    summary = {"generate": drafts, "sft": run_sft(rejection_sft_config(p)).summary}
+    (p.stage("rejection_sampling") / "summary.json").write_text(
+        json.dumps(summary, indent=2, default=str) + "\n"
+    )
+    return summary
+
+
 def run_eval_stage(p: Paths) -> dict[str, Any]:
     from rlhf.eval.policy import run_eval_policy
+    from rlhf.pipeline.compare import write_comparison
 
-    return run_eval_policy(eval_config(p))
+    results = {m: run_eval_policy(eval_config(p, m)) for m in p.cfg.methods}
+    write_comparison(p.stage("eval"), list(p.cfg.methods), method_compute(p))
+    return results[p.cfg.methods[0]]
+
+
+def method_compute(p: Paths) -> dict[str, dict[str, Any]]:
+    """What each policy cost to make, from the pipeline's own timings: the stage's seconds, and
+    whether it needed the reward model (and so the feedback, generate and reward stages)."""
+    from rlhf.pipeline.run import read_state
+
+    state = read_state(p.run)
+    seconds = lambda name: (state.get(name) or {}).get("seconds")  # noqa: E731
+    out = {"sft": {"seconds": seconds("sft"), "uses_reward_model": False}}
+    for m in p.cfg.methods:
+        out[m] = {"seconds": seconds(m), "uses_reward_model": m != "dpo"}
+    return out
 
 
 def run_report_stage(p: Paths) -> dict[str, Any]:
@@ -260,19 +387,53 @@ STAGE_LIST = (
         "ppo",
         ("sft", "reward"),
         ppo_config,
-        lambda p: [model_ready(Path(p.policy)), json_ready(p.stage("ppo") / "summary.json")],
+        lambda p: [model_ready(Path(p.policy("ppo"))), json_ready(p.stage("ppo") / "summary.json")],
         run_ppo_stage,
     ),
     Stage(
+        "dpo",
+        ("sft", "feedback"),
+        dpo_config,
+        lambda p: [model_ready(Path(p.policy("dpo"))), json_ready(p.stage("dpo") / "summary.json")],
+        run_dpo_stage,
+    ),
+    Stage(
+        "rrhf",
+        ("sft", "generate", "reward"),
+        rrhf_config,
+        lambda p: [model_ready(Path(p.policy("rrhf"))), json_ready(p.stage("rrhf") / "summary.json")],
+        run_rrhf_stage,
+    ),
+    Stage(
+        "best_of_n",
+        ("sft", "reward"),
+        lambda p: p.cfg.best_of_n,
+        lambda p: [json_ready(p.stage("best_of_n") / "summary.json")],
+        run_best_of_n_stage,
+    ),
+    Stage(
+        "rejection_sampling",
+        ("sft", "reward"),
+        rejection_sampling_config,
+        lambda p: [
+            model_ready(Path(p.policy("rejection_sampling"))),
+            json_ready(p.stage("rejection_sampling") / "summary.json"),
+        ],
+        run_rejection_sampling_stage,
+    ),
+    Stage(
         "eval",
-        ("sft", "reward", "ppo"),
-        eval_config,
-        lambda p: [json_ready(p.stage("eval") / "eval.json")],
+        ("sft", "reward", *METHODS),
+        eval_stage_config,
+        lambda p: (
+            [json_ready(p.stage("eval") / "eval.json"), json_ready(p.stage("eval") / "comparison.json")]
+            + [json_ready(p.stage("eval") / m / "eval.json") for m in p.cfg.methods[1:]]
+        ),
         run_eval_stage,
     ),
     Stage(
         "report",
-        ("sft", "feedback", "reward", "ppo", "eval"),
+        ("sft", "feedback", "reward", *METHODS, "eval"),
         None,
         lambda p: [None if (p.run / "report.html").is_file() else str(p.run / "report.html")],
         run_report_stage,
@@ -310,7 +471,28 @@ def check_data(cfg: PipelineConfig) -> None:
             "the prompts to draw candidates for",
             not cfg.reward_model and cfg.feedback.source == "simulate",
         ),
-        ("ppo", cfg.ppo.data, "ppo.data.path", "the PPO prompts", True),
+        ("ppo", cfg.ppo.data, "ppo.data.path", "the PPO prompts", "ppo" in cfg.methods),
+        (
+            "dpo",
+            cfg.dpo.data,
+            "dpo.data.path",
+            "preference pairs (the feedback stage is replaced)",
+            "dpo" in cfg.methods and bool(replaced_by_input("feedback", cfg)),
+        ),
+        (
+            "rrhf",
+            cfg.rrhf.data,
+            "rrhf.data.path",
+            "responses or prompts (the generate stage is replaced)",
+            "rrhf" in cfg.methods and bool(replaced_by_input("generate", cfg)),
+        ),
+        (
+            "rejection_sampling",
+            cfg.rejection_sampling.data if cfg.rejection_sampling.data.path else cfg.ppo.data,
+            "rejection_sampling.data.path (or ppo.data.path)",
+            "prompts",
+            "rejection_sampling" in cfg.methods,
+        ),
         ("eval", cfg.eval.data, "eval.data.path", "the held-out prompts", True),
     ]
     if (

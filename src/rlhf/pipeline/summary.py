@@ -21,6 +21,7 @@ def _load(path: Path) -> dict[str, Any]:
 def headline(run: Path) -> dict[str, Any]:
     """The numbers that say whether RLHF worked: SFT vs the policy, the reward model, the labelers."""
     ev = _load(run / "eval" / "eval.json")
+    comparison = _load(run / "eval" / "comparison.json")
     fb = _load(run / "feedback" / "feedback.json")
     rm = _load(run / "reward_eval" / "eval.json")
     out: dict[str, Any] = {}
@@ -44,6 +45,13 @@ def headline(run: Path) -> dict[str, Any]:
     for key in ("raw_agreement", "krippendorff_alpha", "labeler_gold_accuracy"):
         if fb.get(key) is not None:
             out[f"labeler_{key}" if not key.startswith("labeler") else key] = fb[key]
+    methods = comparison.get("methods") or []
+    if methods:
+        from rlhf.pipeline.compare import LABELS
+
+        out["method"] = LABELS.get(methods[0], methods[0])
+    if len(methods) > 1:
+        out["comparison"] = comparison
     return out
 
 
@@ -54,7 +62,7 @@ def headline_table(head: dict[str, Any]) -> str:
         value = head.get(key)
         return fmt.format(value) if isinstance(value, (int, float)) else "-"
 
-    lines = [f"{'':28}{'SFT':>10}{'PPO':>10}"]
+    lines = [f"{'':28}{'SFT':>10}{head.get('method', 'PPO'):>10}"]
     for name in ("gold", "reward"):
         if f"{name}_sft" in head:
             lines.append(f"{name + ' score (mean)':28}{num(name + '_sft'):>10}{num(name + '_policy'):>10}")
@@ -74,4 +82,9 @@ def headline_table(head: dict[str, Any]) -> str:
             f"labeler agreement: {num('labeler_raw_agreement')} (Krippendorff's alpha "
             f"{num('labeler_krippendorff_alpha')}; a single labeler agrees with gold {num('labeler_gold_accuracy')})"
         )
+    if isinstance(head.get("comparison"), dict):
+        from rlhf.pipeline.compare import comparison_table
+
+        lines += ["", "the methods side by side (same SFT model, feedback and held-out prompts):"]
+        lines.append(comparison_table(head["comparison"]))
     return "\n".join(lines)

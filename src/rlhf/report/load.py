@@ -24,6 +24,8 @@ STAGE_DIRS = {
     "reward_eval": "reward_eval",
     "ppo": "ppo",
     "eval": "eval",
+    "dpo": "dpo",
+    "rrhf": "rrhf",
 }
 
 
@@ -52,6 +54,12 @@ class RunData:
     """`eval/eval.json`, what `rlhf eval policy` wrote."""
     eval_samples: list[dict[str, Any]] | None = None
     """`eval/samples.jsonl`: policy and baseline answers side by side."""
+    comparison: dict[str, Any] | None = None
+    """`eval/comparison.json`: every method of the run side by side (when it compared several)."""
+    dpo: list[dict[str, Any]] | None = None
+    """`dpo/metrics.jsonl`."""
+    rrhf: list[dict[str, Any]] | None = None
+    """`rrhf/metrics.jsonl`."""
     stage_configs: dict[str, str] = field(default_factory=dict)
     """Each stage's own `config.yaml` verbatim, by stage name, where it wrote one."""
     appended_runs: dict[str, int] = field(default_factory=dict)
@@ -78,18 +86,20 @@ def load_run(run_dir: str | Path) -> RunData:
         reward_eval=read_json(root / "reward_eval" / "eval.json"),
         eval=read_json(root / "eval" / "eval.json"),
         eval_samples=read_jsonl(root / "eval" / "samples.jsonl"),
+        comparison=read_json(root / "eval" / "comparison.json"),
     )
     # Logs are appended to, so running a stage again into the same directory leaves both runs in
     # one file; the step count restarting marks where the last one begins.
     for name, path in (("sft", "sft/metrics.jsonl"), ("reward", "reward/metrics.jsonl"),
-                       ("ppo", "ppo/metrics.jsonl"), ("ppo_samples", "ppo/samples.jsonl")):  # fmt: skip
+                       ("ppo", "ppo/metrics.jsonl"), ("ppo_samples", "ppo/samples.jsonl"),
+                       ("dpo", "dpo/metrics.jsonl"), ("rrhf", "rrhf/metrics.jsonl")):  # fmt: skip
         rows = read_jsonl(root / path)
         if rows is not None:
             rows, runs = last_run(rows)
             if runs > 1:
                 run.appended_runs[path] = runs
         setattr(run, name, rows)
-    for stage in ("sft", "reward", "ppo"):
+    for stage in ("sft", "reward", "ppo", "dpo", "rrhf"):
         text = read_text(root / stage / "config.yaml")
         if text is not None:
             run.stage_configs[stage] = text

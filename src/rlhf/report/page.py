@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from rlhf.report import sections
+from rlhf.report.comparison import comparison_section
 from rlhf.report.load import RunData, load_run
 from rlhf.report.markup import esc
 
@@ -51,6 +52,7 @@ SECTIONS = (
     ("reward", "Reward model", sections.reward_section),
     ("ppo", "PPO", sections.ppo_section),
     ("evaluation", "Evaluation", sections.evaluation_section),
+    ("comparison", "Methods compared", comparison_section),
     ("samples", "Samples", sections.samples_section),
 )
 

@@ -149,3 +149,22 @@ def overoptimization_figure(rows: list[dict[str, Any]], gold_key: str | None, rm
     )
     fig.colorbar(points, ax=ax, label="PPO step", pad=0.1 if gold is not None else 0.02)
     return to_data_uri(fig)
+
+
+def methods_figure(points: dict[str, list[tuple[str, float, float, float | None]]]) -> str:
+    """Each policy's mean score (± standard error) against its KL from the SFT model, one panel per
+    judge: `points[judge]` lists (label, kl, mean, stderr)."""
+    judges = list(points)
+    fig = new_figure(5.0 * len(judges), 3.8)
+    axes = fig.subplots(1, len(judges), squeeze=False)[0]
+    for ax, judge in zip(axes, judges):
+        for index, (label, kl, mean, stderr) in enumerate(points[judge]):
+            ax.errorbar(
+                [kl], [mean], yerr=[stderr or 0.0], fmt="o", color=f"C{index}", capsize=3, label=label
+            )
+            ax.annotate(label, (kl, mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.set_xlabel("KL from the SFT model (nats per answer)", fontsize=9)
+        ax.set_ylabel(f"{judge} score (mean ± s.e.)", fontsize=9)
+        ax.set_title(f"{judge} score against KL", fontsize=10)
+        ax.grid(alpha=0.3)
+    return to_data_uri(fig)
