@@ -151,13 +151,18 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
         own_copy = SequenceLogps(ref_lm).to(device)
 
     def reference_logps(batch: SequenceBatch) -> torch.Tensor:
-        with torch.no_grad():
+        # Under the policy's autocast, so at step 0 the policy and the reference agree exactly.
+        with torch.no_grad(), accelerator.autocast():
             if own_copy is not None:
                 return own_copy(**batch.inputs()).logps
             if adapter:
                 with adapters_disabled(inner.lm):
                     return inner(**batch.inputs()).logps
             return inner(**batch.inputs()).logps  # the policy before its first step (cache only)
+
+    def policy_logps(batch: SequenceBatch) -> torch.Tensor:
+        with torch.no_grad(), accelerator.autocast():
+            return inner(**batch.inputs()).logps
 
     mode = "cached once before training" if cache else "computed on every micro-batch"
     where = (
@@ -210,7 +215,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     def run_eval(step: int) -> None:
         mine = sequence_logps_of(
             accelerator,
-            lambda b: inner(**b.inputs()).logps,
+            policy_logps,
             held_out,
             cfg.eval.batch_size,
             pad_id,
