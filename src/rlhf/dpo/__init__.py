@@ -1,8 +1,8 @@
 """`rlhf dpo`: direct preference optimization (DPO, conservative DPO, IPO) from preference pairs."""
 
-from rlhf.dpo.config import DpoConfig, DpoEvalConfig
+from rlhf.dpo.config import DpoConfig
 
-__all__ = ["DpoConfig", "DpoEvalConfig", "run_dpo"]
+__all__ = ["DpoConfig", "run_dpo"]
 
 
 def __getattr__(name: str):

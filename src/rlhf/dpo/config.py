@@ -14,24 +14,7 @@ from rlhf.config.parts import (
     PeftConfig,
     PromptConfig,
 )
-
-
-@dataclass
-class DpoEvalConfig:
-    path: str | None = None
-    """Held-out preferences (same kind as `data`, read like it); overrides `fraction`."""
-    fraction: float = 0.0
-    """Without `path`: this share of the training records (chosen with `seed`) is held out instead."""
-    every: int = 0
-    """Evaluate every N optimizer steps (0: only at the start and the end). Needs `path` or `fraction`."""
-    batch_size: int = 8
-    """Groups per evaluation forward pass on each process."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.fraction < 1.0:
-            raise ConfigError(f"`eval.fraction` must be in [0, 1), got {self.fraction}")
-        if self.every < 0 or self.batch_size < 1:
-            raise ConfigError("`eval.every` must be >= 0 and `eval.batch_size` >= 1")
+from rlhf.preference.config import PreferenceEvalConfig
 
 
 @dataclass
@@ -49,7 +32,7 @@ class DpoConfig:
     as in the reward stage; e.g. OpenAssistant trees or an `rlhf label export`)."""
     prompt: PromptConfig = field(default_factory=PromptConfig)
     """How prompts are laid out: the settings the SFT model was trained with."""
-    eval: DpoEvalConfig = field(default_factory=DpoEvalConfig)
+    eval: PreferenceEvalConfig = field(default_factory=PreferenceEvalConfig)
     """Held-out preferences: loss and implicit-reward accuracy and margin."""
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=5e-7, warmup_ratio=0.1))
     """AdamW, learning-rate schedule, gradient clipping and accumulation."""

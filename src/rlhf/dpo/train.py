@@ -9,7 +9,6 @@ one forward pass; pairs index the sequence log-probs) -> held-out implicit-rewar
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +22,11 @@ from rlhf.preference.sequences import (
     SequenceBatch,
     SequenceLogps,
     collate_sequences,
+    completion_lengths,
     packing_isolates,
     sequence_logps_of,
 )
-from rlhf.reward.data import Group
+from rlhf.reward.data import Group, Layout, layout_groups
 
 
 def build_data(cfg: DpoConfig, tokenizer):
@@ -49,22 +49,13 @@ def build_data(cfg: DpoConfig, tokenizer):
     return data.train, data.held_out, data.counts, data.summary
 
 
-def total_steps(cfg: DpoConfig, num_groups: int, num_processes: int) -> int:
-    if cfg.max_steps is not None:
-        return cfg.max_steps
-    return max(1, math.ceil(cfg.epochs * num_groups / _groups_per_step(cfg, num_processes)))
-
-
-def _groups_per_step(cfg: DpoConfig, num_processes: int) -> int:
-    return cfg.batch_size * num_processes * cfg.optimizer.gradient_accumulation_steps
-
-
-def pair_terms(cfg: DpoConfig, policy: torch.Tensor, reference: torch.Tensor, batch: SequenceBatch):
-    """(per-pair losses, PairLogps, pair weights) of a batch from the (N,) sequence log-probs."""
+def pair_terms(cfg: DpoConfig, policy: torch.Tensor, reference: torch.Tensor, lengths, layout: Layout):
+    """(per-pair losses, PairLogps, pair weights) from the (N,) sequence log-probs of groups laid
+    out as `layout`, with (N,) completion `lengths`."""
     if cfg.loss_type == "ipo":  # IPO compares per-token mean log-probs
-        lengths = batch.lengths.clamp(min=1)
+        lengths = lengths.clamp(min=1)
         policy, reference = policy / lengths, reference / lengths
-    pairs = batch.layout.pairs.to(policy.device)
+    pairs = layout.pairs.to(policy.device)
     logps = PairLogps(
         policy[pairs.better], policy[pairs.worse], reference[pairs.better], reference[pairs.worse]
     )
@@ -73,9 +64,9 @@ def pair_terms(cfg: DpoConfig, policy: torch.Tensor, reference: torch.Tensor, ba
 
 def preference_metrics(cfg: DpoConfig, groups: list[Group], policy: list[list[float]], reference) -> dict:
     """Held-out loss, implicit-reward accuracy and margin over every pair of `groups`."""
-    batch = collate_sequences(groups, 0)
     flat = lambda values: torch.tensor([v for g in values for v in g], dtype=torch.float32)  # noqa: E731
-    losses, logps, weights = pair_terms(cfg, flat(policy), flat(reference), batch)
+    lay = layout_groups(groups, "pairwise")
+    losses, logps, weights = pair_terms(cfg, flat(policy), flat(reference), completion_lengths(groups), lay)
     out = {"loss": float((losses * weights).sum() / weights.sum()), "pairs": len(weights)}
     metrics = implicit_reward_metrics(logps, cfg.beta, weights)
     out.update({k.replace("rewards/", ""): float(v) for k, v in metrics.items()})
@@ -101,7 +92,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     from rlhf.training import build_optimizer, build_scheduler, train_loop
     from rlhf.training.batches import BatchStream
     from rlhf.training.checkpoint import resume_run, save_checkpoint
-    from rlhf.training.loop import stage_on_step, start_stage
+    from rlhf.training.loop import items_per_step, stage_on_step, stage_steps, start_stage
 
     started = time.time()
     accelerator, say, run_dir = start_stage("dpo", cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision)
@@ -117,10 +108,9 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     method = "full fine-tuning" if cfg.peft.method == "none" else f"peft: {cfg.peft.method}"
     say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable ({method})")
 
-    steps = total_steps(cfg, len(train), accelerator.num_processes)
+    steps = stage_steps(cfg, len(train), accelerator.num_processes)
     cache = cfg.reference_logps == "cache" or (
-        cfg.reference_logps == "auto"
-        and steps * _groups_per_step(cfg, accelerator.num_processes) >= len(train)
+        cfg.reference_logps == "auto" and steps * items_per_step(cfg, accelerator.num_processes) >= len(train)
     )
     policy = SequenceLogps(lm)
     optimizer = build_optimizer(policy, cfg.optimizer)
@@ -204,7 +194,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     def loss_fn(m, batch: SequenceBatch, num_items: int):
         logps = m(**batch.inputs()).logps
         reference = batch.reference if batch.reference is not None else reference_logps(batch)
-        losses, pair_logps, weights = pair_terms(cfg, logps, reference, batch)
+        losses, pair_logps, weights = pair_terms(cfg, logps, reference, batch.lengths, batch.layout)
         # A weighted mean over the batch's prompts, back to its share of the step (as in the reward stage).
         loss = (losses * weights).sum() / weights.sum() * batch.layout.weight_sum / num_items
         metrics = implicit_reward_metrics(pair_logps, cfg.beta, weights)

@@ -48,17 +48,12 @@ def method_dir(eval_dir: Path, name: str, first: str) -> Path:
 def per_prompt_scores(eval_dir: Path, methods: list[str]) -> dict[str, dict[str, list[float]]]:
     """name -> judge -> scores in prompt order, for `sft` and every method that has its samples."""
     first = methods[0]
+    columns = [(eval_dir, "policy", first), (eval_dir, "baseline", "sft")]
+    columns += [(eval_dir / name, "policy", name) for name in methods[1:]]
     scores: dict[str, dict[str, list[float]]] = {}
-    rows = _read_rows(eval_dir / "samples.jsonl")
-    for column, name in (("policy", first), ("baseline", "sft")):
-        found = [r.get(column + "_scores") for r in rows]
-        if rows and all(isinstance(f, dict) for f in found):
-            judges = set.intersection(*(set(f) for f in found))
-            scores[name] = {j: [float(f[j]) for f in found] for j in sorted(judges)}
-    for name in methods[1:]:
-        rows = _read_rows(eval_dir / name / "samples.jsonl")
-        found = [r.get("policy_scores") for r in rows]
-        if rows and all(isinstance(f, dict) for f in found):
+    for directory, column, name in columns:
+        found = [r.get(column + "_scores") for r in _read_rows(directory / "samples.jsonl")]
+        if found and all(isinstance(f, dict) for f in found):
             judges = set.intersection(*(set(f) for f in found))
             scores[name] = {j: [float(f[j]) for f in found] for j in sorted(judges)}
     return scores

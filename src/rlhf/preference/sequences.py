@@ -88,26 +88,38 @@ def collate_sequences(
         ids, positions, (last_rows, last_cols) = pack_sequences(sequences, pad_id, pack_width)
         mask = None
         starts = [(int(r), int(c) - len(seq) + 1) for r, c, seq in zip(last_rows, last_cols, sequences)]
-    rows, cols, targets, owner, lengths = [], [], [], [], []
+    rows, cols, targets, owner = [], [], [], []
     for index, (seq, prompt_len, (row, start)) in enumerate(zip(sequences, prompt_lens, starts)):
-        first = max(prompt_len, 1)  # a token with nothing before it has no prediction
+        first = _first_predicted(prompt_len)
         n = len(seq) - first
         rows += [row] * n
         cols += range(start + first - 1, start + len(seq) - 1)
         targets += seq[first:]
         owner += [index] * n
-        lengths.append(n)
     as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
     return SequenceBatch(
         ids, mask, positions, as_long(rows), as_long(cols), as_long(targets), as_long(owner),
-        torch.tensor(lengths, dtype=torch.float32), layout,
+        completion_lengths(groups), layout,
     )  # fmt: skip
+
+
+def _first_predicted(prompt_len: int) -> int:
+    """The first token whose log-prob is read: the completion's first (a token with nothing
+    before it has no prediction, so never token 0)."""
+    return max(prompt_len, 1)
 
 
 def _prompt_lens(group: Group) -> list[int]:
     if group.prompt_lens is None:
         raise ValueError("groups for sequence log-probs need their prompt lengths (build_groups sets them)")
     return group.prompt_lens
+
+
+def completion_lengths(groups: list[Group]) -> torch.Tensor:
+    """(N,) float32 completion tokens of every sequence of `groups`, in group order (what the
+    sequence log-prob sums over), without laying out any tokens."""
+    lengths = [len(seq) - _first_predicted(p) for g in groups for seq, p in zip(g.input_ids, _prompt_lens(g))]
+    return torch.tensor(lengths, dtype=torch.float32)
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,13 +105,6 @@ def _counts(records: list, groups: list[Group], loss: str, ties: str, prefix: st
     if groups and loss_mode(loss) not in ("regression", "label"):
         out["pairs"] = len(layout_groups(groups, loss_mode(loss), ties).pairs)
     return {prefix + k: v for k, v in out.items()}
-
-
-def total_steps(cfg: RewardConfig, num_groups: int, num_processes: int) -> int:
-    if cfg.max_steps is not None:
-        return cfg.max_steps
-    per_step = cfg.batch_size * num_processes * cfg.optimizer.gradient_accumulation_steps
-    return max(1, math.ceil(cfg.epochs * num_groups / per_step))
 
 
 def batch_loss(rewards: torch.Tensor, lay: Layout, mode: str) -> tuple[torch.Tensor, dict]:
@@ -224,7 +216,7 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     from rlhf.training import build_optimizer, build_scheduler, train_loop
     from rlhf.training.batches import BatchStream
     from rlhf.training.checkpoint import resume_run, save_checkpoint
-    from rlhf.training.loop import stage_on_step, start_stage
+    from rlhf.training.loop import stage_on_step, stage_steps, start_stage
 
     started = time.time()
     accelerator, say, run_dir = start_stage("reward", cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision)
@@ -240,7 +232,7 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     method = "full fine-tuning" if cfg.peft.method == "none" else f"peft: {cfg.peft.method}"
     say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable ({method}, scalar head)")
 
-    steps = total_steps(cfg, len(data.train), accelerator.num_processes)
+    steps = stage_steps(cfg, len(data.train), accelerator.num_processes)
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.optimizer, steps)
     model, optimizer = accelerator.prepare(model, optimizer)

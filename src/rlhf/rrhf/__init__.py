@@ -1,9 +1,9 @@
 """`rlhf rrhf`: rank responses to align with human feedback (RRHF): a ranking hinge over the policy's
 length-normalized log-probs of each prompt's scored responses, plus SFT on the best one."""
 
-from rlhf.rrhf.config import RrhfConfig, RrhfEvalConfig
+from rlhf.rrhf.config import RrhfConfig
 
-__all__ = ["RrhfConfig", "RrhfEvalConfig", "run_rrhf"]
+__all__ = ["RrhfConfig", "run_rrhf"]
 
 
 def __getattr__(name: str):

@@ -17,26 +17,7 @@ from rlhf.config.parts import (
     PromptConfig,
 )
 from rlhf.generation.config import SamplingConfig
-
-
-@dataclass
-class RrhfEvalConfig:
-    path: str | None = None
-    """Held-out prompts with responses (read like `data`, scored the same way); overrides `fraction`."""
-    fraction: float = 0.0
-    """Without `path`: this share of the training records (chosen with `seed`) is held out instead."""
-    every: int = 0
-    """Evaluate every N optimizer steps (0: only at the start and the end). Needs `path` or `fraction`."""
-    batch_size: int = 8
-    """Groups per evaluation forward pass on each process."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.fraction < 1.0:
-            raise ConfigError(f"`eval.fraction` must be in [0, 1), got {self.fraction}")
-        if self.every < 0:
-            raise ConfigError(f"`eval.every` must be >= 0, got {self.every}")
-        if self.batch_size < 1:
-            raise ConfigError(f"`eval.batch_size` must be at least 1, got {self.batch_size}")
+from rlhf.preference.config import PreferenceEvalConfig
 
 
 @dataclass
@@ -76,7 +57,7 @@ class RrhfConfig:
     length_normalize: bool = True
     """p_i = the mean token log-prob of response i (the paper's choice; false: the summed log-prob,
     which favors short responses in the ranking)."""
-    eval: RrhfEvalConfig = field(default_factory=RrhfEvalConfig)
+    eval: PreferenceEvalConfig = field(default_factory=PreferenceEvalConfig)
     """Held-out prompts: the same loss terms and ranking accuracy, without gradients."""
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-6, warmup_ratio=0.1))
     """AdamW, learning-rate schedule, gradient clipping and accumulation (the paper fine-tunes with a

@@ -13,7 +13,6 @@ L = rank_weight · Σ_{s_i < s_j} max(0, p_i - p_j) + sft_weight · NLL(best res
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from rlhf.preference.sequences import (
     SequenceBatch,
     SequenceLogps,
     collate_sequences,
+    completion_lengths,
     packing_isolates,
     sequence_logps_of,
 )
@@ -121,9 +121,7 @@ def rrhf_loss(cfg: RrhfConfig, module, batch: RrhfBatch, num_items: int, share: 
 def held_out_metrics(cfg: RrhfConfig, groups: list[Group], logps: list[list[float]]) -> dict[str, float]:
     """The loss, its terms and the ranking metrics over every held-out group (means over the groups),
     from their summed log-probs."""
-    lengths = torch.tensor(
-        [len(s) - max(p, 1) for g in groups for s, p in zip(g.input_ids, g.prompt_lens)], dtype=torch.float32
-    )
+    lengths = completion_lengths(groups)
     flat = torch.tensor([v for values in logps for v in values], dtype=torch.float32)
     scores = torch.tensor([-r for g in groups for r in g.ranks], dtype=torch.float32)
     weights = torch.tensor([g.weight for g in groups], dtype=torch.float32)
@@ -131,13 +129,6 @@ def held_out_metrics(cfg: RrhfConfig, groups: list[Group], logps: list[list[floa
     loss, metrics = rrhf_terms(cfg, flat, lengths, scores, weights, offsets)
     out = {"loss": float(loss) / len(groups), **{k: float(v) / len(groups) for k, v in metrics.items()}}
     return {**out, "groups": len(groups)}
-
-
-def total_steps(cfg: RrhfConfig, num_groups: int, num_processes: int) -> int:
-    if cfg.max_steps is not None:
-        return cfg.max_steps
-    per_step = cfg.batch_size * num_processes * cfg.optimizer.gradient_accumulation_steps
-    return max(1, math.ceil(cfg.epochs * num_groups / per_step))
 
 
 @dataclass
@@ -192,7 +183,7 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
     from rlhf.training import build_optimizer, build_scheduler, train_loop
     from rlhf.training.batches import BatchStream
     from rlhf.training.checkpoint import latest_checkpoint, resume_run, save_checkpoint
-    from rlhf.training.loop import stage_on_step, start_stage
+    from rlhf.training.loop import stage_on_step, stage_steps, start_stage
 
     started = time.time()
     accelerator, say, run_dir = start_stage("rrhf", cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision)
@@ -229,7 +220,7 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
         f"{stats.summary()}" + (f"; {len(held_out)} held out" if held_out else "")
     )
 
-    steps = total_steps(cfg, len(train), accelerator.num_processes)
+    steps = stage_steps(cfg, len(train), accelerator.num_processes)
     policy = SequenceLogps(lm)
     optimizer = build_optimizer(policy, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.optimizer, steps)

@@ -71,13 +71,6 @@ def _eval_data_config(cfg: SftConfig):
     return dataclasses.replace(cfg.data, path=cfg.eval.path, limit=None)
 
 
-def total_steps(cfg: SftConfig, num_rows: int, num_processes: int) -> int:
-    if cfg.max_steps is not None:
-        return cfg.max_steps
-    per_step = cfg.batch_size * num_processes * cfg.optimizer.gradient_accumulation_steps
-    return max(1, math.ceil(cfg.epochs * num_rows / per_step))
-
-
 def _forward_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     from rlhf.losses import token_nll
 
@@ -158,7 +151,7 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     from rlhf.training import build_optimizer, build_scheduler, train_loop
     from rlhf.training.batches import BatchStream
     from rlhf.training.checkpoint import resume_run, save_checkpoint
-    from rlhf.training.loop import stage_on_step, start_stage
+    from rlhf.training.loop import stage_on_step, stage_steps, start_stage
 
     started = time.time()
     accelerator, say, run_dir = start_stage("sft", cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision)
@@ -174,7 +167,7 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     trainable, total = trainable_parameter_summary(model)
     say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable ({_method(cfg)})")
 
-    steps = total_steps(cfg, len(data.train_rows), accelerator.num_processes)
+    steps = stage_steps(cfg, len(data.train_rows), accelerator.num_processes)
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.optimizer, steps)
     model, optimizer = accelerator.prepare(model, optimizer)

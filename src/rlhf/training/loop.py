@@ -7,6 +7,7 @@ mechanics every stage needs the same way, so each stage's module stays about its
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -78,6 +79,20 @@ def start_stage(name: str, cfg, optim_cfg: OptimizerConfig, *, mixed_precision: 
     run_dir = prepare_run_dir(cfg.logging.output_dir, cfg, seed=cfg.seed, main=main)
     say(f"rlhf {name}: run directory {run_dir}")
     return accelerator, say, run_dir
+
+
+def items_per_step(cfg, num_processes: int) -> int:
+    """Training items (rows, groups) one optimizer step sees: batch_size x processes x accumulation."""
+    return cfg.batch_size * num_processes * cfg.optimizer.gradient_accumulation_steps
+
+
+def stage_steps(cfg, num_items: int, num_processes: int) -> int:
+    """Optimizer steps of a stage run: `cfg.max_steps`, else as many as `cfg.epochs` passes over
+    `num_items` take (at least 1). `cfg` is any stage config with max_steps, epochs, batch_size
+    and optimizer.gradient_accumulation_steps."""
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.epochs * num_items / items_per_step(cfg, num_processes)))
 
 
 @dataclass
