@@ -281,7 +281,7 @@ def completion_logps(model_dir: str, groups: list, pad_id: int, batch_size: int 
     under a saved causal LM loaded with plain transformers, float32, right-padded batches."""
     from transformers import AutoModelForCausalLM
 
-    from rlhf.reward.data import pad_right
+    from rlhf.data.rows import pad_right
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()

@@ -126,7 +126,7 @@ def encode_pairs(path: str, tokenizer, max_length: int) -> list:
     builds them from it (prompts already rendered: template raw)."""
     from rlhf.config.parts import DataConfig, PromptConfig
     from rlhf.data import PromptRenderer, load_records
-    from rlhf.reward.data import build_groups
+    from rlhf.preference.groups import build_groups
 
     records = load_records(DataConfig(path=path, max_length=max_length), expect="reward").records
     renderer = PromptRenderer(PromptConfig(template="raw"), tokenizer)
@@ -350,7 +350,7 @@ def held_out_scores(model_dir: str, groups: list, pad_id: int, batch_size: int =
     """Every held-out completion's reward from a saved model loaded with plain transformers."""
     from transformers import AutoModelForSequenceClassification
 
-    from rlhf.reward.data import pad_right
+    from rlhf.data.rows import pad_right
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=torch.float32)

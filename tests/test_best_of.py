@@ -23,7 +23,7 @@ from rlhf.eval.config import EvalPolicyConfig
 from rlhf.generation import GenerateConfig, SamplingConfig, generate_samples
 from rlhf.generation.best_of import analytic_kl, best_index, best_of_n
 from rlhf.models import load_causal_lm, load_tokenizer
-from rlhf.ppo.rewards import FunctionSource
+from rlhf.rewards.sources import FunctionSource
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 COUNT_A = """

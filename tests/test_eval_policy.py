@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf.eval.policy import token_logprobs
 from rlhf.models import build_tiny_model, save_tiny
+from rlhf.models.readout import completion_logprobs
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 GOLD = """
@@ -44,7 +44,7 @@ def test_token_logprobs_equal_a_plain_forward_of_each_sequence():
     model.eval()
     prompts = [[1, 5, 9, 12], [1, 7], [1, 3, 3, 3, 3, 3]]
     completions = [[40, 41, 42], [50], [60, 61]]
-    got = token_logprobs(model, prompts, completions, batch_size=2, temperature=0.7)
+    got = completion_logprobs(model, prompts, completions, batch_size=2, temperature=0.7)
     for p, c, row in zip(prompts, completions, got):
         ids = torch.tensor([p + c])
         logp = torch.log_softmax(model(input_ids=ids).logits[0].float() / 0.7, dim=-1)

@@ -20,6 +20,7 @@ from rlhf.models import (
     load_tokenizer,
     save_scalar_model,
 )
+from tolerance import TINY_TERMS, reorder_tol
 
 # Token ids of three tinystories sequences of lengths 5, 3 and 6 (BOS first).
 SEQUENCES = [[1, 403, 407, 261, 378], [1, 432, 383], [1, 286, 261, 376, 298, 315]]
@@ -65,13 +66,15 @@ def test_left_and_right_padding_give_the_same_values(ts_cfg: ModelConfig) -> Non
     # Each unpadded sequence's value is its own last position's value.
     for out, seq in zip(alone, SEQUENCES):
         assert out.last[0] == out.values[0, len(seq) - 1]
-    assert torch.allclose(right.last, expected_last, atol=1e-5)
-    assert torch.allclose(left.last, expected_last, atol=1e-5)
+    # Values (~1) from batches of another shape and padding: one forward's sums rounded another way.
+    tol = reorder_tol(1.0, TINY_TERMS)
+    assert torch.allclose(right.last, expected_last, atol=tol)
+    assert torch.allclose(left.last, expected_last, atol=tol)
     assert expected_last.std() > 1e-3  # different sequences really give different values
     # Per-token values line up too: right-padded row i, position t == left-padded row i, t + pad.
     for i, seq in enumerate(SEQUENCES):
         shift = right.values.shape[1] - len(seq)
-        assert torch.allclose(right.values[i, : len(seq)], left.values[i, shift:], atol=1e-5)
+        assert torch.allclose(right.values[i, : len(seq)], left.values[i, shift:], atol=tol)
         assert torch.all(right.values[i, len(seq) :] == 0) and torch.all(left.values[i, :shift] == 0)
 
 

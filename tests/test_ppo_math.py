@@ -16,7 +16,6 @@ from rlhf.losses.ppo import (
     FixedKLController,
     MovingBaseline,
     broadcast_to_tokens,
-    entropy_from_logits,
     explained_variance,
     gae,
     grpo_advantages,
@@ -31,6 +30,7 @@ from rlhf.losses.ppo import (
     token_rewards,
     value_loss,
 )
+from rlhf.models.readout import entropy_from_logits, token_logprobs
 
 MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # five real tokens, (1, 2) padded
 NAN = float("nan")
@@ -308,3 +308,23 @@ def test_moving_baseline_sequence() -> None:
 
 def test_broadcast_to_tokens() -> None:
     _close(broadcast_to_tokens(torch.tensor([2.0, -1.0]), MASK), [[2.0, 2.0, 2.0], [-1.0, -1.0, 0.0]])
+
+
+def test_token_logprobs_at_a_temperature_with_entropy() -> None:
+    # logits [0, ln 3] at T = 1: p = [1/4, 3/4]; at T = 0.5 (logits doubled, [0, ln 9]): p = [1/10, 9/10].
+    logits = torch.tensor([[0.0, math.log(3.0)]], requires_grad=True)
+    tokens = torch.tensor([1])
+    plain = token_logprobs(logits, tokens, entropy=True)
+    _close(plain.logprobs, [math.log(0.75)])
+    _close(plain.entropy, [-(0.25 * math.log(0.25) + 0.75 * math.log(0.75))])  # 0.562335
+    assert not plain.entropy.requires_grad  # a metric: no graph
+    hot = token_logprobs(logits, tokens, temperature=0.5, entropy="grad")
+    _close(hot.logprobs, [math.log(0.9)])
+    _close(hot.entropy, [-(0.1 * math.log(0.1) + 0.9 * math.log(0.9))])  # 0.325083
+    assert hot.entropy.requires_grad
+    # Greedy decoding (temperature 0) is read at temperature 1.
+    _close(token_logprobs(logits, tokens, temperature=0.0).logprobs, [math.log(0.75)])
+    # A banned token (-inf logit) has probability 0: no NaN in the entropy.
+    banned = token_logprobs(torch.tensor([0.0, 0.0, -math.inf]), torch.tensor(0), entropy=True)
+    _close(banned.logprobs, math.log(0.5))
+    _close(banned.entropy, math.log(2.0))

@@ -295,7 +295,7 @@ def test_ppo_learns_with_lora_on_a_pretrained_model(tmp_path, tinystories_path):
 def test_policy_readout_matches_the_full_model_and_ignores_padding():
     """Log-probs and entropy at the response positions equal a plain forward of each sequence alone,
     however the batch pads it (prompts left, responses right)."""
-    from rlhf.losses.ppo import entropy_from_logits
+    from rlhf.models.readout import entropy_from_logits
     from rlhf.models.tiny import build_tiny_model
     from rlhf.ppo.policy import PolicyValue
     from rlhf.ppo.rollout import collate

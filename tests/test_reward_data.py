@@ -9,7 +9,8 @@ from rlhf.config.core import ConfigError
 from rlhf.config.parts import PromptConfig
 from rlhf.data import Comparison, DataError, Label, PromptRenderer, Ranking, Rating, Source
 from rlhf.models import build_tiny_tokenizer
-from rlhf.reward.data import Group, build_groups, collate_groups, label_targets, loss_mode, resolve_loss
+from rlhf.preference.groups import Group, build_groups, label_targets, loss_mode, resolve_loss
+from rlhf.reward.data import collate_groups
 
 SRC = Source("data.jsonl", 3)
 
@@ -98,7 +99,7 @@ def test_batch_tensors_are_long(tok):
 
 
 def test_pack_sequences_best_fit_layout():
-    from rlhf.reward.data import pack_sequences
+    from rlhf.data.rows import pack_sequences
 
     # Lengths 3, 2, 1 into rows of 4: the 3 opens row 0, the 2 opens row 1, the 1 fills row 0.
     ids, positions, (rows, cols) = pack_sequences([[1, 2, 3], [4, 5], [6]], pad_id=0, width=4)

@@ -76,7 +76,8 @@ def test_killed_reward_run_resumes_on_the_same_curve(tmp_path):
     resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())
     assert resumed["resumed_from_step"] == 3 and resumed["steps"] == expected["steps"] == 8
     assert resumed["data"] == expected["data"]
-    # The whole loss curve, the steps before the kill restored from the checkpoint's history.
+    # The whole loss curve, the steps before the kill restored from the checkpoint's history. Resumed =
+    # uninterrupted operation for operation (nothing summed in another order): 1e-6 is only rounding.
     assert resumed["train_loss"] == pytest.approx(expected["train_loss"], abs=1e-6)
     assert resumed["train_accuracy"] == pytest.approx(expected["train_accuracy"], abs=1e-6)
     assert [e["step"] for e in resumed["eval"]] == [e["step"] for e in expected["eval"]] == [0, 4, 8]

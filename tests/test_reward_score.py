@@ -12,6 +12,7 @@ import torch
 from rlhf.cli.main import main
 from rlhf.reward.score import RewardScorer
 from test_reward_train import planted_comparisons, write_jsonl
+from tolerance import TINY_TERMS, reorder_tol
 
 TRAIN = [
     "data.max_length=64", "prompt.template=raw", "optimizer.lr=3e-3", "optimizer.warmup_ratio=0",
@@ -62,9 +63,12 @@ def test_eval_reward_reproduces_the_training_evaluation(planted, capsys):
     final = planted["summary"]["final_eval"]
     # Same text layout, tokens and model as the training run's own held-out evaluation.
     assert final["accuracy"] > 0.9
+    # Scored in batches of another shape than the training run's evaluation: means over the held-out
+    # pairs of quantities of ~1, each from one forward's sums rounded another way.
+    tol = reorder_tol(1.0, TINY_TERMS)
     for key in ("accuracy", "margin", "loss", "ece", "pairs"):
-        assert result[key] == pytest.approx(final[key], abs=1e-5), key
-    assert result["rewards"]["mean"] == pytest.approx(final["rewards"]["mean"], abs=1e-5)
+        assert result[key] == pytest.approx(final[key], abs=tol), key
+    assert result["rewards"]["mean"] == pytest.approx(final["rewards"]["mean"], abs=tol)
     assert result["calibration"]["bins"][-1]["count"] == final["calibration"]["bins"][-1]["count"]
     assert "accuracy" in printed and "calibration" in printed and "40" in printed
 
@@ -135,9 +139,11 @@ def test_batching_and_order_do_not_change_rewards(planted):
     ]
     one = RewardScorer.load(planted["model"], batch_size=1).score(prompts, texts)
     seven = RewardScorer.load(planted["model"], batch_size=7).score(prompts, texts)
-    assert seven == pytest.approx(one, abs=1e-5)
+    # Normalized rewards (~1) from batches of another shape: one forward's sums rounded another way.
+    tol = reorder_tol(1.0, TINY_TERMS)
+    assert seven == pytest.approx(one, abs=tol)
     reverse = RewardScorer.load(planted["model"], batch_size=7).score(prompts[::-1], texts[::-1])
-    assert reverse[::-1] == pytest.approx(one, abs=1e-5)
+    assert reverse[::-1] == pytest.approx(one, abs=tol)
 
 
 def test_policy_and_reward_model_with_different_tokenizers(planted, tmp_path, tinystories_path):
@@ -216,9 +222,9 @@ def test_qlora_reward_model_saves_an_adapter_that_scores_the_same(planted, tmp_p
     4-bit base again, so it scores exactly as the model did at the end of training."""
     from rlhf.config import load_config
     from rlhf.config.parts import ModelConfig
+    from rlhf.data.rows import pad_right
     from rlhf.models.scalar import load_scalar_model
     from rlhf.reward.config import RewardConfig
-    from rlhf.reward.data import pad_right
     from rlhf.reward.train import run_reward
 
     cfg = load_config(

@@ -12,6 +12,7 @@ import torch
 from rlhf.config import load_config
 from rlhf.reward.config import RewardConfig
 from rlhf.reward.train import run_reward
+from tolerance import TINY_TERMS, reorder_tol
 
 WORDS = [
     "the",
@@ -114,7 +115,9 @@ def test_oasst_rankings_and_saved_model_reloads(tmp_path, shared_dir, tinystorie
     with torch.no_grad():
         ours = scalar(batch["input_ids"], batch["attention_mask"]).last
         theirs = plain(**batch).logits.squeeze(-1)
-    assert torch.allclose(ours, theirs, atol=1e-4), (ours, theirs)
+    # The same weights through transformers' classifier and ScalarModel: one forward's sums rounded
+    # another way, on rewards of up to ~2.
+    assert torch.allclose(ours, theirs, atol=reorder_tol(2.0, TINY_TERMS)), (ours, theirs)
 
     extra = json.loads((model_dir / "rlhf_scalar.json").read_text())
     assert extra["reward_mean"] == pytest.approx(summary["reward_mean"])
@@ -161,7 +164,9 @@ def test_lora_is_merged_into_a_plain_classifier(tmp_path):
     with torch.no_grad():
         ours = result.model.eval()(batch["input_ids"], batch["attention_mask"]).last
         theirs = plain(**batch).logits.squeeze(-1)
-    assert torch.allclose(ours, theirs, atol=1e-4), (ours, theirs)
+    # The same weights through transformers' classifier and ScalarModel: one forward's sums rounded
+    # another way, on rewards of up to ~2.
+    assert torch.allclose(ours, theirs, atol=reorder_tol(2.0, TINY_TERMS)), (ours, theirs)
 
 
 def test_packed_training_follows_the_padded_run(tmp_path):
@@ -178,5 +183,11 @@ def test_packed_training_follows_the_padded_run(tmp_path):
                      f"logging.output_dir={out}", "logging.log_every=1")  # fmt: skip
         runs[packing] = run_reward(cfg).summary
     assert runs[True]["packed"] and not runs[False]["packed"]
-    assert runs[True]["train_loss"] == pytest.approx(runs[False]["train_loss"], abs=1e-5)
-    assert runs[True]["reward_mean"] == pytest.approx(runs[False]["reward_mean"], abs=1e-4)
+    # Pair losses (~log 2) over a step's 4 rankings of 3 pairs, and rewards (head sums over the 64
+    # hidden units, behind TINY_TERMS additions) from packed rows rounded another way, after 6 updates.
+    assert runs[True]["train_loss"] == pytest.approx(
+        runs[False]["train_loss"], abs=reorder_tol(0.7, 12, updates=6)
+    )
+    assert runs[True]["reward_mean"] == pytest.approx(
+        runs[False]["reward_mean"], abs=reorder_tol(1.0, TINY_TERMS, updates=6)
+    )

@@ -15,6 +15,7 @@ import torch
 from rlhf.config.core import ConfigError, load_config
 from rlhf.rrhf import RrhfConfig
 from test_reward_train import WORDS, write_jsonl
+from tolerance import LOGPROB, reorder_tol
 
 QUIET = ["logging.progress=false", "logging.tensorboard=false", "logging.log_every=1"]
 
@@ -318,7 +319,8 @@ def test_candidates_and_policy_samples_scored_by_a_reward_model(tmp_path, tiny_r
         and resumed["responses_read_back"]
         and not full["responses_read_back"]
     )
-    assert resumed["train_loss"] == pytest.approx(full["train_loss"], abs=1e-6)
+    # The same operations in the same order after the restore: equal up to rounding of the log.
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], abs=reorder_tol(1.0, 1))
 
 
 # ----------------------------------------------------------------------------- errors
@@ -396,12 +398,15 @@ def test_two_processes_with_batch_2_equal_one_with_batch_4(tmp_path):
     assert (
         b["data"] == a["data"] and a["data"]["groups"] == 18 and b["train_groups"] == a["train_groups"] == 12
     )
+    # Length-normalized log-probs (~6) and NLLs averaged over a step's 4 groups of up to 4 responses
+    # of up to 12 tokens, summed in another order from batches of another shape, after 3 updates.
+    tol = reorder_tol(LOGPROB, 4 * 4 * 12, updates=3)
     for key in ("loss", "rank_loss", "sft_loss", "accuracy", "p_best", "p_worst"):
-        assert b[f"train_{key}"] == pytest.approx(a[f"train_{key}"], abs=1e-5), key
+        assert b[f"train_{key}"] == pytest.approx(a[f"train_{key}"], abs=tol), key
     assert a["train_loss"][-1] < a["train_loss"][0]
     assert [e["step"] for e in b["eval"]] == [e["step"] for e in a["eval"]] == [0, 3]
     for mine, theirs in zip(b["eval"], a["eval"]):
-        assert mine == pytest.approx(theirs, abs=1e-5)
+        assert mine == pytest.approx(theirs, abs=tol)
     # Only the main process wrote the responses, once each.
     assert (tmp_path / "two" / "responses.jsonl").read_text() == (
         tmp_path / "one" / "responses.jsonl"

@@ -80,7 +80,7 @@ def quiet_libraries() -> None:
 
 USER_ERRORS = (
     ("rlhf.models.adapters", "AdapterError"), ("rlhf.models.load", "ModelLoadError"),
-    ("rlhf.training.checkpoint", "CheckpointError"), ("rlhf.ppo.rewards", "RewardSourceError"),
+    ("rlhf.training.checkpoint", "CheckpointError"), ("rlhf.rewards.sources", "RewardSourceError"),
     ("rlhf.ppo.update", "NonFiniteError"), ("rlhf.label.store", "StoreError"),
     ("rlhf.label.tasks", "AnswerError"), ("rlhf.label.export", "ExportError"),
 )  # fmt: skip

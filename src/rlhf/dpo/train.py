@@ -18,6 +18,8 @@ import torch
 from rlhf.config.core import ConfigError, to_dict
 from rlhf.dpo.config import DpoConfig
 from rlhf.losses.preference import PairLogps, dpo_losses, implicit_reward_metrics
+from rlhf.preference.data import PreferenceDataSpec, build_preference_data
+from rlhf.preference.groups import Group, Layout, layout_groups
 from rlhf.preference.sequences import (
     SequenceBatch,
     SequenceLogps,
@@ -26,20 +28,15 @@ from rlhf.preference.sequences import (
     packing_isolates,
     sequence_logps_of,
 )
-from rlhf.reward.data import Group, Layout, layout_groups
 
 
 def build_data(cfg: DpoConfig, tokenizer):
     """Training and held-out groups of the preferences (the reward stage's reader and pairs), the
     counts and a one-line summary."""
-    from rlhf.reward.config import RewardConfig, RewardEvalConfig
-    from rlhf.reward.train import build_data as build_reward_data
-
-    as_reward = RewardConfig(
-        model=cfg.model, data=cfg.data, prompt=cfg.prompt, seed=cfg.seed, loss="auto", margin=False,
-        eval=RewardEvalConfig(path=cfg.eval.path, fraction=cfg.eval.fraction),
-    )  # fmt: skip
-    data = build_reward_data(as_reward, tokenizer)
+    spec = PreferenceDataSpec(
+        cfg.data, cfg.prompt, cfg.seed, eval_path=cfg.eval.path, eval_fraction=cfg.eval.fraction
+    )
+    data = build_preference_data(spec, tokenizer)
     if data.loss != "pairwise":
         raise ConfigError(
             f"dpo learns from comparisons or rankings; {cfg.data.path} holds data for the `{data.loss}` loss "
@@ -87,7 +84,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     measured (also in `summary.json`) and the policy, saved to `<output_dir>/policy`."""
     from rlhf.models import load_causal_lm, load_tokenizer, trainable_parameter_summary
     from rlhf.models.adapters import adapters_disabled
-    from rlhf.ppo.policy import disable_dropout
+    from rlhf.models.readout import disable_dropout
     from rlhf.tracking import MetricsLogger
     from rlhf.training import build_optimizer, build_scheduler, train_loop
     from rlhf.training.batches import BatchStream

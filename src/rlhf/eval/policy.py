@@ -23,47 +23,16 @@ import torch
 from rlhf.config.core import ConfigError
 from rlhf.eval.config import EvalPolicyConfig
 from rlhf.eval.metrics import length_stats, mean_stat, sequence_kl, win_rate
-
-
-@torch.no_grad()
-def token_logprobs(
-    model: Any, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, batch_size: int = 16,
-    temperature: float = 1.0, pad_id: int = 0,
-) -> list[list[float]]:  # fmt: skip
-    """log p(y_t | x, y_<t) of every completion token, under `model` with logits / temperature.
-
-    Each (prompt + completion) is one right-padded row; position t's logits predict token t + 1.
-    """
-    device = next(model.parameters()).device
-    out: list[list[float]] = []
-    for start in range(0, len(prompt_ids), batch_size):
-        rows = [
-            p + c
-            for p, c in zip(
-                prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
-            )
-        ]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1] / max(temperature, 1e-6), dim=-1)
-        picked = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()  # (B, T-1)
-        for i, (p, c) in enumerate(zip(prompt_ids[start:], completion_ids[start : start + len(rows)])):
-            first = len(p) - 1  # the logits at the prompt's last token predict the first completion token
-            out.append(picked[i, first : first + len(c)].tolist())
-    return out
+from rlhf.models.readout import completion_logprobs
 
 
 def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
     from rlhf.data import PromptRenderer, encode_prompt, load_records, prompts_of
+    from rlhf.data.jsonl import prompts_to_json
     from rlhf.generation.best_of import analytic_kl, best_of_n
     from rlhf.generation.sampling import generate_samples
     from rlhf.models import load_causal_lm, load_tokenizer
-    from rlhf.ppo.rewards import FunctionSource, RewardModelSource, prompts_to_json
+    from rlhf.rewards.sources import FunctionSource, RewardModelSource
 
     started = time.time()
     if not cfg.data.path:
@@ -119,7 +88,7 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
         completion_ids = [s.token_ids for s in mine]
         temperature = sampling.temperature if sampling.temperature > 0 else 1.0
         pad = tokenizer.pad_token_id or 0
-        logp = token_logprobs(
+        logp = completion_logprobs(
             policy, prompt_ids, completion_ids, batch_size=cfg.batch_size, temperature=temperature, pad_id=pad
         )
         del policy
@@ -129,7 +98,7 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
             reference = load_causal_lm(
                 dataclasses.replace(cfg.model, path=reference_path), for_training=False, tokenizer=tokenizer
             ).to(device)
-        ref_logp = token_logprobs(
+        ref_logp = completion_logprobs(
             reference,
             prompt_ids,
             completion_ids,

@@ -8,8 +8,9 @@ samples: generate, PPO rollouts, best-of-N) and `run` (`rlhf generate`: prompts 
 `candidates` JSONL out). torch and transformers are imported only when a function runs.
 """
 
+from rlhf.data.jsonl import prompt_to_json, write_jsonl_atomic
 from rlhf.generation.config import DEFAULT_OUTPUT, GenerateConfig, SamplingConfig
-from rlhf.generation.run import candidates_row, prompt_to_json, run_generate, write_jsonl_atomic
+from rlhf.generation.run import candidates_row, run_generate
 from rlhf.generation.sampling import (
     Sample,
     count_repeats,

@@ -32,7 +32,7 @@ from rlhf.generation.sampling import Sample, generate_samples
 
 
 class Scorer(Protocol):
-    """What scores completions: `rlhf.ppo.rewards.RewardModelSource`, `FunctionSource`, ..."""
+    """What scores completions: `rlhf.rewards.RewardModelSource`, `FunctionSource`, ..."""
 
     def __call__(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> Any:
         """An object whose `rewards` holds one number per completion, in order."""

@@ -30,16 +30,13 @@ has nothing to learn and is left out (counted in the summary).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 from rlhf.config.core import ConfigError
-from rlhf.data.records import Prompt, PromptOnly
+from rlhf.data.jsonl import prompt_to_json, write_jsonl_atomic
+from rlhf.data.records import PromptOnly
 from rlhf.generation.best_of import BestOfN, best_of_n
 from rlhf.generation.config import GenerateConfig
 
@@ -85,7 +82,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
 
     scorer = None
     if cfg.best_of > 1:
-        from rlhf.ppo.rewards import RewardModelSource
+        from rlhf.rewards.sources import RewardModelSource
 
         # Loaded before the policy: a bad reward model directory fails before any sampling.
         scorer = RewardModelSource(cfg.reward_model, batch_size=cfg.sampling.batch_size)
@@ -175,31 +172,6 @@ def finite_mean(values: list[float]) -> float | None:
     """The mean of the finite values; None when there is none."""
     finite = [value for value in values if math.isfinite(value)]
     return math.fsum(finite) / len(finite) if finite else None
-
-
-def prompt_to_json(prompt: Prompt) -> str | list[dict[str, str]]:
-    """A prompt as the data formats write it: text, or a list of {role, content}."""
-    if isinstance(prompt, str):
-        return prompt
-    return [{"role": message.role, "content": message.content} for message in prompt]
-
-
-def write_jsonl_atomic(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
-    """Write `rows` as JSONL at `path` all at once: to a temporary file beside it, then renamed
-    over it, so readers never see half a file and a failed run leaves any old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return path
 
 
 def summary_line(summary: dict[str, Any], load_summary: str) -> str:

@@ -22,7 +22,7 @@ rather than multiplying by it, and padded outputs are 0.
   `value_loss`, ½(V − R)² optionally clipped around the old values. Both reduce to the masked
   mean, or to Σ_masked l_t / denominator so that micro-batches of one minibatch, each divided by
   the minibatch's token count, add up to the minibatch's token mean.
-- Diagnostics: `entropy_from_logits`, `explained_variance`.
+- Diagnostics: `explained_variance` (the entropy is `rlhf.models.readout.entropy_from_logits`).
 - KL coefficient: `FixedKLController` and `AdaptiveKLController` (Ziegler et al. 2019), built by
   `make_kl_controller`.
 """
@@ -281,20 +281,6 @@ def value_loss(
 
 # ---------------------------------------------------------------------------------------------
 # Diagnostics
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits) over the last dim, shape logits.shape[:-1], in float32 (float64
-    kept: half-precision logits are raised to float32 first).
-
-    H = logsumexp(z) − Σ_i p_i·z_i, exact under any shift of z; −inf logits (banned tokens) count as
-    p = 0 and give no NaN, in value or gradient.
-    """
-    z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()  # (..., V)
-    lse = torch.logsumexp(z, dim=-1)  # (...)
-    p = torch.exp(z - lse.unsqueeze(-1))
-    finite = torch.where(torch.isneginf(z), torch.zeros((), dtype=z.dtype, device=z.device), z)
-    return lse - (p * finite).sum(dim=-1)
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.data.errors import DataError
-from rlhf.generation.run import write_jsonl_atomic
+from rlhf.data.jsonl import write_jsonl_atomic
 from rlhf.label.agreement import krippendorff_alpha, raw_agreement
 from rlhf.report.load import read_jsonl as load_jsonl
 

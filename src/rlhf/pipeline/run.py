@@ -9,8 +9,6 @@ a stage that runs again gives its readers a new fingerprint, so they follow.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,55 +19,10 @@ import yaml
 from rlhf.config.core import ConfigError, to_dict
 from rlhf.pipeline.config import METHODS, PipelineConfig
 from rlhf.pipeline.stages import STAGE_LIST, Paths, check_data, config_dict, replaced_by_input
+from rlhf.pipeline.state import STATE_FILE, fingerprint_of, input_files, read_state, write_json
 from rlhf.pipeline.summary import headline
 
-STATE_FILE = "pipeline_state.json"
 SUMMARY_FILE = "summary.json"
-
-
-def _hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def input_files(value: Any) -> list[Any]:
-    """Identity (size, modification time) of the files a stage config reads through its `path` fields,
-    so that changed data or a rebuilt model makes the stage run again. Directories count by the files
-    directly in them (a model directory's weights and config)."""
-    found: list[Any] = []
-    if isinstance(value, dict):
-        for key, item in sorted(value.items()):
-            if key == "path" and isinstance(item, str) and item:
-                found.append(_identity(Path(item)))
-            else:
-                found.extend(input_files(item))
-    elif isinstance(value, list):
-        for item in value:
-            found.extend(input_files(item))
-    return found
-
-
-def _identity(path: Path) -> Any:
-    if path.is_file():
-        stat = path.stat()
-        return [str(path), stat.st_size, stat.st_mtime_ns]
-    if path.is_dir():
-        stats = [(f.name, f.stat()) for f in sorted(path.iterdir()) if f.is_file()]
-        return [str(path), [[name, st.st_size, st.st_mtime_ns] for name, st in stats]]
-    return [str(path), None]
-
-
-def read_state(run: Path) -> dict[str, Any]:
-    try:
-        state = json.loads((run / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -96,12 +49,12 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
             continue
         outside = replaced_by_input(stage.name, cfg)
         if outside:
-            outputs[stage.name] = _hash(outside)
+            outputs[stage.name] = fingerprint_of(outside)
             stages[stage.name] = {"status": "input", "input": outside}
             log(f"[pipeline] {stage.name}: using {outside}")
             continue
         settings = config_dict(stage, paths)
-        fingerprint = _hash([settings, input_files(settings), [outputs.get(r) for r in stage.reads]])
+        fingerprint = fingerprint_of([settings, input_files(settings), [outputs.get(r) for r in stage.reads]])
         missing = [m for m in stage.outputs(paths) if m]
         recorded = state.get(stage.name, {})
         finished = not missing and recorded.get("fingerprint") == fingerprint and stage.name not in cfg.rerun
@@ -122,26 +75,26 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
                     f"which are not there: add `{upstream}` to `stages` (or give an outside input)"
                 )
         if stage.name == "report":
-            _write_json(run / SUMMARY_FILE, _summary(run, stages, started))
+            write_json(run / SUMMARY_FILE, _summary(run, stages, started))
         log(
             f"[pipeline] {stage.name}: running" + (f" (missing {missing[0]})" if missing and recorded else "")
         )
         t0 = time.perf_counter()
         stage.run(paths)
         seconds = round(time.perf_counter() - t0, 1)
-        output_id = _hash([fingerprint, time.time()])
+        output_id = fingerprint_of([fingerprint, time.time()])
         state[stage.name] = {
             "fingerprint": fingerprint,
             "output_id": output_id,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "seconds": seconds,
         }
-        _write_json(run / STATE_FILE, state)
+        write_json(run / STATE_FILE, state)
         outputs[stage.name] = output_id
         stages[stage.name] = {"status": "ran", "seconds": seconds}
         log(f"[pipeline] {stage.name}: done in {seconds:.1f} s")
     summary = _summary(run, stages, started)
-    _write_json(run / SUMMARY_FILE, summary)
+    write_json(run / SUMMARY_FILE, summary)
     return summary
 
 

@@ -18,7 +18,7 @@ from rlhf.config.core import ConfigError, to_dict
 from rlhf.config.parts import DataConfig
 from rlhf.pipeline import feedback as fb
 from rlhf.pipeline.config import METHODS, PipelineConfig
-from rlhf.ppo.config import RewardSourceConfig
+from rlhf.rewards.config import RewardSourceConfig
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -261,7 +261,7 @@ def run_feedback_stage(p: Paths) -> dict[str, Any]:
     out = p.stage("feedback")
     if f.source == "file":
         return fb.split_file(f.path, out, heldout_fraction=f.heldout_fraction, seed=f.seed)
-    from rlhf.ppo.rewards import load_function
+    from rlhf.rewards.sources import load_function
 
     return fb.simulate(
         p.candidates,
@@ -341,7 +341,7 @@ def run_eval_stage(p: Paths) -> dict[str, Any]:
 def method_compute(p: Paths) -> dict[str, dict[str, Any]]:
     """What each policy cost to make, from the pipeline's own timings: the stage's seconds, and
     whether it needed the reward model (and so the feedback, generate and reward stages)."""
-    from rlhf.pipeline.run import read_state
+    from rlhf.pipeline.state import read_state
 
     state = read_state(p.run)
     seconds = lambda name: (state.get(name) or {}).get("seconds")  # noqa: E731

@@ -24,6 +24,7 @@ from rlhf.config.parts import (
     PromptConfig,
 )
 from rlhf.generation.config import SamplingConfig
+from rlhf.rewards.config import RewardSourcesConfig
 
 
 @dataclass
@@ -48,79 +49,6 @@ class RolloutConfig:
             raise ConfigError(
                 "`rollout.prompts_per_step`, `completions_per_prompt` and `forward_batch_size` must be >= 1"
             )
-
-
-@dataclass
-class RewardSourceConfig:
-    model: str | None = None
-    """A reward model directory (from `rlhf reward`, or any one-label sequence classifier). It keeps
-    its own tokenizer and prompt layout: the policy's text is re-encoded for it."""
-    function: str | None = None
-    """A Python callable `module:function(prompts, completions) -> list[float]` (the module is
-    imported from the working directory or the Python path; `path/to/file.py:function` also works).
-    It may instead return a dict with `rewards` plus other lists of per-completion numbers (e.g. a
-    gold score), which are logged as `reward/<name>`."""
-    url: str | None = None
-    """An HTTP endpoint: POST `{"prompts": [...], "completions": [...]}` as JSON, answered with
-    `{"rewards": [...]}` (plus optional per-completion metrics, as for `function`)."""
-    weight: float = 1.0
-    """This source's weight in the sum of all sources."""
-    name: str | None = None
-    """Name in the logs (`reward/<name>`); default: derived from the source."""
-    normalize: Literal["auto", "none", "saved", "running"] = "auto"
-    """`saved`: (r - mean) / std with the statistics stored with the reward model by `rlhf reward`;
-    `running`: with running statistics of this run's rewards (synchronised across processes);
-    `auto`: `saved` for a reward model that has them, else `none`."""
-    batch_size: int = 16
-    """Completions per reward-model forward pass (`model`) or per request (`url`)."""
-    timeout_s: float = 60.0
-    """`url`: seconds to wait for one response before retrying."""
-    retries: int = 2
-    """`url`: attempts after the first before the run stops with the error."""
-
-    def __post_init__(self) -> None:
-        given = [name for name in ("model", "function", "url") if getattr(self, name)]
-        if len(given) != 1:
-            raise ConfigError(
-                f"a reward source needs exactly one of `model`, `function`, `url`; got {given or 'none'}"
-            )
-        if self.batch_size < 1 or self.retries < 0 or self.timeout_s <= 0:
-            raise ConfigError("reward source: `batch_size` >= 1, `retries` >= 0, `timeout_s` > 0")
-
-
-@dataclass
-class PpoRewardConfig:
-    model: str | None = None
-    """Shortcut for one reward-model source (see `sources`)."""
-    function: str | None = None
-    """Shortcut for one Python-function source `module:function`."""
-    url: str | None = None
-    """Shortcut for one HTTP source."""
-    sources: list[RewardSourceConfig] = field(default_factory=list)
-    """Several sources, summed with their weights (each with its own normalization); the
-    shortcuts above add one source of weight 1 to this list."""
-    clip: float | None = None
-    """Clip the (normalized, summed) reward of a completion to [-clip, clip] (null: off): a few
-    extreme scores cannot dominate a step."""
-    no_eos_penalty: float | None = None
-    """Subtract this from the reward of a completion that hit `max_new_tokens` without ending (no
-    EOS or stop string): discourages rambling that the reward model might not punish."""
-    device: str | None = None
-    """Device of the reward models; default: the process's device."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Reward models' weight dtype."""
-
-    def all_sources(self) -> list[RewardSourceConfig]:
-        shortcuts = [
-            RewardSourceConfig(**{key: getattr(self, key)})
-            for key in ("model", "function", "url")
-            if getattr(self, key)
-        ]
-        return shortcuts + list(self.sources)
-
-    def __post_init__(self) -> None:
-        if self.clip is not None and self.clip <= 0:
-            raise ConfigError(f"`reward.clip` must be positive (or null), got {self.clip}")
 
 
 @dataclass
@@ -252,7 +180,7 @@ class PpoConfig:
     """Prompt layout for the policy: use the settings the SFT model was trained with."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     """What each step samples."""
-    reward: PpoRewardConfig = field(default_factory=PpoRewardConfig)
+    reward: RewardSourcesConfig = field(default_factory=RewardSourcesConfig)
     """Where the reward comes from and how it is shaped."""
     kl: KLConfig = field(default_factory=KLConfig)
     """The KL penalty to the reference model."""

@@ -34,28 +34,6 @@ class PolicyOutput:
     """Summed next-token NLL of the PPO-ptx batch passed in, when one was."""
 
 
-def causal_parts(lm: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """(backbone, output head) of a causal LM or a PeftModel around one (LoRA layers live inside
-    the backbone's modules, so calling the backbone directly still uses them)."""
-    from rlhf.models.adapters import find_peft_model
-
-    peft_model = find_peft_model(lm)
-    base = peft_model.get_base_model() if peft_model is not None else lm
-    return getattr(base, base.base_model_prefix), base.get_output_embeddings()
-
-
-def disable_dropout(model: nn.Module) -> None:
-    """Set every dropout probability to 0: the rollout's log-probs and the update's must come from
-    the same function, or the first ratio is already off 1 (standard practice in RLHF)."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    config = getattr(model, "config", None)
-    for name in ("attention_dropout", "hidden_dropout", "dropout"):
-        if config is not None and isinstance(getattr(config, name, None), float):
-            setattr(config, name, 0.0)
-
-
 class PolicyValue(nn.Module):
     """A causal LM, optionally with a value head Linear(hidden, 1) on its last hidden states."""
 
@@ -90,6 +68,8 @@ class PolicyValue(nn.Module):
         `detach_values`: the value head learns, but its loss does not reach the backbone.
         `ptx`: a PPO-ptx batch (input_ids, attention_mask, labels) whose summed LM loss is computed
         in the same call (one forward of the wrapped module per micro-batch, as DDP expects)."""
+        from rlhf.models.readout import causal_parts, token_logprobs
+
         backbone, head = causal_parts(self.lm)
         n = response.shape[1]
         position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, P + N)
@@ -97,18 +77,7 @@ class PolicyValue(nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # (B, P + N, H)
         hidden = hidden[:, -n - 1 : -1]  # (B, N, H): the states that predict each response token
-        logits = head(hidden).float()  # (B, N, V)
-        if self.temperature != 1.0:
-            logits = logits / self.temperature
-        # log π(a) = logit(a) - logsumexp(logits): no (B, N, V) log-softmax is kept for backward.
-        lse = torch.logsumexp(logits, dim=-1)  # (B, N)
-        logprobs = logits.gather(-1, response.unsqueeze(-1)).squeeze(-1) - lse  # (B, N)
-        ent = None
-        if entropy:
-            # Differentiable only when it is part of the loss; as a metric it costs no graph.
-            with torch.set_grad_enabled(entropy == "grad" and torch.is_grad_enabled()):
-                probs = torch.softmax(logits, dim=-1)
-                ent = lse - (probs * logits).sum(-1)  # (B, N): H = logsumexp(z) - sum p z
+        read = token_logprobs(head(hidden), response, temperature=self.temperature, entropy=entropy)
         value = None
         if values and self.value_head is not None:
             feats = hidden.detach() if detach_values else hidden
@@ -117,11 +86,11 @@ class PolicyValue(nn.Module):
         if ptx is not None:
             from rlhf.losses.lm import token_nll
 
-            logits = self.lm(
+            ptx_logits = self.lm(
                 input_ids=ptx["input_ids"], attention_mask=ptx["attention_mask"], use_cache=False
             ).logits
-            ptx_nll = token_nll(logits, ptx["labels"])[0]
-        return PolicyOutput(logprobs=logprobs, entropy=ent, values=value, ptx_nll=ptx_nll)
+            ptx_nll = token_nll(ptx_logits, ptx["labels"])[0]
+        return PolicyOutput(logprobs=read.logprobs, entropy=read.entropy, values=value, ptx_nll=ptx_nll)
 
 
 def critic_values(critic: nn.Module, input_ids, attention_mask, n: int) -> torch.Tensor:

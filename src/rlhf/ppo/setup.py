@@ -19,8 +19,9 @@ from typing import Any
 import torch
 
 from rlhf.config.core import ConfigError
+from rlhf.models.readout import disable_dropout
 from rlhf.ppo.config import PpoConfig
-from rlhf.ppo.policy import VALUE_HEAD_FILE, PolicyOutput, PolicyValue, disable_dropout, read_head_weight
+from rlhf.ppo.policy import VALUE_HEAD_FILE, PolicyOutput, PolicyValue, read_head_weight
 
 
 @dataclass

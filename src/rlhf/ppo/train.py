@@ -90,10 +90,10 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     from rlhf.config.core import ConfigError
     from rlhf.losses.ppo import MovingBaseline, make_kl_controller
     from rlhf.models import load_tokenizer, trainable_parameter_summary
-    from rlhf.ppo.rewards import build_reward_function
     from rlhf.ppo.rollout import HFGenerator, sample_rollout, score_rollout
     from rlhf.ppo.setup import build_models, prepare_models
     from rlhf.ppo.update import UpdateState, compute_advantages, make_reduce_sum, ppo_update
+    from rlhf.rewards.function import build_reward_function
     from rlhf.tracking import MetricsLogger, progress_bar
     from rlhf.training.batches import BatchStream
     from rlhf.training.loop import start_stage
@@ -288,7 +288,7 @@ def _trim_samples(path: Path, step: int) -> None:
 
 
 def _log_samples(logger, run_dir: Path, step: int, rollout, rewards, count: int) -> None:
-    from rlhf.generation.run import prompt_to_json
+    from rlhf.data.jsonl import prompt_to_json
 
     rows = []
     for i in range(min(count, len(rollout))):

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlhf.reward.data import Group, Layout, layout_groups, pack_sequences, pad_right
+from rlhf.data.rows import pack_sequences, pad_right
+from rlhf.models.readout import causal_parts, token_logprobs
+from rlhf.preference.groups import Group, Layout, layout_groups
 
 
 @dataclass
@@ -142,14 +144,12 @@ class SequenceLogps(nn.Module):
     def forward(
         self, input_ids, attention_mask, position_ids, rows, cols, targets, owner, num_sequences: int
     ) -> SequenceOutput:
-        from rlhf.ppo.policy import causal_parts
-
         backbone, head = causal_parts(self.lm)
         hidden = backbone(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # (R, T, H)
-        logits = head(hidden[rows, cols]).float()  # (M, V): only where a completion token is predicted
-        token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        # (M,): the head runs only where a completion token is predicted
+        token_logps = token_logprobs(head(hidden[rows, cols]), targets).logprobs
         sums = torch.zeros(num_sequences, dtype=torch.float32, device=token_logps.device)
         return SequenceOutput(sums.index_add(0, owner, token_logps), token_logps)
 

@@ -24,7 +24,7 @@ EVAL_LOSS = {"comparison": "pairwise", "ranking": "pairwise", "rating": "rating_
 def run_eval_reward(cfg: EvalRewardConfig) -> dict[str, Any]:
     """Score `cfg.data` with `cfg.model`; print a short table and return (and maybe write) the metrics."""
     from rlhf.data import load_records
-    from rlhf.reward.data import build_groups, label_targets, loss_mode
+    from rlhf.preference.groups import build_groups, label_targets, loss_mode
     from rlhf.reward.score import RewardScorer
     from rlhf.reward.train import reward_metrics
 

@@ -33,7 +33,7 @@ def completions_of(record) -> list[str]:
 
 def scored_row(record, rewards: list[float]) -> dict[str, Any]:
     """One output line (see the module docstring)."""
-    from rlhf.generation.run import prompt_to_json
+    from rlhf.data.jsonl import prompt_to_json
 
     row: dict[str, Any] = {"prompt": prompt_to_json(record.prompt)}
     if isinstance(record, Comparison):
@@ -89,7 +89,7 @@ def run_score(cfg: ScoreConfig) -> dict[str, Any]:
     import torch
 
     from rlhf.data import load_records
-    from rlhf.generation.run import write_jsonl_atomic
+    from rlhf.data.jsonl import write_jsonl_atomic
     from rlhf.reward.metrics import reward_stats
     from rlhf.reward.score import RewardScorer
 

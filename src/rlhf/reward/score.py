@@ -132,7 +132,7 @@ class RewardScorer:
     @torch.no_grad()
     def score_ids(self, sequences: list[list[int]], *, progress: bool = False) -> list[float]:
         """Rewards of already-encoded sequences (the model's tokenizer), in their order."""
-        from rlhf.reward.data import pad_right
+        from rlhf.data.rows import pad_right
         from rlhf.tracking.progress import progress_bar
 
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)

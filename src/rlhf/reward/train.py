@@ -8,7 +8,6 @@ padding; pairs index the scores)
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -18,93 +17,21 @@ from typing import Any
 import torch
 
 from rlhf.config.core import to_dict
+from rlhf.data.rows import pad_right
+from rlhf.preference.data import PreferenceData, PreferenceDataSpec, build_preference_data
+from rlhf.preference.groups import Group, Layout, layout_groups, loss_mode
 from rlhf.reward.config import RewardConfig
-from rlhf.reward.data import (
-    Group,
-    Layout,
-    build_groups,
-    collate_groups,
-    label_targets,
-    layout_groups,
-    loss_mode,
-    pad_right,
-    resolve_loss,
-)
+from rlhf.reward.data import collate_groups
 
 
-@dataclass
-class RewardData:
-    """Training and held-out groups, built once before the model loads."""
-
-    train: list[Group]
-    held_out: list[Group]
-    loss: str
-    """The resolved loss (`auto` replaced)."""
-    counts: dict[str, int]
-    """records, groups, completions, pairs (pairwise modes) of training; the same prefixed `eval_`."""
-    summary: str
-    """One line on what was loaded, held out and derived."""
-
-
-def build_data(cfg: RewardConfig, tokenizer) -> RewardData:
-    from rlhf.data import PromptRenderer, load_records
-    from rlhf.sft.examples import split_eval
-
-    loaded = load_records(cfg.data, expect="reward")
-    loss = resolve_loss(cfg.loss, loaded.kind)
-    records, held_out = loaded.records, []
-    if cfg.eval.path:
-        held_out = load_records(
-            dataclasses.replace(cfg.data, path=cfg.eval.path, limit=None), expect="reward"
-        )
-        if held_out.kind != loaded.kind:
-            from rlhf.config.core import ConfigError
-
-            raise ConfigError(
-                f"`eval.path` holds {held_out.kind} data but `data.path` holds {loaded.kind} data"
-            )
-        held_out = held_out.records
-    elif cfg.eval.fraction > 0:
-        records, held_out = split_eval(records, cfg.eval.fraction, cfg.seed)
-    renderer = PromptRenderer(cfg.prompt, tokenizer)
-    labels = label_targets(cfg.positive_labels, cfg.negative_labels)
-    scale = tuple(cfg.data.rating_scale) if cfg.data.rating_scale else None
-
-    def groups_of(recs):
-        return build_groups(
-            recs, loss, renderer, tokenizer, max_length=cfg.data.max_length,
-            max_prompt_length=cfg.data.max_prompt_length, use_margin=cfg.margin, rating_scale=scale, labels=labels,
-        )  # fmt: skip
-
-    train, stats = groups_of(records)
-    evals = groups_of(held_out)[0] if held_out else []
-    counts = {**_counts(records, train, loss, cfg.ties), **_counts(held_out, evals, loss, cfg.ties, "eval_")}
-    text = (
-        f"{loaded.report.summary()}; format `{loaded.format}`; loss `{loss}`; {counts['records']} records -> "
-        f"{counts['groups']} groups, {counts['completions']} completions"
-    )
-    if "pairs" in counts:
-        text += f", {counts['pairs']} pairs (ties: {cfg.ties})"
-    text += f"; {stats.summary()}"
-    if held_out:
-        unit = (
-            f"{counts['eval_pairs']} pairs"
-            if "eval_pairs" in counts
-            else f"{counts['eval_completions']} completions"
-        )
-        text += f"; {len(held_out)} records held out ({unit})"
-    return RewardData(train, evals, loss, counts, text)
-
-
-def _counts(records: list, groups: list[Group], loss: str, ties: str, prefix: str = "") -> dict[str, int]:
-    out = {
-        "records": len(records),
-        "groups": len(groups),
-        "completions": sum(len(g.input_ids) for g in groups),
-    }
-    if groups and loss_mode(loss) not in ("regression", "label"):
-        out["pairs"] = len(layout_groups(groups, loss_mode(loss), ties).pairs)
-    return {prefix + k: v for k, v in out.items()}
+def build_data(cfg: RewardConfig, tokenizer) -> PreferenceData:
+    """The training and held-out groups `cfg` asks for (`rlhf.preference.data`)."""
+    spec = PreferenceDataSpec(
+        cfg.data, cfg.prompt, cfg.seed, eval_path=cfg.eval.path, eval_fraction=cfg.eval.fraction,
+        loss=cfg.loss, ties=cfg.ties, margin=cfg.margin, positive_labels=cfg.positive_labels,
+        negative_labels=cfg.negative_labels,
+    )  # fmt: skip
+    return build_preference_data(spec, tokenizer)
 
 
 def batch_loss(rewards: torch.Tensor, lay: Layout, mode: str) -> tuple[torch.Tensor, dict]:
@@ -358,7 +285,7 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     return RewardResult(summary, unwrapped, tokenizer)
 
 
-def _save(cfg: RewardConfig, model, tokenizer, run_dir: Path, data: RewardData, mean, std, n) -> dict:
+def _save(cfg: RewardConfig, model, tokenizer, run_dir: Path, data: PreferenceData, mean, std, n) -> dict:
     """Write the model (LoRA merged; QLoRA as an adapter: a 4-bit base cannot take the merge)."""
     from rlhf.models.scalar import save_scalar_model
     from rlhf.reward.score import scorer_metadata

@@ -17,7 +17,7 @@ from typing import Any
 from rlhf.config.core import ConfigError
 from rlhf.data import Comparison, PromptRenderer, Ranking, TruncationStats, encode_example
 from rlhf.data.records import Candidates, Prompt
-from rlhf.reward.data import Group
+from rlhf.preference.groups import Group
 from rlhf.rrhf.config import RrhfConfig
 
 RESPONSES_FILE = "responses.jsonl"
@@ -124,7 +124,7 @@ def score_responses(accelerator, groups: list[Responses], cfg: RrhfConfig) -> No
     """Every response's reward-model score; each process scores its share of the groups."""
     import torch
 
-    from rlhf.ppo.rewards import RewardModelSource
+    from rlhf.rewards.sources import RewardModelSource
 
     scorer = RewardModelSource(cfg.reward_model, batch_size=cfg.reward_batch_size, device=accelerator.device)
     mine = [i for i in range(accelerator.process_index, len(groups), accelerator.num_processes)]
@@ -177,7 +177,7 @@ def encode_groups(groups: list[Responses], tokenizer, cfg: RrhfConfig) -> tuple[
 def write_responses(path: Path, train: list[Responses], held_out: list[Responses], scored_by: str) -> None:
     """One `ranking` row per group (readable back as data): prompt, responses, ranks (1 = best),
     and what RRHF used: scores, origins, the split."""
-    from rlhf.generation.run import prompt_to_json, write_jsonl_atomic
+    from rlhf.data.jsonl import prompt_to_json, write_jsonl_atomic
 
     rows = []
     for split, groups in (("train", train), ("eval", held_out)):

@@ -21,6 +21,7 @@ import torch
 
 from rlhf.config.core import ConfigError, to_dict
 from rlhf.losses.preference import best_of_groups, rrhf_rank_loss
+from rlhf.preference.groups import Group, layout_groups
 from rlhf.preference.sequences import (
     SequenceBatch,
     SequenceLogps,
@@ -29,7 +30,6 @@ from rlhf.preference.sequences import (
     packing_isolates,
     sequence_logps_of,
 )
-from rlhf.reward.data import Group, layout_groups
 from rlhf.rrhf.config import RrhfConfig
 from rlhf.rrhf.data import (
     RESPONSES_FILE,

@@ -17,15 +17,9 @@ import torch
 
 from rlhf.config.core import ConfigError
 from rlhf.data.records import Message
-from rlhf.ppo.config import PpoRewardConfig, RewardSourceConfig
-from rlhf.ppo.rewards import (
-    FunctionSource,
-    HttpSource,
-    RewardSourceError,
-    RunningMoments,
-    build_reward_function,
-    source_names,
-)
+from rlhf.rewards import FunctionSource, HttpSource, RewardSourceError, RunningMoments, build_reward_function
+from rlhf.rewards.config import RewardSourceConfig, RewardSourcesConfig
+from rlhf.rewards.function import source_names
 from rlhf.training.checkpoint import CheckpointError
 
 MODULE = "ppo_reward_fns"
@@ -67,12 +61,12 @@ def fns(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-def function_cfg(function: str = f"{MODULE}:value", **kwargs) -> PpoRewardConfig:
-    return PpoRewardConfig(sources=[RewardSourceConfig(function=function, **kwargs)])
+def function_cfg(function: str = f"{MODULE}:value", **kwargs) -> RewardSourcesConfig:
+    return RewardSourcesConfig(sources=[RewardSourceConfig(function=function, **kwargs)])
 
 
 def test_function_source_gets_plain_json_prompts(fns):
-    reward_fn = build_reward_function(PpoRewardConfig(function=f"{MODULE}:value"))
+    reward_fn = build_reward_function(RewardSourcesConfig(function=f"{MODULE}:value"))
     chat = (Message("system", "Be brief."), Message("user", "Hi"))
     out = reward_fn(["Say 1.", chat], ["1.5", "-2"], [True, True])
     assert out.rewards.dtype == torch.float32 and out.rewards.tolist() == [1.5, -2.0]
@@ -104,7 +98,7 @@ def test_file_form_with_dict_return_and_extras(tmp_path, monkeypatch):
         """)
     )
     try:
-        reward_fn = build_reward_function(PpoRewardConfig(function=f"{sub / 'judge.py'}:scored"))
+        reward_fn = build_reward_function(RewardSourcesConfig(function=f"{sub / 'judge.py'}:scored"))
         out = reward_fn(["a", "b"], ["xy", "wxyz"], [True, False])
     finally:
         sys.modules.pop("ppo_rewards_helper", None)
@@ -129,7 +123,7 @@ def test_file_form_with_dict_return_and_extras(tmp_path, monkeypatch):
     ],
 )
 def test_bad_returns_name_the_source_and_the_problem(fns, function, message):
-    reward_fn = build_reward_function(PpoRewardConfig(function=f"{MODULE}:{function}"))
+    reward_fn = build_reward_function(RewardSourcesConfig(function=f"{MODULE}:{function}"))
     with pytest.raises(RewardSourceError) as err:
         reward_fn(["p"] * 4, ["1", "2", "3", "4"], [True] * 4)
     assert str(err.value) == message
@@ -256,7 +250,7 @@ def test_http_source_unreachable_names_url():
 
 
 def test_weighted_sum_of_two_sources(fns, server):
-    cfg = PpoRewardConfig(
+    cfg = RewardSourcesConfig(
         function=f"{MODULE}:value",
         sources=[RewardSourceConfig(url=server.url, weight=-0.5, name="judge")],
     )
@@ -273,7 +267,7 @@ def test_weighted_sum_of_two_sources(fns, server):
 
 
 def test_clashing_extras_are_named_after_their_source(fns):
-    cfg = PpoRewardConfig(
+    cfg = RewardSourcesConfig(
         sources=[
             RewardSourceConfig(function=f"{MODULE}:with_gold", name="a"),
             RewardSourceConfig(function=f"{MODULE}:with_gold", name="b", weight=0.0),
@@ -286,7 +280,7 @@ def test_clashing_extras_are_named_after_their_source(fns):
 
 
 def test_no_eos_penalty_then_clip(fns):
-    cfg = PpoRewardConfig(function=f"{MODULE}:value", no_eos_penalty=2.0, clip=4.0)
+    cfg = RewardSourcesConfig(function=f"{MODULE}:value", no_eos_penalty=2.0, clip=4.0)
     out = build_reward_function(cfg)(["p"] * 5, ["1", "5", "12", "3", "-9"], [True, False, True, False, True])
     # minus 2 where unfinished: [1, 3, 12, 1, -9]; clipped to [-4, 4]: [1, 3, 4, 1, -4]
     assert out.rewards.tolist() == [1.0, 3.0, 4.0, 1.0, -4.0]
@@ -299,7 +293,7 @@ def test_no_eos_penalty_then_clip(fns):
 
 
 def test_nonfinite_rewards_propagate_and_metrics_still_compute(fns):
-    cfg = PpoRewardConfig(
+    cfg = RewardSourcesConfig(
         sources=[RewardSourceConfig(function=f"{MODULE}:value", normalize="running")], clip=5.0
     )
     reward_fn = build_reward_function(cfg)
@@ -312,7 +306,7 @@ def test_nonfinite_rewards_propagate_and_metrics_still_compute(fns):
 
 def test_config_errors():
     with pytest.raises(ConfigError) as err:
-        build_reward_function(PpoRewardConfig())
+        build_reward_function(RewardSourcesConfig())
     assert str(err.value) == (
         "rlhf ppo needs a reward: set reward.model, reward.function, reward.url or reward.sources"
     )
@@ -457,7 +451,7 @@ def test_reward_model_source_scores_like_the_scorer_with_saved_stats(tiny_rm):
 
     with_stats, _ = tiny_rm
     reward_fn = build_reward_function(
-        PpoRewardConfig(model=str(with_stats), no_eos_penalty=1.0), device="cpu"
+        RewardSourcesConfig(model=str(with_stats), no_eos_penalty=1.0), device="cpu"
     )
     out = reward_fn(PROMPTS, COMPLETIONS, [True, True, False])
     expected = RewardScorer.load(with_stats, device="cpu").score(PROMPTS, COMPLETIONS)
@@ -473,7 +467,7 @@ def test_reward_model_source_scores_like_the_scorer_with_saved_stats(tiny_rm):
 
 def test_reward_model_without_stats(tiny_rm, fns):
     _, bare = tiny_rm
-    cfg = PpoRewardConfig(model=str(bare), function=f"{MODULE}:value")
+    cfg = RewardSourcesConfig(model=str(bare), function=f"{MODULE}:value")
     reward_fn = build_reward_function(cfg, device="cpu")
     out = reward_fn(PROMPTS, ["1", "2", "3"], [True] * 3)
     rm = out.per_source["rm"]
@@ -484,5 +478,6 @@ def test_reward_model_without_stats(tiny_rm, fns):
         ConfigError, match=r"`rm`: `normalize: saved` but .*bare has no saved reward statistics"
     ):
         build_reward_function(
-            PpoRewardConfig(sources=[RewardSourceConfig(model=str(bare), normalize="saved")]), device="cpu"
+            RewardSourcesConfig(sources=[RewardSourceConfig(model=str(bare), normalize="saved")]),
+            device="cpu",
         )
