@@ -7,11 +7,14 @@ import json
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 from rlhf.config.core import ConfigError, load_config, render_config
 
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def add_set_arg(parser: argparse.ArgumentParser, example: str) -> None:

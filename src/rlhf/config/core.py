@@ -19,11 +19,14 @@ import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 import yaml
 
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class ConfigError(ValueError):
@@ -44,7 +47,9 @@ def field_docs(cls: type) -> dict[str, str]:
             source = textwrap.dedent(inspect.getsource(klass))
         except (OSError, TypeError):
             continue
-        body = ast.parse(source).body[0].body  # the class body
+        klass_node = ast.parse(source).body[0]
+        assert isinstance(klass_node, ast.ClassDef)
+        body = klass_node.body  # the class body
         for node, nxt in zip(body, body[1:] + [None]):
             if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
                 continue
@@ -85,7 +90,7 @@ def _describe(value: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against type `tp`, converting where the conversion loses nothing."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -300,7 +305,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 # ----------------------------------------------------------------------------- printing
 
 
-def render_config(cfg: Any, indent: int = 0) -> str:
+def render_config(cfg: DataclassInstance, indent: int = 0) -> str:
     """YAML of the resolved config with each field's doc as a comment above it."""
     lines: list[str] = []
     pad = "  " * indent
@@ -309,7 +314,7 @@ def render_config(cfg: Any, indent: int = 0) -> str:
         value = getattr(cfg, f.name)
         for doc_line in docs.get(f.name, "").splitlines():
             lines.append(f"{pad}# {doc_line}".rstrip())
-        if dataclasses.is_dataclass(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
             lines.append(f"{pad}{f.name}:")
             lines.append(render_config(value, indent + 1))
         else:

@@ -10,7 +10,7 @@ prompt+completion, chat, ShareGPT, Alpaca, plain text, and finally bare prompts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ class FormatSpec:
     """The row's fields, `?` marking optional ones."""
     description: str
     """One line on what the format is and where it comes from."""
-    normalize: Callable[[RowView, NormalizeContext], list[Record]]
+    normalize: Callable[[RowView, NormalizeContext], Sequence[Record]]
     """Row -> records; raises DataError naming the field that does not fit."""
 
 

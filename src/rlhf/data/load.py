@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from rlhf.config.parts import DataConfig
 from rlhf.data.errors import DataError, LoadReport
@@ -20,7 +21,9 @@ from rlhf.data.fields import NormalizeContext, RowView
 from rlhf.data.formats import FormatSpec, resolve_format
 from rlhf.data.judgments import RATING_SCALE_MISSING
 from rlhf.data.readers import iter_rows
-from rlhf.data.records import KINDS, PromptOnly, Record
+from rlhf.data.records import KINDS, Demonstration, PromptOnly, Record
+
+R = TypeVar("R")
 
 KIND_FAMILIES: dict[str, tuple[str, ...]] = {
     "sft": ("demonstration",),
@@ -48,6 +51,16 @@ class LoadedData:
     report: LoadReport
     """Rows read, records kept, rows skipped (with lines) and items left out."""
 
+    def demonstrations(self) -> list[Demonstration]:
+        """The records of a load that expected `sft` (or `demonstration`), typed as such."""
+        return [_expect(r, Demonstration) for r in self.records]
+
+
+def _expect(record: Record, kind: type[R]) -> R:
+    if not isinstance(record, kind):  # loads accept one kind per `expect`; a mix is a bug, not bad data
+        raise TypeError(f"{record.source}: a {record.kind} record where a {kind.__name__} was expected")
+    return record
+
 
 def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> LoadedData:
     """Every record of `cfg.path`; `expect` (see `KIND_FAMILIES`) rejects data of another kind."""
@@ -56,7 +69,7 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
         raise DataError(None, None, None, "no data given: set `data.path`")
     accepted = _accepted_kinds(expect)
     report = LoadReport(path=cfg.path)
-    scale = tuple(cfg.rating_scale) if cfg.rating_scale is not None else None
+    scale = (cfg.rating_scale[0], cfg.rating_scale[1]) if cfg.rating_scale is not None else None
     ctx = NormalizeContext(rating_scale=scale, allow_ties=cfg.allow_ties, report=report)
     spec: FormatSpec | None = None
     records: list[Record] = []
@@ -82,7 +95,7 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
         if cfg.limit is not None and len(records) >= cfg.limit:
             del records[cfg.limit :]
             break
-    if not records:
+    if not records or spec is None:
         raise DataError(cfg.path, None, None, f"no records to use ({report.summary(with_path=False)})")
     report.records_kept = len(records)
     return LoadedData(records=records, format=spec.name, kind=spec.kind, report=report)

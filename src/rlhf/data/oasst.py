@@ -30,7 +30,9 @@ def oasst(row: RowView, ctx: NormalizeContext) -> list[Ranking]:
     if "replies" in row.row and "prompt" not in row.row:
         root, field = row.row, ""  # a bare root message
         row.used.update(row.row)
-        meta = {key: row.row[key] for key in ("message_tree_id", "message_id") if key in row.row}
+        meta: dict[str, Any] = {
+            key: row.row[key] for key in ("message_tree_id", "message_id") if key in row.row
+        }
     else:
         root, field = row.require("prompt"), "prompt"
         if not isinstance(root, dict):

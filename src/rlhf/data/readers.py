@@ -98,13 +98,13 @@ def _json_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]
         line = data.count(b"\n", 0, err.start) + 1
         line_start = data.rfind(b"\n", 0, err.start) + 1
         raise _not_utf8(Source(name, line), data[line_start : err.end], err, offset=line_start) from None
-    start = _WHITESPACE.match(text).end()
+    start = _skip_space(text, 0)
     if start < len(text) and text[start] == "[":
         yield from _json_array_rows(name, text, start)
     else:
         # A .json file holding one object, or JSON Lines under the wrong suffix.
-        for number, line in enumerate(text.split("\n"), start=1):
-            yield from _json_line(Source(name, number), line)
+        for number, text_line in enumerate(text.split("\n"), start=1):
+            yield from _json_line(Source(name, number), text_line)
 
 
 class _LineCounter:
@@ -119,11 +119,17 @@ class _LineCounter:
         return self.line
 
 
+def _skip_space(text: str, pos: int) -> int:
+    """The first position at or after `pos` that is not whitespace (len(text) when none is)."""
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match else pos
+
+
 def _json_array_rows(name: str, text: str, start: int) -> Iterator[tuple[Source, Row | DataError]]:
     """Decode a JSON array one element at a time, so every row knows the line it starts on."""
     decoder = json.JSONDecoder()
     lines = _LineCounter(text)
-    pos = _WHITESPACE.match(text, start + 1).end()
+    pos = _skip_space(text, start + 1)
     closed = pos < len(text) and text[pos] == "]"
     while not closed:
         where = Source(name, lines.at(pos))
@@ -135,7 +141,7 @@ def _json_array_rows(name: str, text: str, start: int) -> Iterator[tuple[Source,
                 name, err.lineno, None, f"invalid JSON at column {err.colno}: {err.msg}"
             ) from None
         yield where, value if isinstance(value, dict) else _not_object(where, value)
-        pos = _WHITESPACE.match(text, pos).end()
+        pos = _skip_space(text, pos)
         if pos >= len(text):
             raise DataError(name, lines.at(pos), None, "the JSON array is not closed (missing `]`)")
         closed = text[pos] == "]"
@@ -147,8 +153,8 @@ def _json_array_rows(name: str, text: str, start: int) -> Iterator[tuple[Source,
                     None,
                     f"expected `,` or `]` after an array element, got {text[pos]!r}",
                 )
-            pos = _WHITESPACE.match(text, pos + 1).end()
-    end = _WHITESPACE.match(text, pos + 1).end()
+            pos = _skip_space(text, pos + 1)
+    end = _skip_space(text, pos + 1)
     if end < len(text):
         raise DataError(name, lines.at(end), None, "unexpected text after the closing `]` of the JSON array")
 

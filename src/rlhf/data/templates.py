@@ -69,7 +69,7 @@ def load_shots(cfg: PromptConfig) -> list[Demonstration]:
         return []
     from rlhf.data.load import load_records
 
-    records = load_records(cfg.few_shot_path, expect="demonstration").records[: cfg.few_shot_count]
+    records = load_records(cfg.few_shot_path, expect="demonstration").demonstrations()[: cfg.few_shot_count]
     for record in records:
         if record.plain_text:
             raise DataError.at(

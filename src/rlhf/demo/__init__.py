@@ -179,7 +179,8 @@ def write_task_data(cfg: DemoTaskConfig, data_dir: Path) -> dict[str, str]:
         "ppo": (cfg.ppo_prompts, 3),
         "eval": (cfg.eval_prompts, 4),
     }
-    paths, seen = {}, set()
+    paths: dict[str, str] = {}
+    seen: set[str] = set()
     for name, (count, offset) in splits.items():
         # Every split's documents are new to the splits before it (the held-out ones above all).
         rows = [

@@ -52,7 +52,7 @@ def pair_terms(cfg: DpoConfig, policy: torch.Tensor, reference: torch.Tensor, le
     if cfg.loss_type == "ipo":  # IPO compares per-token mean log-probs
         lengths = lengths.clamp(min=1)
         policy, reference = policy / lengths, reference / lengths
-    pairs = layout.pairs.to(policy.device)
+    pairs = layout.need_pairs().to(policy.device)
     logps = PairLogps(
         policy[pairs.better], policy[pairs.worse], reference[pairs.better], reference[pairs.worse]
     )

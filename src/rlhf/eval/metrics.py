@@ -73,7 +73,7 @@ def win_rate(scores: Sequence[float], baseline: Sequence[float], *, tie_toleranc
     wins, ties = outcomes.count(1.0), outcomes.count(0.5)
     stat = mean_stat(outcomes)
     low = high = None
-    if stat.stderr is not None:
+    if stat.stderr is not None and stat.mean is not None:
         low = max(0.0, stat.mean - Z95 * stat.stderr)
         high = min(1.0, stat.mean + Z95 * stat.stderr)
     return WinRate(len(outcomes), wins, ties, len(outcomes) - wins - ties, stat.mean, low, high)

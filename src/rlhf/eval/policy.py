@@ -49,14 +49,17 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
     ]
     sampling = dataclasses.replace(cfg.sampling, num_samples=1)
     texts = [r.prompt for r in prompts]
-    picker = None
+    picker: RewardModelSource | None = None
     if cfg.best_of > 1:  # loaded before any policy: a bad directory fails before sampling
-        picker = RewardModelSource(cfg.best_of_reward or cfg.reward, batch_size=cfg.batch_size, device=device)
+        picker_path = cfg.best_of_reward or cfg.reward
+        assert picker_path, "EvalPolicyConfig requires a reward model with best_of > 1"
+        picker = RewardModelSource(picker_path, batch_size=cfg.batch_size, device=device)
 
     def answer(path: str, best_of: int = 1):
         model_cfg = dataclasses.replace(cfg.model, path=path)
         model = load_causal_lm(model_cfg, for_training=False, tokenizer=tokenizer).to(device)
         if best_of > 1:
+            assert picker is not None
             picks = best_of_n(
                 model, tokenizer, prompt_ids, texts, sampling, best_of, picker, progress=cfg.progress
             )
@@ -118,7 +121,11 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
     judges = []
     if cfg.reward:
         reuse = picker is not None and picker.path == cfg.reward
-        scorer = picker if reuse else RewardModelSource(cfg.reward, batch_size=cfg.batch_size, device=device)
+        scorer = (
+            picker
+            if picker is not None and reuse
+            else RewardModelSource(cfg.reward, batch_size=cfg.batch_size, device=device)
+        )
         for name, samples in answers.items():
             if reuse and name == "policy":  # the picker scored every candidate already
                 scores[name]["reward"] = [pick.reward for pick in samples]

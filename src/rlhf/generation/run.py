@@ -85,6 +85,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         from rlhf.rewards.sources import RewardModelSource
 
         # Loaded before the policy: a bad reward model directory fails before any sampling.
+        assert cfg.reward_model, "GenerateConfig requires reward_model with best_of > 1"
         scorer = RewardModelSource(cfg.reward_model, batch_size=cfg.sampling.batch_size)
     model = load_causal_lm(cfg.model, for_training=False, tokenizer=tokenizer)
     if torch.cuda.is_available() and cfg.model.quantization == "none":

@@ -16,6 +16,7 @@ differ in the last bits between GPU models or library versions, and then so can 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -88,12 +89,12 @@ def generate_samples(
     return groups
 
 
-def repeated_indices(group: list[Sample] | list[str]) -> list[int]:
+def repeated_indices(group: Sequence[Sample | str]) -> list[int]:
     """Positions whose text equals that of an earlier item (the first occurrence is not counted)."""
     seen: set[str] = set()
     repeats = []
     for index, item in enumerate(group):
-        text = item if isinstance(item, str) else item.text
+        text = item.text if isinstance(item, Sample) else item
         if text in seen:
             repeats.append(index)
         seen.add(text)

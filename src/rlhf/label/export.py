@@ -173,7 +173,7 @@ def _pairs_from_pairwise(item, subs, resolve, left) -> list[dict[str, Any]]:
         left["no majority"] += 1
         return []
     if not isinstance(top, int):
-        left[f"majority says {top.replace('_', ' ')}"] += 1
+        left[f"majority says {str(top).replace('_', ' ')}"] += 1
         return []
     row = _pair(item, top, 1 - top, 1.0, _provenance(item, subs))
     row["votes"] = {_vote_name(v): n for v, n in Counter(values).items()}
@@ -279,7 +279,7 @@ def _rankings_from_pairwise(item, subs, resolve, left) -> list[dict[str, Any]]:
 
 def _pointwise(item, subs, resolve, left, question: str) -> list[dict[str, Any]]:
     key = "rating" if question == "rating" else "label"
-    out = []
+    out: list[dict[str, Any]] = []
     for index, completion in enumerate(item.completions):
         values = [s["answer"][question][index] for s in subs]
         if resolve == "all":

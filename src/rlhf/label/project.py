@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.data import DataError
-from rlhf.data.records import Message
+from rlhf.data.jsonl import prompt_to_json
+from rlhf.data.records import Candidates, Comparison, Ranking
 from rlhf.label.store import Store
 from rlhf.label.tasks import AnswerError, ProjectConfig, check_gold
 
@@ -36,13 +37,6 @@ class InitReport:
         return text
 
 
-def prompt_json(prompt: str | tuple[Message, ...]) -> Any:
-    """A record's prompt as stored and exported: its text, or [{role, content}, ...]."""
-    if isinstance(prompt, str):
-        return prompt
-    return [{"role": m.role, "content": m.content} for m in prompt]
-
-
 def read_tasks(
     path: str | Path, cfg: ProjectConfig
 ) -> tuple[list[tuple[str, Any, list[str], Any]], InitReport]:
@@ -58,11 +52,14 @@ def read_tasks(
         )  # fmt: skip
     report = InitReport(rows=len(loaded.records))
     low, high = cfg.completions_needed()
-    items = []
+    items: list[tuple[str, Any, list[str], dict[str, Any] | None]] = []
     for record in loaded.records:
-        completions = (
-            [record.chosen, record.rejected] if loaded.kind == "comparison" else list(record.completions)
-        )
+        if isinstance(record, Comparison):
+            completions = [record.chosen, record.rejected]
+        elif isinstance(record, Ranking | Candidates):
+            completions = list(record.completions)
+        else:  # refused above: only comparisons, rankings and candidates reach here
+            raise TypeError(f"{record.source}: a {record.kind} record in a labeling project")
         source = str(record.source)
         gold_raw = record.meta.get("gold") if loaded.kind == "candidates" else None
         if len(completions) < low:
@@ -70,7 +67,7 @@ def read_tasks(
                 record.source, "completions",
                 f"{len(completions)} completion(s), but the questions {cfg.questions} need at least {low}",
             )  # fmt: skip
-        prompt = prompt_json(record.prompt)
+        prompt = prompt_to_json(record.prompt)
         if high is not None and len(completions) > high:
             if gold_raw is not None:
                 raise DataError.at(
@@ -87,7 +84,7 @@ def read_tasks(
         if "pairwise" in cfg.questions and completions[0] == completions[1]:
             report.left_out["pairs of identical completions"] += 1
             continue
-        gold = None
+        gold: dict[str, Any] | None = None
         if gold_raw is not None:
             try:
                 gold = check_gold(gold_raw, cfg, completions)

@@ -18,6 +18,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from rlhf.label.agreement import (
+    Level,
     annotator_report,
     cohen_kappa,
     fleiss_kappa,
@@ -27,7 +28,12 @@ from rlhf.label.agreement import (
 )
 from rlhf.label.store import Store
 
-LEVELS = {"pairwise": "nominal", "ranking": "ordinal", "rating": "interval", "label": "nominal"}
+LEVELS: dict[str, Level] = {
+    "pairwise": "nominal",
+    "ranking": "ordinal",
+    "rating": "interval",
+    "label": "nominal",
+}
 """The level of measurement of each scored question (Krippendorff's alpha)."""
 
 

@@ -87,7 +87,7 @@ class LabelServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -368,7 +368,8 @@ def _int_field(body: dict[str, Any], key: str) -> int:
     return value
 
 
-ROUTES: dict[tuple[str, str], Callable[[Handler, Annotator | None], None]] = {
+# The second argument is the signed-in annotator; routes that need one are only reached with one.
+ROUTES: dict[tuple[str, str], Callable[[Handler, Any], None]] = {
     ("GET", "/"): Handler.page_root,
     ("GET", "/login"): Handler.page_login,
     ("GET", "/favicon.ico"): Handler.favicon,

@@ -58,7 +58,9 @@ class PairBatch:
     def to(self, device: torch.device | str) -> PairBatch:
         """The same pairs on `device` (tensors already there are not copied)."""
         columns = (self.better, self.worse, self.weight, self.margin, self.tie)
-        return PairBatch(*(None if t is None else t.to(device) for t in columns))
+        better, worse, weight = (t.to(device) for t in columns[:3])
+        margin, tie = (None if t is None else t.to(device) for t in columns[3:])
+        return PairBatch(better, worse, weight, margin, tie)
 
 
 def concat_pairs(*batches: PairBatch) -> PairBatch:
@@ -107,7 +109,7 @@ def _group_pairs(
     """All pairs within each group, higher score = better, as (group, local better, local worse,
     weight, tie) with local indices inside the group."""
     _check_ties(ties)
-    out = []
+    out: list[tuple[int, int, int, float, bool]] = []
     for g, group in enumerate(scores):
         found = []
         for i in range(len(group)):

@@ -12,6 +12,7 @@ import contextlib
 import math
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,13 +60,13 @@ def apply_peft(
 def _lora_config(peft_cfg: PeftConfig, task_type: str):
     from peft import LoraConfig
 
-    target_modules = peft_cfg.target_modules
+    target_modules: list[str] | str | None = peft_cfg.target_modules
     if target_modules == ["all-linear"]:
         target_modules = "all-linear"  # peft's keyword is the string, not a one-element list
     return LoraConfig(
         task_type=task_type,
         r=peft_cfg.lora_rank,
-        lora_alpha=peft_cfg.lora_alpha,
+        lora_alpha=peft_cfg.lora_alpha,  # type: ignore[arg-type]  # peft annotates int, computes alpha / r in float
         lora_dropout=peft_cfg.lora_dropout,
         target_modules=target_modules,
         # A copy: peft appends the classifier head's name to this list for SEQ_CLS.
@@ -117,7 +118,7 @@ def prepare_quantized_base(model: nn.Module) -> nn.Module:
     )
 
 
-def keep_4bit_trainable(model: nn.Module) -> None:
+def keep_4bit_trainable(model: Any) -> None:
     """On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight for a faster kernel the first
     time the layer runs in eval mode without gradients (sampling, a packing check, an evaluation);
     that kernel has no backward, so adapters on it would silently stop learning (every gradient 0).

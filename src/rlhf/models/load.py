@@ -19,6 +19,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -65,7 +66,7 @@ def load_tokenizer(model_cfg: ModelConfig, padding_side: str = "right") -> PreTr
         tokenizer = build_tiny_tokenizer()
     else:
         _check_local_path(source)
-        kwargs = {"trust_remote_code": model_cfg.trust_remote_code}
+        kwargs: dict[str, Any] = {"trust_remote_code": model_cfg.trust_remote_code}
         if model_cfg.revision and source == model_cfg.path and not os.path.isdir(source):
             kwargs["revision"] = model_cfg.revision
         tokenizer = _load_or_raise(
@@ -138,8 +139,8 @@ def load_pretrained(
             "(peft.method lora or qlora) or set model.quantization none"
         )
     base_path = _adapter_base(adapter_dir) if adapter_dir is not None else model_cfg.path
-    model = _from_pretrained(auto_cls, model_cfg, base_path, quantization, **from_pretrained_kwargs)
-    if tokenizer is None and method == "prompt_tuning" and peft_cfg.prompt_tuning_init_text:
+    model: Any = _from_pretrained(auto_cls, model_cfg, base_path, quantization, **from_pretrained_kwargs)
+    if tokenizer is None and method == "prompt_tuning" and peft_cfg and peft_cfg.prompt_tuning_init_text:
         tokenizer = load_tokenizer(model_cfg)
     if tokenizer is not None:
         _sync_pad_token(model, tokenizer)

@@ -10,12 +10,13 @@ same temperature. The LM head runs only at the positions that predict a token of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 
-def causal_parts(lm: nn.Module) -> tuple[nn.Module, nn.Module]:
+def causal_parts(lm: Any) -> tuple[Any, Any]:
     """(backbone, output head) of a causal LM or a PeftModel around one (LoRA layers live inside
     the backbone's modules, so calling the backbone directly still uses them)."""
     from rlhf.models.adapters import find_peft_model
@@ -85,7 +86,7 @@ def token_logprobs(
 
 @torch.no_grad()
 def completion_logprobs(
-    model: nn.Module, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, batch_size: int = 16,
+    model: Any, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, batch_size: int = 16,
     temperature: float = 1.0, pad_id: int = 0,
 ) -> list[list[float]]:  # fmt: skip
     """log π(y_t | x, y_<t) of every completion token under `model` at `temperature` (see

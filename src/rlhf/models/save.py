@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -59,7 +60,7 @@ def save_model(model: nn.Module, tokenizer, directory: str | Path, *, merge: boo
     return model
 
 
-def save_pretrained(model: nn.Module, directory: Path) -> None:
+def save_pretrained(model: Any, directory: Path) -> None:
     """`model.save_pretrained(directory)`; safetensors is the default format of both libraries."""
     peft_model = find_peft_model(model)
     if (

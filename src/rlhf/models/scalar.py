@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,7 +57,7 @@ class ScalarModel(nn.Module):
         self.extra = dict(extra or {})
 
     @property
-    def classifier(self) -> nn.Module:
+    def classifier(self) -> Any:
         """The transformers model inside (LoRA layers are injected into it in place)."""
         peft_model = find_peft_model(self.seq_model)
         return peft_model.get_base_model() if peft_model is not None else self.seq_model

@@ -52,8 +52,9 @@ def per_prompt_scores(eval_dir: Path, methods: list[str]) -> dict[str, dict[str,
     columns += [(eval_dir / name, "policy", name) for name in methods[1:]]
     scores: dict[str, dict[str, list[float]]] = {}
     for directory, column, name in columns:
-        found = [r.get(column + "_scores") for r in _read_rows(directory / "samples.jsonl")]
-        if found and all(isinstance(f, dict) for f in found):
+        raw = [r.get(column + "_scores") for r in _read_rows(directory / "samples.jsonl")]
+        found = [f for f in raw if isinstance(f, dict)]
+        if found and len(found) == len(raw):
             judges = set.intersection(*(set(f) for f in found))
             scores[name] = {j: [float(f[j]) for f in found] for j in sorted(judges)}
     return scores

@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ from rlhf.data.jsonl import write_jsonl_atomic
 from rlhf.label.agreement import krippendorff_alpha, raw_agreement
 from rlhf.report.load import read_jsonl as load_jsonl
 
-GoldFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+GoldFn = Callable[[Sequence[Any], Sequence[str]], Sequence[float]]
+"""gold(prompts as in the file (text or messages), completions) -> one score per completion."""
 
 TRAIN_FILE, HELDOUT_FILE, HELDOUT_GOLD_FILE, STATS_FILE = (
     "pairs.jsonl", "heldout.jsonl", "heldout_gold.jsonl", "feedback.json",
@@ -80,8 +81,10 @@ def simulate(
     rng = random.Random(seed)
     out_dir = Path(out_dir)
     held = heldout_prompts([_prompt_key(r.get("prompt")) for r in rows], heldout_fraction, seed)
-    train, heldout, heldout_gold = [], [], []
-    units: dict[int, list[int]] = {}
+    train: list[dict[str, Any]] = []
+    heldout: list[dict[str, Any]] = []
+    heldout_gold: list[dict[str, Any]] = []
+    units: dict[Hashable, list[int]] = {}
     dropped = {"empty": 0, "identical": 0}
     agree_gold = judged_gold = single_right = single_total = 0
     for number, row in enumerate(rows, 1):

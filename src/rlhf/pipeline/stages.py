@@ -260,9 +260,11 @@ def run_feedback_stage(p: Paths) -> dict[str, Any]:
     f = p.cfg.feedback
     out = p.stage("feedback")
     if f.source == "file":
+        assert f.path, "the pipeline config requires feedback.path with source: file"
         return fb.split_file(f.path, out, heldout_fraction=f.heldout_fraction, seed=f.seed)
     from rlhf.rewards.sources import load_function
 
+    assert p.cfg.gold, "the pipeline config requires `gold` with feedback source: simulate"
     return fb.simulate(
         p.candidates,
         load_function(p.cfg.gold),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,15 +38,15 @@ class PolicyOutput:
 class PolicyValue(nn.Module):
     """A causal LM, optionally with a value head Linear(hidden, 1) on its last hidden states."""
 
-    def __init__(self, lm: nn.Module, *, value_head: bool, temperature: float = 1.0) -> None:
+    def __init__(self, lm: Any, *, value_head: bool, temperature: float = 1.0) -> None:
         super().__init__()
-        self.lm = lm
+        self.lm: Any = lm  # a transformers causal LM (or a PeftModel around one)
         hidden = (
             lm.config.hidden_size
             if hasattr(lm.config, "hidden_size")
             else lm.get_input_embeddings().weight.shape[1]
         )
-        self.value_head = nn.Linear(hidden, 1, bias=False) if value_head else None
+        self.value_head: nn.Linear | None = nn.Linear(hidden, 1, bias=False) if value_head else None
         if self.value_head is not None:
             nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
             self.value_head.to(dtype=torch.float32)

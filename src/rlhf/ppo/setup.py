@@ -78,6 +78,7 @@ def build_models(cfg: PpoConfig, tokenizer, device) -> Built:
 
 def _copy_head(policy: PolicyValue, source: str) -> None:
     weight = read_head_weight(source)
+    assert policy.value_head is not None, "a shared critic has a value head"
     target = policy.value_head.weight
     if tuple(weight.shape) != tuple(target.shape):
         raise ConfigError(
@@ -92,7 +93,9 @@ def _copy_head(policy: PolicyValue, source: str) -> None:
 def _critic_path(cfg: PpoConfig) -> str:
     if cfg.critic.model:
         return cfg.critic.model
-    return cfg.reward.model if cfg.critic.init_from_reward else cfg.model.path
+    if cfg.critic.init_from_reward and cfg.reward.model:  # run_ppo checked it is set
+        return cfg.reward.model
+    return cfg.model.path
 
 
 def _load_critic(cfg: PpoConfig, tokenizer):
@@ -130,7 +133,9 @@ def prepare_models(cfg: PpoConfig, accelerator, built: Built, pad_id: int):
     value_optimizer = value_scheduler = None
     if critic_parameters(policy, critic):
         value_cfg = dataclasses.replace(cfg.optimizer, lr=cfg.critic.lr or cfg.optimizer.lr)
-        value_optimizer = build_optimizer(critic if critic is not None else policy.value_head, value_cfg)
+        value_module = critic if critic is not None else policy.value_head
+        assert value_module is not None  # critic_parameters found some
+        value_optimizer = build_optimizer(value_module, value_cfg)
         value_scheduler = build_scheduler(value_optimizer, value_cfg, total_updates)
     extras = [x for x in (value_optimizer, critic) if x is not None]
     policy_w, policy_optimizer, *rest = accelerator.prepare(policy, policy_optimizer, *extras)

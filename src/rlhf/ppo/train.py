@@ -58,7 +58,7 @@ def ptx_stream(cfg: PpoConfig, tokenizer, accelerator, start: int):
     from rlhf.training.batches import BatchStream
 
     data = cfg.loss.ptx_data
-    records = load_records(data, expect="sft").records
+    records = load_records(data, expect="sft").demonstrations()
     examples, _ = encode_demonstrations(
         records,
         PromptRenderer(cfg.prompt, tokenizer),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import DataConfig, PromptConfig
+from rlhf.losses.reward import Ties
 from rlhf.preference.groups import Group, build_groups, label_targets, layout_groups, loss_mode, resolve_loss
 
 
@@ -27,7 +28,7 @@ class PreferenceDataSpec:
     """Share of records held out when `eval_path` is not given."""
     loss: str = "auto"
     """The loss the groups are for (`auto`: the natural one of the data's kind)."""
-    ties: str = "skip"
+    ties: Ties = "skip"
     """Ranking/rating ties: left out of the pairs (`skip`) or kept as tie pairs (`half`)."""
     margin: bool = False
     """Keep comparisons' margins (pairwise loss with a margin)."""
@@ -56,25 +57,21 @@ def build_preference_data(spec: PreferenceDataSpec, tokenizer) -> PreferenceData
     completion tokenized once), with counts and a one-line summary. The reward, DPO and RRHF stages
     share it, so a file is read, split and expanded the same way by each."""
     from rlhf.data import PromptRenderer, load_records
-    from rlhf.sft.examples import split_eval
+    from rlhf.data.split import split_eval
 
     loaded = load_records(spec.data, expect="reward")
     loss = resolve_loss(spec.loss, loaded.kind)
     records, held_out = loaded.records, []
     if spec.eval_path:
-        held_out = load_records(
-            dataclasses.replace(spec.data, path=spec.eval_path, limit=None), expect="reward"
-        )
-        if held_out.kind != loaded.kind:
-            raise ConfigError(
-                f"`eval.path` holds {held_out.kind} data but `data.path` holds {loaded.kind} data"
-            )
-        held_out = held_out.records
+        other = load_records(dataclasses.replace(spec.data, path=spec.eval_path, limit=None), expect="reward")
+        if other.kind != loaded.kind:
+            raise ConfigError(f"`eval.path` holds {other.kind} data but `data.path` holds {loaded.kind} data")
+        held_out = other.records
     elif spec.eval_fraction > 0:
         records, held_out = split_eval(records, spec.eval_fraction, spec.seed)
     renderer = PromptRenderer(spec.prompt, tokenizer)
     labels = label_targets(spec.positive_labels, spec.negative_labels)
-    scale = tuple(spec.data.rating_scale) if spec.data.rating_scale else None
+    scale = (spec.data.rating_scale[0], spec.data.rating_scale[1]) if spec.data.rating_scale else None
 
     def groups_of(recs):
         return build_groups(
@@ -105,12 +102,12 @@ def build_preference_data(spec: PreferenceDataSpec, tokenizer) -> PreferenceData
     return PreferenceData(train, evals, loss, counts, text)
 
 
-def _counts(records: list, groups: list[Group], loss: str, ties: str, prefix: str = "") -> dict[str, int]:
+def _counts(records: list, groups: list[Group], loss: str, ties: Ties, prefix: str = "") -> dict[str, int]:
     out = {
         "records": len(records),
         "groups": len(groups),
         "completions": sum(len(g.input_ids) for g in groups),
     }
     if groups and loss_mode(loss) not in ("regression", "label"):
-        out["pairs"] = len(layout_groups(groups, loss_mode(loss), ties).pairs)
+        out["pairs"] = sum(layout_groups(groups, loss_mode(loss), ties).pair_counts)
     return {prefix + k: v for k, v in out.items()}

@@ -25,7 +25,7 @@ from rlhf.data import (
     TruncationStats,
     encode_example,
 )
-from rlhf.losses.reward import PairBatch, concat_pairs, normalize_ratings, ranking_pairs, rating_pairs
+from rlhf.losses.reward import PairBatch, Ties, concat_pairs, normalize_ratings, ranking_pairs, rating_pairs
 
 LossName = Literal["auto", "pairwise", "plackett_luce", "regression", "rating_pairs", "label"]
 
@@ -82,6 +82,13 @@ class Group:
     prompt_lens: list[int] | None = None
     """(K,) tokens of each sequence that belong to the prompt (the rest is the completion + EOS);
     the policy stages (DPO, RRHF) read log-probabilities of the completion tokens only."""
+
+    def need(self, name: Literal["ranks", "ratings", "targets"]) -> list[float]:
+        """Field `name`, which the group's loss mode guarantees is set."""
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"a group of {self.prompt!r} has no `{name}`, which its loss needs")
+        return value
 
 
 def label_targets(positive: list[str] | None, negative: list[str] | None) -> dict[str, float]:
@@ -218,8 +225,26 @@ class Layout:
     """Σ of the counted groups' row weights (= `count` when no row has a weight): the loss is a
     weighted mean, and `weight_sum / step's count` turns it into this batch's share of the step."""
 
+    def need_pairs(self) -> PairBatch:
+        """`pairs`, which pairwise and plackett_luce layouts always have."""
+        if self.pairs is None:
+            raise ValueError("a pointwise layout has no pairs")
+        return self.pairs
 
-def layout_groups(groups: list[Group], mode: str, ties: str = "skip") -> Layout:
+    def need_ranks(self) -> list[list[float]]:
+        """`ranks`, which layouts of ranked groups always have."""
+        if self.ranks is None:
+            raise ValueError("a layout of unranked groups has no ranks")
+        return self.ranks
+
+    def need_targets(self) -> torch.Tensor:
+        """`targets`, which pointwise layouts always have."""
+        if self.targets is None:
+            raise ValueError("a pairwise layout has no pointwise targets")
+        return self.targets
+
+
+def layout_groups(groups: list[Group], mode: str, ties: Ties = "skip") -> Layout:
     """Offsets and training targets of `groups` in a flat vector, for a `loss_mode`."""
     offsets, at = [], 0
     for group in groups:
@@ -227,7 +252,7 @@ def layout_groups(groups: list[Group], mode: str, ties: str = "skip") -> Layout:
         at += len(group.input_ids)
     out = Layout(offsets)
     if mode in ("regression", "label"):
-        out.targets = torch.tensor([t for g in groups for t in g.targets], dtype=torch.float32)
+        out.targets = torch.tensor([t for g in groups for t in g.need("targets")], dtype=torch.float32)
         out.count = at
         out.counted = [True] * len(groups)
         out.weight_sum = float(at)
@@ -235,12 +260,13 @@ def layout_groups(groups: list[Group], mode: str, ties: str = "skip") -> Layout:
     parts = [_group_pairs(g, start, ties) for g, start in zip(groups, offsets)]
     out.pair_counts = [len(p) for p in parts]
     out.pairs = concat_pairs(*parts) if parts else _no_pairs()
-    if all(g.ranks is not None for g in groups):
-        out.ranks = [g.ranks for g in groups]
+    ranks = [g.ranks for g in groups if g.ranks is not None]
+    if len(ranks) == len(groups):
+        out.ranks = ranks
     if mode == "plackett_luce":
         if any(g.weight != 1.0 for g in groups):
             raise ConfigError("rows with a `weight` train with `loss: pairwise`, not plackett_luce")
-        out.counted = [len(set(g.ranks)) > 1 for g in groups]
+        out.counted = [len(set(g.need("ranks"))) > 1 for g in groups]
     else:
         out.counted = [n > 0 for n in out.pair_counts]
     out.count = sum(out.counted)
@@ -248,12 +274,12 @@ def layout_groups(groups: list[Group], mode: str, ties: str = "skip") -> Layout:
     return out
 
 
-def _group_pairs(group: Group, start: int, ties: str) -> PairBatch:
+def _group_pairs(group: Group, start: int, ties: Ties) -> PairBatch:
     if group.ratings is not None:
         return rating_pairs(
             [group.ratings], (0.0, 1.0), margin_scale=group.margin_scale, ties=ties, offsets=[start]
         )
-    pairs = ranking_pairs([group.ranks], ties=ties, offsets=[start])
+    pairs = ranking_pairs([group.need("ranks")], ties=ties, offsets=[start])
     pairs.weight = pairs.weight * group.weight
     if group.margin is not None:
         pairs.margin = torch.full((len(pairs),), float(group.margin), dtype=torch.float32)

@@ -67,9 +67,9 @@ class SequenceBatch:
     def to(self, device) -> SequenceBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(
-            self, input_ids=move(self.input_ids), attention_mask=move(self.attention_mask),
-            position_ids=move(self.position_ids), rows=move(self.rows), cols=move(self.cols),
-            targets=move(self.targets), owner=move(self.owner), lengths=move(self.lengths),
+            self, input_ids=self.input_ids.to(device), attention_mask=move(self.attention_mask),
+            position_ids=move(self.position_ids), rows=self.rows.to(device), cols=self.cols.to(device),
+            targets=self.targets.to(device), owner=self.owner.to(device), lengths=self.lengths.to(device),
             reference=move(self.reference),
         )  # fmt: skip
 
@@ -90,7 +90,10 @@ def collate_sequences(
         ids, positions, (last_rows, last_cols) = pack_sequences(sequences, pad_id, pack_width)
         mask = None
         starts = [(int(r), int(c) - len(seq) + 1) for r, c, seq in zip(last_rows, last_cols, sequences)]
-    rows, cols, targets, owner = [], [], [], []
+    rows: list[int] = []
+    cols: list[int] = []
+    targets: list[int] = []
+    owner: list[int] = []
     for index, (seq, prompt_len, (row, start)) in enumerate(zip(sequences, prompt_lens, starts)):
         first = _first_predicted(prompt_len)
         n = len(seq) - first

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from rlhf.data.errors import DataError
 
@@ -168,7 +168,7 @@ def last_run(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     return rows[starts[-1] :], len(starts)
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[float]:
     """A finite int or float (not a bool, not text such as logged samples)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -190,8 +190,8 @@ def series(rows: list[dict[str, Any]], *keys: str) -> tuple[list[float], ...]:
     """
     columns: tuple[list[float], ...] = tuple([] for _ in range(len(keys) + 1))
     for index, row in enumerate(rows):
-        values = [row.get(key) for key in keys]
-        if not all(is_number(v) for v in values):
+        values = [v for v in (row.get(key) for key in keys) if is_number(v)]
+        if len(values) < len(keys):
             continue
         step = row.get("step")
         columns[0].append(step if is_number(step) else index)

@@ -195,10 +195,9 @@ def reward_section(run: RunData) -> str:
     if isinstance(calibration, dict) and calibration.get("bins"):
         histogram = as_dict(as_dict(result.get("rewards")).get("histogram"))
         edges, counts = histogram.get("edges"), histogram.get("counts")
-        if not (isinstance(edges, list) and isinstance(counts, list) and len(edges) == len(counts) + 1):
-            histogram = None
+        usable = isinstance(edges, list) and isinstance(counts, list) and len(edges) == len(counts) + 1
         uri = plots.reliability_figure(
-            calibration["bins"], calibration.get("ece", result.get("ece")), histogram
+            calibration["bins"], calibration.get("ece", result.get("ece")), histogram if usable else None
         )
         caption = (
             "Reliability diagram: for held-out pairs binned by the model's predicted probability that the "
@@ -310,7 +309,7 @@ def samples_section(run: RunData) -> str:
     if run.eval_samples is None:
         parts.append(stage_missing(run, "eval", "samples.jsonl", "Evaluation samples"))
     else:
-        rows = [
+        rows: list[list[Any]] = [
             [Text(r.get("prompt", "")), Text(r.get("baseline", "")), Text(scores_text(r.get("baseline_scores"))),
              Text(r.get("policy", "")), Text(scores_text(r.get("policy_scores")))]
             for r in run.eval_samples[:SAMPLE_ROWS]
@@ -343,7 +342,7 @@ def samples_section(run: RunData) -> str:
 
 def first_and_last_step(rows: list[dict[str, Any]], per_step: int) -> list[dict[str, Any]]:
     """Up to `per_step` rows of the earliest logged step and as many of the latest one."""
-    steps = [r.get("step") for r in rows if is_number(r.get("step"))]
+    steps = [step for step in (r.get("step") for r in rows) if is_number(step)]
     if not steps:
         return rows[: 2 * per_step]
     first, last = min(steps), max(steps)

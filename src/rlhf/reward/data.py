@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from rlhf.data.rows import pack_sequences, pad_right
+from rlhf.losses.reward import Ties
 from rlhf.preference.groups import Group, Layout, layout_groups
 
 
@@ -49,9 +50,13 @@ class RewardBatch:
 
     def to(self, device) -> RewardBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        last = None if self.last_index is None else tuple(move(t) for t in self.last_index)
+        last = (
+            None
+            if self.last_index is None
+            else (self.last_index[0].to(device), self.last_index[1].to(device))
+        )
         return RewardBatch(
-            move(self.input_ids), move(self.attention_mask), self.layout, move(self.position_ids), last
+            self.input_ids.to(device), move(self.attention_mask), self.layout, move(self.position_ids), last
         )
 
 
@@ -60,7 +65,7 @@ def collate_groups(
     pad_id: int,
     *,
     mode: str = "pairwise",
-    ties: str = "skip",
+    ties: Ties = "skip",
     pack_width: int | None = None,
 ) -> RewardBatch:
     """One RewardBatch from `groups` for the `loss_mode` `mode`: all completions in group order,

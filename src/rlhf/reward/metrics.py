@@ -9,6 +9,7 @@ with nothing to measure (no decisive pairs, an empty bin) is None (JSON null), n
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -108,7 +109,11 @@ def calibration(rewards: torch.Tensor, pairs: PairBatch, *, bins: int = 10) -> d
     for b in range(bins):
         inside = index == b
         count = int(inside.sum())
-        row = {"lower": 0.5 + 0.5 * b / bins, "upper": 0.5 + 0.5 * (b + 1) / bins, "count": count}
+        row: dict[str, Any] = {
+            "lower": 0.5 + 0.5 * b / bins,
+            "upper": 0.5 + 0.5 * (b + 1) / bins,
+            "count": count,
+        }
         row["predicted"] = float(predicted[inside].mean()) if count else None
         row["observed"] = float(observed[inside].mean()) if count else None
         if count:

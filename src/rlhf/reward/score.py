@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from rlhf.config.core import from_dict
 from rlhf.config.parts import ModelConfig, PromptConfig
 from rlhf.data.records import Prompt
 
@@ -73,7 +74,6 @@ class RewardScorer:
         a model without that record gets `DEFAULT_MAX_LENGTH` and the default prompt layout.
         `device` defaults to the GPU when there is one.
         """
-        from rlhf.config.core import from_dict
         from rlhf.models import load_tokenizer
         from rlhf.models.scalar import SCALAR_FILE, load_scalar_model
 
@@ -82,7 +82,7 @@ class RewardScorer:
         # A QLoRA adapter was trained on a 4-bit base: load the base the same way to score the same.
         is_adapter = (Path(path).expanduser() / "adapter_config.json").is_file()
         quantization = saved.get("quantization", "none") if is_adapter else "none"
-        model_cfg = ModelConfig(path=str(path), dtype=dtype, quantization=quantization)
+        model_cfg = from_dict(ModelConfig, {"path": str(path), "dtype": dtype, "quantization": quantization})
         tokenizer = load_tokenizer(model_cfg, padding_side="right")
         model = load_scalar_model(model_cfg, for_training=False, tokenizer=tokenizer)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

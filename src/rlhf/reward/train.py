@@ -18,6 +18,7 @@ import torch
 
 from rlhf.config.core import to_dict
 from rlhf.data.rows import pad_right
+from rlhf.losses.reward import Ties
 from rlhf.preference.data import PreferenceData, PreferenceDataSpec, build_preference_data
 from rlhf.preference.groups import Group, Layout, layout_groups, loss_mode
 from rlhf.reward.config import RewardConfig
@@ -39,12 +40,12 @@ def batch_loss(rewards: torch.Tensor, lay: Layout, mode: str) -> tuple[torch.Ten
     from rlhf.losses.reward import label_loss, pairwise_loss, plackett_luce_loss, regression_loss
 
     if mode == "pairwise":
-        return pairwise_loss(rewards, lay.pairs)
+        return pairwise_loss(rewards, lay.need_pairs())
     if mode == "plackett_luce":
-        return plackett_luce_loss(rewards, lay.ranks, offsets=lay.offsets)
+        return plackett_luce_loss(rewards, lay.need_ranks(), offsets=lay.offsets)
     if mode == "regression":
-        return regression_loss(rewards, lay.targets)
-    return label_loss(rewards, lay.targets)
+        return regression_loss(rewards, lay.need_targets())
+    return label_loss(rewards, lay.need_targets())
 
 
 def score_groups(accelerator, model, groups: list[Group], batch_size: int, pad_id: int) -> list[list[float]]:
@@ -92,7 +93,7 @@ def packing_isolates(
     return bool((padded - packed).abs().max() <= 0.02 * padded.abs().max() + 1e-6)
 
 
-def reward_metrics(groups: list[Group], scores: list[list[float]], mode: str, ties: str, bins: int) -> dict:
+def reward_metrics(groups: list[Group], scores: list[list[float]], mode: str, ties: Ties, bins: int) -> dict:
     """Held-out metrics of the rewards `scores` (per group) against what the groups say."""
     from rlhf.reward.metrics import (
         accuracy_by_position,

@@ -258,11 +258,12 @@ def source_names(sources: list[RewardSourceConfig]) -> list[str]:
         raise ConfigError(f"reward source names must differ, got {explicit}")
     bases = [None if s.name else _default_name(s) for s in sources]
     taken = set(explicit)
-    names = []
+    names: list[str] = []
     for source, base in zip(sources, bases):
-        if base is None:
+        if source.name:
             names.append(source.name)
             continue
+        assert base is not None  # every unnamed source has a default name
         name, index = base, 1
         if bases.count(base) > 1 or base in taken or base in RESERVED_NAMES:
             while f"{base}{index}" in taken:
@@ -283,7 +284,7 @@ def _default_name(source: RewardSourceConfig) -> str:
 
 def build_source(
     cfg: RewardSourceConfig, *, device: str | torch.device | None = None, dtype: str = "auto"
-) -> RewardSource:
+) -> RewardModelSource | FunctionSource | HttpSource:
     """The source `cfg` describes (loads the reward model, imports the function)."""
     if cfg.model:
         return RewardModelSource(cfg.model, batch_size=cfg.batch_size, device=device, dtype=dtype)

@@ -191,7 +191,7 @@ def _load_file(path: Path, label: str):
 class FunctionSource:
     """A Python callable `fn(prompts, completions)`; prompts arrive as plain JSON values."""
 
-    stats = None
+    stats: tuple[float, float] | None = None
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
@@ -211,7 +211,7 @@ class HttpSource:
     `backoff_s * attempt` seconds in between; 4xx answers and malformed bodies fail at once.
     """
 
-    stats = None
+    stats: tuple[float, float] | None = None
 
     def __init__(
         self,
@@ -236,8 +236,9 @@ class HttpSource:
         out = SourceOutput([])
         for start in range(0, len(completions), self.batch_size):
             end = start + self.batch_size
-            body = {"prompts": json_prompts[start:end], "completions": list(completions[start:end])}
-            batch = check_output(self._post(body), len(body["completions"]), self.label)
+            batch_completions = list(completions[start:end])
+            body = {"prompts": json_prompts[start:end], "completions": batch_completions}
+            batch = check_output(self._post(body), len(batch_completions), self.label)
             if start and set(batch.extras) != set(out.extras):
                 raise RewardSourceError(
                     f"{self.label}: returned extras {sorted(batch.extras)} for completions {start}.. "

@@ -49,10 +49,16 @@ class Responses:
         self.origins.append(origin)
         self.eos.append(eos)
 
+    def scored(self) -> list[float]:
+        """The scores; a group is scored before anything reads them."""
+        if self.scores is None:
+            raise ValueError(f"{self.source}: responses read before they were scored")
+        return self.scores
+
     def ranks(self) -> list[int]:
         """1 = best; equal scores share a rank (dense ranking)."""
-        order = sorted(set(self.scores), reverse=True)
-        return [order.index(s) + 1 for s in self.scores]
+        order = sorted(set(self.scored()), reverse=True)
+        return [order.index(s) + 1 for s in self.scored()]
 
 
 def collect_responses(records: list, cfg: RrhfConfig, renderer: PromptRenderer, path: str) -> list[Responses]:
@@ -126,6 +132,7 @@ def score_responses(accelerator, groups: list[Responses], cfg: RrhfConfig) -> No
 
     from rlhf.rewards.sources import RewardModelSource
 
+    assert cfg.reward_model, "called only when the config names a reward model"
     scorer = RewardModelSource(cfg.reward_model, batch_size=cfg.reward_batch_size, device=accelerator.device)
     mine = [i for i in range(accelerator.process_index, len(groups), accelerator.num_processes)]
     prompts = [groups[i].prompt for i in mine for _ in groups[i].texts]
@@ -151,14 +158,14 @@ def _share(accelerator, found: list) -> list:
 
 def usable(groups: list[Responses]) -> tuple[list[Responses], int]:
     """The groups with two responses scored apart (RRHF needs a pair), and how many were left out."""
-    kept = [g for g in groups if len(g.texts) >= 2 and len(set(g.scores)) > 1]
+    kept = [g for g in groups if len(g.texts) >= 2 and len(set(g.scored())) > 1]
     return kept, len(groups) - len(kept)
 
 
 def encode_groups(groups: list[Responses], tokenizer, cfg: RrhfConfig) -> tuple[list[Group], TruncationStats]:
     """Tokenized groups (prompt + response + EOS each) with ranks = -score, for `collate_sequences`."""
     stats = TruncationStats(cfg.data.max_length)
-    out = []
+    out: list[Group] = []
     for g in groups:
         examples = [
             encode_example(tokenizer, g.rendered, text, cfg.data.max_length, cfg.data.max_prompt_length, eos)
@@ -167,7 +174,7 @@ def encode_groups(groups: list[Responses], tokenizer, cfg: RrhfConfig) -> tuple[
         stats.add(*examples)
         out.append(
             Group(
-                g.rendered, [e.input_ids for e in examples], ranks=[-s for s in g.scores], weight=g.weight,
+                g.rendered, [e.input_ids for e in examples], ranks=[-s for s in g.scored()], weight=g.weight,
                 prompt_lens=[e.prompt_len for e in examples],
             )
         )  # fmt: skip
@@ -216,7 +223,7 @@ def load_split(cfg: RrhfConfig, renderer: PromptRenderer) -> tuple[list[Response
     """Training and held-out groups of the data (unsampled, unscored unless people ranked them),
     and a line on what was read."""
     from rlhf.data import load_records
-    from rlhf.sft.examples import split_eval
+    from rlhf.data.split import split_eval
 
     loaded = load_records(cfg.data, expect="prompt")
     records, held_out = loaded.records, []

@@ -66,7 +66,7 @@ class RrhfBatch:
 
 def collate(groups: list[Group], pad_id: int, pack_width: int | None = None) -> RrhfBatch:
     sequences = collate_sequences(groups, pad_id, pack_width=pack_width)
-    scores = torch.tensor([-r for g in groups for r in g.ranks], dtype=torch.float32)
+    scores = torch.tensor([-r for g in groups for r in g.need("ranks")], dtype=torch.float32)
     return RrhfBatch(sequences, scores, torch.tensor([g.weight for g in groups], dtype=torch.float32))
 
 
@@ -123,7 +123,7 @@ def held_out_metrics(cfg: RrhfConfig, groups: list[Group], logps: list[list[floa
     from their summed log-probs."""
     lengths = completion_lengths(groups)
     flat = torch.tensor([v for values in logps for v in values], dtype=torch.float32)
-    scores = torch.tensor([-r for g in groups for r in g.ranks], dtype=torch.float32)
+    scores = torch.tensor([-r for g in groups for r in g.need("ranks")], dtype=torch.float32)
     weights = torch.tensor([g.weight for g in groups], dtype=torch.float32)
     offsets = layout_groups(groups, "pairwise").offsets
     loss, metrics = rrhf_terms(cfg, flat, lengths, scores, weights, offsets)
@@ -214,7 +214,7 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
         )
     train, stats = encode_groups(responses, tokenizer, cfg)
     held_out, _ = encode_groups(held_responses, tokenizer, cfg)
-    pairs = len(layout_groups(train, "pairwise").pairs)
+    pairs = len(layout_groups(train, "pairwise").need_pairs())
     say(
         f"[data] {len(train)} prompts, {sum(len(g.input_ids) for g in train)} responses, {pairs} scored pairs; "
         f"{stats.summary()}" + (f"; {len(held_out)} held out" if held_out else "")

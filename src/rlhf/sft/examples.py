@@ -10,13 +10,11 @@ Call the model with `use_cache=False`: when it builds a KV cache, transformers s
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any
 
 from rlhf.data import (
     IGNORE_INDEX,
-    DataError,
     Demonstration,
     EncodedExample,
     PromptRenderer,
@@ -63,20 +61,6 @@ def encode_demonstrations(
         stats.add(example)
         examples.append(example)
     return examples, stats
-
-
-def split_eval(records: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, eval): a seeded random `fraction` of the records held out (at least one)."""
-    if fraction <= 0:
-        return records, []
-    count = max(1, round(len(records) * fraction))
-    if count >= len(records):
-        raise DataError(
-            None, None, None, f"eval.fraction {fraction} of {len(records)} records leaves nothing to train on"
-        )
-    held = set(random.Random(seed).sample(range(len(records)), count))
-    train = [r for i, r in enumerate(records) if i not in held]
-    return train, [r for i, r in enumerate(records) if i in held]
 
 
 def to_rows(examples: list[EncodedExample], max_length: int, packing: bool) -> list[Row]:

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from rlhf.config.core import to_dict
+from rlhf.data.split import split_eval
 from rlhf.sft.config import SftConfig
-from rlhf.sft.examples import Row, collate, encode_demonstrations, split_eval, to_rows
+from rlhf.sft.examples import Row, collate, encode_demonstrations, to_rows
 
 
 @dataclass
@@ -38,9 +39,9 @@ def build_data(cfg: SftConfig, tokenizer) -> SftData:
 
     renderer = PromptRenderer(cfg.prompt, tokenizer)
     loaded = load_records(cfg.data, expect="sft")
-    records, held_out = loaded.records, []
+    records, held_out = loaded.demonstrations(), []
     if cfg.eval.path:
-        held_out = load_records(_eval_data_config(cfg), expect="sft").records
+        held_out = load_records(_eval_data_config(cfg), expect="sft").demonstrations()
     elif cfg.eval.fraction > 0:
         records, held_out = split_eval(records, cfg.eval.fraction, cfg.seed)
 

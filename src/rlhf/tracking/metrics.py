@@ -10,7 +10,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 def _plain(value: Any) -> Any:
@@ -29,8 +29,8 @@ class MetricsLogger:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self._start = time.time()
-        self._file = None
-        self._writer = None
+        self._file: TextIO | None = None
+        self._writer: Any = None
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         """Record `metrics` (names like `train/loss`) at optimizer step `step`."""
-        if not self.enabled:
+        if self._file is None:  # not enabled (not the main process)
             return
         row = {"step": step, "elapsed_s": round(time.time() - self._start, 3)}
         row.update({k: _plain(v) for k, v in metrics.items()})
@@ -55,7 +55,7 @@ class MetricsLogger:
 
     def log_text(self, step: int, tag: str, text: str) -> None:
         """Free text (e.g. sampled generations) to TensorBoard and to the JSONL under `tag`."""
-        if not self.enabled:
+        if self._file is None:
             return
         self._file.write(json.dumps({"step": step, tag: text}) + "\n")
         self._file.flush()

@@ -28,7 +28,7 @@ PACKAGES = (
 
 def environment_info(seed: int | None = None) -> dict[str, Any]:
     """Versions, platform, devices and seed: what is needed to reproduce or report a run."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)

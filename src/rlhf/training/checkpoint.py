@@ -238,7 +238,7 @@ def load_trainable_weights(model: torch.nn.Module, directory: Path) -> None:
             weights.update(load_file(file))
         result = model.load_state_dict(weights, strict=False)
     params = dict(model.named_parameters())
-    missing = [k for k in result.missing_keys if k in params and params[k].requires_grad]
+    missing = [k for k in result.missing_keys if k in params and params[k].requires_grad]  # type: ignore[attr-defined]  # peft annotates less than it returns
     if missing:
         raise CheckpointError(f"checkpoint {directory} lacks trainable weights, e.g. {missing[:3]}")
 

@@ -18,7 +18,8 @@ import torch
 from rlhf.config.parts import OptimizerConfig
 from rlhf.tracking import MetricsLogger, progress_bar
 
-LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
+"""`loss_fn(model, batch)` or, with a `count_fn`, `loss_fn(model, batch, num_items=N)`: (loss, metrics)."""
 
 
 def make_accelerator(

@@ -12,7 +12,8 @@ from rlhf.config.parts import OptimizerConfig
 def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; biases and norm weights (1-D tensors) get no decay,
     since shrinking a gain or an offset toward zero regularizes nothing useful."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.ndim >= 2 else no_decay).append(param)
@@ -27,7 +28,11 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim
     # parameters on the CPU or a CUDA GPU (not e.g. on an accelerator torch has no kernel for).
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(
-        [g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused
+        [g for g in groups if g["params"]],
+        lr=cfg.lr,
+        betas=(cfg.betas[0], cfg.betas[1]),
+        eps=cfg.eps,
+        fused=fused,
     )
 
 
