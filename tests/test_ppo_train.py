@@ -98,7 +98,8 @@ def run_capturing(cfg: PpoConfig, monkeypatch) -> dict:
         captured["before"] = _snapshot(built.policy)
         return built
 
-    def snapshot_and_finish(cfg_, accelerator, policy, *args, **kwargs):
+    def snapshot_and_finish(run, *args, **kwargs):
+        cfg_, policy = run.cfg, run.policy
         captured["after"] = _snapshot(policy)
         captured["frozen_4bit"] = {
             name
@@ -108,7 +109,7 @@ def run_capturing(cfg: PpoConfig, monkeypatch) -> dict:
         if cfg_.peft.method != "none":
             with torch.no_grad(), adapters_disabled(policy.lm):
                 captured["reference"] = policy.lm(input_ids=captured["ids"]).logits
-        return finish(cfg_, accelerator, policy, *args, **kwargs)
+        return finish(run, *args, **kwargs)
 
     monkeypatch.setattr(setup, "build_models", build_and_snapshot)
     monkeypatch.setattr(train, "_finish", snapshot_and_finish)

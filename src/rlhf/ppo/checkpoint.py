@@ -5,72 +5,65 @@ reward sources' running statistics and the skip and PPO-ptx counters."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rlhf.config.core import to_dict
+from rlhf.ppo.run_state import PpoRun
 
 
-def save(
-    accelerator,
-    run_dir,
-    step,
-    cfg,
-    policy,
-    critic_w,
-    models,
-    kl_ctl,
-    state,
-    reward_fn,
-    history,
-    tokenizer,
-    say,
-):
-    """Write checkpoint `step` (all processes call this)."""
+def save(run: PpoRun, step: int) -> Path:
+    """Write checkpoint `step` (all processes call this); returns its directory."""
     from rlhf.ppo.setup import value_state
     from rlhf.training.checkpoint import save_checkpoint
 
-    critic = accelerator.unwrap_model(critic_w) if critic_w is not None else None
+    models, state = run.models, run.state
     extra = {
-        "value": value_state(policy, critic),
+        "value": value_state(run.policy, run.critic),
         "value_optimizer": models.value_optimizer.state_dict()
         if models.value_optimizer is not None
         else None,
         "value_scheduler": models.value_scheduler.state_dict()
         if models.value_scheduler is not None
         else None,
-        "kl_controller": kl_ctl.state_dict(),
+        "kl_controller": run.kl_ctl.state_dict(),
         "baseline": state.baseline.state_dict(),
-        "reward": reward_fn.state_dict(),
+        "reward": run.reward_fn.state_dict(),
         "skipped": state.skipped,
         "ptx_position": state.ptx_position,
     }
     path = save_checkpoint(
-        accelerator, run_dir, step, model=policy.lm, optimizer=models.policy_optimizer,
-        scheduler=models.policy_scheduler, tokenizer=tokenizer,
-        state={"history": history, "config": to_dict(cfg)}, keep=cfg.keep_checkpoints, extra=extra,
+        run.accelerator, run.run_dir, step, model=run.policy.lm, optimizer=models.policy_optimizer,
+        scheduler=models.policy_scheduler, tokenizer=run.tokenizer,
+        state={"history": run.history, "config": to_dict(run.cfg)}, keep=run.cfg.keep_checkpoints, extra=extra,
     )  # fmt: skip
-    say(f"[checkpoint] saved {path}", flush=True)
+    run.say(f"[checkpoint] saved {path}", flush=True)
+    return path
 
 
-def restore(accelerator, run_dir, resume, cfg, policy, critic_w, models, kl_ctl, state, reward_fn, say):
-    """Load the checkpoint `resume` names (see `resume_run`); returns (step, history)."""
+def restore(run: PpoRun, resume: str | bool | None) -> int:
+    """Load the checkpoint `resume` names (see `resume_run`) into `run`; returns the step it was
+    saved at (0: a fresh start), with `run.history` holding the steps before it."""
     from rlhf.ppo.setup import load_value_state
     from rlhf.training.checkpoint import resume_run
 
+    models, state = run.models, run.state
     resumed = resume_run(
-        accelerator, run_dir, resume, model=policy.lm, optimizer=models.policy_optimizer,
-        scheduler=models.policy_scheduler, config=to_dict(cfg), say=say,
+        run.accelerator, run.run_dir, resume, model=run.policy.lm, optimizer=models.policy_optimizer,
+        scheduler=models.policy_scheduler, config=to_dict(run.cfg), say=run.say,
         require=("extra.pt",),  # critic, KL state: checked before the run's metrics are trimmed
     )  # fmt: skip
     if resumed.step == 0:
-        return 0, []
-    extra = resumed.extra  # present: `require` refused a checkpoint without it
-    critic = accelerator.unwrap_model(critic_w) if critic_w is not None else None
+        return 0
+    extra = resumed.extra
+    assert extra is not None  # `require` refused a checkpoint without it
     if extra["value"]:
-        load_value_state(policy, critic, extra["value"])
-    if models.value_optimizer is not None and extra["value_optimizer"] is not None:
+        load_value_state(run.policy, run.critic, extra["value"])
+    if models.value_optimizer is not None and models.value_scheduler is not None and extra["value_optimizer"]:
         models.value_optimizer.load_state_dict(extra["value_optimizer"])
         models.value_scheduler.load_state_dict(extra["value_scheduler"])
-    kl_ctl.load_state_dict(extra["kl_controller"])
+    run.kl_ctl.load_state_dict(extra["kl_controller"])
     state.baseline.load_state_dict(extra["baseline"])
-    reward_fn.load_state_dict(extra["reward"])
+    run.reward_fn.load_state_dict(extra["reward"])
     state.skipped, state.ptx_position = extra["skipped"], extra["ptx_position"]
-    return resumed.step, resumed.history
+    run.history[:] = resumed.history
+    return resumed.step

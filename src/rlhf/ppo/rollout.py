@@ -1,10 +1,7 @@
-"""Rollouts: sample completions, then score every token in as few passes as possible.
+"""Rollouts: K completions of each prompt from a generation engine, and the batch layout every
+pass over them uses (`collate`). `rlhf.ppo.experience` scores them into the update's `Experience`.
 
     generator.generate(prompt_ids) -> samples           (KV-cached, batched `generate`)
-    score_rollout(...)                                  one pass of the policy: old log-probs and,
-                                                        with a shared critic, values together;
-                                                        one pass of the reference; (one of a
-                                                        separate critic)
 
 The generator is a seam: anything with `generate(prompt_ids) -> list[Sample]` and
 `sync(policy)` (called before each rollout, e.g. to load the new weights into a vLLM engine)
@@ -58,7 +55,7 @@ class HFGenerator:
 
 @dataclass
 class Rollout:
-    """One step's sequences (R = prompts x completions, prompt-major) and everything computed on them."""
+    """One step's sampled sequences (R = prompts x completions, prompt-major), complete when sampled."""
 
     prompts: list[Prompt]
     """(R,) the prompt of each sequence, as in the data (for the reward and the logs)."""
@@ -70,20 +67,6 @@ class Rollout:
     """(R,) decoded completions (cut before a stop string)."""
     finished: list[bool]
     """(R,) whether the completion ended (EOS or stop string) rather than hit `max_new_tokens`."""
-    mask: torch.Tensor | None = None
-    """(R, N) 1 on response tokens; N is the longest response."""
-    logprobs: torch.Tensor | None = None
-    """(R, N) log-probs under the policy that sampled (π_old)."""
-    ref_logprobs: torch.Tensor | None = None
-    """(R, N) log-probs under the reference model."""
-    values: torch.Tensor | None = None
-    """(R, N) the critic's values (GAE only)."""
-    scores: torch.Tensor | None = None
-    """(R,) the shaped reward r(x, y) of each completion."""
-    advantages: torch.Tensor | None = None
-    """(R, N) advantage of each token."""
-    returns: torch.Tensor | None = None
-    """(R, N) value targets (GAE only)."""
 
     def __len__(self) -> int:
         return len(self.response)
@@ -122,49 +105,3 @@ def collate(
         "response": input_ids[:, p:].to(device),
         "mask": attention[:, p:].float().to(device),
     }
-
-
-@torch.no_grad()
-def score_rollout(
-    rollout: Rollout,
-    *,
-    policy,
-    reference,
-    critic,
-    batch_size: int,
-    pad_id: int,
-    device,
-) -> None:
-    """Fill `mask`, `logprobs`, `ref_logprobs` and (with a critic) `values` of `rollout`.
-
-    `policy` is the `PolicyValue` (its shared value head gives the values in the same pass);
-    `reference(input_ids, attention_mask, response)` returns the reference's `PolicyOutput` (the
-    policy with its adapter off, or a frozen copy); `critic` a separate `ScalarModel` or None. Sequences go through in
-    length order, `batch_size` at a time, so a batch pads only to its own longest."""
-    from rlhf.ppo.policy import critic_values
-
-    r, n = len(rollout), max(len(x) for x in rollout.response)
-    out = {name: torch.zeros((r, n), dtype=torch.float32) for name in ("mask", "logprobs", "ref", "values")}
-    order = sorted(range(r), key=lambda i: len(rollout.query[i]) + len(rollout.response[i]))
-    was_training = policy.training
-    policy.eval()
-    for start in range(0, r, batch_size):
-        idx = order[start : start + batch_size]
-        batch = collate([rollout.query[i] for i in idx], [rollout.response[i] for i in idx], pad_id, device)
-        width = batch["response"].shape[1]
-        inputs = (batch["input_ids"], batch["attention_mask"], batch["response"])
-        main = policy(*inputs)
-        ref = reference(*inputs)
-        rows = torch.tensor(idx)
-        out["mask"][rows, :width] = batch["mask"].cpu()
-        out["logprobs"][rows, :width] = main.logprobs.cpu() * batch["mask"].cpu()
-        out["ref"][rows, :width] = ref.logprobs.cpu() * batch["mask"].cpu()
-        if critic is not None:
-            values = critic_values(critic, batch["input_ids"], batch["attention_mask"], width)
-            out["values"][rows, :width] = values.float().cpu() * batch["mask"].cpu()
-        elif main.values is not None:
-            out["values"][rows, :width] = main.values.cpu() * batch["mask"].cpu()
-    policy.train(was_training)
-    rollout.mask, rollout.logprobs, rollout.ref_logprobs = out["mask"], out["logprobs"], out["ref"]
-    has_values = critic is not None or getattr(policy, "value_head", None) is not None
-    rollout.values = out["values"] if has_values else None

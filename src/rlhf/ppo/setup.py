@@ -120,7 +120,7 @@ def _load_critic(cfg: PpoConfig, tokenizer):
 def prepare_models(cfg: PpoConfig, accelerator, built: Built, pad_id: int):
     """Optimizers and schedules for the policy and the critic (each its own, so critic warm-up can
     step one alone and `critic.lr` can differ), all passed through `accelerator.prepare`."""
-    from rlhf.ppo.update import Models
+    from rlhf.ppo.run_state import Models
     from rlhf.training import build_optimizer, build_scheduler
 
     policy, critic = built.policy, built.critic

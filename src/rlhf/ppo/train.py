@@ -21,6 +21,9 @@ from typing import Any
 import torch
 
 from rlhf.ppo.config import PpoConfig
+from rlhf.ppo.experience import Experience
+from rlhf.ppo.rollout import Rollout
+from rlhf.ppo.run_state import PpoRun, UpdateState
 
 
 @dataclass
@@ -85,18 +88,52 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     `resume`: True continues from the newest checkpoint of `logging.output_dir`, a path from that
     checkpoint. `generator`: a replacement generation engine (see `rlhf.ppo.rollout.Generator`).
     """
-    from accelerate.utils import gather
-
-    from rlhf.config.core import ConfigError
-    from rlhf.losses.ppo import MovingBaseline, make_kl_controller
-    from rlhf.models import load_tokenizer, trainable_parameter_summary
-    from rlhf.ppo.rollout import HFGenerator, sample_rollout, score_rollout
-    from rlhf.ppo.setup import build_models, prepare_models
-    from rlhf.ppo.update import UpdateState, compute_advantages, make_reduce_sum, ppo_update
-    from rlhf.rewards.function import build_reward_function
+    from rlhf.ppo.checkpoint import restore, save
+    from rlhf.ppo.rollout import HFGenerator
     from rlhf.tracking import MetricsLogger, progress_bar
     from rlhf.training.batches import BatchStream
-    from rlhf.training.loop import start_stage
+
+    _check_config(cfg)
+    started = time.time()
+    run, prompts, prompt_ids, trainable = _start(cfg)
+    accelerator, main = run.accelerator, run.accelerator.is_main_process
+    start_step = restore(run, resume)
+    if main:
+        _trim_samples(run.run_dir / "samples.jsonl", start_step)
+    if start_step == 0:
+        # Sampling differs per process (their prompts differ anyway); the weights were made above.
+        torch.manual_seed(cfg.seed + 1 + accelerator.process_index)
+    stream = BatchStream(
+        len(prompts), cfg.rollout.prompts_per_step, num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index, seed=cfg.seed, start=start_step,
+    )  # fmt: skip
+    ptx = (
+        ptx_stream(cfg, run.tokenizer, accelerator, run.state.ptx_position) if cfg.loss.ptx_coef > 0 else None
+    )
+    generator = generator or HFGenerator(run.tokenizer, dataclasses.replace(cfg.rollout.sampling, seed=None))
+    logger = MetricsLogger(run.run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
+    bar = progress_bar(cfg.steps, "ppo", enabled=cfg.logging.progress and main)
+    bar.update(start_step)
+    with logger:
+        for step in range(start_step + 1, cfg.steps + 1):
+            indices = next(iter(stream))
+            row, samples = _step(run, generator, [prompts[i] for i in indices], [prompt_ids[i] for i in indices],
+                                 step, ptx)  # fmt: skip
+            run.history.append({"step": step, **row})
+            if step % cfg.logging.log_every == 0 or step == cfg.steps:
+                logger.log(step, {f"ppo/{k}": v for k, v in row.items()})
+            if cfg.samples_every and (step % cfg.samples_every == 0 or step == 1) and main:
+                _log_samples(logger, run.run_dir, step, *samples, cfg.samples_count)
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward/normalized']:.3f}", kl=f"{row.get('kl', float('nan')):.3f}")
+            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+                save(run, step)
+    bar.close()
+    return _finish(run, start_step, trainable, started)
+
+
+def _check_config(cfg: PpoConfig) -> None:
+    from rlhf.config.core import ConfigError
 
     if not cfg.reward.all_sources():
         raise ConfigError(
@@ -105,138 +142,99 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     # Checked here, not when the config loads: `rlhf pipeline` fills `reward.model` in itself.
     if cfg.critic.init_from_reward and not cfg.reward.model:
         raise ConfigError("`critic.init_from_reward` needs `reward.model`")
-    started = time.time()
+
+
+def _start(cfg: PpoConfig) -> tuple[PpoRun, list, list[list[int]], int]:
+    """The run's accelerator, data, reward and models: (the run, prompts, their token ids, the
+    number of trainable policy parameters)."""
+    from rlhf.losses.ppo import MovingBaseline, make_kl_controller
+    from rlhf.models import load_tokenizer, trainable_parameter_summary
+    from rlhf.ppo.setup import build_models, prepare_models
+    from rlhf.rewards.function import build_reward_function
+    from rlhf.training.loop import start_stage
+
     # Accumulation 1: the update accumulates a minibatch's micro-batches itself.
     accumulation_off = dataclasses.replace(cfg.optimizer, gradient_accumulation_steps=1)
     accelerator, say, run_dir = start_stage("ppo", cfg, accumulation_off, mixed_precision=cfg.mixed_precision)
-    main, device = accelerator.is_main_process, accelerator.device
-
+    device = accelerator.device
     tokenizer = load_tokenizer(cfg.model, padding_side="left")
     prompts, prompt_ids, data_summary = load_prompt_ids(cfg, tokenizer)
     say(f"[data] {data_summary}")
     reward_fn = build_reward_function(cfg.reward, device=cfg.reward.device or device)
-    say(
-        "[reward] "
-        + ", ".join(f"{s.name} (weight {s.weight:g}, normalize {s.normalize})" for s in reward_fn.sources)
-    )
-
+    sources = ", ".join(f"{s.name} (weight {s.weight:g}, normalize {s.normalize})" for s in reward_fn.sources)
+    say(f"[reward] {sources}")
     built = build_models(cfg, tokenizer, device)
     trainable, total = trainable_parameter_summary(built.policy)
     say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable (peft: {cfg.peft.method})")
     for note in built.notes:
         say(f"[model] {note}")
-
     models = prepare_models(cfg, accelerator, built, tokenizer.pad_token_id)
-    unwrapped, critic_w = accelerator.unwrap_model(models.policy), models.critic
-
-    kl_ctl = make_kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
-    state = UpdateState(baseline=MovingBaseline(cfg.advantage.baseline_decay))
-    from rlhf.ppo.checkpoint import restore, save
-
-    start_step, history = restore(
-        accelerator, run_dir, resume, cfg, unwrapped, critic_w, models, kl_ctl, state, reward_fn, say
-    )
-    if main:
-        _trim_samples(run_dir / "samples.jsonl", start_step)
-    if start_step == 0:
-        # Sampling differs per process (their prompts differ anyway); the weights were made above.
-        torch.manual_seed(cfg.seed + 1 + accelerator.process_index)
-    stream = BatchStream(
-        len(prompts), cfg.rollout.prompts_per_step, num_processes=accelerator.num_processes,
-        process_index=accelerator.process_index, seed=cfg.seed, start=start_step,
+    run = PpoRun(
+        cfg=cfg, accelerator=accelerator, run_dir=run_dir, models=models,
+        policy=accelerator.unwrap_model(models.policy), reference=built.reference,
+        kl_ctl=make_kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon),
+        state=UpdateState(baseline=MovingBaseline(cfg.advantage.baseline_decay)), reward_fn=reward_fn,
+        tokenizer=tokenizer, say=say,
     )  # fmt: skip
-    ptx_batches = (
-        ptx_stream(cfg, tokenizer, accelerator, state.ptx_position) if cfg.loss.ptx_coef > 0 else None
-    )
-    generator = generator or HFGenerator(tokenizer, dataclasses.replace(cfg.rollout.sampling, seed=None))
+    return run, prompts, prompt_ids, trainable
+
+
+def _step(
+    run: PpoRun, generator, prompts: list, prompt_ids: list[list[int]], step: int, ptx
+) -> tuple[dict[str, float], tuple[Rollout, Any]]:
+    """One PPO step: sample, reward, experience, update. Returns (the step's metrics row, what the
+    samples table logs: (rollout, rewards))."""
+    from rlhf.ppo.experience import make_experience
+    from rlhf.ppo.rollout import sample_rollout
+    from rlhf.ppo.update import ppo_update
+
+    cfg = run.cfg
+    t0 = time.time()
+    generator.sync(run.policy.lm)
+    tokenizer = run.tokenizer
     eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
-
-    reduce_sum = make_reduce_sum(accelerator)
-
-    def gather_all(t: torch.Tensor) -> torch.Tensor:
-        return t if accelerator.num_processes == 1 else gather(t.to(device)).cpu()
-
-    logger = MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
-    bar = progress_bar(cfg.steps, "ppo", enabled=cfg.logging.progress and main)
-    bar.update(start_step)
-    with logger:
-        for step in range(start_step + 1, cfg.steps + 1):
-            t0 = time.time()
-            indices = next(iter(stream))
-            generator.sync(unwrapped.lm)
-            rollout = sample_rollout(
-                generator, [prompts[i] for i in indices], [prompt_ids[i] for i in indices],
-                cfg.rollout.completions_per_prompt, eos_id,
-            )  # fmt: skip
-            t_gen = time.time()
-            rewards = reward_fn(rollout.prompts, rollout.texts, rollout.finished, reduce_sum=reduce_sum)
-            rollout.scores = rewards.rewards.float()
-            score_rollout(
-                rollout, policy=unwrapped, reference=built.reference,
-                critic=accelerator.unwrap_model(critic_w) if critic_w is not None else None,
-                batch_size=cfg.rollout.forward_batch_size, pad_id=tokenizer.pad_token_id, device=device,
-            )  # fmt: skip
-            t_score = time.time()
-            row = _reward_row(rewards, reduce_sum, accelerator.num_processes)
-            beta = kl_ctl.value
-            if not _rewards_finite(rollout, reduce_sum, state, cfg, step, say):
-                row["skipped"] = 1.0
-            else:
-                row.update(compute_advantages(
-                    rollout, cfg, beta, state, reduce_sum=reduce_sum, gather=gather_all,
-                    rank=accelerator.process_index,
-                ))  # fmt: skip
-                warmup = cfg.uses_critic and step <= cfg.critic.warmup_steps
-                row.update(ppo_update(accelerator, models, rollout, cfg, beta, state, warmup=warmup,
-                                      ptx_batches=ptx_batches, say=say))  # fmt: skip
-                if warmup:
-                    row["critic_warmup"] = 1.0
-                kl_ctl.update(row["kl"], len(rollout) * accelerator.num_processes)
-            t_end = time.time()
-            row.update(_rollout_row(rollout, reduce_sum))
-            row.update(
-                beta=beta, time_generate=t_gen - t0, time_score=t_score - t_gen, time_update=t_end - t_score,
-                step_seconds=t_end - t0, tokens_per_second=row["response_tokens"] / max(t_gen - t0, 1e-9),
-            )  # fmt: skip
-            _kl_guard(cfg, row, step, say)
-            history.append({"step": step, **row})
-            if step % cfg.logging.log_every == 0 or step == cfg.steps:
-                logger.log(step, {f"ppo/{k}": v for k, v in row.items()})
-            if cfg.samples_every and (step % cfg.samples_every == 0 or step == 1) and main:
-                _log_samples(logger, run_dir, step, rollout, rewards, cfg.samples_count)
-            bar.update(1)
-            bar.set_postfix(reward=f"{row['reward/normalized']:.3f}", kl=f"{row.get('kl', float('nan')):.3f}")
-            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-                save(accelerator, run_dir, step, cfg, unwrapped, critic_w, models, kl_ctl, state, reward_fn,
-                     history, tokenizer, say)  # fmt: skip
-    bar.close()
-    return _finish(
-        cfg,
-        accelerator,
-        unwrapped,
-        critic_w,
-        tokenizer,
-        run_dir,
-        history,
-        start_step,
-        trainable,
-        started,
-        say,
-    )
+    rollout = sample_rollout(generator, prompts, prompt_ids, cfg.rollout.completions_per_prompt, eos_id)
+    t_gen = time.time()
+    rewards = run.reward_fn(rollout.prompts, rollout.texts, rollout.finished, reduce_sum=run.reduce_sum)
+    scores = rewards.rewards.float()  # (R,)
+    row = _reward_row(rewards, run.reduce_sum, run.accelerator.num_processes)
+    beta = run.kl_ctl.value
+    exp = None
+    if not _rewards_finite(run, scores, step):
+        row["skipped"] = 1.0
+        t_score = time.time()
+    else:
+        exp, row["kl"] = make_experience(run, rollout, scores, beta)
+        t_score = time.time()
+        warmup = cfg.uses_critic and step <= cfg.critic.warmup_steps
+        row.update(ppo_update(run, exp, beta, warmup=warmup, ptx_batches=ptx))
+        if warmup:
+            row["critic_warmup"] = 1.0
+        run.kl_ctl.update(row["kl"], len(exp) * run.accelerator.num_processes)
+    t_end = time.time()
+    row.update(_rollout_row(rollout.response, exp, run.reduce_sum))
+    row.update(
+        beta=beta, time_generate=t_gen - t0, time_score=t_score - t_gen, time_update=t_end - t_score,
+        step_seconds=t_end - t0, tokens_per_second=row["response_tokens"] / max(t_gen - t0, 1e-9),
+    )  # fmt: skip
+    _kl_guard(cfg, row, step, run.say)
+    return row, (rollout, rewards)
 
 
-def _rewards_finite(rollout, reduce_sum, state, cfg: PpoConfig, step: int, say) -> bool:
+def _rewards_finite(run: PpoRun, scores: torch.Tensor, step: int) -> bool:
     """False (and the step's update skipped, counted, maybe the run stopped) when any process has a
     NaN or infinite reward."""
     from rlhf.ppo.update import NonFiniteError, nonfinite_message
 
-    bad = reduce_sum((~torch.isfinite(rollout.scores)).sum().double().reshape(1))
+    bad = run.reduce_sum((~torch.isfinite(scores)).sum().double().reshape(1))
     if float(bad[0]) == 0:
         return True
-    state.skipped += 1
-    say(f"[guard] warning: step {step}: a reward is NaN or infinite; update skipped ({state.skipped} so far)")
-    if state.skipped > cfg.guards.max_nonfinite:
-        raise NonFiniteError(nonfinite_message(state.skipped, cfg))
+    run.state.skipped += 1
+    run.say(
+        f"[guard] warning: step {step}: a reward is NaN or infinite; update skipped ({run.state.skipped} so far)"
+    )
+    if run.state.skipped > run.cfg.guards.max_nonfinite:
+        raise NonFiniteError(nonfinite_message(run.state.skipped, run.cfg))
     return False
 
 
@@ -248,14 +246,14 @@ def _reward_row(rewards, reduce_sum, processes: int) -> dict[str, float]:
     return {k: v / processes for k, v in zip(keys, totals.tolist())}
 
 
-def _rollout_row(rollout, reduce_sum) -> dict[str, float]:
+def _rollout_row(response: list[list[int]], exp: Experience | None, reduce_sum) -> dict[str, float]:
     from rlhf.losses.ppo import explained_variance
 
-    lengths = torch.tensor([float(len(r)) for r in rollout.response], dtype=torch.float64)
+    lengths = torch.tensor([float(len(r)) for r in response], dtype=torch.float64)
     sums = reduce_sum(torch.stack([lengths.sum(), torch.tensor(float(len(lengths)), dtype=torch.float64)]))
     row = {"response_length": float(sums[0] / sums[1]), "response_tokens": float(sums[0])}
-    if rollout.returns is not None and rollout.values is not None:
-        row["explained_variance"] = float(explained_variance(rollout.values, rollout.returns, rollout.mask))
+    if exp is not None and exp.returns is not None and exp.values is not None:
+        row["explained_variance"] = float(explained_variance(exp.values, exp.returns, exp.mask))
     return row
 
 
@@ -287,7 +285,7 @@ def _trim_samples(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
-def _log_samples(logger, run_dir: Path, step: int, rollout, rewards, count: int) -> None:
+def _log_samples(logger, run_dir: Path, step: int, rollout: Rollout, rewards, count: int) -> None:
     from rlhf.data.jsonl import prompt_to_json
 
     rows = []
@@ -307,12 +305,11 @@ def _log_samples(logger, run_dir: Path, step: int, rollout, rewards, count: int)
     logger.log_text(step, "ppo/samples", table)
 
 
-def _finish(
-    cfg, accelerator, policy, critic_w, tokenizer, run_dir, history, start_step, trainable, started, say
-):
+def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> PpoResult:
     from rlhf.ppo.setup import save_outputs
 
-    accelerator.wait_for_everyone()
+    cfg, history = run.cfg, run.history
+    run.accelerator.wait_for_everyone()
     rewards = [row["reward/normalized"] for row in history]
     summary: dict[str, Any] = {
         "steps": len(history) and history[-1]["step"],
@@ -330,16 +327,15 @@ def _finish(
         "kl_flagged_steps": [row["step"] for row in history if row.get("kl_flagged")],
         "trainable_parameters": trainable,
     }
-    critic = accelerator.unwrap_model(critic_w) if critic_w is not None else None
-    if accelerator.is_main_process:
-        summary.update(save_outputs(cfg, policy, critic, tokenizer, run_dir))
+    if run.accelerator.is_main_process:
+        summary.update(save_outputs(cfg, run.policy, run.critic, run.tokenizer, run.run_dir))
         summary["seconds"] = round(time.time() - started, 1)
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         if rewards:
-            say(
+            last_kl = summary["kl"][-1] if summary["kl"][-1] is not None else float("nan")
+            run.say(
                 f"[done] {summary['steps']} steps, reward {rewards[0]:.4f} -> {rewards[-1]:.4f}, "
-                f"KL {summary['kl'][-1] if summary['kl'][-1] is not None else float('nan'):.4f}; "
-                f"policy in {summary['policy_dir']}"
+                f"KL {last_kl:.4f}; policy in {summary['policy_dir']}"
             )
-    accelerator.wait_for_everyone()
-    return PpoResult(summary, policy, tokenizer)
+    run.accelerator.wait_for_everyone()
+    return PpoResult(summary, run.policy, run.tokenizer)
