@@ -8,15 +8,12 @@ padding; pairs index the scores)
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rlhf.config.core import to_dict
 from rlhf.data.rows import pad_right
 from rlhf.losses.reward import Ties
 from rlhf.preference.data import PreferenceData, PreferenceDataSpec, build_preference_data
@@ -138,123 +135,58 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     `resume`: True resumes from the newest checkpoint of `logging.output_dir` (fresh when there is
     none), a path resumes from that checkpoint.
     """
-    from rlhf.models import load_tokenizer, trainable_parameter_summary
+    from rlhf.models import load_tokenizer
     from rlhf.models.scalar import load_scalar_model
-    from rlhf.tracking import MetricsLogger
-    from rlhf.training import build_optimizer, build_scheduler, train_loop
-    from rlhf.training.batches import BatchStream
-    from rlhf.training.checkpoint import resume_run, save_checkpoint
-    from rlhf.training.loop import stage_on_step, stage_steps, start_stage
+    from rlhf.training import build_optimizer, build_scheduler
+    from rlhf.training.stage import Stage
 
-    started = time.time()
-    accelerator, say, run_dir = start_stage("reward", cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision)
-    main = accelerator.is_main_process
-
+    stage = Stage.start("reward", cfg)
+    accelerator, say = stage.accelerator, stage.say
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     data = build_data(cfg, tokenizer)
     mode = loss_mode(data.loss)
     say(f"[data] {data.summary}")
 
     model = load_scalar_model(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
-    trainable, total = trainable_parameter_summary(model)
-    method = "full fine-tuning" if cfg.peft.method == "none" else f"peft: {cfg.peft.method}"
-    say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable ({method}, scalar head)")
-
-    steps = stage_steps(cfg, len(data.train), accelerator.num_processes)
+    trainable = stage.report_model(model, note=", scalar head")
+    steps = stage.plan(len(data.train))
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.optimizer, steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-
     # Checkpoints save and restore the transformers model inside the ScalarModel (same parameters).
-    inner = accelerator.unwrap_model(model).seq_model
-    resumed = resume_run(
-        accelerator, run_dir, resume, model=inner, optimizer=optimizer, scheduler=scheduler,
-        config=to_dict(cfg), say=say,
+    model, optimizer = stage.prepare(
+        model, optimizer, scheduler, tokenizer=tokenizer, resume=resume,
+        checkpointed=lambda prepared: accelerator.unwrap_model(prepared).seq_model,
     )  # fmt: skip
-    start_step, history, evals = resumed.step, resumed.history, resumed.evals
-
-    accumulation = cfg.optimizer.gradient_accumulation_steps
-    stream = BatchStream(
-        len(data.train), cfg.batch_size, num_processes=accelerator.num_processes,
-        process_index=accelerator.process_index, seed=cfg.seed, start=start_step * accumulation,
-    )  # fmt: skip
+    stream = stage.stream(len(data.train))
     pad_id, device = tokenizer.pad_token_id, accelerator.device
-    pack_width = cfg.data.max_length if cfg.packing else None
-    if pack_width is not None and not packing_isolates(
-        model, data.train[: cfg.batch_size], pad_id, pack_width, device, mode
-    ):
-        say(
-            "[packing] this model lets packed completions attend to each other; padding each completion instead"
-        )
-        pack_width = None
+    pack_width = stage.pack_width(
+        lambda width: packing_isolates(model, data.train[: cfg.batch_size], pad_id, width, device, mode),
+        what="completions",
+    )  # fmt: skip
 
     def batches():
         for indices in stream:
             groups = [data.train[i] for i in indices]
             yield collate_groups(groups, pad_id, mode=mode, ties=cfg.ties, pack_width=pack_width).to(device)
 
-    def loss_fn(m, batch, num_items: int):
-        from rlhf.losses.reward import centering_penalty
-
-        rewards = m(**batch.inputs()).last  # (N,)
-        loss, metrics = batch_loss(rewards, batch.layout, mode)
-        # `loss` is a weighted mean over `batch.count` units: back to a (row-weighted) sum, over the
-        # step's total of units, so a row of weight w counts w rows.
-        loss = loss * batch.layout.weight_sum / num_items
-        if cfg.centering:
-            # Per prompt over the whole step (all micro-batches and processes), like the main loss.
-            lay = batch.layout
-            loss = loss + centering_penalty(
-                rewards, cfg.centering, offsets=lay.offsets, counted=lay.counted, denominator=num_items
-            )
-        keep = ("accuracy", "reward_margin", "mae", "top1_accuracy")
-        return loss, {k: v for k, v in metrics.items() if k in keep and v is not None}
-
-    logger = MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
-
     def run_eval(step: int) -> None:
         scores = score_groups(accelerator, model, data.held_out, cfg.eval.batch_size, pad_id)
         result = reward_metrics(data.held_out, scores, mode, cfg.ties, cfg.eval.bins)
-        evals.append({"step": step, **result})
-        scalars = {k: result.get(k) for k in ("loss", "accuracy", "margin", "ece", "mae", "top1_accuracy")}
-        logger.log(step, {f"eval/{k}": v for k, v in scalars.items() if v is not None})
-        say(f"[eval] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items() if v is not None))
-        accelerator.wait_for_everyone()
+        stage.record_eval(step, result, ("loss", "accuracy", "margin", "ece", "mae", "top1_accuracy"))
 
-    def save(step: int) -> None:
-        path = save_checkpoint(
-            accelerator, run_dir, step, model=inner, optimizer=optimizer, scheduler=scheduler,
-            tokenizer=tokenizer, state={"history": history, "evals": evals, "config": to_dict(cfg)},
-            keep=cfg.keep_checkpoints,
-        )  # fmt: skip
-        say(f"[checkpoint] saved {path}", flush=True)
-
-    on_step = stage_on_step(
-        steps=steps, history=history, eval_every=cfg.eval.every, run_eval=run_eval if data.held_out else None,
-        save_every=cfg.save_every, save=save,
+    result, train_seconds = stage.train(
+        model=model, optimizer=optimizer, scheduler=scheduler, batches=batches(),
+        loss_fn=lambda m, batch, num_items: reward_loss(cfg, mode, m, batch, num_items),
+        count_fn=lambda batch: batch.count, run_eval=run_eval if data.held_out else None,
     )  # fmt: skip
-
-    if data.held_out and start_step == 0:
-        run_eval(0)
-    train_started = time.time()
-    with logger:
-        result = train_loop(
-            accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-            batches=batches(), loss_fn=loss_fn, max_steps=steps, optim_cfg=cfg.optimizer, logger=logger,
-            log_every=cfg.logging.log_every, progress=cfg.logging.progress, desc="train",
-            start_step=start_step, count_fn=lambda batch: batch.count, on_step=on_step,
-        )  # fmt: skip
-        train_seconds = time.time() - train_started
-        if data.held_out:
-            run_eval(result.steps)
-
     # Statistics of the trained reward over the training completions, for later normalisation.
     scores = score_groups(accelerator, model, data.train, cfg.eval.batch_size, pad_id)
     flat = torch.tensor([r for group in scores for r in group], dtype=torch.float64)
     reward_mean, reward_std = float(flat.mean()), float(flat.std(correction=0))
+    history, evals = stage.history, stage.evals
     summary: dict[str, Any] = {
         "steps": result.steps,
-        "resumed_from_step": start_step,
+        "resumed_from_step": stage.start_step,
         "loss": data.loss,
         "packed": pack_width is not None,
         "data": data.counts,
@@ -267,23 +199,43 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
         "train_seconds": round(train_seconds, 3),
         "trainable_parameters": trainable,
     }
-    accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
-    if main:
-        summary.update(_save(cfg, unwrapped, tokenizer, run_dir, data, reward_mean, reward_std, flat.numel()))
-        summary["seconds"] = round(time.time() - started, 1)
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        acc = (
-            f", held-out accuracy {evals[-1]['accuracy']:.3f}"
-            if evals and evals[-1].get("accuracy") is not None
-            else ""
-        )
-        say(
-            f"[done] {result.steps} steps, loss {summary['train_loss'][0]:.4f} -> {summary['train_loss'][-1]:.4f}"
-            f"{acc}; reward mean {reward_mean:.4f} std {reward_std:.4f}; model in {summary['model_dir']}"
-        )
-    accelerator.wait_for_everyone()
+    stage.finish(
+        summary, save=lambda: _save(cfg, unwrapped, tokenizer, stage.run_dir, data, reward_mean, reward_std, flat.numel()),
+        done=_done_line,
+    )  # fmt: skip
     return RewardResult(summary, unwrapped, tokenizer)
+
+
+def reward_loss(cfg: RewardConfig, mode: str, m, batch, num_items: int) -> tuple[torch.Tensor, dict]:
+    """The micro-batch's share of the step's loss and its metrics."""
+    from rlhf.losses.reward import centering_penalty
+
+    rewards = m(**batch.inputs()).last  # (N,)
+    loss, metrics = batch_loss(rewards, batch.layout, mode)
+    # `loss` is a weighted mean over `batch.count` units: back to a (row-weighted) sum, over the
+    # step's total of units, so a row of weight w counts w rows.
+    loss = loss * batch.layout.weight_sum / num_items
+    if cfg.centering:
+        # Per prompt over the whole step (all micro-batches and processes), like the main loss.
+        lay = batch.layout
+        loss = loss + centering_penalty(
+            rewards, cfg.centering, offsets=lay.offsets, counted=lay.counted, denominator=num_items
+        )
+    keep = ("accuracy", "reward_margin", "mae", "top1_accuracy")
+    return loss, {k: v for k, v in metrics.items() if k in keep and v is not None}
+
+
+def _done_line(summary: dict[str, Any]) -> str:
+    final = summary["final_eval"]
+    acc = (
+        f", held-out accuracy {final['accuracy']:.3f}" if final and final.get("accuracy") is not None else ""
+    )
+    losses = summary["train_loss"]
+    return (
+        f"[done] {summary['steps']} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}{acc}; "
+        f"reward mean {summary['reward_mean']:.4f} std {summary['reward_std']:.4f}; model in {summary['model_dir']}"
+    )
 
 
 def _save(cfg: RewardConfig, model, tokenizer, run_dir: Path, data: PreferenceData, mean, std, n) -> dict:

@@ -12,14 +12,13 @@ L = rank_weight · Σ_{s_i < s_j} max(0, p_i - p_j) + sft_weight · NLL(best res
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from rlhf.config.core import ConfigError, to_dict
+from rlhf.config.core import ConfigError
 from rlhf.losses.preference import best_of_groups, rrhf_rank_loss
 from rlhf.preference.groups import Group, layout_groups
 from rlhf.preference.sequences import (
@@ -177,40 +176,23 @@ def finish_responses(cfg: RrhfConfig, accelerator, say, run_dir, lm, tokenizer, 
 def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult:
     """Train the policy with RRHF; returns what the run measured (also in `summary.json`) and the
     policy, saved to `<output_dir>/policy`."""
-    from rlhf.data import PromptRenderer
-    from rlhf.models import load_causal_lm, load_tokenizer, trainable_parameter_summary
-    from rlhf.tracking import MetricsLogger
-    from rlhf.training import build_optimizer, build_scheduler, train_loop
-    from rlhf.training.batches import BatchStream
-    from rlhf.training.checkpoint import latest_checkpoint, resume_run, save_checkpoint
-    from rlhf.training.loop import stage_on_step, stage_steps, start_stage
+    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.training import build_optimizer, build_scheduler
+    from rlhf.training.stage import Stage
 
-    started = time.time()
-    accelerator, say, run_dir = start_stage("rrhf", cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision)
-    main = accelerator.is_main_process
+    stage = Stage.start("rrhf", cfg)
+    accelerator, say = stage.accelerator, stage.say
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
-    # The data first: a bad file fails before any model loads. A resumed run reads back the
-    # responses it trained on (the samples were drawn from the starting policy).
-    responses_path = run_dir / RESPONSES_FILE
-    resuming = bool(resume) and (resume is not True or latest_checkpoint(run_dir) is not None)
-    reuse = resuming and responses_path.is_file()
-    if reuse:
-        responses, held_responses = read_responses(responses_path)
-        say(f"[data] resuming: the responses of {responses_path}")
-    else:
-        responses, held_responses, text = load_split(cfg, PromptRenderer(cfg.prompt, tokenizer))
-        say(f"[data] {text}")
+    # The data first: a bad file fails before any model loads.
+    responses, held_responses, reuse = _read_data(cfg, stage, resume, tokenizer)
     lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
     if cfg.model.quantization == "none" and cfg.peft.method != "qlora":
         lm.to(accelerator.device)  # to sample on it; a quantized model is already on its GPU
-    trainable, total = trainable_parameter_summary(lm)
-    method = "full fine-tuning" if cfg.peft.method == "none" else f"peft: {cfg.peft.method}"
-    say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable ({method})")
-
+    trainable = stage.report_model(lm)
     counts: dict[str, Any] = {}
     if not reuse:
         responses, held_responses, counts = finish_responses(
-            cfg, accelerator, say, run_dir, lm, tokenizer, responses, held_responses
+            cfg, accelerator, say, stage.run_dir, lm, tokenizer, responses, held_responses
         )
     train, stats = encode_groups(responses, tokenizer, cfg)
     held_out, _ = encode_groups(held_responses, tokenizer, cfg)
@@ -220,40 +202,26 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
         f"{stats.summary()}" + (f"; {len(held_out)} held out" if held_out else "")
     )
 
-    steps = stage_steps(cfg, len(train), accelerator.num_processes)
+    steps = stage.plan(len(train))
     policy = SequenceLogps(lm)
     optimizer = build_optimizer(policy, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.optimizer, steps)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
+    policy, optimizer = stage.prepare(
+        policy, optimizer, scheduler, tokenizer=tokenizer, resume=resume,
+        checkpointed=lambda prepared: accelerator.unwrap_model(prepared).lm,
+    )  # fmt: skip
     inner = accelerator.unwrap_model(policy)
-    resumed = resume_run(
-        accelerator, run_dir, resume, model=inner.lm, optimizer=optimizer, scheduler=scheduler,
-        config=to_dict(cfg), say=say,
-    )  # fmt: skip
-    start_step, history, evals = resumed.step, resumed.history, resumed.evals
-
     pad_id, device = tokenizer.pad_token_id, accelerator.device
-    pack_width = cfg.data.max_length if cfg.packing else None
-    if pack_width is not None and not packing_isolates(
-        policy, train[: cfg.batch_size], pad_id, pack_width, device
-    ):
-        say("[packing] this model lets packed sequences attend to each other; padding each sequence instead")
-        pack_width = None
-
-    stream = BatchStream(
-        len(train), cfg.batch_size, num_processes=accelerator.num_processes,
-        process_index=accelerator.process_index, seed=cfg.seed,
-        start=start_step * cfg.optimizer.gradient_accumulation_steps,
-    )  # fmt: skip
-    seen = [0]
+    pack_width = stage.pack_width(
+        lambda width: packing_isolates(policy, train[: cfg.batch_size], pad_id, width, device)
+    )
+    stream, seen = stage.stream(len(train)), [0]
     share = accelerator.num_processes * cfg.optimizer.gradient_accumulation_steps
 
     def batches():
         for indices in stream:
             seen[0] += len(indices)
             yield collate([train[i] for i in indices], pad_id, pack_width).to(device)
-
-    logger = MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
 
     def run_eval(step: int) -> None:
         was_training = inner.training
@@ -267,56 +235,54 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
             pack_width,
         )
         inner.train(was_training)
-        result = held_out_metrics(cfg, held_out, logps)
-        evals.append({"step": step, **result})
-        logger.log(step, {f"eval/{k}": result[k] for k in METRICS})
-        say(f"[eval] step {step}: " + ", ".join(f"{k} {result[k]:.4f}" for k in METRICS))
-        accelerator.wait_for_everyone()
+        stage.record_eval(step, held_out_metrics(cfg, held_out, logps), METRICS)
 
-    def save(step: int) -> None:
-        path = save_checkpoint(
-            accelerator, run_dir, step, model=inner.lm, optimizer=optimizer, scheduler=scheduler,
-            tokenizer=tokenizer, state={"history": history, "evals": evals, "config": to_dict(cfg)},
-            keep=cfg.keep_checkpoints,
-        )  # fmt: skip
-        say(f"[checkpoint] saved {path}", flush=True)
-
-    on_step = stage_on_step(
-        steps=steps, history=history, eval_every=cfg.eval.every, run_eval=run_eval if held_out else None,
-        save_every=cfg.save_every, save=save,
+    result, train_seconds = stage.train(
+        model=policy, optimizer=optimizer, scheduler=scheduler, batches=batches(),
+        loss_fn=lambda m, b, num_items: rrhf_loss(cfg, m, b, num_items, share),
+        count_fn=lambda batch: batch.count, run_eval=run_eval if held_out else None,
     )  # fmt: skip
-    if held_out and start_step == 0:
-        run_eval(0)
-    train_started = time.time()
-    with logger:
-        result = train_loop(
-            accelerator=accelerator, model=policy, optimizer=optimizer, scheduler=scheduler,
-            batches=batches(), loss_fn=lambda m, b, num_items: rrhf_loss(cfg, m, b, num_items, share),
-            max_steps=steps, optim_cfg=cfg.optimizer, logger=logger, log_every=cfg.logging.log_every,
-            progress=cfg.logging.progress, desc="train", start_step=start_step,
-            count_fn=lambda batch: batch.count, on_step=on_step,
-        )  # fmt: skip
-        train_seconds = time.time() - train_started
-        if held_out:
-            run_eval(result.steps)
-    groups_seen = int(accelerator.reduce(torch.tensor(seen[0], device=device), reduction="sum").item())
+    groups_seen = stage.total(seen[0])
+    data = {
+        "groups": len(train), "responses": sum(len(g.input_ids) for g in train), "pairs": pairs,
+        "eval_groups": len(held_out), "truncated": stats.truncated, **counts,
+    }  # fmt: skip
+    summary = _summary(
+        cfg, stage, result.steps, reuse, pack_width, data, groups_seen, train_seconds, trainable
+    )
+    lm = stage.finish_policy(summary, accelerator.unwrap_model(policy).lm, tokenizer, done=_done_line)
+    return RrhfResult(summary, lm, tokenizer)
 
-    summary: dict[str, Any] = {
-        "steps": result.steps,
-        "resumed_from_step": start_step,
+
+def _read_data(cfg: RrhfConfig, stage, resume, tokenizer) -> tuple[list, list, bool]:
+    """(training responses, held-out responses, whether they were read back): a resumed run reads
+    back the responses it trained on (the samples were drawn from the starting policy)."""
+    from rlhf.data import PromptRenderer
+    from rlhf.training.checkpoint import latest_checkpoint
+
+    responses_path = stage.run_dir / RESPONSES_FILE
+    resuming = bool(resume) and (resume is not True or latest_checkpoint(stage.run_dir) is not None)
+    if resuming and responses_path.is_file():
+        responses, held_responses = read_responses(responses_path)
+        stage.say(f"[data] resuming: the responses of {responses_path}")
+        return responses, held_responses, True
+    responses, held_responses, text = load_split(cfg, PromptRenderer(cfg.prompt, tokenizer))
+    stage.say(f"[data] {text}")
+    return responses, held_responses, False
+
+
+def _summary(cfg: RrhfConfig, stage, steps: int, reuse: bool, pack_width, data: dict, groups_seen: int,
+             train_seconds: float, trainable: int) -> dict[str, Any]:  # fmt: skip
+    history, evals = stage.history, stage.evals
+    return {
+        "steps": steps,
+        "resumed_from_step": stage.start_step,
         "scored_by": "reward_model" if cfg.reward_model else "people's ranks",
         "reward_model": cfg.reward_model,
         "samples_per_prompt": cfg.samples_per_prompt,
         "responses_read_back": reuse,
         "packed": pack_width is not None,
-        "data": {
-            "groups": len(train),
-            "responses": sum(len(g.input_ids) for g in train),
-            "pairs": pairs,
-            "eval_groups": len(held_out),
-            "truncated": stats.truncated,
-            **counts,
-        },  # fmt: skip
+        "data": data,
         **{f"train_{k}": [row.get(k) for row in history] for k in METRICS},
         "eval": evals,
         "final_eval": evals[-1] if evals else None,
@@ -324,21 +290,15 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
         "train_seconds": round(train_seconds, 3),
         "groups_per_second": round(groups_seen / train_seconds, 2) if train_seconds > 0 else None,
         "trainable_parameters": trainable,
-        "responses_file": str(run_dir / RESPONSES_FILE),
+        "responses_file": str(stage.run_dir / RESPONSES_FILE),
     }
-    accelerator.wait_for_everyone()
-    lm = accelerator.unwrap_model(policy).lm
-    if main:
-        from rlhf.models import save_model
 
-        out_dir = run_dir / "policy"
-        lm = save_model(lm, tokenizer, out_dir, merge=cfg.peft.method == "lora")
-        summary.update(policy_dir=str(out_dir), seconds=round(time.time() - started, 1))
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        acc = f", held-out accuracy {evals[-1]['accuracy']:.3f}" if evals else ""
-        say(
-            f"[done] {result.steps} steps, loss {summary['train_loss'][0]:.4f} -> {summary['train_loss'][-1]:.4f}"
-            f"{acc}; {summary['groups_per_second']} prompts/s; policy in {out_dir}"
-        )
-    accelerator.wait_for_everyone()
-    return RrhfResult(summary, lm, tokenizer)
+
+def _done_line(summary: dict[str, Any]) -> str:
+    final = summary["final_eval"]
+    acc = f", held-out accuracy {final['accuracy']:.3f}" if final else ""
+    losses = summary["train_loss"]
+    return (
+        f"[done] {summary['steps']} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}{acc}; "
+        f"{summary['groups_per_second']} prompts/s; policy in {summary['policy_dir']}"
+    )

@@ -6,15 +6,12 @@ load data -> template + tokenize -> (pack) -> load model (+ adapters / freezing)
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from rlhf.config.core import to_dict
 from rlhf.data.split import split_eval
 from rlhf.sft.config import SftConfig
 from rlhf.sft.examples import Row, collate, encode_demonstrations, to_rows
@@ -146,48 +143,27 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     `resume`: True resumes from the newest checkpoint of `logging.output_dir` (starting fresh when
     there is none), a path resumes from that checkpoint.
     """
-    from rlhf.models import load_causal_lm, load_tokenizer, trainable_parameter_summary
+    from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.models.freeze import apply_freeze
-    from rlhf.tracking import MetricsLogger
-    from rlhf.training import build_optimizer, build_scheduler, train_loop
-    from rlhf.training.batches import BatchStream
-    from rlhf.training.checkpoint import resume_run, save_checkpoint
-    from rlhf.training.loop import stage_on_step, stage_steps, start_stage
+    from rlhf.training import build_optimizer, build_scheduler
+    from rlhf.training.stage import Stage
 
-    started = time.time()
-    accelerator, say, run_dir = start_stage("sft", cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision)
-    main = accelerator.is_main_process
-
+    stage = Stage.start("sft", cfg)
+    accelerator = stage.accelerator
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     data = build_data(cfg, tokenizer)
-    say(f"[data] {data.summary}")
+    stage.say(f"[data] {data.summary}")
 
     model = load_causal_lm(cfg.model, cfg.peft, tokenizer=tokenizer)
     if cfg.freeze.train_last_layers is not None or cfg.freeze.train_modules:
         apply_freeze(model, cfg.freeze)
-    trainable, total = trainable_parameter_summary(model)
-    say(f"[model] {cfg.model.path}: {total:,} parameters, {trainable:,} trainable ({_method(cfg)})")
-
-    steps = stage_steps(cfg, len(data.train_rows), accelerator.num_processes)
+    trainable = stage.report_model(model, method=_method(cfg))
+    steps = stage.plan(len(data.train_rows))
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.optimizer, steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = stage.prepare(model, optimizer, scheduler, tokenizer=tokenizer, resume=resume)
 
-    resumed = resume_run(
-        accelerator, run_dir, resume, model=model, optimizer=optimizer, scheduler=scheduler,
-        config=to_dict(cfg), say=say,
-    )  # fmt: skip
-    start_step, history, evals = resumed.step, resumed.history, resumed.evals
-
-    accumulation = cfg.optimizer.gradient_accumulation_steps
-    stream = BatchStream(
-        len(data.train_rows),
-        cfg.batch_size,
-        num_processes=accelerator.num_processes,
-        process_index=accelerator.process_index,
-        seed=cfg.seed,
-        start=start_step * accumulation,
-    )
+    stream = stage.stream(len(data.train_rows))
     pad_id, packed, device = tokenizer.pad_token_id, cfg.use_packing, accelerator.device
     seen_tokens = [0]
 
@@ -197,86 +173,62 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
             seen_tokens[0] += sum(len(data.train_rows[i].input_ids) for i in indices)
             yield {k: v.to(device) for k, v in batch.items()}
 
-    def count_fn(batch) -> int:
-        return int((batch["labels"][:, 1:] != -100).sum())
-
     def loss_fn(m, batch, num_items: int):
         nll_sum, _ = _forward_nll(m, batch)
         return nll_sum / num_items, {}
 
-    logger = MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
-
     def run_eval(step: int) -> None:
         result = evaluate(accelerator, model, data.eval_rows, cfg.eval.batch_size, pad_id, packed)
-        evals.append({"step": step, **result})
-        logger.log(step, {"eval/loss": result["loss"], "eval/perplexity": result["perplexity"]})
-        say(f"[eval] step {step}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f}")
-        if main and cfg.eval.generations:
-            answers = sample_answers(
-                accelerator.unwrap_model(model),
-                tokenizer,
-                data.eval_prompts[: cfg.eval.generations],
-                cfg.eval.max_new_tokens,
-            )
-            text = "\n\n".join(
-                f"PROMPT: {a['prompt']}\nANSWER: {a['answer']}\nREFERENCE: {a['reference']}" for a in answers
-            )
-            logger.log_text(step, "eval/samples", text)
+        stage.record_eval(step, result, ("loss", "perplexity"), wait=False)
+        if stage.main and cfg.eval.generations:
+            _log_answers(stage, accelerator.unwrap_model(model), tokenizer, data.eval_prompts, step)
         accelerator.wait_for_everyone()
 
-    def save(step: int) -> None:
-        path = save_checkpoint(
-            accelerator, run_dir, step, model=model, optimizer=optimizer, scheduler=scheduler,
-            tokenizer=tokenizer, state={"history": history, "evals": evals, "config": to_dict(cfg)},
-            keep=cfg.keep_checkpoints,
-        )  # fmt: skip
-        say(f"[checkpoint] saved {path}", flush=True)
-
-    on_step = stage_on_step(
-        steps=steps, history=history, eval_every=cfg.eval.every, run_eval=run_eval if data.eval_rows else None,
-        save_every=cfg.save_every, save=save,
+    result, train_seconds = stage.train(
+        model=model, optimizer=optimizer, scheduler=scheduler, batches=batches(), loss_fn=loss_fn,
+        count_fn=lambda batch: int((batch["labels"][:, 1:] != -100).sum()),
+        run_eval=run_eval if data.eval_rows else None,
     )  # fmt: skip
-
-    if data.eval_rows and start_step == 0:
-        run_eval(0)
-    train_started = time.time()
-    with logger:
-        result = train_loop(
-            accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-            batches=batches(), loss_fn=loss_fn, max_steps=steps, optim_cfg=cfg.optimizer, logger=logger,
-            log_every=cfg.logging.log_every, progress=cfg.logging.progress, desc="train",
-            start_step=start_step, count_fn=count_fn, on_step=on_step,
-        )  # fmt: skip
-        train_seconds = time.time() - train_started
-        if data.eval_rows:
-            run_eval(result.steps)
-    tokens = int(accelerator.reduce(torch.tensor(seen_tokens[0], device=device), reduction="sum").item())
-
-    accelerator.wait_for_everyone()
+    tokens = stage.total(seen_tokens[0])
     summary: dict[str, Any] = {
         "steps": result.steps,
-        "resumed_from_step": start_step,
-        "train_loss": [row["loss"] for row in history],
-        "eval": evals,
+        "resumed_from_step": stage.start_step,
+        "train_loss": [row["loss"] for row in stage.history],
+        "eval": stage.evals,
         "train_tokens": tokens,
         "train_seconds": round(train_seconds, 3),
         "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds > 0 else None,
         "trainable_parameters": trainable,
     }
-    if main:
+
+    def save() -> dict[str, Any]:
         from rlhf.models import save_model
 
-        out_dir = run_dir / "model"
+        out_dir = stage.run_dir / "model"
         save_model(accelerator.unwrap_model(model), tokenizer, out_dir)  # the adapter only, with peft
-        summary.update(model_dir=str(out_dir), seconds=round(time.time() - started, 1))
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        losses = summary["train_loss"]
-        say(
-            f"[done] {result.steps} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
-            f"{summary['tokens_per_second']} tokens/s; model in {out_dir}"
-        )
-    accelerator.wait_for_everyone()
+        return {"model_dir": str(out_dir)}
+
+    stage.finish(summary, save=save, done=_done_line)
     return SftResult(summary, accelerator.unwrap_model(model), tokenizer)
+
+
+def _log_answers(stage, model, tokenizer, prompts: list[tuple[list[int], str]], step: int) -> None:
+    """Greedy answers to the first `eval.generations` held-out prompts, logged as text."""
+    cfg = stage.cfg
+    answers = sample_answers(model, tokenizer, prompts[: cfg.eval.generations], cfg.eval.max_new_tokens)
+    text = "\n\n".join(
+        f"PROMPT: {a['prompt']}\nANSWER: {a['answer']}\nREFERENCE: {a['reference']}" for a in answers
+    )
+    assert stage.logger is not None
+    stage.logger.log_text(step, "eval/samples", text)
+
+
+def _done_line(summary: dict[str, Any]) -> str:
+    losses = summary["train_loss"]
+    return (
+        f"[done] {summary['steps']} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
+        f"{summary['tokens_per_second']} tokens/s; model in {summary['model_dir']}"
+    )
 
 
 def _method(cfg: SftConfig) -> str:

@@ -1,0 +1,224 @@
+"""The skeleton every trainer stage (sft, reward, dpo, rrhf) shares, as one object a `run_*` composes.
+
+    stage = Stage.start("dpo", cfg)                        accelerator, run directory, config written
+    model, optimizer = stage.prepare(model, optimizer, scheduler, tokenizer=..., resume=...)
+    stream = stage.stream(len(train))                      resumable, sharded over processes
+    result, seconds = stage.train(model=..., batches=..., loss_fn=..., run_eval=...)
+    stage.finish(summary, save=..., done=...)              outputs and summary.json on the main process
+
+What stays in the stage is what is particular to it: its data, its model, its loss, its evaluation
+and what it saves. Checkpoints, the resumed history, evaluation bookkeeping, the metrics logger and
+the summary file are handled here the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.config.core import to_dict
+from rlhf.tracking import MetricsLogger
+from rlhf.training.loop import LoopResult, LossFn, stage_on_step, stage_steps, start_stage, train_loop
+
+
+@dataclass
+class Stage:
+    """One stage run in progress (see the module docstring). `cfg` is any stage config with the
+    run-control fields (`rlhf.config.parts.RunConfig`), `optimizer`, `logging` and `eval`."""
+
+    name: str
+    """The stage's name (`sft`, `reward`, ...): the progress bar and the first printed line."""
+    cfg: Any
+    """The stage's resolved config."""
+    accelerator: Any
+    """The run's Accelerator."""
+    say: Callable[..., None]
+    """`print` on the main process, nothing elsewhere."""
+    run_dir: Path
+    """`logging.output_dir`, created, with the config and environment written."""
+    started: float
+    """time.time() when the stage started."""
+    steps: int = 0
+    """Optimizer steps of the run (set by `prepare`)."""
+    start_step: int = 0
+    """Steps already taken by the run resumed from (0: a fresh run)."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """One row per optimizer step (restored on resume)."""
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    """One row per evaluation (restored on resume)."""
+    logger: MetricsLogger | None = None
+    """metrics.jsonl and TensorBoard (opened by `prepare`, after a resume trimmed the old rows)."""
+    _checkpoint: dict[str, Any] = field(default_factory=dict)
+    """model, optimizer, scheduler, tokenizer of `save_checkpoint`."""
+
+    @classmethod
+    def start(cls, name: str, cfg: Any) -> Stage:
+        """An Accelerator seeded with `cfg.seed`, and the run directory."""
+        started = time.time()
+        accelerator, say, run_dir = start_stage(name, cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision)
+        return cls(name, cfg, accelerator, say, run_dir, started)
+
+    @property
+    def main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+    def report_model(self, model, *, method: str | None = None, note: str = "") -> int:
+        """Print the `[model]` line (parameters, trainable ones, how it trains); returns the
+        number of trainable parameters."""
+        from rlhf.models import trainable_parameter_summary
+
+        trainable, total = trainable_parameter_summary(model)
+        peft = self.cfg.peft.method
+        method = method or ("full fine-tuning" if peft == "none" else f"peft: {peft}")
+        self.say(
+            f"[model] {self.cfg.model.path}: {total:,} parameters, {trainable:,} trainable ({method}{note})"
+        )
+        return trainable
+
+    def plan(self, num_items: int) -> int:
+        """The run's optimizer steps over `num_items` training items (`max_steps` or `epochs`)."""
+        self.steps = stage_steps(self.cfg, num_items, self.accelerator.num_processes)
+        return self.steps
+
+    def prepare(
+        self, model, optimizer, scheduler, *, tokenizer, resume: str | bool | None,
+        checkpointed: Callable[[Any], Any] = lambda prepared: prepared,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """`accelerator.prepare(model, optimizer)`, then resume from the checkpoint `resume` names
+        (see `resume_run`). `checkpointed(prepared model)` is the module a checkpoint holds (e.g.
+        the LM inside a read-out wrapper). Returns the prepared (model, optimizer)."""
+        from rlhf.training.checkpoint import resume_run
+
+        model, optimizer = self.accelerator.prepare(model, optimizer)
+        target = checkpointed(model)
+        resumed = resume_run(
+            self.accelerator, self.run_dir, resume, model=target, optimizer=optimizer, scheduler=scheduler,
+            config=to_dict(self.cfg), say=self.say,
+        )  # fmt: skip
+        self.start_step, self.history, self.evals = resumed.step, resumed.history, resumed.evals
+        self._checkpoint = {
+            "model": target,
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+            "tokenizer": tokenizer,
+        }
+        self.logger = MetricsLogger(self.run_dir, tensorboard=self.cfg.logging.tensorboard, enabled=self.main)
+        return model, optimizer
+
+    def stream(self, num_items: int):
+        """This process's micro-batches of item indices, resumed where the checkpoint left off."""
+        from rlhf.training.batches import BatchStream
+
+        return BatchStream(
+            num_items, self.cfg.batch_size, num_processes=self.accelerator.num_processes,
+            process_index=self.accelerator.process_index, seed=self.cfg.seed,
+            start=self.start_step * self.cfg.optimizer.gradient_accumulation_steps,
+        )  # fmt: skip
+
+    def pack_width(self, isolates: Callable[[int], bool], what: str = "sequences") -> int | None:
+        """`data.max_length` when `packing` is on and `isolates(width)` finds that the model keeps
+        packed `what` apart; else None (said when packing was asked for)."""
+        width = self.cfg.data.max_length if self.cfg.packing else None
+        if width is not None and not isolates(width):
+            self.say(
+                f"[packing] this model lets packed {what} attend to each other; padding each {what[:-1]} instead"
+            )
+            return None
+        return width
+
+    def save(self, step: int) -> None:
+        """Checkpoint `step`: the model, optimizer, schedule, RNG, history and evaluations."""
+        from rlhf.training.checkpoint import save_checkpoint
+
+        state = {"history": self.history, "evals": self.evals, "config": to_dict(self.cfg)}
+        path = save_checkpoint(
+            self.accelerator,
+            self.run_dir,
+            step,
+            **self._checkpoint,
+            state=state,
+            keep=self.cfg.keep_checkpoints,
+        )
+        self.say(f"[checkpoint] saved {path}", flush=True)
+
+    def record_eval(
+        self, step: int, result: dict[str, Any], keys: Iterable[str], *, wait: bool = True
+    ) -> None:
+        """Keep an evaluation's `result`, log and print its `keys` (those that are not None)."""
+        assert self.logger is not None, "prepare() first"
+        self.evals.append({"step": step, **result})
+        shown = {k: result[k] for k in keys if result.get(k) is not None}
+        self.logger.log(step, {f"eval/{k}": v for k, v in shown.items()})
+        self.say(f"[eval] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        if wait:
+            self.accelerator.wait_for_everyone()
+
+    def train(
+        self, *, model, optimizer, scheduler, batches: Iterable[Any], loss_fn: LossFn,
+        count_fn: Callable[[Any], int], run_eval: Callable[[int], None] | None,
+    ) -> tuple[LoopResult, float]:  # fmt: skip
+        """Evaluate at step 0 (fresh run), train to `steps` with evaluations and checkpoints at their
+        intervals, evaluate at the end. Returns the loop's result and the training seconds."""
+        assert self.logger is not None, "prepare() first"
+        cfg = self.cfg
+        on_step = stage_on_step(
+            steps=self.steps, history=self.history, eval_every=cfg.eval.every, run_eval=run_eval,
+            save_every=cfg.save_every, save=self.save,
+        )  # fmt: skip
+        if run_eval is not None and self.start_step == 0:
+            run_eval(0)
+        started = time.time()
+        with self.logger:
+            result = train_loop(
+                accelerator=self.accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                batches=batches, loss_fn=loss_fn, max_steps=self.steps, optim_cfg=cfg.optimizer,
+                logger=self.logger, log_every=cfg.logging.log_every, progress=cfg.logging.progress, desc="train",
+                start_step=self.start_step, count_fn=count_fn, on_step=on_step,
+            )  # fmt: skip
+            seconds = time.time() - started
+            if run_eval is not None:
+                run_eval(result.steps)
+        return result, seconds
+
+    def total(self, count: int | float) -> int:
+        """`count` summed over processes."""
+        tensor = torch.tensor(count, device=self.accelerator.device)
+        return int(self.accelerator.reduce(tensor, reduction="sum").item())
+
+    def finish(
+        self,
+        summary: dict[str, Any],
+        *,
+        save: Callable[[], dict[str, Any]],
+        done: Callable[[dict[str, Any]], str],
+    ) -> None:
+        """On the main process: `save()` the outputs (its dict joins the summary), write
+        `summary.json` and print `done(summary)`. Every process waits for it."""
+        self.accelerator.wait_for_everyone()
+        if self.main:
+            summary.update(save())
+            summary["seconds"] = round(time.time() - self.started, 1)
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            self.say(done(summary))
+        self.accelerator.wait_for_everyone()
+
+    def finish_policy(self, summary: dict[str, Any], lm, tokenizer, *, done: Callable[[dict[str, Any]], str]):
+        """`finish` for a stage that trains a policy: saved to `<run_dir>/policy` (LoRA merged, QLoRA
+        as its adapter). Returns the LM (merged on the main process)."""
+        from rlhf.models import save_model
+
+        saved = {"lm": lm}
+
+        def save() -> dict[str, Any]:
+            out_dir = self.run_dir / "policy"
+            saved["lm"] = save_model(lm, tokenizer, out_dir, merge=self.cfg.peft.method == "lora")
+            return {"policy_dir": str(out_dir)}
+
+        self.finish(summary, save=save, done=done)
+        return saved["lm"]
