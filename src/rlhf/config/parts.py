@@ -217,3 +217,43 @@ class FreezeConfig:
             raise ConfigError(
                 f"`freeze.train_modules` must list non-empty name patterns (or be null), got {self.train_modules}"
             )
+
+
+@dataclass
+class RunControl:
+    """The run-control fields every training stage (sft, reward, dpo, rrhf, ppo) shares; a stage's
+    config inherits them, so they sit at its top level (`--set seed=1`)."""
+
+    seed: int = 0
+    """Seed for everything random in the run: weights that start random, the held-out split, the data
+    order, dropout and sampling."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Autocast for the forward pass: `auto` is bf16 on a GPU that supports it and none on CPU."""
+    save_every: int = 0
+    """Write a resumable checkpoint every N optimizer steps (PPO: every N PPO steps); 0: none. The
+    final model (policy, critic) is always saved."""
+    keep_checkpoints: int | None = 2
+    """Keep only the newest N checkpoints (null: keep all)."""
+
+    def __post_init__(self) -> None:
+        if self.save_every < 0:
+            raise ConfigError(f"`save_every` must be >= 0, got {self.save_every}")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
+
+
+@dataclass
+class EpochRunControl(RunControl):
+    """`RunControl` for stages that pass over a fixed training set (sft, reward, dpo, rrhf)."""
+
+    epochs: float = 1.0
+    """Passes over the training items (rows or groups; fractions allowed); ignored when `max_steps` is set."""
+    max_steps: int | None = None
+    """Optimizer steps to train; default: as many as `epochs` takes."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"`max_steps` must be at least 1, got {self.max_steps}")
+        if self.epochs <= 0:
+            raise ConfigError(f"`epochs` must be positive, got {self.epochs}")

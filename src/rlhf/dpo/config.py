@@ -8,6 +8,7 @@ from typing import Literal
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import (
     DataConfig,
+    EpochRunControl,
     LoggingConfig,
     ModelConfig,
     OptimizerConfig,
@@ -18,7 +19,7 @@ from rlhf.preference.config import PreferenceEvalConfig
 
 
 @dataclass
-class DpoConfig:
+class DpoConfig(EpochRunControl):
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy to start from: the SFT model (directory, hub id, or `builtin:tiny`)."""
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -54,12 +55,6 @@ class DpoConfig:
     (then caching costs no more forward passes than live), else live."""
     ties: Literal["skip"] = "skip"
     """Completions ranked equal make no pair (a preference needs a winner)."""
-    seed: int = 0
-    """Seed for the eval split, the data order and dropout."""
-    epochs: float = 1.0
-    """Passes over the training groups (fractions allowed); ignored when `max_steps` is set."""
-    max_steps: int | None = None
-    """Optimizer steps to train; default: as many as `epochs` takes."""
     batch_size: int = 8
     """Groups (a prompt with its completions) per micro-batch on each process; every completion of
     a micro-batch goes through the model in one forward pass, chosen and rejected together."""
@@ -67,20 +62,11 @@ class DpoConfig:
     """Lay the completions of a micro-batch end to end in rows of up to `data.max_length` tokens
     (position ids restart per sequence) instead of one padded row each. Checked on the first
     micro-batch: if the model lets packed sequences see each other, the run says so and pads."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """Autocast for the forward pass: `auto` is bf16 on a GPU that supports it and none on CPU."""
-    save_every: int = 0
-    """Write a resumable checkpoint every N optimizer steps (0: none; the final policy is always saved)."""
-    keep_checkpoints: int | None = 2
-    """Keep only the newest N checkpoints (null: keep all)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.batch_size < 1:
             raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"`max_steps` must be at least 1, got {self.max_steps}")
-        if self.epochs <= 0:
-            raise ConfigError(f"`epochs` must be positive, got {self.epochs}")
         if self.beta <= 0:
             raise ConfigError(f"`beta` must be positive, got {self.beta}")
         if self.loss_type == "conservative":
@@ -90,10 +76,6 @@ class DpoConfig:
                 )
         elif self.label_smoothing:
             raise ConfigError("`label_smoothing` is the noise rate of `loss_type: conservative`; set that")
-        if self.save_every < 0:
-            raise ConfigError(f"`save_every` must be >= 0, got {self.save_every}")
-        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
-            raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
         if self.peft.method == "prompt_tuning":
             raise ConfigError("`peft.method: prompt_tuning` is not supported by dpo; use lora or qlora")
         if self.reference and self.peft.method != "none":

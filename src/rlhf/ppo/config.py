@@ -22,6 +22,7 @@ from rlhf.config.parts import (
     OptimizerConfig,
     PeftConfig,
     PromptConfig,
+    RunControl,
 )
 from rlhf.generation.config import SamplingConfig
 from rlhf.rewards.config import RewardSourcesConfig
@@ -166,7 +167,7 @@ class GuardConfig:
 
 
 @dataclass
-class PpoConfig:
+class PpoConfig(RunControl):
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy to start from: the SFT model (directory or adapter), a hub id, or `builtin:tiny`.
     The reference model is this same model, frozen."""
@@ -204,21 +205,14 @@ class PpoConfig:
     minibatch_size: int = 8
     """Sequences per optimizer step on each process; split into `optimizer.gradient_accumulation_steps`
     micro-batches. Must divide the rollout (prompts_per_step x completions_per_prompt)."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """Autocast: `auto` is bf16 on a GPU that supports it and none on CPU."""
-    seed: int = 0
-    """Seed of the value head, prompt order, sampling and dropout."""
     samples_every: int = 10
     """Every N steps log a table of sampled prompts, completions and rewards (`samples.jsonl` and
     TensorBoard text); 0: never."""
     samples_count: int = 4
     """Rows in each samples table."""
-    save_every: int = 0
-    """Write a resumable checkpoint every N PPO steps (0: none; the final policy and critic are always saved)."""
-    keep_checkpoints: int | None = 2
-    """Keep only the newest N checkpoints (null: keep all)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.steps < 1 or self.ppo_epochs < 1 or self.minibatch_size < 1:
             raise ConfigError("`steps`, `ppo_epochs` and `minibatch_size` must be at least 1")
         if self.peft.method == "prompt_tuning":
@@ -236,10 +230,8 @@ class PpoConfig:
                 f"`advantage.estimator: {self.advantage.estimator}` compares the completions of a prompt: "
                 "set `rollout.completions_per_prompt` to 2 or more"
             )
-        if self.save_every < 0 or self.samples_every < 0 or self.samples_count < 0:
-            raise ConfigError("`save_every`, `samples_every` and `samples_count` must be >= 0")
-        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
-            raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
+        if self.samples_every < 0 or self.samples_count < 0:
+            raise ConfigError("`samples_every` and `samples_count` must be >= 0")
 
     @property
     def uses_critic(self) -> bool:

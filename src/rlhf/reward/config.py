@@ -8,6 +8,7 @@ from typing import Literal
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import (
     DataConfig,
+    EpochRunControl,
     LoggingConfig,
     ModelConfig,
     OptimizerConfig,
@@ -41,7 +42,7 @@ class RewardEvalConfig:
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(EpochRunControl):
     model: ModelConfig = field(default_factory=ModelConfig)
     """The model to start from (usually the SFT model, a hub id, or `builtin:tiny`); it gets a
     scalar head (a one-label sequence classifier)."""
@@ -57,12 +58,6 @@ class RewardConfig:
     """AdamW, learning-rate schedule, gradient clipping and accumulation."""
     logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/reward"))
     """Run directory, metric frequency, TensorBoard, progress bar."""
-    seed: int = 0
-    """Seed for the new head, the eval split, the data order and dropout."""
-    epochs: float = 1.0
-    """Passes over the training groups (fractions allowed); ignored when `max_steps` is set."""
-    max_steps: int | None = None
-    """Optimizer steps to train; default: as many as `epochs` takes."""
     batch_size: int = 8
     """Groups (prompts with their completions) per micro-batch on each process; all completions of
     a micro-batch go through the model in one forward pass."""
@@ -87,24 +82,11 @@ class RewardConfig:
     (position ids restart at each completion) instead of one padded row each: no compute spent on
     padding. Before training, one micro-batch is scored both ways; if the model lets packed
     completions see each other (its attention ignores position restarts) the run says so and pads."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """Autocast for the forward pass: `auto` is bf16 on a GPU that supports it and none on CPU."""
-    save_every: int = 0
-    """Write a resumable checkpoint every N optimizer steps (0: none; the final model is always saved)."""
-    keep_checkpoints: int | None = 2
-    """Keep only the newest N checkpoints (null: keep all)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.batch_size < 1:
             raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"`max_steps` must be at least 1, got {self.max_steps}")
-        if self.epochs <= 0:
-            raise ConfigError(f"`epochs` must be positive, got {self.epochs}")
-        if self.save_every < 0:
-            raise ConfigError(f"`save_every` must be >= 0, got {self.save_every}")
-        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
-            raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
         if self.centering < 0:
             raise ConfigError(f"`centering` must be >= 0, got {self.centering}")
         if self.peft.method == "prompt_tuning":

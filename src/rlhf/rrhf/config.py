@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
 
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import (
     DataConfig,
+    EpochRunControl,
     LoggingConfig,
     ModelConfig,
     OptimizerConfig,
@@ -21,7 +21,7 @@ from rlhf.preference.config import PreferenceEvalConfig
 
 
 @dataclass
-class RrhfConfig:
+class RrhfConfig(EpochRunControl):
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy to start from: the SFT model (directory, hub id, or `builtin:tiny`)."""
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -64,12 +64,6 @@ class RrhfConfig:
     small learning rate; raise it for adapters or tiny models)."""
     logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/rrhf"))
     """Run directory, metric frequency, TensorBoard, progress bar."""
-    seed: int = 0
-    """Seed for the eval split, the data order and dropout."""
-    epochs: float = 1.0
-    """Passes over the training groups (fractions allowed); ignored when `max_steps` is set."""
-    max_steps: int | None = None
-    """Optimizer steps to train; default: as many as `epochs` takes."""
     batch_size: int = 4
     """Groups (a prompt with its K responses) per micro-batch on each process; every response of a
     micro-batch goes through the model in one forward pass."""
@@ -77,25 +71,12 @@ class RrhfConfig:
     """Lay the responses of a micro-batch end to end in rows of up to `data.max_length` tokens
     (position ids restart per sequence) instead of one padded row each. Checked on the first
     micro-batch: if the model lets packed sequences see each other, the run says so and pads."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """Autocast for the forward pass: `auto` is bf16 on a GPU that supports it and none on CPU."""
-    save_every: int = 0
-    """Write a resumable checkpoint every N optimizer steps (0: none; the final policy is always saved)."""
-    keep_checkpoints: int | None = 2
-    """Keep only the newest N checkpoints (null: keep all)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("batch_size", "reward_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be at least 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"`max_steps` must be at least 1, got {self.max_steps}")
-        if self.epochs <= 0:
-            raise ConfigError(f"`epochs` must be positive, got {self.epochs}")
-        if self.save_every < 0:
-            raise ConfigError(f"`save_every` must be >= 0, got {self.save_every}")
-        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
-            raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
         for name in ("rank_weight", "sft_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import (
     DataConfig,
+    EpochRunControl,
     FreezeConfig,
     LoggingConfig,
     ModelConfig,
@@ -47,7 +47,7 @@ class SftEvalConfig:
 
 
 @dataclass
-class SftConfig:
+class SftConfig(EpochRunControl):
     model: ModelConfig = field(default_factory=ModelConfig)
     """The model to fine-tune (hub id, directory, or `builtin:tiny`), and how to load it."""
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -65,12 +65,6 @@ class SftConfig:
     """AdamW, learning-rate schedule, gradient clipping and accumulation."""
     logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/sft"))
     """Run directory, metric frequency, TensorBoard, progress bar."""
-    seed: int = 0
-    """Seed for weights that start random, the eval split, the data order and dropout."""
-    epochs: float = 1.0
-    """Passes over the training rows (fractions allowed); ignored when `max_steps` is set."""
-    max_steps: int | None = None
-    """Optimizer steps to train; default: as many as `epochs` takes."""
     batch_size: int = 8
     """Rows per micro-batch on each process. One optimizer step sees batch_size x processes x
     gradient_accumulation_steps rows."""
@@ -80,24 +74,11 @@ class SftConfig:
     """Pack several short examples into each row of `data.max_length` tokens (fewer pad tokens,
     faster), with position ids restarting per example so no example attends to another. Default
     (null): on, except with prompt tuning (whose soft prompt is one per row). `false`: one example per row."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """Autocast for the forward pass: `auto` is bf16 on a GPU that supports it and none on CPU."""
-    save_every: int = 0
-    """Write a resumable checkpoint every N optimizer steps (0: none; the final model is always saved)."""
-    keep_checkpoints: int | None = 2
-    """Keep only the newest N checkpoints (null: keep all)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.batch_size < 1:
             raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"`max_steps` must be at least 1, got {self.max_steps}")
-        if self.epochs <= 0:
-            raise ConfigError(f"`epochs` must be positive, got {self.epochs}")
-        if self.save_every < 0:
-            raise ConfigError(f"`save_every` must be >= 0, got {self.save_every}")
-        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
-            raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
         if self.packing and self.peft.method == "prompt_tuning":
             raise ConfigError(
                 "`packing` cannot be used with prompt tuning: the soft prompt is prepended once per row, "
