@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import itertools
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -19,10 +20,55 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _databases = itertools.count()
 
 
+SLOW_FIXTURES = {"pg_server", "pg_url", "browser", "planted"}
+"""Fixtures that start a process (PostgreSQL, Chromium) or train a model (`planted`) once for many
+tests: every test that uses one is marked slow, whichever of them happens to start it."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    platform.processor()  # runs `uname -p` once and caches it: the run-directory notes read it later
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_guard(request, monkeypatch):
+    """The fast tier (`make test-fast`, `-m "not slow"`) is what a contributor runs while editing:
+    a test that trains a model (takes an optimizer step) or starts a process must be marked
+    `@pytest.mark.slow`, and one that is not fails here saying so."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    def refuse(what: str):
+        raise AssertionError(
+            f"{request.node.nodeid} {what}: mark it @pytest.mark.slow (see tests/conftest.py)"
+        )
+
+    def no_step(*_args):
+        refuse("takes an optimizer step")
+
+    def no_process(self, *args, **kwargs):
+        refuse(f"starts a process ({args[0] if args else kwargs.get('args')!r})")
+
+    handle = register_optimizer_step_pre_hook(no_step)
+    monkeypatch.setattr(subprocess.Popen, "__init__", no_process)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
-        pytest.fail(f"../shared not found at {SHARED} (set RLHF_SHARED_DIR)")
+        pytest.fail(
+            f"../shared not found at {SHARED}: the tests read the public files and the tiny model a "
+            "checkout of this project keeps beside it (set RLHF_SHARED_DIR to use another place)"
+        )
     return SHARED
 
 

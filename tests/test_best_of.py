@@ -113,6 +113,7 @@ def test_best_of_n_keeps_the_argmax_of_each_prompts_draws(tmp_path):
 # ----------------------------------------------------------------------------- rlhf generate
 
 
+@pytest.mark.slow
 def test_generate_best_of_writes_sft_rows_that_train_and_read_as_prompts(tmp_path, reward_model):
     prompts = write_prompts(tmp_path / "prompts.jsonl")
     out = tmp_path / "best.jsonl"
@@ -229,6 +230,7 @@ def test_eval_config_errors_are_one_line(kwargs, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_cli_best_of_without_reward_model_is_one_line_with_status_2(tmp_path):
     prompts = write_prompts(tmp_path / "prompts.jsonl")
     proc = subprocess.run(

@@ -14,6 +14,7 @@ def rlhf(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([RLHF, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_help_lists_every_stage():
     proc = rlhf("--help")
     assert proc.returncode == 0
@@ -34,6 +35,7 @@ def test_help_lists_every_stage():
         assert f"    {stage}" in proc.stdout, stage
 
 
+@pytest.mark.slow
 def test_print_config_shows_docs_and_overrides():
     proc = rlhf("demo", "--print-config", "--set", "pipeline.sft.peft.method=lora", "pipeline.ppo.steps=7")
     assert proc.returncode == 0, proc.stderr
@@ -42,6 +44,7 @@ def test_print_config_shows_docs_and_overrides():
     assert "\n    steps: 7" in proc.stdout
 
 
+@pytest.mark.slow
 def test_config_errors_are_one_line_with_status_2(tmp_path):
     proc = rlhf("demo", "--set", "pipeline.sft.peft.lora_rnak=4")
     assert proc.returncode == 2
@@ -55,18 +58,21 @@ def test_config_errors_are_one_line_with_status_2(tmp_path):
     assert proc.stderr == "error: `pipeline.ppo.optimizer.lr` expects a number, got str 'fast'\n"
 
 
+@pytest.mark.slow
 def test_dpo_help_shows_its_fields():
     proc = rlhf("dpo", "--print-config")
     assert proc.returncode == 0, proc.stderr
     assert "loss_type: sigmoid" in proc.stdout and "reference_logps: auto" in proc.stdout
 
 
+@pytest.mark.slow
 def test_env_prints_versions():
     info = json.loads(rlhf("env").stdout)
     assert info["packages"]["torch"].startswith("2.")
     assert info["packages"]["rlhf"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["pairwise", "alpaca"])
 def test_data_formats_lists(fmt):
     proc = rlhf("data", "formats")
@@ -74,6 +80,7 @@ def test_data_formats_lists(fmt):
     assert any(line.startswith(fmt + " ") for line in proc.stdout.splitlines())
 
 
+@pytest.mark.slow
 def test_missing_model_and_wrong_data_kind_are_one_line(tmp_path):
     proc = rlhf("sft", "--set", f"logging.output_dir={tmp_path}/a", "model.path=/no/such/model")
     assert proc.returncode == 2
@@ -87,6 +94,7 @@ def test_missing_model_and_wrong_data_kind_are_one_line(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_data_inspect_reports_skipped_lines(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(

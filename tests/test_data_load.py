@@ -86,6 +86,7 @@ def test_inspect_overrides_and_long_text(tmp_path):
     assert "format:   prompts (given)" in text
 
 
+@pytest.mark.slow
 def test_importing_the_package_stays_light():
     # `rlhf --help` imports rlhf.data; the heavy libraries must wait until a function needs them.
     code = "import sys, rlhf.data; print(sorted(m for m in ('torch', 'datasets', 'pyarrow', 'transformers') if m in sys.modules))"

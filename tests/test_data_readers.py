@@ -169,6 +169,7 @@ def test_unsupported_suffix(tmp_path):
         list(read_rows(path))
 
 
+@pytest.mark.slow
 def test_hub_id_offline_fails_in_one_line():
     # HF_HUB_OFFLINE is read when huggingface_hub is imported, so the load runs in a fresh process.
     code = (

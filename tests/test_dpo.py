@@ -192,6 +192,7 @@ def test_config_errors_are_one_line(tmp_path):
         config(tmp_path, tmp_path / "x.jsonl", beta=0)
 
 
+@pytest.mark.slow
 def test_cli_rejects_data_without_preferences(tmp_path):
     data = write_jsonl(tmp_path / "labels.jsonl", [{"prompt": "p", "completion": "c", "label": "good"}] * 3)
     proc = subprocess.run(

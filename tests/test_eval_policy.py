@@ -52,6 +52,7 @@ def test_token_logprobs_equal_a_plain_forward_of_each_sequence():
         assert row == pytest.approx(want, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_same_policy_ties_with_zero_kl(setup, tmp_path):
     prompts, gold = setup
     model = save_tiny(tmp_path / "m", seed=0)
@@ -69,6 +70,7 @@ def test_same_policy_ties_with_zero_kl(setup, tmp_path):
     assert "win rate of the policy by gold: 0.500" in proc.stdout
 
 
+@pytest.mark.slow
 def test_different_policy_kl_gold_and_win_rate(setup, tmp_path):
     prompts, gold = setup
     policy, baseline = save_tiny(tmp_path / "p", seed=1), save_tiny(tmp_path / "b", seed=2)
@@ -95,6 +97,7 @@ def test_different_policy_kl_gold_and_win_rate(setup, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_bad_gold_function_is_one_line(setup, tmp_path):
     prompts, gold = setup
     proc = rlhf(

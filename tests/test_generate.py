@@ -288,6 +288,7 @@ def rlhf(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([RLHF, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_writes_candidates_and_its_flags_win_over_set(prompts_file, tmp_path):
     config = tmp_path / "generate.yaml"
     config.write_text("sampling:\n  num_samples: 2\n  max_new_tokens: 6\n  seed: 5\n")
@@ -307,6 +308,7 @@ def test_cli_writes_candidates_and_its_flags_win_over_set(prompts_file, tmp_path
     assert all(len(set(r.completions)) == 4 for r in data.records)
 
 
+@pytest.mark.slow
 def test_cli_bad_prompts_file_is_one_line_with_status_2(tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "fine"}, {"prompt": ["not a message"]}])
     proc = rlhf("generate", "--prompts", str(bad), "--output", "out.jsonl", cwd=tmp_path)

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from label_helpers import Running, make_project
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
@@ -45,6 +47,7 @@ def shoot(page, tmp_path: Path, name: str) -> None:
         shutil.copy(path, Path(keep) / path.name)
 
 
+@pytest.mark.slow
 def test_label_in_a_real_browser_then_train_a_reward_model(browser, tmp_path):
     from playwright.sync_api import expect
 

@@ -13,6 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from label_helpers import Client
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
@@ -42,6 +44,7 @@ def start_server(project: Path, port: int = 0) -> tuple[subprocess.Popen, int]:
     return proc, int(match.group(1))
 
 
+@pytest.mark.slow
 def test_init_add_stats_export_and_errors(tmp_path):
     rows = [
         {"prompt": f"Question {i}?", "completions": [f"a{i}", f"b{i}", f"c{i}", f"a{i}"]} for i in range(3)
@@ -80,6 +83,7 @@ def test_init_add_stats_export_and_errors(tmp_path):
     del owner
 
 
+@pytest.mark.slow
 def test_server_killed_mid_load_loses_no_acknowledged_submission(tmp_path):
     rows = [{"prompt": f"Q{i}", "completions": [f"yes {i}", f"no {i}"]} for i in range(200)]
     tasks = write_jsonl(tmp_path / "cands.jsonl", rows)

@@ -121,6 +121,7 @@ def test_the_http_server_runs_on_postgresql(tmp_path, pg_url):
     assert pairs_judged == [(12,)]
 
 
+@pytest.mark.slow
 def test_cli_init_with_db_then_stats(tmp_path, pg_url):
     rows = [{"prompt": f"Question {i}?", "completions": [f"a{i}", f"b{i}"]} for i in range(3)]
     tasks = tmp_path / "cands.jsonl"

@@ -25,7 +25,7 @@ def pairs(n: int) -> list:
     ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def database(request) -> str | None:
     """None (SQLite in the project folder) or the URL of a fresh PostgreSQL database."""
     return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
@@ -274,6 +274,7 @@ while (a := s.next_assignment(me)) is not None:
 """
 
 
+@pytest.mark.slow
 def test_a_killed_writer_keeps_every_acknowledged_submission(tmp_path):
     s = Store.create(tmp_path / "p", ProjectConfig(questions=["pairwise"]))
     s.add_items(pairs(5000))

@@ -71,6 +71,7 @@ def _lora(ts_cfg: ModelConfig, **overrides):
     return load_causal_lm(ts_cfg, PeftConfig(**settings))
 
 
+@pytest.mark.slow
 def test_lora_trains_only_adapters(ts_cfg: ModelConfig) -> None:
     model = _lora(ts_cfg)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
@@ -99,6 +100,7 @@ def test_lora_all_linear_targets_every_projection(ts_cfg: ModelConfig) -> None:
     assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
+@pytest.mark.slow
 def test_qlora_trains_adapters_on_frozen_4bit_base(ts_cfg: ModelConfig) -> None:
     import bitsandbytes as bnb
 
@@ -129,6 +131,7 @@ def test_qlora_trains_adapters_on_frozen_4bit_base(ts_cfg: ModelConfig) -> None:
         merge_adapters(model)
 
 
+@pytest.mark.slow
 def test_prompt_tuning_trains_only_the_prompt(ts_cfg: ModelConfig) -> None:
     model = load_causal_lm(ts_cfg, PeftConfig(method="prompt_tuning", num_virtual_tokens=6))
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
@@ -159,6 +162,7 @@ def test_prompt_tuning_init_from_text(ts_cfg: ModelConfig) -> None:
     assert torch.equal(model.prompt_encoder["default"].embedding.weight, embeddings)
 
 
+@pytest.mark.slow
 def test_disabled_adapter_is_the_base_model(ts_cfg: ModelConfig, tinystories_path: Path) -> None:
     tokenizer = load_tokenizer(ts_cfg)
     batch = _batch(tokenizer)
@@ -191,6 +195,7 @@ def test_disabled_prompt_is_the_base_model(ts_cfg: ModelConfig, tinystories_path
         assert torch.allclose(reference, base(input_ids=input_ids).logits, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_merged_model_reloads_with_plain_transformers(ts_cfg: ModelConfig, tmp_path: Path) -> None:
     tokenizer = load_tokenizer(ts_cfg)
     batch = _batch(tokenizer)
@@ -222,6 +227,7 @@ def test_save_replaces_an_existing_directory(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+@pytest.mark.slow
 def test_saved_qlora_adapter_trains_on(ts_cfg: ModelConfig, tmp_path: Path) -> None:
     import bitsandbytes as bnb
 

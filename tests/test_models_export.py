@@ -59,6 +59,7 @@ def lora_dir(tmp_path: Path):
     return directory, expected
 
 
+@pytest.mark.slow
 def test_cli_merges_lora_for_plain_transformers(lora_dir, tmp_path: Path) -> None:
     directory, expected = lora_dir
     out = tmp_path / "merged"
@@ -101,6 +102,7 @@ def test_no_merge_keeps_the_adapter(lora_dir, tmp_path: Path) -> None:
     assert torch.allclose(_logits(model, build_tiny_model()[1]), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_prompt_tuning_cannot_be_merged(tmp_path: Path) -> None:
     model, tokenizer = build_tiny_model()
     save_model(
@@ -116,6 +118,7 @@ def test_prompt_tuning_cannot_be_merged(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_missing_source_is_one_line(tmp_path: Path) -> None:
     proc = rlhf("export", str(tmp_path / "nope"), str(tmp_path / "out"))
     assert proc.returncode == 2

@@ -117,6 +117,7 @@ def test_errors_are_one_line() -> None:
         apply_freeze(lora, FreezeConfig(train_last_layers=1))
 
 
+@pytest.mark.slow
 def test_only_the_last_block_learns(tinystories_path: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tinystories_path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(tinystories_path)

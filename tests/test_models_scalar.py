@@ -93,6 +93,7 @@ def _fit(model: ScalarModel, steps: int, lr: float) -> list[float]:
     return errors
 
 
+@pytest.mark.slow
 def test_head_trains_and_fits_targets(ts_cfg: ModelConfig) -> None:
     torch.manual_seed(0)
     model = load_scalar_model(ts_cfg)
@@ -104,6 +105,7 @@ def test_head_trains_and_fits_targets(ts_cfg: ModelConfig) -> None:
     assert errors[-1] < 0.5 * errors[0]
 
 
+@pytest.mark.slow
 def test_save_reloads_with_plain_transformers(ts_cfg: ModelConfig, tmp_path: Path) -> None:
     torch.manual_seed(0)
     tokenizer = load_tokenizer(ts_cfg)
@@ -128,6 +130,7 @@ def test_save_reloads_with_plain_transformers(ts_cfg: ModelConfig, tmp_path: Pat
         assert torch.allclose(again(input_ids, attention_mask).last, ours, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_lora_trains_only_adapters_and_head(ts_cfg: ModelConfig, tmp_path: Path) -> None:
     torch.manual_seed(0)
     peft_cfg = PeftConfig(method="lora", lora_rank=4, lora_alpha=8.0, lora_dropout=0.0)
@@ -161,6 +164,7 @@ def test_lora_trains_only_adapters_and_head(ts_cfg: ModelConfig, tmp_path: Path)
     assert torch.allclose(theirs, adapted, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_builtin_tiny_scalar_model_and_adapter_save(tmp_path: Path) -> None:
     peft_cfg = PeftConfig(method="lora", lora_rank=2, lora_dropout=0.0)
     model = load_scalar_model(ModelConfig(dtype="float32"), peft_cfg)

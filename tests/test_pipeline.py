@@ -117,6 +117,7 @@ def test_a_stage_alone_needs_its_inputs_and_outside_inputs_replace_stages(tmp_pa
     assert (Path(cfg.output_dir) / "reward" / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
     proc = subprocess.run(
         [RLHF, "pipeline", "--set", f"output_dir={tmp_path}/r", "sft.data.path=x.jsonl", "stages=[sft, warmup]"],

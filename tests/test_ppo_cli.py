@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,6 +17,7 @@ def rlhf(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([RLHF, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_the_bundled_example_runs(tmp_path):
     run = tmp_path / "run"
     proc = rlhf(
@@ -29,6 +32,7 @@ def test_the_bundled_example_runs(tmp_path):
     assert (run / "policy" / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_print_config_documents_every_group():
     proc = rlhf("ppo", "--print-config")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,6 +50,7 @@ def test_print_config_documents_every_group():
         assert key in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_broken_reward_function_is_one_line(tmp_path):
     module = tmp_path / "short.py"
     module.write_text("def score(prompts, completions):\n    return [1.0]\n")
@@ -59,6 +64,7 @@ def test_a_broken_reward_function_is_one_line(tmp_path):
     assert "returned 1 rewards for 2 completions" in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_no_reward_is_a_config_error(tmp_path):
     proc = rlhf(
         "ppo",

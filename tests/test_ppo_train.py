@@ -44,6 +44,7 @@ def climbs(rewards: list[float], by: float) -> bool:
     return last > first + by
 
 
+@pytest.mark.slow
 def test_ppo_with_a_critic_climbs_a_rule_reward_and_logs_every_signal(tmp_path):
     result = run_ppo(config(tmp_path))
     summary = result.summary
@@ -68,6 +69,7 @@ def test_ppo_with_a_critic_climbs_a_rule_reward_and_logs_every_signal(tmp_path):
     ).is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["reinforce", "rloo", "grpo"])
 def test_critic_free_estimators_climb_too(tmp_path, estimator):
     cfg = config(
@@ -120,6 +122,7 @@ def run_capturing(cfg: PpoConfig, monkeypatch) -> dict:
     return captured
 
 
+@pytest.mark.slow
 def test_lora_trains_only_the_adapter_and_value_head_and_the_reference_stays_the_base(tmp_path, monkeypatch):
     from rlhf.models import load_causal_lm, load_tokenizer
 
@@ -135,6 +138,7 @@ def test_lora_trains_only_the_adapter_and_value_head_and_the_reference_stays_the
     assert torch.equal(captured["reference"], expected)
 
 
+@pytest.mark.slow
 def test_critic_warmup_keeps_the_policy_frozen(tmp_path, monkeypatch):
     cfg = config(
         tmp_path, peft={"method": "lora"}, steps=2, critic={"warmup_steps": 2}, optimizer={"lr": 1e-2}
@@ -144,6 +148,7 @@ def test_critic_warmup_keeps_the_policy_frozen(tmp_path, monkeypatch):
     assert all(v is not None for v in captured["summary"]["value_loss"])
 
 
+@pytest.mark.slow
 def test_qlora_with_gradient_checkpointing_runs_and_saves_the_adapter(tmp_path, monkeypatch):
     cfg = config(
         tmp_path, model={"path": "builtin:tiny", "gradient_checkpointing": True}, peft={"method": "qlora"},
@@ -160,6 +165,7 @@ def test_qlora_with_gradient_checkpointing_runs_and_saves_the_adapter(tmp_path, 
     assert (Path(summary["critic_dir"]) / "rlhf_value_head.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_saved_shared_critic_reloads_on_its_own_and_can_start_a_later_run(tmp_path):
     from rlhf.config.parts import ModelConfig
     from rlhf.models.scalar import load_scalar_model
@@ -188,6 +194,7 @@ def test_saved_shared_critic_reloads_on_its_own_and_can_start_a_later_run(tmp_pa
     assert any("value head initialised" in note for note in built.notes)
 
 
+@pytest.mark.slow
 def test_separate_critic_from_the_reward_model(tmp_path):
     from rlhf.config.parts import ModelConfig
     from rlhf.models import load_tokenizer
@@ -209,6 +216,7 @@ def test_separate_critic_from_the_reward_model(tmp_path):
     assert any(moved)
 
 
+@pytest.mark.slow
 def test_ptx_kl_in_the_loss_and_the_adaptive_controller(tmp_path):
     cfg = config(
         tmp_path, steps=4,
@@ -225,6 +233,7 @@ def test_ptx_kl_in_the_loss_and_the_adaptive_controller(tmp_path):
     assert any(r.get("ppo/kl_flagged") for r in steps)  # far beyond its target: flagged
 
 
+@pytest.mark.slow
 def test_nan_rewards_skip_updates_then_stop_with_a_clear_error(tmp_path):
     from rlhf.ppo.update import NonFiniteError
 
@@ -237,6 +246,7 @@ def test_nan_rewards_skip_updates_then_stop_with_a_clear_error(tmp_path):
     assert '"ppo/skipped": 1.0' in log
 
 
+@pytest.mark.slow
 def test_a_generation_engine_can_be_swapped_in(tmp_path):
     from rlhf.ppo.rollout import HFGenerator
 
@@ -283,6 +293,7 @@ def test_critic_from_the_reward_needs_a_reward_model_when_the_run_starts(tmp_pat
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_ppo_learns_with_lora_on_a_pretrained_model(tmp_path, tinystories_path):
     cfg = config(
         tmp_path, model={"path": str(tinystories_path)}, peft={"method": "lora"}, prompt={"template": "raw"},
@@ -319,6 +330,7 @@ def test_policy_readout_matches_the_full_model_and_ignores_padding():
     assert graded.entropy.grad_fn is not None
 
 
+@pytest.mark.slow
 def test_target_kl_stops_the_epochs_early_and_the_first_update_starts_at_ratio_one(tmp_path):
     run_ppo(config(tmp_path, steps=2, loss={"target_kl": 1e-6}))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -239,6 +239,7 @@ def test_a_malformed_json_file_and_a_non_object_line(tmp_path):
         write_report(run)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_report_and_reports_errors_in_one_line(tmp_path):
     run = make_run(tmp_path / "run")
     proc = rlhf("report", str(run))

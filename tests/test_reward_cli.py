@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 
 
@@ -19,6 +21,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_train_checkpoint_resume(tmp_path):
     rows = [{"prompt": f"Q{i}", "chosen": f"yes please {i}", "rejected": f"no {i}"} for i in range(12)]
     data = write_jsonl(tmp_path / "prefs.jsonl", rows)
@@ -40,6 +43,7 @@ def test_train_checkpoint_resume(tmp_path):
     assert {"reward_mean", "reward_std", "num_completions"} <= set(extra)
 
 
+@pytest.mark.slow
 def test_unknown_label_is_one_line(tmp_path):
     data = write_jsonl(tmp_path / "labels.jsonl", [{"prompt": "Q", "completion": "A", "label": "meh"}])
     proc = rlhf("reward", "--set", f"data.path={data}", f"logging.output_dir={tmp_path / 'run'}")
@@ -50,6 +54,7 @@ def test_unknown_label_is_one_line(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_example_config_learns_the_bundled_rankings_then_score_and_eval(tmp_path):
     """examples/reward.yaml as a user runs it (shortened), then `rlhf eval reward` and `rlhf score`."""
     run = tmp_path / "run"

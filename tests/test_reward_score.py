@@ -146,6 +146,7 @@ def test_batching_and_order_do_not_change_rewards(planted):
     assert reverse[::-1] == pytest.approx(one, abs=tol)
 
 
+@pytest.mark.slow
 def test_policy_and_reward_model_with_different_tokenizers(planted, tmp_path, tinystories_path):
     """The policy (built-in tiny Llama, its own byte-level BPE and instruction template) writes text;
     a reward model on tinystories' tokenizer scores it after encoding the text its own way."""
@@ -217,6 +218,7 @@ def test_score_errors_are_one_line(planted, tmp_path, capsys):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_qlora_reward_model_saves_an_adapter_that_scores_the_same(planted, tmp_path):
     """QLoRA cannot merge into its 4-bit base: the adapter is saved, and the scorer loads it on a
     4-bit base again, so it scores exactly as the model did at the end of training."""

@@ -70,6 +70,7 @@ def config(tmp_path, data_path: str, *overrides: str) -> RewardConfig:
     return load_config(RewardConfig, None, base + list(overrides))
 
 
+@pytest.mark.slow
 def test_learns_planted_preference(tmp_path):
     data = write_jsonl(tmp_path / "prefs.jsonl", planted_comparisons())
     cfg = config(tmp_path, data, "eval.fraction=0.2", "eval.every=50", "max_steps=120", "centering=0.01")
@@ -84,6 +85,7 @@ def test_learns_planted_preference(tmp_path):
     assert saved["final_eval"]["accuracy"] == final["accuracy"]
 
 
+@pytest.mark.slow
 def test_oasst_rankings_and_saved_model_reloads(tmp_path, shared_dir, tinystories_path):
     from transformers import AutoModelForSequenceClassification
 
@@ -132,6 +134,7 @@ def test_oasst_rankings_and_saved_model_reloads(tmp_path, shared_dir, tinystorie
     assert extra["reward_std"] == pytest.approx(flat.std(correction=0).item(), abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["regression", "label"])
 def test_pointwise_modes_loss_falls(tmp_path, kind):
     rng = random.Random(1)
@@ -152,6 +155,7 @@ def test_pointwise_modes_loss_falls(tmp_path, kind):
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 * 0.7, losses
 
 
+@pytest.mark.slow
 def test_lora_is_merged_into_a_plain_classifier(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
@@ -169,6 +173,7 @@ def test_lora_is_merged_into_a_plain_classifier(tmp_path):
     assert torch.allclose(ours, theirs, atol=reorder_tol(2.0, TINY_TERMS)), (ours, theirs)
 
 
+@pytest.mark.slow
 def test_packed_training_follows_the_padded_run(tmp_path):
     """Packing changes only where the tokens sit: the losses and the trained rewards stay the same."""
     rows = [

@@ -69,6 +69,7 @@ def hand_terms(model_dir: Path, rows: list[dict], sft_weight: float) -> dict[str
     return {"loss": total / len(rows), "rank_loss": rank_total / len(rows), "sft_loss": sft_total / len(rows)}
 
 
+@pytest.mark.slow
 def test_loss_is_the_ranking_hinge_plus_sft_on_the_best_response(tmp_path):
     """The first step's loss (before any update) of a run whose one micro-batch holds every group,
     packed, equals the hand computation; so does the padded layout through `rrhf_loss`."""
@@ -194,6 +195,7 @@ def test_rrhf_raises_the_reward_of_the_policys_samples(tmp_path):
 # ----------------------------------------------------------------------------- LoRA
 
 
+@pytest.mark.slow
 def test_lora_changes_only_what_the_adapters_add(tmp_path):
     """With LoRA the saved (merged) policy differs from the base only in the adapted projections, by
     an update of rank <= lora_rank; every other tensor is the base's."""
@@ -219,6 +221,7 @@ def test_lora_changes_only_what_the_adapters_add(tmp_path):
         assert torch.linalg.matrix_rank(merged[name] - base[name], atol=1e-6) <= 2, name
 
 
+@pytest.mark.slow
 def test_qlora_adapters_learn_after_passes_without_gradients(tmp_path):
     """QLoRA keeps learning although the packing check and the step-0 evaluation ran the 4-bit base in
     eval mode without gradients first (on the CPU, bitsandbytes would otherwise switch to a kernel
@@ -260,6 +263,7 @@ def tiny_rm(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_candidates_and_policy_samples_scored_by_a_reward_model(tmp_path, tiny_rm):
     """Candidates (other models' answers) plus 2 samples of the starting policy per prompt, pooled over
     the rows of one prompt and all scored by the reward model; responses.jsonl shows them and reads

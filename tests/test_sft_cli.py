@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 DEMO = "src/rlhf/assets/demo/demonstrations.jsonl"
 
@@ -15,6 +17,7 @@ def rlhf(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([RLHF, *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_example_config_then_export_then_generate(tmp_path):
     run = tmp_path / "sft"
     proc = rlhf(
@@ -46,6 +49,7 @@ def test_example_config_then_export_then_generate(tmp_path):
     assert rows[0]["rendered_prompt"].startswith("### Instruction:\n")
 
 
+@pytest.mark.slow
 def test_bad_data_is_one_line_naming_file_line_and_field(tmp_path):
     bad = tmp_path / "demos.jsonl"
     bad.write_text('{"prompt": "Hi", "completion": "Hello"}\n{"prompt": "Yo", "completion": 3}\n')
@@ -56,6 +60,7 @@ def test_bad_data_is_one_line_naming_file_line_and_field(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_wrong_kind_and_impossible_settings_are_one_line(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "Hi", "chosen": "Hello", "rejected": "Go away"}\n')

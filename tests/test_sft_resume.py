@@ -54,6 +54,7 @@ def kill_at_first_checkpoint(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
     whole = finish(sft(tmp_path / "whole"))
     assert "[checkpoint] saved" in whole

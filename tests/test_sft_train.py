@@ -36,6 +36,7 @@ def changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> set[str]
     return {name for name, t in before.items() if not torch.equal(t, after[name].detach())}
 
 
+@pytest.mark.slow
 def test_full_finetune_on_shared_alpaca_eval_loss_falls(tmp_path, shared_dir, tinystories_path):
     cfg = config(
         tmp_path,
@@ -64,6 +65,7 @@ def test_full_finetune_on_shared_alpaca_eval_loss_falls(tmp_path, shared_dir, ti
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model").num_parameters() > 0
 
 
+@pytest.mark.slow
 def test_lora_changes_only_adapter_weights(tmp_path, tinystories_path):
     from transformers import AutoModelForCausalLM
 
@@ -83,6 +85,7 @@ def test_lora_changes_only_adapter_weights(tmp_path, tinystories_path):
     assert (tmp_path / "run" / "model" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_qlora_trains_adapters_on_a_frozen_4bit_base(tmp_path):
     from rlhf.config import ModelConfig
     from rlhf.models import load_causal_lm
@@ -102,6 +105,7 @@ def test_qlora_trains_adapters_on_a_frozen_4bit_base(tmp_path):
     assert all(p.abs().sum() > 0 for k, p in result.model.named_parameters() if "lora_B" in k)
 
 
+@pytest.mark.slow
 def test_prompt_tuning_changes_only_the_soft_prompt(tmp_path):
     from rlhf.models import build_tiny_model
 
@@ -116,6 +120,7 @@ def test_prompt_tuning_changes_only_the_soft_prompt(tmp_path):
         assert torch.equal(value, dict(base.named_parameters())[name]), name
 
 
+@pytest.mark.slow
 def test_selective_finetuning_changes_only_the_unfrozen_layers(tmp_path, tinystories_path):
     from transformers import AutoModelForCausalLM
 
@@ -129,6 +134,7 @@ def test_selective_finetuning_changes_only_the_unfrozen_layers(tmp_path, tinysto
     assert len(moved) == n_last  # every parameter of the last block learned
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
     """batch 2 x accumulation 2 sees the rows of batch 4 x 1 and normalizes by the same token count."""
     big = run_sft(config(tmp_path / "a", "batch_size=4", "max_steps=6")).summary["train_loss"]
@@ -140,6 +146,7 @@ def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
     assert small == pytest.approx(big, abs=reorder_tol(LOGPROB, 4 * 64, updates=6))
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
     plain = run_sft(config(tmp_path / "a", "max_steps=4")).summary["train_loss"]
     checkpointed = run_sft(config(tmp_path / "b", "max_steps=4", "model.gradient_checkpointing=true"))
@@ -150,12 +157,14 @@ def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_packing_off_and_all_token_loss_train_too(tmp_path):
     result = run_sft(config(tmp_path, "packing=false", "completion_only=false", "max_steps=8"))
     losses = result.summary["train_loss"]
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_on_cpu(tmp_path):
     losses = run_sft(config(tmp_path, "mixed_precision=bf16")).summary["train_loss"]
     assert losses[-1] < losses[0] - 0.3

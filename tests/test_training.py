@@ -23,6 +23,7 @@ def test_cosine_and_constant():
     assert lr_multiplier(7, 10, 2, "constant") == 1.0
 
 
+@pytest.mark.slow
 def test_scheduler_drives_the_optimizer_lr():
     model = torch.nn.Linear(3, 2)
     cfg = OptimizerConfig(lr=0.1, warmup_ratio=0.25, scheduler="linear")
