@@ -120,6 +120,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"`{key}` must be one of {_type_name(tp)}, got {value!r}{hint}")
+    if origin in (list, tuple, dict):
+        return _coerce_container(value, tp, origin, key)
+    return _coerce_scalar(value, tp, key)
+
+
+def _coerce_container(value: Any, tp: Any, origin: Any, key: str) -> Any:
+    """`_coerce` for list[...], tuple[...] and dict[...] types: every item checked."""
     if origin is list or origin is tuple:
         if isinstance(value, str) and origin is list:
             value = [value]  # `--set peft.target_modules=q_proj` means a list of one
@@ -139,6 +146,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"`{key}` expects a mapping, got {_describe(value)}")
         ktp, vtp = typing.get_args(tp) or (Any, Any)
         return {_coerce(k, ktp, key): _coerce(v, vtp, f"{key}.{k}") for k, v in value.items()}
+    raise TypeError(f"config field `{key}` has an unsupported type {tp!r}")
+
+
+def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
+    """`_coerce` for Any, bool, int, float, str and Path."""
     if tp is Any:
         return value
     if tp is bool:

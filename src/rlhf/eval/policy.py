@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,116 +27,104 @@ from rlhf.eval.metrics import length_stats, mean_stat, sequence_kl, win_rate
 from rlhf.models.readout import completion_logprobs
 
 
+@dataclass
+class EvalInputs:
+    """What every policy of one evaluation is run on, loaded once (prompts before any model)."""
+
+    cfg: EvalPolicyConfig
+    prompts: list[Any]
+    """The held-out prompt records."""
+    texts: list[Any]
+    """(P,) their prompts as in the data (what the reward model and gold function judge)."""
+    prompt_ids: list[list[int]]
+    """(P,) rendered prompt token ids (policy tokenizer)."""
+    tokenizer: Any
+    device: torch.device
+    sampling: Any
+    """How every policy samples its one answer (or its N candidates)."""
+    gold: Any | None
+    """The gold `FunctionSource`, when one is given."""
+    picker: Any | None
+    """The reward model that picks the best of N (best_of > 1), else None."""
+
+    @classmethod
+    def load(cls, cfg: EvalPolicyConfig) -> EvalInputs:
+        from rlhf.data import PromptRenderer, encode_prompt, load_records, prompts_of
+        from rlhf.models import load_tokenizer
+        from rlhf.rewards.sources import FunctionSource, RewardModelSource
+
+        if not cfg.data.path:
+            raise ConfigError("no prompts given: set `data.path`")
+        if not cfg.model.path:
+            raise ConfigError("no policy given: set `model.path`")
+        prompts = prompts_of(load_records(cfg.data, expect="prompt"))
+        gold = FunctionSource(cfg.gold) if cfg.gold else None  # import errors before any model loads
+        device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        tokenizer = load_tokenizer(cfg.model, padding_side="left")
+        renderer = PromptRenderer(cfg.prompt, tokenizer)
+        limit = cfg.data.max_prompt_length
+        prompt_ids = [encode_prompt(tokenizer, renderer.render(r.prompt), limit) for r in prompts]
+        picker = None
+        if cfg.best_of > 1:  # loaded before any policy: a bad directory fails before sampling
+            picker_path = cfg.best_of_reward or cfg.reward
+            assert picker_path, "EvalPolicyConfig requires a reward model with best_of > 1"
+            picker = RewardModelSource(picker_path, batch_size=cfg.batch_size, device=device)
+        sampling = dataclasses.replace(cfg.sampling, num_samples=1)
+        texts = [r.prompt for r in prompts]
+        return cls(cfg, prompts, texts, prompt_ids, tokenizer, device, sampling, gold, picker)
+
+    def answer(self, path: str, best_of: int = 1) -> tuple[Any, list[Any]]:
+        """(the model at `path`, its answer to every prompt: the best of `best_of` samples, or one)."""
+        from rlhf.generation.best_of import best_of_n
+        from rlhf.generation.sampling import generate_samples
+        from rlhf.models import load_causal_lm
+
+        model_cfg = dataclasses.replace(self.cfg.model, path=path)
+        model = load_causal_lm(model_cfg, for_training=False, tokenizer=self.tokenizer).to(self.device)
+        ids, progress = self.prompt_ids, self.cfg.progress
+        if best_of > 1:
+            assert self.picker is not None
+            picks = best_of_n(model, self.tokenizer, ids, self.texts, self.sampling, best_of, self.picker,
+                              progress=progress)  # fmt: skip
+            return model, picks  # each has .text and .token_ids, as a Sample does
+        groups = generate_samples(model, self.tokenizer, ids, self.sampling, progress=progress)
+        return model, [group[0] for group in groups]
+
+
 def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
-    from rlhf.data import PromptRenderer, encode_prompt, load_records, prompts_of
-    from rlhf.data.jsonl import prompts_to_json
-    from rlhf.generation.best_of import analytic_kl, best_of_n
-    from rlhf.generation.sampling import generate_samples
-    from rlhf.models import load_causal_lm, load_tokenizer
-    from rlhf.rewards.sources import FunctionSource, RewardModelSource
+    """Answer the held-out prompts with the policy (and the baseline), measure KL to the reference,
+    score and compare; writes eval.json and samples.jsonl, prints the summary, returns the metrics."""
+    from rlhf.generation.best_of import analytic_kl
 
     started = time.time()
-    if not cfg.data.path:
-        raise ConfigError("no prompts given: set `data.path`")
-    if not cfg.model.path:
-        raise ConfigError("no policy given: set `model.path`")
-    prompts = prompts_of(load_records(cfg.data, expect="prompt"))
-    gold = FunctionSource(cfg.gold) if cfg.gold else None  # import errors before any model loads
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = load_tokenizer(cfg.model, padding_side="left")
-    renderer = PromptRenderer(cfg.prompt, tokenizer)
-    prompt_ids = [
-        encode_prompt(tokenizer, renderer.render(r.prompt), cfg.data.max_prompt_length) for r in prompts
-    ]
-    sampling = dataclasses.replace(cfg.sampling, num_samples=1)
-    texts = [r.prompt for r in prompts]
-    picker: RewardModelSource | None = None
-    if cfg.best_of > 1:  # loaded before any policy: a bad directory fails before sampling
-        picker_path = cfg.best_of_reward or cfg.reward
-        assert picker_path, "EvalPolicyConfig requires a reward model with best_of > 1"
-        picker = RewardModelSource(picker_path, batch_size=cfg.batch_size, device=device)
-
-    def answer(path: str, best_of: int = 1):
-        model_cfg = dataclasses.replace(cfg.model, path=path)
-        model = load_causal_lm(model_cfg, for_training=False, tokenizer=tokenizer).to(device)
-        if best_of > 1:
-            assert picker is not None
-            picks = best_of_n(
-                model, tokenizer, prompt_ids, texts, sampling, best_of, picker, progress=cfg.progress
-            )
-            return model, picks  # each has .text and .token_ids, as a Sample does
-        samples = [
-            group[0]
-            for group in generate_samples(model, tokenizer, prompt_ids, sampling, progress=cfg.progress)
-        ]
-        return model, samples
-
-    policy, mine = answer(cfg.model.path, cfg.best_of)
+    inputs = EvalInputs.load(cfg)
+    policy, mine = inputs.answer(cfg.model.path, cfg.best_of)
     answers = {"policy": mine}
     result: dict[str, Any] = {
-        "prompts": len(prompts), "policy": cfg.model.path, "baseline": cfg.baseline, "best_of": cfg.best_of,
+        "prompts": len(inputs.prompts), "policy": cfg.model.path, "baseline": cfg.baseline, "best_of": cfg.best_of,
     }  # fmt: skip
-    if picker is not None:
-        result["best_of_reward"] = picker.path
-        value = analytic_kl(cfg.best_of)
+    if inputs.picker is not None:
+        result["best_of_reward"] = inputs.picker.path
         result["kl"] = {
             "reference": cfg.model.path, "analytic": True, "formula": "log N - (N-1)/N",
-            "sequence": {"mean": value, "stderr": None, "n": len(prompts)}, "per_token": None, "tokens": None,
+            "sequence": {"mean": analytic_kl(cfg.best_of), "stderr": None, "n": len(inputs.prompts)},
+            "per_token": None, "tokens": None,
         }  # fmt: skip
     result["compute"] = {
         "samples_per_prompt": {"policy": cfg.best_of, **({"baseline": 1} if cfg.baseline else {})}
     }
-    reference_path = None if picker is not None else (cfg.reference or cfg.baseline)
-    kl = None
-    if reference_path:
-        completion_ids = [s.token_ids for s in mine]
-        temperature = sampling.temperature if sampling.temperature > 0 else 1.0
-        pad = tokenizer.pad_token_id or 0
+    reference_path = None if inputs.picker is not None else (cfg.reference or cfg.baseline)
+    if reference_path:  # the policy's log-probs, then the policy freed before the reference loads
         logp = completion_logprobs(
-            policy, prompt_ids, completion_ids, batch_size=cfg.batch_size, temperature=temperature, pad_id=pad
+            policy, inputs.prompt_ids, [s.token_ids for s in mine], **_read_out(inputs)
         )
         del policy
-        if cfg.baseline and reference_path == cfg.baseline:
-            reference, answers["baseline"] = answer(cfg.baseline)
-        else:
-            reference = load_causal_lm(
-                dataclasses.replace(cfg.model, path=reference_path), for_training=False, tokenizer=tokenizer
-            ).to(device)
-        ref_logp = completion_logprobs(
-            reference,
-            prompt_ids,
-            completion_ids,
-            batch_size=cfg.batch_size,
-            temperature=temperature,
-            pad_id=pad,
-        )
-        del reference
-        kl = sequence_kl(logp, ref_logp)
-        result["kl"] = {"reference": reference_path, "analytic": False, **kl.as_dict()}
+        result["kl"] = _measured_kl(inputs, logp, mine, reference_path, answers)
     else:
         del policy
     if cfg.baseline and "baseline" not in answers:
-        _, answers["baseline"] = answer(cfg.baseline)
-
-    scores: dict[str, dict[str, list[float]]] = {name: {} for name in answers}
-    judges = []
-    if cfg.reward:
-        reuse = picker is not None and picker.path == cfg.reward
-        scorer = (
-            picker
-            if picker is not None and reuse
-            else RewardModelSource(cfg.reward, batch_size=cfg.batch_size, device=device)
-        )
-        for name, samples in answers.items():
-            if reuse and name == "policy":  # the picker scored every candidate already
-                scores[name]["reward"] = [pick.reward for pick in samples]
-            else:
-                scores[name]["reward"] = scorer(texts, [s.text for s in samples]).rewards
-        judges.append("reward")
-    if gold is not None:
-        for name, samples in answers.items():
-            scores[name]["gold"] = gold(texts, [s.text for s in samples]).rewards
-        judges.append("gold")
+        _, answers["baseline"] = inputs.answer(cfg.baseline)
+    scores, judges = _scores(inputs, answers)
     for name, samples in answers.items():
         result[name + "_scores"] = {
             judge: mean_stat(values).as_dict() for judge, values in scores[name].items()
@@ -150,32 +139,96 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
         }
     headline = (
         "gold"
-        if cfg.judge == "auto" and gold is not None
+        if cfg.judge == "auto" and inputs.gold is not None
         else ("reward" if cfg.judge == "auto" else cfg.judge)
     )
     result["judge"] = headline if headline in judges else None
     result["seconds"] = round(time.time() - started, 1)
+    rows = _write(cfg, result, inputs, answers, scores)
+    print(summary_text(result))
+    print(side_by_side(rows[: cfg.show]))
+    out = Path(cfg.output_dir)
+    print(f"[eval] wrote {out / 'eval.json'} and {out / 'samples.jsonl'} in {result['seconds']} s")
+    return result
+
+
+def _read_out(inputs: EvalInputs) -> dict[str, Any]:
+    """How answers are read out for the KL: the sampling temperature (greedy: 1), as PPO does."""
+    cfg = inputs.cfg
+    return {"batch_size": cfg.batch_size, "temperature": inputs.sampling.temperature,
+            "pad_id": inputs.tokenizer.pad_token_id or 0}  # fmt: skip
+
+
+def _measured_kl(
+    inputs: EvalInputs, logp: list[list[float]], mine: list, reference_path: str, answers: dict
+) -> dict[str, Any]:
+    """KL(policy ‖ reference) on the policy's own answers (`logp`: their log-probs under the
+    policy). A baseline that is also the reference answers while it is loaded (into `answers`)."""
+    from rlhf.models import load_causal_lm
+
+    cfg = inputs.cfg
+    completion_ids = [s.token_ids for s in mine]
+    if cfg.baseline and reference_path == cfg.baseline:
+        reference, answers["baseline"] = inputs.answer(cfg.baseline)
+    else:
+        ref_cfg = dataclasses.replace(cfg.model, path=reference_path)
+        reference = load_causal_lm(ref_cfg, for_training=False, tokenizer=inputs.tokenizer).to(inputs.device)
+    ref_logp = completion_logprobs(reference, inputs.prompt_ids, completion_ids, **_read_out(inputs))
+    del reference
+    return {"reference": reference_path, "analytic": False, **sequence_kl(logp, ref_logp).as_dict()}
+
+
+def _scores(
+    inputs: EvalInputs, answers: dict[str, list]
+) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
+    """Every answer's score by each judge (reward model, gold): ({policy: {judge: (P,)}}, judges)."""
+    from rlhf.rewards.sources import RewardModelSource
+
+    cfg, picker, texts = inputs.cfg, inputs.picker, inputs.texts
+    scores: dict[str, dict[str, list[float]]] = {name: {} for name in answers}
+    judges = []
+    if cfg.reward:
+        reuse = picker is not None and picker.path == cfg.reward
+        if picker is not None and reuse:
+            scorer = picker
+        else:
+            scorer = RewardModelSource(cfg.reward, batch_size=cfg.batch_size, device=inputs.device)
+        for name, samples in answers.items():
+            if reuse and name == "policy":  # the picker scored every candidate already
+                scores[name]["reward"] = [pick.reward for pick in samples]
+            else:
+                scores[name]["reward"] = scorer(texts, [s.text for s in samples]).rewards
+        judges.append("reward")
+    if inputs.gold is not None:
+        for name, samples in answers.items():
+            scores[name]["gold"] = inputs.gold(texts, [s.text for s in samples]).rewards
+        judges.append("gold")
+    return scores, judges
+
+
+def _write(
+    cfg: EvalPolicyConfig, result: dict, inputs: EvalInputs, answers: dict, scores: dict
+) -> list[dict]:
+    """eval.json and samples.jsonl (one row per prompt: every answer and its scores); returns the rows."""
+    from rlhf.data.jsonl import prompts_to_json
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     rows = []
-    for i, record in enumerate(prompts):
+    for i, record in enumerate(inputs.prompts):
         row: dict[str, Any] = {"prompt": prompts_to_json([record.prompt])[0], "source": str(record.source)}
         for name, samples in answers.items():
             row[name] = samples[i].text
             row[name + "_scores"] = {judge: values[i] for judge, values in scores[name].items()}
-        if picker is not None:
-            row["policy_candidates"] = mine[i].candidates
-            row["policy_candidate_rewards"] = mine[i].rewards
+        if inputs.picker is not None:
+            row["policy_candidates"] = answers["policy"][i].candidates
+            row["policy_candidate_rewards"] = answers["policy"][i].rewards
         rows.append(row)
     with (out / "samples.jsonl").open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(summary_text(result))
-    print(side_by_side(rows[: cfg.show]))
-    print(f"[eval] wrote {out / 'eval.json'} and {out / 'samples.jsonl'} in {result['seconds']} s")
-    return result
+    return rows
 
 
 def _fmt(stat: dict[str, Any] | None) -> str:

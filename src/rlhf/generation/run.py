@@ -58,7 +58,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Sample, write `cfg.output`, print a one-line summary and return it as a dict."""
     import torch
 
-    from rlhf.data import PromptRenderer, encode_prompt, load_records, prompts_of
+    from rlhf.data import load_records, prompts_of
     from rlhf.generation.sampling import count_repeats, generate_samples
     from rlhf.models import load_causal_lm, load_tokenizer
 
@@ -69,16 +69,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     loaded = load_records(cfg.data, expect="prompt")
     prompts = prompts_of(loaded)
     tokenizer = load_tokenizer(cfg.model, padding_side="left")
-    renderer = PromptRenderer(cfg.prompt, tokenizer)
-    rendered = [renderer.render(record.prompt) for record in prompts]
-    prompt_ids, cuts = [], []
-    for text in rendered:
-        ids = encode_prompt(tokenizer, text)
-        kept = (
-            encode_prompt(tokenizer, text, cfg.data.max_prompt_length) if cfg.data.max_prompt_length else ids
-        )
-        prompt_ids.append(kept)
-        cuts.append(len(ids) - len(kept))
+    rendered, prompt_ids, cuts = _encode_prompts(cfg, prompts, tokenizer)
 
     scorer = None
     if cfg.best_of > 1:
@@ -135,6 +126,25 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         )
     print(summary_line(summary, loaded.report.summary(with_path=False)))
     return summary
+
+
+def _encode_prompts(
+    cfg: GenerateConfig, prompts: list[PromptOnly], tokenizer
+) -> tuple[list[str], list[list[int]], list[int]]:
+    """(rendered prompt texts, their token ids cut to `max_prompt_length`, tokens cut from each)."""
+    from rlhf.data import PromptRenderer, encode_prompt
+
+    renderer = PromptRenderer(cfg.prompt, tokenizer)
+    rendered = [renderer.render(record.prompt) for record in prompts]
+    prompt_ids, cuts = [], []
+    for text in rendered:
+        ids = encode_prompt(tokenizer, text)
+        kept = (
+            encode_prompt(tokenizer, text, cfg.data.max_prompt_length) if cfg.data.max_prompt_length else ids
+        )
+        prompt_ids.append(kept)
+        cuts.append(len(ids) - len(kept))
+    return rendered, prompt_ids, cuts
 
 
 def candidates_row(record: PromptOnly, completions: list[str], rendered: str, cut: int) -> dict[str, Any]:

@@ -91,11 +91,7 @@ def simulate(
         prompt, completions = row.get("prompt"), row.get("completions")
         if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
             raise DataError(str(candidates_path), number, "completions", "expected a list of strings")
-        scores = [float(s) for s in gold([prompt] * len(completions), completions)]
-        if len(scores) != len(completions) or not all(math.isfinite(s) for s in scores):
-            raise DataError(
-                None, None, None, f"gold function: expected {len(completions)} finite scores, got {scores!r}"
-            )
+        scores = _gold_scores(gold, prompt, completions)
         is_held = _prompt_key(prompt) in held
         for a, b in itertools.combinations(range(len(completions)), 2):
             if not completions[a].strip() or not completions[b].strip():
@@ -137,24 +133,27 @@ def simulate(
     write_jsonl_atomic(out_dir / HELDOUT_FILE, heldout)
     write_jsonl_atomic(out_dir / HELDOUT_GOLD_FILE, heldout_gold)
     stats = {
-        "source": "simulate",
-        "labelers": labelers,
-        "temperature": temperature,
-        "prompts": len(rows),
-        "heldout_prompts": len(held),
-        "pairs": len(units),
-        "judgments": len(units) * labelers,
-        "train_rows": len(train),
-        "heldout_rows": len(heldout),
-        "heldout_gold_rows": len(heldout_gold),
+        "source": "simulate", "labelers": labelers, "temperature": temperature, "prompts": len(rows),
+        "heldout_prompts": len(held), "pairs": len(units), "judgments": len(units) * labelers,
+        "train_rows": len(train), "heldout_rows": len(heldout), "heldout_gold_rows": len(heldout_gold),
         "dropped": dropped,
         "raw_agreement": raw_agreement(units) if labelers > 1 else None,
         "krippendorff_alpha": krippendorff_alpha(units, "nominal") if labelers > 1 else None,
         "labeler_gold_accuracy": single_right / single_total if single_total else None,
         "majority_gold_agreement": agree_gold / judged_gold if judged_gold else None,
-    }
+    }  # fmt: skip
     _write_stats(out_dir, stats)
     return stats
+
+
+def _gold_scores(gold: GoldFn, prompt: Any, completions: list[str]) -> list[float]:
+    """The gold score of each of a row's completions; a one-line error unless they are finite."""
+    scores = [float(s) for s in gold([prompt] * len(completions), completions)]
+    if len(scores) != len(completions) or not all(math.isfinite(s) for s in scores):
+        raise DataError(
+            None, None, None, f"gold function: expected {len(completions)} finite scores, got {scores!r}"
+        )
+    return scores
 
 
 def _row(prompt: Any, chosen: str, rejected: str, weight: float | None = None) -> dict[str, Any]:

@@ -115,6 +115,33 @@ def _reduce(accelerator, values: dict[str, float], reduction: str) -> dict[str, 
     return dict(zip(keys, tensor.tolist()))
 
 
+def _optimizer_step(accelerator, optimizer, scheduler, trainable, optim_cfg: OptimizerConfig):
+    """Clip, step, schedule, zero; returns (the learning rate this step used, the gradient norm
+    before clipping or None when clipping is off)."""
+    lr = optimizer.param_groups[0]["lr"]  # read before the schedule moves on
+    grad_norm = None
+    if optim_cfg.max_grad_norm is not None:
+        grad_norm = accelerator.clip_grad_norm_(trainable, optim_cfg.max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return lr, grad_norm
+
+
+def _step_row(accelerator, sums: dict[str, float], accumulation: int, *, shares: bool) -> dict[str, float]:
+    """The step's row from its micro-batches' summed loss and metrics: metrics averaged over
+    micro-batches and processes; the loss added up when each micro-batch's loss is its share of the
+    step's (`shares`, a `count_fn` loop), else averaged too."""
+    loss_sum = sums.pop("loss")
+    row = _reduce(accelerator, {k: v / accumulation for k, v in sums.items()}, "mean")
+    if shares:
+        row["loss"] = _reduce(accelerator, {"loss": loss_sum}, "sum")["loss"]
+    else:
+        row["loss"] = _reduce(accelerator, {"loss": loss_sum / accumulation}, "mean")["loss"]
+    return row
+
+
 def _windows(batches: Iterable[Any], size: int) -> Iterator[list[Any]]:
     """Consecutive groups of `size` micro-batches (one optimizer step's worth), cycling over `batches`."""
     stream = itertools.chain.from_iterable(itertools.repeat(batches))
@@ -184,22 +211,9 @@ def train_loop(
                 accelerator.backward(loss * scale if count_fn is not None else loss)
                 for key, value in {"loss": loss.detach().item(), **metrics}.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
-                if not accelerator.sync_gradients:
-                    continue
-                lr = optimizer.param_groups[0]["lr"]  # the rate this step uses, before the schedule moves on
-                grad_norm = None
-                if optim_cfg.max_grad_norm is not None:
-                    grad_norm = accelerator.clip_grad_norm_(trainable, optim_cfg.max_grad_norm)
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-        loss_sum = sums.pop("loss")
-        row = _reduce(accelerator, {k: v / accumulation for k, v in sums.items()}, "mean")
-        if count_fn is not None:  # each micro-batch's loss is its share of the step's loss: add them up
-            row["loss"] = _reduce(accelerator, {"loss": loss_sum}, "sum")["loss"]
-        else:
-            row["loss"] = _reduce(accelerator, {"loss": loss_sum / accumulation}, "mean")["loss"]
+                if accelerator.sync_gradients:
+                    lr, grad_norm = _optimizer_step(accelerator, optimizer, scheduler, trainable, optim_cfg)
+        row = _step_row(accelerator, sums, accumulation, shares=count_fn is not None)
         row["lr"] = lr
         if grad_norm is not None:
             row["grad_norm"] = float(grad_norm)
