@@ -51,7 +51,10 @@ def make_accelerator(
 
     # Accelerate keeps one global state per process and refuses a second Accelerator with other
     # settings (e.g. another mixed precision); stages that run one after another in one process
-    # (the pipeline, notebooks, tests) each need their own. The process group itself is kept.
+    # (the pipeline, notebooks, tests) each need their own. Accelerate has no public call for this:
+    # its own multi-model test scripts clear the state the same way, and accelerate is pinned
+    # (pyproject.toml), so a change there shows in the pipeline tests, which run stages with
+    # different settings back to back. The process group itself is kept (no `reset_partial_state`).
     AcceleratorState._reset_state()
     if mixed_precision == "auto":
         bf16_gpu = not cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
