@@ -125,7 +125,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     from rlhf.models.readout import disable_dropout
     from rlhf.training import build_optimizer, build_scheduler
     from rlhf.training.loop import items_per_step
-    from rlhf.training.stage import Stage
+    from rlhf.training.stage import Stage, policy_done_line
 
     stage = Stage.start("dpo", cfg)
     accelerator, say = stage.accelerator, stage.say
@@ -196,7 +196,12 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     pairs_seen = stage.total(seen[0])
     summary = _summary(cfg, stage, result.steps, cache, reference_seconds, pack_width, counts, pairs_seen,
                        train_seconds, trainable)  # fmt: skip
-    lm = stage.finish_policy(summary, accelerator.unwrap_model(policy).lm, tokenizer, done=_done_line)
+    lm = stage.finish_policy(
+        summary,
+        accelerator.unwrap_model(policy).lm,
+        tokenizer,
+        done=lambda summary: policy_done_line(summary, "pairs_per_second", "pairs/s"),
+    )
     return DpoResult(summary, lm, tokenizer)
 
 
@@ -234,16 +239,6 @@ def _summary(cfg: DpoConfig, stage, steps: int, cache: bool, reference_seconds: 
         "pairs_per_second": round(pairs_seen / train_seconds, 2) if train_seconds > 0 else None,
         "trainable_parameters": trainable,
     }
-
-
-def _done_line(summary: dict[str, Any]) -> str:
-    final = summary["final_eval"]
-    acc = f", held-out accuracy {final['accuracy']:.3f}" if final else ""
-    losses = summary["train_loss"]
-    return (
-        f"[done] {summary['steps']} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}{acc}; "
-        f"{summary['pairs_per_second']} pairs/s; policy in {summary['policy_dir']}"
-    )
 
 
 def _with_path(model_cfg, path: str):

@@ -178,7 +178,7 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
     policy, saved to `<output_dir>/policy`."""
     from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.training import build_optimizer, build_scheduler
-    from rlhf.training.stage import Stage
+    from rlhf.training.stage import Stage, policy_done_line
 
     stage = Stage.start("rrhf", cfg)
     accelerator, say = stage.accelerator, stage.say
@@ -250,7 +250,12 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
     summary = _summary(
         cfg, stage, result.steps, reuse, pack_width, data, groups_seen, train_seconds, trainable
     )
-    lm = stage.finish_policy(summary, accelerator.unwrap_model(policy).lm, tokenizer, done=_done_line)
+    lm = stage.finish_policy(
+        summary,
+        accelerator.unwrap_model(policy).lm,
+        tokenizer,
+        done=lambda summary: policy_done_line(summary, "groups_per_second", "prompts/s"),
+    )
     return RrhfResult(summary, lm, tokenizer)
 
 
@@ -292,13 +297,3 @@ def _summary(cfg: RrhfConfig, stage, steps: int, reuse: bool, pack_width, data: 
         "trainable_parameters": trainable,
         "responses_file": str(stage.run_dir / RESPONSES_FILE),
     }
-
-
-def _done_line(summary: dict[str, Any]) -> str:
-    final = summary["final_eval"]
-    acc = f", held-out accuracy {final['accuracy']:.3f}" if final else ""
-    losses = summary["train_loss"]
-    return (
-        f"[done] {summary['steps']} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}{acc}; "
-        f"{summary['groups_per_second']} prompts/s; policy in {summary['policy_dir']}"
-    )

@@ -222,3 +222,15 @@ class Stage:
 
         self.finish(summary, save=save, done=done)
         return saved["lm"]
+
+
+def policy_done_line(summary: dict[str, Any], rate: str, unit: str) -> str:
+    """The `[done]` line of a stage that trains a policy from preferences (dpo, rrhf): its loss, the
+    held-out accuracy, the throughput `summary[rate]` in `unit`, and where the policy went."""
+    final = summary["final_eval"]
+    acc = f", held-out accuracy {final['accuracy']:.3f}" if final else ""
+    losses = summary["train_loss"]
+    return (
+        f"[done] {summary['steps']} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}{acc}; "
+        f"{summary[rate]} {unit}; policy in {summary['policy_dir']}"
+    )
