@@ -5,10 +5,10 @@ from __future__ import annotations
 import glob
 import itertools
 import os
-import platform
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,10 +27,30 @@ tests: every test that uses one is marked slow, whichever of them happens to sta
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    platform.processor()  # runs `uname -p` once and caches it: the run-directory notes read it later
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+OUR_PROGRAMS = {
+    "python",
+    "python3",
+    "torchrun",
+    "rlhf",
+    "chromium",
+    "node",
+    "initdb",
+    "pg_ctl",
+    "postgres",
+    "runuser",
+}
+"""Programs a test starts to exercise the project (its CLI, torchrun, the browser and its driver,
+PostgreSQL); libraries' one-off probes (`uname`, `fc-list` building a font cache) are not counted."""
+
+
+def _our_program(command) -> bool:
+    program = Path(str(command[0] if isinstance(command, list | tuple) else str(command).split()[0]))
+    return program.parent == Path(sys.executable).parent or program.name in OUR_PROGRAMS
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +71,13 @@ def _fast_tier_guard(request, monkeypatch):
     def no_step(*_args):
         refuse("takes an optimizer step")
 
+    start = subprocess.Popen.__init__
+
     def no_process(self, *args, **kwargs):
-        refuse(f"starts a process ({args[0] if args else kwargs.get('args')!r})")
+        command = args[0] if args else kwargs.get("args")
+        if _our_program(command):
+            refuse(f"starts a process ({command!r})")
+        start(self, *args, **kwargs)  # a library's own probe (`uname -p`, `fc-list`): not a test's process
 
     handle = register_optimizer_step_pre_hook(no_step)
     monkeypatch.setattr(subprocess.Popen, "__init__", no_process)
