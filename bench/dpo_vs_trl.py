@@ -90,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_ours(args) -> dict:
     import rlhf.dpo.train as dpo_train
-    import rlhf.training as training
+    import rlhf.training.stage as training  # the stage skeleton calls the loop by this name
     from rlhf.config import load_config
     from rlhf.dpo import DpoConfig, run_dpo
 

@@ -168,7 +168,7 @@ class PairProbe(Probe):
 def run_ours(args) -> dict:
     import rlhf.models.scalar as scalar
     import rlhf.reward.train as reward_train
-    import rlhf.training as training
+    import rlhf.training.stage as training  # the stage skeleton calls the loop by this name
     from rlhf.config import load_config
     from rlhf.reward.config import RewardConfig
     from rlhf.reward.train import run_reward

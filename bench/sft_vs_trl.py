@@ -112,7 +112,7 @@ class Probe:
 
 def run_ours(args) -> dict:
     import rlhf.sft.train as sft_train
-    import rlhf.training as training
+    import rlhf.training.stage as training  # the stage skeleton calls the loop by this name
     from rlhf.config import load_config
     from rlhf.sft import SftConfig, run_sft
 
