@@ -176,6 +176,7 @@ def test_disabled_adapter_is_the_base_model(ts_cfg: ModelConfig, tinystories_pat
         with adapters_disabled(model):
             reference = model(**inputs).logits
     assert not torch.allclose(adapted, expected, atol=1e-3)  # training moved the adapter
+    # The adapter switched off runs the base layers alone: the base's own operations, in its order.
     assert torch.allclose(reference, expected, atol=1e-6)
     assert torch.allclose(reference_forward(model, **inputs).logits, expected, atol=1e-6)
     with torch.no_grad():

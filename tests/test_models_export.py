@@ -73,7 +73,7 @@ def test_cli_merges_lora_for_plain_transformers(lora_dir, tmp_path: Path) -> Non
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     assert not any("lora" in name for name in model.state_dict())
     logits = _logits(model, AutoTokenizer.from_pretrained(out))
-    assert torch.allclose(logits, expected, atol=1e-5)
+    assert torch.allclose(logits, expected, atol=1e-5)  # merging rounds W + BA once per weight
 
 
 def test_dtype_and_resave(lora_dir, tmp_path: Path) -> None:

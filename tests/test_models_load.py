@@ -162,6 +162,7 @@ def test_saved_adapter_directory_loads_as_base_plus_adapter(tinystories_path: Pa
         ModelConfig(path=str(tmp_path / "adapter"), dtype="float32"), for_training=False
     )
     with torch.no_grad():
+        # The saved adapter reloaded: the same weights and operations as before saving.
         assert torch.allclose(reloaded(input_ids).logits, adapted, atol=1e-6)
     base = AutoModelForCausalLM.from_pretrained(tinystories_path)
     with torch.no_grad():

@@ -122,6 +122,7 @@ def test_save_reloads_with_plain_transformers(ts_cfg: ModelConfig, tmp_path: Pat
     assert plain.config.num_labels == 1 and plain.config.pad_token_id == 0
     with torch.no_grad():
         theirs = plain(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]  # (3,)
+    # The same weights through transformers' classifier and ScalarModel: one forward rounded another way.
     assert torch.allclose(theirs, ours, atol=1e-5)
 
     again = load_scalar_model(ModelConfig(path=str(tmp_path / "rm"), dtype="float32"), for_training=False)

@@ -16,6 +16,7 @@ import torch
 
 from rlhf.config.core import ConfigError, from_dict, merge
 from rlhf.ppo import PpoConfig, run_ppo
+from tolerance import LOGPROB, TINY_TERMS, reorder_tol
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = str(ROOT / "src/rlhf/assets/demo/demonstrations.jsonl")
@@ -181,7 +182,10 @@ def test_saved_shared_critic_reloads_on_its_own_and_can_start_a_later_run(tmp_pa
     with torch.no_grad():
         ours = policy(ids, mask, ids[:, 3:]).values  # (1, 3): states before tokens 3, 4, 5
         saved = critic(input_ids=ids, attention_mask=mask).values[:, 2:5]
-    torch.testing.assert_close(saved, ours, atol=1e-5, rtol=1e-5)
+    # The same merged weights read out by the saved classifier and by the policy's head: one forward
+    # of the tiny Llama rounded another way, on values of about 1.
+    tol = reorder_tol(1.0, TINY_TERMS)
+    torch.testing.assert_close(saved, ours, atol=tol, rtol=0)
     head = read_head_weight(critic_dir)
     assert (critic_dir / VALUE_HEAD_FILE).is_file()
     # A later run starts its value head from the saved critic.
@@ -322,10 +326,11 @@ def test_policy_readout_matches_the_full_model_and_ignores_padding():
         with torch.no_grad():
             logits = lm(input_ids=torch.tensor([q + r])).logits[0, len(q) - 1 : -1] / 0.7  # (len(r), V)
         expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r)[:, None]).squeeze(-1)
-        torch.testing.assert_close(out.logprobs[row, : len(r)].detach(), expected, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(
-            out.entropy[row, : len(r)], entropy_from_logits(logits), atol=1e-5, rtol=1e-5
-        )
+        # A padded batch against each sequence alone: one forward's sums rounded another way, on
+        # log-probs and entropies of about log 512.
+        tol = reorder_tol(LOGPROB, TINY_TERMS)
+        torch.testing.assert_close(out.logprobs[row, : len(r)].detach(), expected, atol=tol, rtol=0)
+        torch.testing.assert_close(out.entropy[row, : len(r)], entropy_from_logits(logits), atol=tol, rtol=0)
     graded = policy(batch["input_ids"], batch["attention_mask"], batch["response"], entropy="grad")
     assert graded.entropy.grad_fn is not None
 
