@@ -125,7 +125,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     from rlhf.models.readout import disable_dropout
     from rlhf.training import build_optimizer, build_scheduler
     from rlhf.training.loop import items_per_step
-    from rlhf.training.stage import Stage, policy_done_line
+    from rlhf.training.stage import Stage
 
     stage = Stage.start("dpo", cfg)
     accelerator, say = stage.accelerator, stage.say
@@ -193,15 +193,10 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
         loss_fn=lambda m, batch, num_items: dpo_loss(cfg, m, batch, num_items, reference),
         count_fn=lambda batch: batch.count, run_eval=run_eval if held_out else None,
     )  # fmt: skip
-    pairs_seen = stage.total(seen[0])
-    summary = _summary(cfg, stage, result.steps, cache, reference_seconds, pack_width, counts, pairs_seen,
-                       train_seconds, trainable)  # fmt: skip
-    lm = stage.finish_policy(
-        summary,
-        accelerator.unwrap_model(policy).lm,
-        tokenizer,
-        done=lambda summary: policy_done_line(summary, "pairs_per_second", "pairs/s"),
-    )
+    summary = _summary(cfg, stage, result.steps, cache, reference_seconds, pack_width, counts,
+                       stage.total(seen[0]), train_seconds, trainable)  # fmt: skip
+    lm = accelerator.unwrap_model(policy).lm
+    lm = stage.finish_policy(summary, lm, tokenizer, rate="pairs_per_second", unit="pairs/s")
     return DpoResult(summary, lm, tokenizer)
 
 

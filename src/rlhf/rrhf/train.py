@@ -178,7 +178,7 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
     policy, saved to `<output_dir>/policy`."""
     from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.training import build_optimizer, build_scheduler
-    from rlhf.training.stage import Stage, policy_done_line
+    from rlhf.training.stage import Stage
 
     stage = Stage.start("rrhf", cfg)
     accelerator, say = stage.accelerator, stage.say
@@ -250,12 +250,8 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
     summary = _summary(
         cfg, stage, result.steps, reuse, pack_width, data, groups_seen, train_seconds, trainable
     )
-    lm = stage.finish_policy(
-        summary,
-        accelerator.unwrap_model(policy).lm,
-        tokenizer,
-        done=lambda summary: policy_done_line(summary, "groups_per_second", "prompts/s"),
-    )
+    lm = accelerator.unwrap_model(policy).lm
+    lm = stage.finish_policy(summary, lm, tokenizer, rate="groups_per_second", unit="prompts/s")
     return RrhfResult(summary, lm, tokenizer)
 
 

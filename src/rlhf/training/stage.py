@@ -208,9 +208,10 @@ class Stage:
             self.say(done(summary))
         self.accelerator.wait_for_everyone()
 
-    def finish_policy(self, summary: dict[str, Any], lm, tokenizer, *, done: Callable[[dict[str, Any]], str]):
-        """`finish` for a stage that trains a policy: saved to `<run_dir>/policy` (LoRA merged, QLoRA
-        as its adapter). Returns the LM (merged on the main process)."""
+    def finish_policy(self, summary: dict[str, Any], lm, tokenizer, *, rate: str, unit: str):
+        """`finish` for a stage that trains a policy from preferences (dpo, rrhf): saved to
+        `<run_dir>/policy` (LoRA merged, QLoRA as its adapter), the `[done]` line with the throughput
+        `summary[rate]` in `unit`. Returns the LM (merged on the main process)."""
         from rlhf.models import save_model
 
         saved = {"lm": lm}
@@ -220,7 +221,7 @@ class Stage:
             saved["lm"] = save_model(lm, tokenizer, out_dir, merge=self.cfg.peft.method == "lora")
             return {"policy_dir": str(out_dir)}
 
-        self.finish(summary, save=save, done=done)
+        self.finish(summary, save=save, done=lambda done: policy_done_line(done, rate, unit))
         return saved["lm"]
 
 
