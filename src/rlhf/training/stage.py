@@ -30,7 +30,7 @@ from rlhf.training.loop import LoopResult, LossFn, stage_on_step, stage_steps, s
 @dataclass
 class Stage:
     """One stage run in progress (see the module docstring). `cfg` is any stage config with the
-    run-control fields (`rlhf.config.parts.RunConfig`), `optimizer`, `logging` and `eval`."""
+    run-control fields (`rlhf.config.parts.EpochRunControl`), `optimizer`, `logging` and `eval`."""
 
     name: str
     """The stage's name (`sft`, `reward`, ...): the progress bar and the first printed line."""
