@@ -31,8 +31,11 @@ class MicroStep:
     """What every micro-batch of one minibatch shares."""
 
     models: Models
+    """What the update trains (policy, critic, optimizers)."""
     cfg: PpoConfig
+    """The run's config (loss coefficients, clipping, KL placement)."""
     experience: Experience
+    """The step's experience the micro-batches index into."""
     beta: float
     """The KL coefficient of this step."""
     warmup: bool
@@ -40,6 +43,7 @@ class MicroStep:
     tokens: float
     """Response tokens of the minibatch over all processes: every micro-batch loss is its share."""
     device: Any
+    """Where the micro-batches are computed."""
 
 
 def ppo_update(
