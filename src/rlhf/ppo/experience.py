@@ -62,12 +62,16 @@ class Experience:
 
 @dataclass
 class Passes:
-    """(R, N) float32 read-outs of the scoring passes (0 off the mask)."""
+    """The scoring passes' read-outs, each (R, N) float32 and 0 off the mask."""
 
     mask: torch.Tensor
+    """(R, N) 1 on response tokens."""
     logprobs: torch.Tensor
+    """(R, N) log-probs under the policy."""
     ref_logprobs: torch.Tensor
+    """(R, N) log-probs under the reference."""
     values: torch.Tensor | None
+    """(R, N) the critic's values; None without a critic."""
 
 
 def make_experience(
