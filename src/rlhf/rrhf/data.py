@@ -57,8 +57,9 @@ class Responses:
 
     def ranks(self) -> list[int]:
         """1 = best; equal scores share a rank (dense ranking)."""
-        order = sorted(set(self.scored()), reverse=True)
-        return [order.index(s) + 1 for s in self.scored()]
+        scores = self.scored()
+        order = sorted(set(scores), reverse=True)
+        return [order.index(s) + 1 for s in scores]
 
 
 def collect_responses(records: list, cfg: RrhfConfig, renderer: PromptRenderer, path: str) -> list[Responses]:
