@@ -164,3 +164,20 @@ def test_render_shows_docs_and_roundtrips(tmp_path):
     saved = tmp_path / "resolved.yaml"
     saved.write_text(text)
     assert to_dict(load_config(StageConfig, saved)) == to_dict(cfg)
+
+
+def test_the_kl_leash_goes_where_the_estimator_can_assign_it():
+    from rlhf.config.core import ConfigError
+    from rlhf.ppo.config import PpoConfig
+
+    # With a critic, GAE hands each token's penalty back to the tokens before it: in the reward, k1.
+    gae = load_config(PpoConfig, None, [])
+    assert (gae.kl_placement, gae.kl_estimator) == ("reward", "k1")
+    # Critic-free: one advantage per completion, so the leash is a per-token loss term, k2.
+    rloo = load_config(PpoConfig, None, ["advantage.estimator=rloo", "rollout.completions_per_prompt=4"])
+    assert (rloo.kl_placement, rloo.kl_estimator) == ("loss", "k2")
+    chosen = load_config(PpoConfig, None, ["advantage.estimator=grpo", "rollout.completions_per_prompt=2",
+                                           "kl.placement=reward", "kl.estimator=k3"])  # fmt: skip
+    assert (chosen.kl_placement, chosen.kl_estimator) == ("reward", "k3")
+    with pytest.raises(ConfigError, match="gradient of mean zero"):
+        load_config(PpoConfig, None, ["kl.placement=loss", "kl.estimator=k1"])

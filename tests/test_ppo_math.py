@@ -31,6 +31,7 @@ from rlhf.losses.ppo import (
     value_loss,
 )
 from rlhf.models.readout import entropy_from_logits, token_logprobs
+from tolerance import reorder_tol
 
 MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # five real tokens, (1, 2) padded
 NAN = float("nan")
@@ -328,3 +329,21 @@ def test_token_logprobs_at_a_temperature_with_entropy() -> None:
     banned = token_logprobs(torch.tensor([0.0, 0.0, -math.inf]), torch.tensor(0), entropy=True)
     _close(banned.logprobs, math.log(0.5))
     _close(banned.entropy, math.log(2.0))
+
+
+def test_k2_in_the_loss_has_the_exact_kl_gradient_and_k1_none() -> None:
+    # One state, vocabulary of 4: the policy's logits z, the reference's log-probs log q. The loss
+    # term differentiates only through log p(a) of the sampled token a; its expectation over a ~ p
+    # (enumerated, weights detached) is Σ_a p_a d_a ∇log p_a = Σ_a d_a ∇p_a = ∇ KL(p‖q), because
+    # Σ_a p_a ∇log p_a = ∇ Σ_a p_a = 0 — which is also why k1 = d there has no gradient at all.
+    z = torch.tensor([1.0, -0.5, 2.0, 0.3], dtype=torch.float64, requires_grad=True)
+    log_q = torch.log_softmax(torch.tensor([0.2, 0.9, -1.0, 0.0], dtype=torch.float64), dim=0)
+    log_p = torch.log_softmax(z, dim=0)
+    exact = torch.autograd.grad((log_p.exp() * (log_p - log_q)).sum(), z)[0]
+    for estimator, expected in (("k2", exact), ("k1", torch.zeros(4, dtype=torch.float64))):
+        log_p = torch.log_softmax(z, dim=0)
+        terms = kl_per_token(log_p, log_q, estimator)  # (4,): the term were each token the sample
+        expectation = (log_p.exp().detach() * terms).sum()
+        grad = torch.autograd.grad(expectation, z)[0]
+        # kl_per_token works in float32: 4 terms of size <= 3 (|d| here) summed against float64.
+        assert torch.allclose(grad, expected, atol=reorder_tol(3.0, 4)), (estimator, grad, expected)

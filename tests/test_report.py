@@ -305,3 +305,26 @@ def test_comparison_section_shows_every_policy_the_win_rates_and_the_score_again
     assert "Win rates by gold" in html and "0.75" in html
     sizes = png_sizes(html)
     assert len(sizes) == 1 and sizes[0][0] > 400  # one panel per judge, side by side
+
+
+def test_the_kl_guard_says_whether_it_fired_and_at_which_steps(tmp_path):
+    run = make_run(tmp_path / "quiet", skip=("sft", "reward", "reward_eval", "eval"))
+    write_json(run / "ppo" / "summary.json", {"kl_flagged_steps": [], "kl_guard_limit": 20.0})
+    page = write_report(run).read_text(encoding="utf-8")
+    assert "KL guard: no step had a KL to the reference over 20 nats per completion" in page
+
+    # Fired: named from the run's summary, with each step's KL from the metrics (0.3 x step there).
+    write_json(run / "ppo" / "summary.json", {"kl_flagged_steps": [30, 35], "kl_guard_limit": 8.0})
+    page = write_report(run).read_text(encoding="utf-8")
+    assert (
+        "KL guard: fired at 2 steps, the KL to the reference over 8 nats per completion: 30 (KL 9), 35 (KL 10.5)"
+        in page
+    )
+
+    # A run cut short has no summary: the flags logged per step say it.
+    (run / "ppo" / "summary.json").unlink()
+    rows = [json.loads(line) for line in (run / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    rows[11]["ppo/kl_flagged"] = 1.0
+    write_jsonl(run / "ppo" / "metrics.jsonl", rows)
+    page = write_report(run).read_text(encoding="utf-8")
+    assert "KL guard: fired at 1 step, the KL to the reference over its limit: 12 (KL 3.6)" in page

@@ -153,6 +153,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from rlhf.demo import DemoConfig, run_demo
 
+    add_shortcut_overrides(args, (("seeds", "seeds"),))
     cfg = resolve_config(DemoConfig, args)
     if cfg is not None:
         quiet_libraries()
@@ -358,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the end-to-end demo: runs every stage available, offline, on CPU")
     add_config_args(demo)
+    demo.add_argument(
+        "--seeds", type=int, metavar="N",
+        help="sets seeds: the whole demo for N task seeds, and each method's mean, std and worst seed",
+    )  # fmt: skip
     demo.set_defaults(func=_cmd_demo)
 
     data = sub.add_parser("data", help="inspect data files: detected format, counts, a normalized example")

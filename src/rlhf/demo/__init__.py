@@ -11,6 +11,7 @@ side by side with SFT on held-out documents, and the HTML report shows it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,9 @@ def demo_pipeline() -> PipelineConfig:
             # PPO's clipped objective with leave-one-out advantages over the 4 samples of a prompt:
             # in this budget it beats a learned critic (GAE), which has 60 steps to learn values.
             advantage=AdvantageConfig(estimator="rloo"),
+            # The leash is a per-token loss term (k2; `kl.placement: auto` with RLOO): summed into the
+            # reward, it let 1-2% of answers run away into repetition ("He He He ...") that carried two
+            # thirds of the KL; see the README's demo section.
             kl=KLConfig(coef=0.2),
             optimizer=OptimizerConfig(lr=1e-4, scheduler="constant"),
             logging=LoggingConfig(log_every=1, progress=False),
@@ -164,9 +168,17 @@ class DemoConfig:
     pipeline: PipelineConfig = field(default_factory=demo_pipeline)
     """The pipeline it runs (`rlhf pipeline --print-config` documents every field). The demo sets the
     data paths and the base model (`sft.model.path`) itself; `pipeline.output_dir` is the run directory."""
+    seeds: int = 1
+    """Run the whole demo for this many task seeds (`task.seed`, `task.seed` + 1, ...), each in
+    `<output_dir>/seed-<s>`, and print every method's mean, standard deviation and worst seed over
+    them (also in `<output_dir>/seeds.json`). 1: one run in `output_dir` itself."""
     data_only: bool = False
     """Write the task's data (`<output_dir>/data/*.jsonl`) and base model, then stop: for running the
     task through `rlhf pipeline` with another model (e.g. examples/pipeline_tinystories.yaml)."""
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ConfigError(f"`seeds` must be at least 1, got {self.seeds}")
 
 
 def write_task_data(cfg: DemoTaskConfig, data_dir: Path) -> dict[str, str]:
@@ -228,8 +240,6 @@ def build_base_model(cfg: DemoTaskConfig, directory: Path) -> str:
 
 def demo_config_for_run(cfg: DemoConfig) -> PipelineConfig:
     """The pipeline config with the demo's data and base model written and filled in."""
-    import dataclasses
-
     p = cfg.pipeline
     run = Path(p.output_dir)
     paths = write_task_data(cfg.task, run / "data")
@@ -250,7 +260,12 @@ def demo_config_for_run(cfg: DemoConfig) -> PipelineConfig:
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    """Write the task, make the base model, run the pipeline; print the summary table and the report's path."""
+    """Write the task, make the base model, run the pipeline; print the summary table and the report's
+    path. With `seeds` > 1, the sweep over task seeds (`rlhf.demo.sweep`)."""
+    if cfg.seeds != 1:
+        from rlhf.demo.sweep import run_sweep
+
+        return run_sweep(dataclasses.replace(cfg, seeds=1), cfg.seeds)
     from rlhf.pipeline.run import run_pipeline
     from rlhf.pipeline.summary import headline_table
 

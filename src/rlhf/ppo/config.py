@@ -57,10 +57,13 @@ class KLConfig:
     coef: float = 0.05
     """β: weight of the KL penalty to the reference (the SFT model). Larger keeps the policy closer
     to where it started, which keeps the reward model on text it knows (guards reward hacking)."""
-    estimator: Literal["k1", "k2", "k3"] = "k1"
+    estimator: Literal["auto", "k1", "k2", "k3"] = "auto"
     """Per-token KL estimate from log p (policy) and log q (reference): k1 = log p - log q
     (unbiased, may be negative per token), k2 = (log p - log q)^2 / 2, k3 = (q/p - 1) - log(q/p)
-    (unbiased and never negative; Schulman's)."""
+    (unbiased and never negative; Schulman's). `auto`: k1 in the reward; k2 in the loss, whose
+    gradient on the policy's own samples is the exact gradient of KL(π‖π_ref) (k1 there has a
+    gradient of mean zero: no leash at all, so it is refused). The logged `kl`, the guard and the
+    adaptive controller always use k1 summed over the completion."""
     controller: Literal["fixed", "adaptive"] = "fixed"
     """`fixed` keeps β; `adaptive` moves β so the measured KL approaches `target` (Ziegler et al.
     2019): β *= 1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon after each step of n sequences."""
@@ -68,13 +71,22 @@ class KLConfig:
     """Adaptive controller: the KL (nats per sequence, summed over tokens) to aim for."""
     horizon: int = 10000
     """Adaptive controller: sequences over which β may move by about e^0.2."""
-    placement: Literal["reward", "loss"] = "reward"
-    """`reward`: -β KL_t is added to every token's reward (InstructGPT); `loss`: β KL is a separate
-    term of the policy loss (GRPO), and the reward holds only r(x, y)."""
+    placement: Literal["auto", "reward", "loss"] = "auto"
+    """`reward`: -β KL_t is added to every token's reward (InstructGPT); `loss`: β KL_t is a term of
+    the policy loss at every token (GRPO), and the reward holds only r(x, y). `auto`: `reward` with
+    a critic (GAE hands each token's penalty to the tokens before it), `loss` with the critic-free
+    estimators: they give every token of a completion one advantage, so a penalty summed into the
+    reward would fall on the whole answer, not on the tokens that drifted, and one answer that ran
+    away (hundreds of nats) would swamp the whitened advantages of its step. See the README's demo."""
 
     def __post_init__(self) -> None:
         if self.coef < 0 or self.target <= 0 or self.horizon < 1:
             raise ConfigError("`kl.coef` must be >= 0, `kl.target` > 0 and `kl.horizon` >= 1")
+        if self.placement == "loss" and self.estimator == "k1":
+            raise ConfigError(
+                "`kl.estimator: k1` in the loss has a gradient of mean zero (no leash): use k2 (the exact "
+                "KL gradient on the policy's samples), k3, or `kl.placement: reward`"
+            )
 
 
 @dataclass
@@ -236,3 +248,17 @@ class PpoConfig(RunControl):
     @property
     def uses_critic(self) -> bool:
         return self.advantage.estimator == "gae"
+
+    @property
+    def kl_placement(self) -> Literal["reward", "loss"]:
+        """Where the KL penalty goes, `auto` resolved: the reward with a critic, else the loss."""
+        if self.kl.placement != "auto":
+            return self.kl.placement
+        return "reward" if self.uses_critic else "loss"
+
+    @property
+    def kl_estimator(self) -> Literal["k1", "k2", "k3"]:
+        """The penalty's per-token estimator, `auto` resolved: k1 in the reward, k2 in the loss."""
+        if self.kl.estimator != "auto":
+            return self.kl.estimator
+        return "k1" if self.kl_placement == "reward" else "k2"

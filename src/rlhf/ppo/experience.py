@@ -48,7 +48,7 @@ class Experience:
     ref_logprobs: torch.Tensor
     """(R, N) float32 log π_ref(a_t | s_t) under the reference model (0 off the mask)."""
     kl: torch.Tensor
-    """(R, N) float32 per-token KL estimate to the reference (`kl.estimator`; 0 off the mask)."""
+    """(R, N) float32 per-token KL penalty estimate to the reference (`kl.estimator`; 0 off the mask)."""
     advantages: torch.Tensor
     """(R, N) float32 advantage of each token (whitened when `advantage.whiten`)."""
     values: torch.Tensor | None
@@ -78,19 +78,19 @@ def make_experience(
     run: PpoRun, rollout: Rollout, scores: torch.Tensor, beta: float
 ) -> tuple[Experience, float]:
     """The complete experience of `rollout` with rewards `scores` (R,), and the step's mean KL to the
-    reference per sequence (over all processes)."""
+    reference per sequence (k1 summed over each completion, averaged over all processes)."""
     passes = score_passes(
         rollout, policy=run.policy, reference=run.reference, critic=run.critic,
         batch_size=run.cfg.rollout.forward_batch_size, pad_id=run.models.pad_id, device=run.accelerator.device,
     )  # fmt: skip
-    kl = ppo_losses.kl_per_token(passes.logprobs, passes.ref_logprobs, run.cfg.kl.estimator) * passes.mask
+    kl = ppo_losses.kl_per_token(passes.logprobs, passes.ref_logprobs, run.cfg.kl_estimator) * passes.mask
     advantages, returns = _advantages(run, scores, kl, passes, beta)
     experience = Experience(
         prompts=rollout.prompts, query=rollout.query, response=rollout.response, texts=rollout.texts,
         finished=rollout.finished, scores=scores, mask=passes.mask, logprobs=passes.logprobs,
         ref_logprobs=passes.ref_logprobs, kl=kl, advantages=advantages, values=passes.values, returns=returns,
     )  # fmt: skip
-    seq_kl = kl.sum(1)  # (R,)
+    seq_kl = ((passes.logprobs - passes.ref_logprobs) * passes.mask).sum(1)  # (R,) k1: the measured KL
     totals = run.reduce_sum(torch.stack([seq_kl.sum(), torch.tensor(float(len(rollout)))]).double())
     return experience, float(totals[0] / totals[1])
 
@@ -101,7 +101,7 @@ def _advantages(
     """(advantages (R, N), returns (R, N) or None) by the configured estimator."""
     cfg: PpoConfig = run.cfg
     mask = passes.mask
-    in_reward = cfg.kl.placement == "reward"
+    in_reward = cfg.kl_placement == "reward"
     estimator = cfg.advantage.estimator
     returns = None
     if estimator == "gae":

@@ -257,15 +257,18 @@ def _rollout_row(response: list[list[int]], exp: Experience | None, reduce_sum) 
     return row
 
 
+def kl_guard_limit(cfg: PpoConfig) -> float:
+    """The KL (nats per completion) over which the guard flags a step."""
+    if cfg.kl.controller == "adaptive":
+        return cfg.guards.kl_warn_factor * cfg.kl.target
+    return cfg.guards.kl_warn_above
+
+
 def _kl_guard(cfg: PpoConfig, row: dict, step: int, say) -> None:
     kl = row.get("kl")
     if kl is None:
         return
-    limit = (
-        cfg.guards.kl_warn_factor * cfg.kl.target
-        if cfg.kl.controller == "adaptive"
-        else cfg.guards.kl_warn_above
-    )
+    limit = kl_guard_limit(cfg)
     if not math.isfinite(kl) or kl > limit:
         row["kl_flagged"] = 1.0
         say(
@@ -325,6 +328,7 @@ def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> Ppo
         "generation_seconds": [row["time_generate"] for row in history],
         "skipped_updates": sum(1 for row in history if row.get("skipped")),
         "kl_flagged_steps": [row["step"] for row in history if row.get("kl_flagged")],
+        "kl_guard_limit": kl_guard_limit(cfg),
         "trainable_parameters": trainable,
     }
     if run.accelerator.is_main_process:

@@ -150,8 +150,8 @@ def _micro_loss(step: MicroStep, idx: list[int], ptx: dict | None) -> tuple[torc
         loss = loss + _value_term(step, batch, out, old, stats)
     if cfg.loss.entropy_coef and not warmup:
         loss = loss - cfg.loss.entropy_coef * ppo_losses.masked_sum(out.entropy, mask) / tokens
-    if cfg.kl.placement == "loss" and step.beta and not warmup:
-        kl = ppo_losses.kl_per_token(out.logprobs, old(exp.ref_logprobs), cfg.kl.estimator)
+    if cfg.kl_placement == "loss" and step.beta and not warmup:
+        kl = ppo_losses.kl_per_token(out.logprobs, old(exp.ref_logprobs), cfg.kl_estimator)
         kl_term = ppo_losses.masked_sum(kl, mask) / tokens
         loss = loss + step.beta * kl_term
         stats["kl_loss"] = float(kl_term.detach())

@@ -48,6 +48,8 @@ class RunData:
     """`reward_eval/eval.json`, what `rlhf eval reward` wrote."""
     ppo: list[dict[str, Any]] | None = None
     """`ppo/metrics.jsonl`."""
+    ppo_summary: dict[str, Any] | None = None
+    """`ppo/summary.json`: what the PPO run measured (e.g. the steps the KL guard flagged)."""
     ppo_samples: list[dict[str, Any]] | None = None
     """`ppo/samples.jsonl`: completions logged during training."""
     eval: dict[str, Any] | None = None
@@ -84,6 +86,7 @@ def load_run(run_dir: str | Path) -> RunData:
         summary=read_json(root / "summary.json"),
         feedback=read_json(root / "feedback" / "feedback.json"),
         reward_eval=read_json(root / "reward_eval" / "eval.json"),
+        ppo_summary=read_json(root / "ppo" / "summary.json"),
         eval=read_json(root / "eval" / "eval.json"),
         eval_samples=read_jsonl(root / "eval" / "samples.jsonl"),
         comparison=read_json(root / "eval" / "comparison.json"),

@@ -33,6 +33,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 table.samples { width: 100%; table-layout: fixed; }
 .missing { color: #8a5a00; background: #fff6e0; border-left: 4px solid #e0a800; padding: 6px 12px; }
 .note { color: #5b6473; font-size: 14px; }
+.guard { border-left: 4px solid #3a9a4a; padding: 6px 12px; background: #f1f8f2; }
+.guard.warn { border-left-color: #c0392b; background: #fdf0ee; }
 details { margin: 8px 0 16px; }
 summary { cursor: pointer; color: #2856b6; }
 pre.config { background: #f3f4f7; border: 1px solid #dde1e8; padding: 10px 14px; overflow-x: auto;

@@ -226,6 +226,7 @@ def ppo_section(run: RunData) -> str:
         appended_note(run, "ppo/metrics.jsonl"),
         f"<p>{len(logged)} logged steps (last: {esc(fmt(logged[-1].get('step')))}).</p>",
         figure(plots.curves_figure(panels), "PPO training curves", "PPO training curves, per step."),
+        kl_guard_note(run, logged),
         "<h3>Over-optimization</h3>",
     ]
     rm_key = next(
@@ -254,6 +255,27 @@ def ppo_section(run: RunData) -> str:
         parts.append(figure(uri, "over-optimization: score against KL", caption))
     parts.append(stage_config(run, "ppo"))
     return "\n".join(parts)
+
+
+def kl_guard_note(run: RunData, logged: list[dict[str, Any]]) -> str:
+    """Whether PPO's runaway-KL guard fired, and at which steps (with their KL)."""
+    summary = run.ppo_summary or {}
+    flagged = summary.get("kl_flagged_steps")
+    if not isinstance(flagged, list):  # no summary (a run cut short): the logged rows say it
+        flagged = [row.get("step") for row in logged if row.get("ppo/kl_flagged")]
+    limit = summary.get("kl_guard_limit")
+    over = f"over {fmt(limit)} nats per completion" if is_number(limit) else "over its limit"
+    if not flagged:
+        return f'<p class="guard">KL guard: no step had a KL to the reference {over}.</p>'
+    kl_at = {row.get("step"): row.get("ppo/kl") for row in logged}
+    steps = ", ".join(
+        f"{esc(fmt(s))} (KL {fmt(kl_at[s])})" if is_number(kl_at.get(s)) else esc(fmt(s)) for s in flagged
+    )
+    return (
+        f'<p class="guard warn">KL guard: fired at {len(flagged)} step{"s" if len(flagged) > 1 else ""}, '
+        f"the KL to the reference {over}: {steps}. The policy drifted where the reward model may not "
+        "know the text (see the samples and the over-optimization plot).</p>"
+    )
 
 
 def evaluation_section(run: RunData) -> str:

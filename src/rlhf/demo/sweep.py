@@ -1,0 +1,163 @@
+"""`rlhf demo --seeds N`: the whole demo for N task seeds, and every method's spread over them.
+
+Seed s runs in `<output_dir>/seed-<s>` (task data and base model made from s), so a rerun skips
+every finished stage of every seed, and changing one stage's settings reruns only that stage and
+what depends on it. The table gives, for each policy, the mean and standard deviation over seeds
+of its gold score, its gold win rate over SFT and its KL from SFT, and its worst seed (lowest
+score and win rate, highest KL). Plain Python over the runs' `eval/comparison.json`; no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SEEDS_FILE = "seeds.json"
+COLUMNS = (
+    ("gold", "gold score", min),
+    ("win_rate", "win rate over SFT (gold)", min),
+    ("kl", "KL from SFT (nats/answer)", max),
+)
+"""(key, title, worst): what the table shows per policy, and which seed counts as its worst."""
+
+
+@dataclass
+class Spread:
+    """One quantity of one policy over the seeds."""
+
+    values: list[float]
+    """(S,) the value on each seed that has it, in seed order."""
+    seeds: list[int]
+    """(S,) the seed of each value."""
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over seeds (0 with one seed)."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    def worst(self, pick) -> tuple[float, int]:
+        """(the worst value by `pick` (min or max), its seed)."""
+        value = pick(self.values)
+        return value, self.seeds[self.values.index(value)]
+
+
+def seed_dirs(output_dir: str, seeds: Sequence[int]) -> list[Path]:
+    return [Path(output_dir) / f"seed-{s}" for s in seeds]
+
+
+def policy_values(comparison: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """policy -> {gold, win_rate, kl} from one run's comparison (a missing figure is left out)."""
+    policies = comparison.get("policies") or {}
+    wins = ((comparison.get("win_rates") or {}).get("gold")) or {}
+    out: dict[str, dict[str, float]] = {}
+    for name, entry in policies.items():
+        row: dict[str, float] = {}
+        gold = (entry.get("scores") or {}).get("gold") or {}
+        if isinstance(gold.get("mean"), int | float):
+            row["gold"] = float(gold["mean"])
+        rate = ((wins.get(name) or {}).get("sft") or {}).get("rate")
+        if isinstance(rate, int | float):
+            row["win_rate"] = float(rate)
+        if isinstance(entry.get("kl"), int | float):
+            row["kl"] = float(entry["kl"])
+        out[name] = row
+    return out
+
+
+def kl_flags(run: Path) -> list[int]:
+    """The PPO steps whose KL the guard flagged in one run (empty when none, or no PPO ran)."""
+    try:
+        summary = json.loads((run / "ppo" / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [int(s) for s in summary.get("kl_flagged_steps") or []]
+
+
+def aggregate(runs: dict[int, Path]) -> dict[str, Any]:
+    """The sweep's result from each seed's run directory: per policy and quantity its spread."""
+    from rlhf.pipeline.compare import COMPARISON_FILE, LABELS
+
+    spreads: dict[str, dict[str, Spread]] = {}
+    labels: dict[str, str] = {}
+    for seed, run in runs.items():
+        comparison = json.loads((run / "eval" / COMPARISON_FILE).read_text(encoding="utf-8"))
+        for name, row in policy_values(comparison).items():
+            labels[name] = LABELS.get(name, name)
+            for key, value in row.items():
+                spread = spreads.setdefault(name, {}).setdefault(key, Spread([], []))
+                spread.values.append(value)
+                spread.seeds.append(seed)
+    policies: dict[str, Any] = {}
+    for name, by_key in spreads.items():
+        entry: dict[str, Any] = {"label": labels[name]}
+        for key, _, pick in COLUMNS:
+            if key in by_key:
+                s = by_key[key]
+                worst, worst_seed = s.worst(pick)
+                entry[key] = {"mean": s.mean, "std": s.std, "worst": worst, "worst_seed": worst_seed,
+                              "values": s.values, "seeds": s.seeds}  # fmt: skip
+        policies[name] = entry
+    flagged = {seed: kl_flags(run) for seed, run in runs.items()}
+    return {"seeds": list(runs), "runs": {s: str(r) for s, r in runs.items()}, "policies": policies,
+            "ppo_kl_flagged_steps": flagged}  # fmt: skip
+
+
+def sweep_table(result: dict[str, Any]) -> str:
+    """One row per policy: mean ± std over seeds and the worst seed, for each quantity."""
+    seeds = result["seeds"]
+    lines = [
+        f"{len(seeds)} task seeds ({', '.join(map(str, seeds))}): mean ± std over seeds, worst seed in brackets",
+        f"{'':20}" + "".join(f"{title:>30}" for _, title, _ in COLUMNS),
+    ]
+    for entry in result["policies"].values():
+        cells = []
+        for key, _, _ in COLUMNS:
+            stat = entry.get(key)
+            if stat is None or (key == "win_rate" and entry["label"] == "SFT"):
+                cells.append("")
+                continue
+            cells.append(
+                f"{stat['mean']:.3f} ± {stat['std']:.3f} [{stat['worst']:.3f} s{stat['worst_seed']}]"
+            )
+        lines.append(f"{entry['label']:20}" + "".join(f"{c:>30}" for c in cells))
+    flagged = {s: steps for s, steps in result["ppo_kl_flagged_steps"].items() if steps}
+    if flagged:
+        text = "; ".join(f"seed {s}: steps {', '.join(map(str, v))}" for s, v in flagged.items())
+        lines.append(f"PPO's KL guard fired on {len(flagged)} of {len(seeds)} seeds ({text})")
+    else:
+        lines.append(f"PPO's KL guard fired on none of the {len(seeds)} seeds")
+    return "\n".join(lines)
+
+
+def run_sweep(cfg, seeds: int) -> dict[str, Any]:
+    """Run the demo `cfg` (a `DemoConfig`) for task seeds task.seed .. task.seed + seeds - 1, each in
+    `<output_dir>/seed-<s>`; print and write (`<output_dir>/seeds.json`) the spread over seeds."""
+    import dataclasses
+
+    from rlhf.demo import run_demo
+
+    first = cfg.task.seed
+    chosen = list(range(first, first + seeds))
+    runs: dict[int, Path] = {}
+    for seed, run in zip(chosen, seed_dirs(cfg.pipeline.output_dir, chosen), strict=True):
+        print(f"[demo] task seed {seed} in {run}")
+        run_demo(dataclasses.replace(
+            cfg, task=dataclasses.replace(cfg.task, seed=seed),
+            pipeline=dataclasses.replace(cfg.pipeline, output_dir=str(run)),
+        ))  # fmt: skip
+        runs[seed] = run
+    result = aggregate(runs)
+    out = Path(cfg.pipeline.output_dir) / SEEDS_FILE
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print()
+    print(sweep_table(result))
+    print(f"[demo] {len(chosen)} seeds; the spread in {out}")
+    return result
