@@ -265,7 +265,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     if cfg.seeds != 1:
         from rlhf.demo.sweep import run_sweep
 
-        return run_sweep(dataclasses.replace(cfg, seeds=1), cfg.seeds)
+        return run_sweep(dataclasses.replace(cfg, seeds=1), cfg.seeds, run_demo)
     from rlhf.pipeline.run import run_pipeline
     from rlhf.pipeline.summary import headline_table
 

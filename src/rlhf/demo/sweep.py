@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,19 +137,18 @@ def sweep_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_sweep(cfg, seeds: int) -> dict[str, Any]:
-    """Run the demo `cfg` (a `DemoConfig`) for task seeds task.seed .. task.seed + seeds - 1, each in
-    `<output_dir>/seed-<s>`; print and write (`<output_dir>/seeds.json`) the spread over seeds."""
+def run_sweep(cfg, seeds: int, run_one: Callable[[Any], Any]) -> dict[str, Any]:
+    """Run the demo `cfg` (a `DemoConfig`) with `run_one` (`rlhf.demo.run_demo`) for task seeds
+    task.seed .. task.seed + seeds - 1, each in `<output_dir>/seed-<s>`; print and write
+    (`<output_dir>/seeds.json`) the spread over seeds."""
     import dataclasses
-
-    from rlhf.demo import run_demo
 
     first = cfg.task.seed
     chosen = list(range(first, first + seeds))
     runs: dict[int, Path] = {}
     for seed, run in zip(chosen, seed_dirs(cfg.pipeline.output_dir, chosen), strict=True):
         print(f"[demo] task seed {seed} in {run}")
-        run_demo(dataclasses.replace(
+        run_one(dataclasses.replace(
             cfg, task=dataclasses.replace(cfg.task, seed=seed),
             pipeline=dataclasses.replace(cfg.pipeline, output_dir=str(run)),
         ))  # fmt: skip
