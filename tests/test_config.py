@@ -181,3 +181,6 @@ def test_the_kl_leash_goes_where_the_estimator_can_assign_it():
     assert (chosen.kl_placement, chosen.kl_estimator) == ("reward", "k3")
     with pytest.raises(ConfigError, match="gradient of mean zero"):
         load_config(PpoConfig, None, ["kl.placement=loss", "kl.estimator=k1"])
+    with pytest.raises(ConfigError, match="gradient of mean zero"):  # auto resolves to the loss here
+        load_config(PpoConfig, None, ["advantage.estimator=rloo", "rollout.completions_per_prompt=2",
+                                      "kl.estimator=k1"])  # fmt: skip

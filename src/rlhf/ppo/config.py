@@ -82,11 +82,6 @@ class KLConfig:
     def __post_init__(self) -> None:
         if self.coef < 0 or self.target <= 0 or self.horizon < 1:
             raise ConfigError("`kl.coef` must be >= 0, `kl.target` > 0 and `kl.horizon` >= 1")
-        if self.placement == "loss" and self.estimator == "k1":
-            raise ConfigError(
-                "`kl.estimator: k1` in the loss has a gradient of mean zero (no leash): use k2 (the exact "
-                "KL gradient on the policy's samples), k3, or `kl.placement: reward`"
-            )
 
 
 @dataclass
@@ -244,6 +239,11 @@ class PpoConfig(RunControl):
             )
         if self.samples_every < 0 or self.samples_count < 0:
             raise ConfigError("`samples_every` and `samples_count` must be >= 0")
+        if self.kl_placement == "loss" and self.kl_estimator == "k1":
+            raise ConfigError(
+                "`kl.estimator: k1` in the loss has a gradient of mean zero (no leash): use k2 (the exact "
+                "KL gradient on the policy's samples), k3, or `kl.placement: reward`"
+            )
 
     @property
     def uses_critic(self) -> bool:
