@@ -32,7 +32,7 @@ def test_smaller_demo_beats_sft_on_two_seeds_with_the_kl_in_check(tmp_path):
     for seed, run in ((0, out / "seed-0"), (1, out / "seed-1")):
         head = json.loads((run / "summary.json").read_text())["headline"]
         # PPO beats SFT by the hidden gold rule on each seed, on a leash: a few answers that ran away
-        # (tens of nats each) would lift the mean KL over 200 answers past this bound.
+        # (100-280 nats each) would lift the mean KL over the 120 held-out answers past this bound.
         assert head["gold_policy"] > head["gold_sft"] + 0.2, (seed, head)
         assert head["win_rate_gold"] > 0.5, (seed, head)
         assert head["kl"] < KL_BOUND, (seed, head)
@@ -54,7 +54,8 @@ def test_smaller_demo_beats_sft_on_two_seeds_with_the_kl_in_check(tmp_path):
 
 
 KL_BOUND = 4.0
-"""Nats per answer: the most the README's goal allows any one seed."""
+"""Nats per answer. The full demo's seeds measure 1.1-1.4 (README); two or three runaway answers
+among 120 would pass this."""
 
 
 def assert_one_run(run: Path, stdout: str) -> None:
