@@ -55,7 +55,7 @@ def test_smaller_demo_beats_sft_on_two_seeds_with_the_kl_in_check(tmp_path):
 
 KL_BOUND = 4.0
 """Nats per answer. The full demo's seeds measure 1.1-1.4 (README); two or three runaway answers
-among 120 would pass this."""
+among 120 would lift the mean past it."""
 
 
 def assert_one_run(run: Path, stdout: str) -> None:
