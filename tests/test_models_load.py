@@ -123,7 +123,7 @@ def test_quantized_base_cannot_be_trained_in_full() -> None:
 def test_gradient_checkpointing_with_lora_trains(tinystories_path: Path) -> None:
     model_cfg = ModelConfig(path=str(tinystories_path), dtype="float32", gradient_checkpointing=True)
     model = load_causal_lm(model_cfg, PeftConfig(method="lora", lora_rank=2))
-    assert model.get_base_model().is_activation_checkpointing
+    assert model.get_base_model().is_gradient_checkpointing
     assert model.config.use_cache is False
     input_ids = torch.tensor([[1, 403, 407, 261, 378, 432]])  # (1, 6)
     model.train()

@@ -86,6 +86,7 @@ USER_ERRORS = (
     ("rlhf.training.checkpoint", "CheckpointError"), ("rlhf.rewards.sources", "RewardSourceError"),
     ("rlhf.ppo.update", "NonFiniteError"), ("rlhf.label.store", "StoreError"),
     ("rlhf.label.tasks", "AnswerError"), ("rlhf.label.export", "ExportError"),
+    ("rlhf.engines", "EngineError"), ("rlhf.engines.weights", "UnsupportedAdapterError"),
 )  # fmt: skip
 """Error classes of modules that may not be imported: a module that never loaded raised nothing."""
 

@@ -35,6 +35,10 @@ class Sample:
     the padding after a stop-string stop is left out."""
     finish: Literal["eos", "stop", "length"]
     """Why it ended: the model's EOS, a stop string, or `max_new_tokens`."""
+    logprobs: list[float] | None = None
+    """(N,) the engine's log-probability of each token of `token_ids`, under the distribution it
+    sampled from (temperature, top-k, top-p applied); None from the built-in engine (the trainer
+    computes its own)."""
 
 
 def generate_completions(
@@ -60,7 +64,10 @@ def generate_samples(
 ) -> list[list[Sample]]:
     """K = `sampling.num_samples` samples per prompt, each prompt's in draw order.
 
-    Seeds torch with `sampling.seed` (unless null) first. With `sampling.unique`, a sample whose
+    `model` is a causal LM (sampled with `generate`, `sampling.batch_size` sequences at a time) or
+    a generation engine already synced and set up with `sampling` (`rlhf.engines.Generator`, e.g.
+    vLLM). Seeds torch with `sampling.seed` (unless null) first; engines draw their seeds from
+    torch's stream, so the seed reproduces their samples too. With `sampling.unique`, a sample whose
     text repeats an earlier one of the same prompt is drawn again, for up to `max_retries` rounds;
     any repeats left after that are kept (count them with `count_repeats`).
     """
@@ -68,11 +75,15 @@ def generate_samples(
 
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)  # seeds the CPU and every CUDA device
+
+    def draw(ids: list[list[int]], desc: str) -> list[Sample]:
+        if hasattr(model, "sync") and hasattr(model, "generate") and not isinstance(model, torch.nn.Module):
+            return model.generate(ids, desc=desc)
+        return sample_sequences(model, tokenizer, ids, sampling, progress=progress, desc=desc)
+
     k = sampling.num_samples
     # The K copies of a prompt sit next to each other: batches then hold few distinct lengths.
-    flat = sample_sequences(
-        model, tokenizer, [ids for ids in prompt_ids for _ in range(k)], sampling, progress=progress
-    )
+    flat = draw([ids for ids in prompt_ids for _ in range(k)], "generate")
     groups = [flat[index * k : (index + 1) * k] for index in range(len(prompt_ids))]
     if not sampling.unique:
         return groups
@@ -80,10 +91,7 @@ def generate_samples(
         slots = [(index, j) for index, group in enumerate(groups) for j in repeated_indices(group)]
         if not slots:
             break
-        redrawn = sample_sequences(
-            model, tokenizer, [prompt_ids[index] for index, _ in slots], sampling,
-            progress=progress, desc="re-draw repeats",
-        )  # fmt: skip
+        redrawn = draw([prompt_ids[index] for index, _ in slots], "re-draw repeats")
         for (index, j), sample in zip(slots, redrawn):
             groups[index][j] = sample
     return groups
@@ -142,7 +150,7 @@ def sample_sequences(
                 out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             new_ids = out[:, input_ids.shape[1] :].tolist()  # (B, N) after the prompt, padded after a finish
             for prompt, ids in zip(chunk, new_ids):
-                samples.append(_finish(ids, prompt[-1:], tokenizer, sampling.stop, eos_ids))
+                samples.append(finish_sample(ids, prompt[-1:], tokenizer, sampling.stop, eos_ids))
             bar.update(len(chunk))
     return samples
 
@@ -168,7 +176,7 @@ def generation_kwargs(model: Any, tokenizer: Any, sampling: SamplingConfig) -> d
     else:
         kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
     if sampling.stop:
-        # Stops each sequence early once its text ends in a stop string; the cut is `_finish`'s job.
+        # Stops each sequence early once its text ends in a stop string; the cut is `finish_sample`'s job.
         kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
     return kwargs
 
@@ -197,10 +205,11 @@ def decode_continuation(tokenizer: Any, prefix_ids: list[int], ids: list[int]) -
     return tokenizer.decode(ids, skip_special_tokens=True)  # e.g. a character split across the two
 
 
-def _finish(
+def finish_sample(
     ids: list[int], prefix_ids: list[int], tokenizer: Any, stop: list[str] | None, eos_ids: set[int]
 ) -> Sample:
-    """The sample of one row of generated ids (padding after a finish included)."""
+    """The sample of one row of generated ids (padding after a finish included): cut after the
+    first EOS, its text cut right before the first stop string. Every engine cuts with this."""
     end = next((index + 1 for index, token in enumerate(ids) if token in eos_ids), None)
     if end is not None:
         ids = ids[:end]

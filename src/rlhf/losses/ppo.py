@@ -214,6 +214,7 @@ def policy_loss(
     mask: torch.Tensor,
     clip_eps: float,
     denominator: float | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate loss over the masked tokens.
 
@@ -222,6 +223,8 @@ def policy_loss(
         l = −min(ρ·A, clip(ρ, 1 − ε, 1 + ε)·A) = max(−ρ·A, −clip(ρ)·A).
     loss: masked mean of l, or Σ_masked l / denominator (pass a minibatch's total token count to
     every micro-batch, and the micro-batch losses add up to the minibatch's mean).
+    token_weights (B, T), detached: l is multiplied by them (the truncated importance weights of
+    `tis_weights` when another engine sampled the tokens); None: 1.
     stats, masked means over this call's tokens (0 when there are none):
         clip_frac   fraction of tokens where the clipped term is strictly the one chosen
                     (|ρ − 1| > ε and clipping changed the value; such tokens get no gradient),
@@ -236,6 +239,8 @@ def policy_loss(
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     per_token = torch.maximum(unclipped, clipped)  # (B, T)
+    if token_weights is not None:
+        per_token = per_token * _select(token_weights.detach().float(), m)
     loss = _reduce(per_token, m, denominator)
     with torch.no_grad():
         stats = {
@@ -244,6 +249,33 @@ def policy_loss(
             "ratio_mean": masked_mean(ratio, m).item(),
         }
     return loss, stats
+
+
+def tis_weights(old_logp: torch.Tensor, engine_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance sampling: min(π_old / π_engine, cap) per token (B, T), detached.
+
+    The tokens were drawn by an inference engine whose probabilities differ slightly from the
+    trainer's (other kernels, other precision); weighting each token's loss by the ratio corrects
+    the policy gradient for that, and the cap bounds the variance a rare token could add."""
+    return torch.exp(old_logp.detach().float() - engine_logp.detach().float()).clamp(max=cap)
+
+
+def engine_mismatch(
+    old_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """How far the sampling engine's log-probs (B, T) are from the trainer's on the sampled tokens:
+    sums over the masked tokens (add them over processes, then divide by `tokens`).
+        kl          Σ (log π_engine − log π_old): k1 estimate of KL(π_engine ‖ π_old) (the tokens
+                    are the engine's samples)
+        abs_diff    Σ |log π_engine − log π_old|
+        max_diff    the largest |log π_engine − log π_old| (not a sum)
+        tokens      the number of masked tokens"""
+    m = _bool(mask)
+    diff = _select(engine_logp.float() - old_logp.float(), m)
+    return {
+        "kl": diff.sum(), "abs_diff": diff.abs().sum(),
+        "max_diff": diff.abs().max() if diff.numel() else torch.zeros(()), "tokens": m.sum().float(),
+    }  # fmt: skip
 
 
 def value_loss(

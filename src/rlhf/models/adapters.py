@@ -113,7 +113,7 @@ def prepare_quantized_base(model: nn.Module) -> nn.Module:
     keep_4bit_trainable(model)
     return prepare_model_for_kbit_training(
         model,
-        use_gradient_checkpointing=bool(getattr(model, "is_activation_checkpointing", False)),
+        use_gradient_checkpointing=bool(getattr(model, "is_gradient_checkpointing", False)),
         gradient_checkpointing_kwargs={"use_reentrant": False},
     )
 

@@ -147,7 +147,7 @@ def load_pretrained(
     if for_training and model_cfg.gradient_checkpointing:
         # Non-reentrant checkpointing; transformers also makes the embedding output require grad,
         # which PEFT needs (with a frozen base nothing else in a checkpointed block would).
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if adapter_dir is not None:
         if for_training:
@@ -253,6 +253,12 @@ def _adapter_base(adapter_dir: Path) -> str:
             f"adapter in {adapter_dir} does not name its base model (base_model_name_or_path)"
         )
     return base
+
+
+def adapter_base_path(path: str) -> str:
+    """The base model an adapter directory names, or `path` itself when it holds no adapter."""
+    adapter_dir = _adapter_dir(path)
+    return _adapter_base(adapter_dir) if adapter_dir is not None else path
 
 
 def _attach_saved_adapter(model: PreTrainedModel, adapter_dir: Path, *, trainable: bool):

@@ -262,6 +262,7 @@ def save_tiny(
     model, tokenizer = build_tiny_model(seed, tokenizer, **config_overrides)
     # Not `model.save_pretrained`: under torch.distributed transformers writes only on rank 0, and
     # every process builds its own copy of the preset. The files are the same as it would write.
+    model.config.architectures = [type(model).__name__]  # as save_pretrained records it
     model.config.save_pretrained(directory)
     model.generation_config.save_pretrained(directory)
     # The tied output matrix is stored once, under the input embedding's name, as transformers does,

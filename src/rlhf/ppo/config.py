@@ -1,6 +1,6 @@
 """Configuration of `rlhf ppo`: the shared parts plus one group per concern of the algorithm.
 
-rollout    what each step samples (prompts, completions per prompt, sampling)
+rollout    what each step samples (prompts, completions per prompt, sampling) and with what engine
 reward     where r(x, y) comes from (reward model, Python function, HTTP, weighted sum) and its shaping
 kl         the leash to the reference model (coefficient, estimator, controller, placement)
 advantage  GAE with a critic, or a critic-free estimator (REINFORCE, RLOO, GRPO)
@@ -24,6 +24,7 @@ from rlhf.config.parts import (
     PromptConfig,
     RunControl,
 )
+from rlhf.engines.config import EngineName, VllmConfig
 from rlhf.generation.config import SamplingConfig
 from rlhf.rewards.config import RewardSourcesConfig
 
@@ -44,12 +45,26 @@ class RolloutConfig:
     forward_batch_size: int = 16
     """Sequences per forward pass when computing the rollout's old log-probabilities, reference
     log-probabilities and values (no gradients): bounds the memory of the scoring passes."""
+    engine: EngineName = "hf"
+    """What samples the rollouts: `hf` (transformers' `generate` on the policy), `vllm` (a vLLM
+    engine in each training process, synced with the policy after every update; see `vllm`), or
+    `auto` (vLLM when installed and able to run the model, else `hf`). The trainer recomputes the
+    log-probabilities the PPO ratio is taken against either way."""
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+    """The vLLM engine's memory and weight-sync settings (with `engine: vllm` or `auto`)."""
+    tis_cap: float | None = None
+    """With an engine that reports its own log-probabilities (vLLM): weight each token's policy
+    loss by min(π_trainer / π_engine, tis_cap), truncated importance sampling, to correct for the
+    engine's slightly different numbers (e.g. 2.0). None: no correction. The mismatch is logged
+    either way (`ppo/engine_kl`)."""
 
     def __post_init__(self) -> None:
         if self.prompts_per_step < 1 or self.completions_per_prompt < 1 or self.forward_batch_size < 1:
             raise ConfigError(
                 "`rollout.prompts_per_step`, `completions_per_prompt` and `forward_batch_size` must be >= 1"
             )
+        if self.tis_cap is not None and self.tis_cap < 1.0:
+            raise ConfigError(f"`rollout.tis_cap` must be at least 1 (or null: off), got {self.tis_cap}")
 
 
 @dataclass

@@ -55,6 +55,9 @@ class Experience:
     """(R, N) float32 V(s_t) of the critic that scored the rollout; None without a critic."""
     returns: torch.Tensor | None
     """(R, N) float32 GAE value targets; None without a critic."""
+    engine_logprobs: torch.Tensor | None
+    """(R, N) float32 log-probs of the response tokens under the engine that sampled them (0 off
+    the mask); None when the engine reports none (the built-in engine samples from the policy itself)."""
 
     def __len__(self) -> int:
         return len(self.response)
@@ -89,10 +92,39 @@ def make_experience(
         prompts=rollout.prompts, query=rollout.query, response=rollout.response, texts=rollout.texts,
         finished=rollout.finished, scores=scores, mask=passes.mask, logprobs=passes.logprobs,
         ref_logprobs=passes.ref_logprobs, kl=kl, advantages=advantages, values=passes.values, returns=returns,
+        engine_logprobs=_engine_logprobs(rollout, passes.mask),
     )  # fmt: skip
     seq_kl = ((passes.logprobs - passes.ref_logprobs) * passes.mask).sum(1)  # (R,) k1: the measured KL
     totals = run.reduce_sum(torch.stack([seq_kl.sum(), torch.tensor(float(len(rollout)))]).double())
     return experience, float(totals[0] / totals[1])
+
+
+def _engine_logprobs(rollout: Rollout, mask: torch.Tensor) -> torch.Tensor | None:
+    """(R, N) the engine's log-probs laid out as the mask, or None when the engine gave none."""
+    if rollout.engine_logprobs is None:
+        return None
+    out = torch.zeros_like(mask)
+    for i, values in enumerate(rollout.engine_logprobs):
+        out[i, : len(values)] = torch.tensor(values, dtype=torch.float32)
+    return out * mask
+
+
+def engine_mismatch_row(run: PpoRun, exp: Experience) -> dict[str, float]:
+    """The step's engine-vs-trainer log-prob mismatch on the sampled tokens, over all processes:
+    `engine_kl` (mean per token of log π_engine − log π_trainer, the k1 estimate of
+    KL(π_engine ‖ π_trainer)), `engine_logprob_abs_diff` (mean |difference|) and
+    `engine_logprob_max_diff` (largest |difference| on this process's tokens). Empty without
+    engine log-probs."""
+    if exp.engine_logprobs is None:
+        return {}
+    m = ppo_losses.engine_mismatch(exp.logprobs, exp.engine_logprobs, exp.mask)
+    sums = run.reduce_sum(torch.stack([m["kl"], m["abs_diff"], m["tokens"]]).double())
+    tokens = max(float(sums[2]), 1.0)
+    return {
+        "engine_kl": float(sums[0]) / tokens,
+        "engine_logprob_abs_diff": float(sums[1]) / tokens,
+        "engine_logprob_max_diff": float(m["max_diff"]),
+    }
 
 
 def _advantages(

@@ -1,56 +1,24 @@
 """Rollouts: K completions of each prompt from a generation engine, and the batch layout every
 pass over them uses (`collate`). `rlhf.ppo.experience` scores them into the update's `Experience`.
 
-    generator.generate(prompt_ids) -> samples           (KV-cached, batched `generate`)
+    generator.sync(policy); generator.generate(prompt_ids) -> samples
 
-The generator is a seam: anything with `generate(prompt_ids) -> list[Sample]` and
-`sync(policy)` (called before each rollout, e.g. to load the new weights into a vLLM engine)
-can replace the built-in one, which calls transformers' `generate` on the policy itself.
+The generator is a seam (`rlhf.engines.Generator`): the built-in engine calls transformers'
+`generate` on the policy itself, the vLLM engine loads the policy's weights at every `sync`, and
+anything else with `sync(policy)` and `generate(prompt_ids) -> list[Sample]` can replace them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import torch
 
 from rlhf.data.records import Prompt
-from rlhf.generation.config import SamplingConfig
-from rlhf.generation.sampling import Sample
+from rlhf.engines import Generator
+from rlhf.engines.hf import HFGenerator
 
-
-class Generator(Protocol):
-    """What a rollout needs from a generation engine."""
-
-    def sync(self, policy: torch.nn.Module) -> None:
-        """Make the engine sample from `policy`'s current weights."""
-
-    def generate(self, prompt_ids: list[list[int]]) -> list[Sample]:
-        """One sample per entry (entries repeat for several completions of a prompt), in order."""
-
-
-class HFGenerator:
-    """The built-in engine: `model.generate` with the KV cache, `sampling.batch_size` sequences at a time."""
-
-    def __init__(self, tokenizer: Any, sampling: SamplingConfig) -> None:
-        self.tokenizer = tokenizer
-        self.sampling = sampling
-        self.model: torch.nn.Module | None = None
-
-    def sync(self, policy: torch.nn.Module) -> None:
-        self.model = policy  # samples from the live weights: nothing to copy
-
-    def generate(self, prompt_ids: list[list[int]]) -> list[Sample]:
-        from rlhf.generation.sampling import sample_sequences
-
-        assert self.model is not None, "call sync(policy) first"
-        was_training = self.model.training
-        self.model.eval()  # dropout off, and gradient checkpointing would switch the KV cache off
-        try:
-            return sample_sequences(self.model, self.tokenizer, prompt_ids, self.sampling, progress=False)
-        finally:
-            self.model.train(was_training)
+__all__ = ["Generator", "HFGenerator", "Rollout", "collate", "sample_rollout"]
 
 
 @dataclass
@@ -67,6 +35,9 @@ class Rollout:
     """(R,) decoded completions (cut before a stop string)."""
     finished: list[bool]
     """(R,) whether the completion ended (EOS or stop string) rather than hit `max_new_tokens`."""
+    engine_logprobs: list[list[float]] | None
+    """(R,) the engine's log-probability of each response token (as `response`), when the engine
+    reports them (vLLM); None from the built-in engine."""
 
     def __len__(self) -> int:
         return len(self.response)
@@ -79,9 +50,14 @@ def sample_rollout(
     query = [ids for ids in prompt_ids for _ in range(k)]
     samples = generator.generate(query)
     response = [s.token_ids or [eos_id] for s in samples]  # an empty completion still takes one action
+    engine_logprobs = None
+    if all(s.logprobs is not None for s in samples):
+        # An empty completion's stand-in EOS was not sampled by the engine: log-prob 0 (weight 1).
+        engine_logprobs = [list(s.logprobs) if s.token_ids else [0.0] for s in samples]  # type: ignore[arg-type]
     return Rollout(
         prompts=[p for p in prompts for _ in range(k)], query=query, response=response,
         texts=[s.text for s in samples], finished=[s.finish != "length" for s in samples],
+        engine_logprobs=engine_logprobs,
     )  # fmt: skip
 
 

@@ -89,14 +89,16 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     checkpoint. `generator`: a replacement generation engine (see `rlhf.ppo.rollout.Generator`).
     """
     from rlhf.ppo.checkpoint import restore, save
-    from rlhf.ppo.rollout import HFGenerator
     from rlhf.tracking import MetricsLogger, progress_bar
     from rlhf.training.batches import BatchStream
 
-    _check_config(cfg)
+    engine_notes: list[str] = []
+    engine = _check_config(cfg, engine_notes.append)
     started = time.time()
     run, prompts, prompt_ids, trainable = _start(cfg)
     accelerator, main = run.accelerator, run.accelerator.is_main_process
+    for note in engine_notes:
+        run.say(note)
     start_step = restore(run, resume)
     if main:
         _trim_samples(run.run_dir / "samples.jsonl", start_step)
@@ -110,7 +112,7 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     ptx = (
         ptx_stream(cfg, run.tokenizer, accelerator, run.state.ptx_position) if cfg.loss.ptx_coef > 0 else None
     )
-    generator = generator or HFGenerator(run.tokenizer, dataclasses.replace(cfg.rollout.sampling, seed=None))
+    generator = generator or _generator(run, engine)
     logger = MetricsLogger(run.run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
     bar = progress_bar(cfg.steps, "ppo", enabled=cfg.logging.progress and main)
     bar.update(start_step)
@@ -129,11 +131,27 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
                 save(run, step)
     bar.close()
+    generator.close()
     return _finish(run, start_step, trainable, started)
 
 
-def _check_config(cfg: PpoConfig) -> None:
+def _generator(run: PpoRun, engine: str):
+    """The rollout engine: one per process, seeded per process, writing under the run directory."""
+    from rlhf.engines import make_generator
+
+    cfg, rank = run.cfg, run.accelerator.process_index
+    run.say(f"[engine] rollouts sampled by {engine}")
+    return make_generator(
+        engine, run.tokenizer, dataclasses.replace(cfg.rollout.sampling, seed=None), cfg.rollout.vllm,
+        workdir=run.run_dir / "engine" / f"process-{rank}", seed=cfg.seed + rank,
+    )  # fmt: skip
+
+
+def _check_config(cfg: PpoConfig, say) -> str:
+    """Checks that need more than the config alone, before any model loads; returns the rollout
+    engine (`hf` or `vllm`)."""
     from rlhf.config.core import ConfigError
+    from rlhf.engines import resolve_engine
 
     if not cfg.reward.all_sources():
         raise ConfigError(
@@ -142,6 +160,7 @@ def _check_config(cfg: PpoConfig) -> None:
     # Checked here, not when the config loads: `rlhf pipeline` fills `reward.model` in itself.
     if cfg.critic.init_from_reward and not cfg.reward.model:
         raise ConfigError("`critic.init_from_reward` needs `reward.model`")
+    return resolve_engine(cfg.rollout.engine, cfg.model, cfg.peft.method, say=say)
 
 
 def _start(cfg: PpoConfig) -> tuple[PpoRun, list, list[list[int]], int]:
@@ -184,7 +203,7 @@ def _step(
 ) -> tuple[dict[str, float], tuple[Rollout, Any]]:
     """One PPO step: sample, reward, experience, update. Returns (the step's metrics row, what the
     samples table logs: (rollout, rewards))."""
-    from rlhf.ppo.experience import make_experience
+    from rlhf.ppo.experience import engine_mismatch_row, make_experience
     from rlhf.ppo.rollout import sample_rollout
     from rlhf.ppo.update import ppo_update
 
@@ -205,6 +224,7 @@ def _step(
         t_score = time.time()
     else:
         exp, row["kl"] = make_experience(run, rollout, scores, beta)
+        row.update(engine_mismatch_row(run, exp))
         t_score = time.time()
         warmup = cfg.uses_critic and step <= cfg.critic.warmup_steps
         row.update(ppo_update(run, exp, beta, warmup=warmup, ptx_batches=ptx))

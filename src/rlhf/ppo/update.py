@@ -136,9 +136,13 @@ def _micro_loss(step: MicroStep, idx: list[int], ptx: dict | None) -> tuple[torc
         entropy="grad" if cfg.loss.entropy_coef and not warmup else True,
         values=models.critic is None, detach_values=warmup, ptx=ptx,
     )  # fmt: skip
+    weights = None
+    if cfg.rollout.tis_cap is not None and exp.engine_logprobs is not None:
+        weights = ppo_losses.tis_weights(old(exp.logprobs), old(exp.engine_logprobs), cfg.rollout.tis_cap)
     policy_loss, pstats = ppo_losses.policy_loss(
-        out.logprobs, old(exp.logprobs), old(exp.advantages), mask, cfg.loss.clip_eps, denominator=tokens
-    )
+        out.logprobs, old(exp.logprobs), old(exp.advantages), mask, cfg.loss.clip_eps, denominator=tokens,
+        token_weights=weights,
+    )  # fmt: skip
     share = float(mask.sum()) / tokens
     stats = {
         "approx_kl": pstats["approx_kl"] * share, "clip_frac": pstats["clip_frac"] * share,
