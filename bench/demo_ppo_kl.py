@@ -14,6 +14,9 @@ and "What PPO cannot fix" figures, from one finished demo run.
 2. The reward model against a fact copied wrong: for every held-out document, the ideal summary
    against the same summary with one fact swapped (each of the five facts in turn); the share of
    pairs the reward model orders right, per fact and overall (0.5: chance).
+3. What PPO loses on: from the run's evaluation (no sampling), the held-out documents where PPO's
+   answer has a lower gold score than SFT's, how many of those state a fact the document does not
+   have, and how many answers of PPO, SFT and DPO state such a fact.
 
 The second PPO run goes to `--out` (default `<run>/bench-kl`) and is reused when there.
 """
@@ -110,7 +113,7 @@ def spikes(run_dir: Path) -> tuple[int, int, float]:
     """(training steps with a logged KL over SPIKE, steps, the largest logged KL) of a PPO run."""
     from rlhf.tracking.metrics import read_metrics
 
-    kls = [row["kl"] for row in read_metrics(run_dir) if row.get("kl") is not None]
+    kls = [row["ppo/kl"] for row in read_metrics(run_dir) if row.get("ppo/kl") is not None]
     return sum(k > SPIKE for k in kls), len(kls), max(kls, default=float("nan"))
 
 
@@ -147,6 +150,29 @@ def reward_model_on_facts(reward_model: str, prompts: list[str]) -> dict[str, fl
     return {slot: sum(v) / len(v) for slot, v in right.items()}
 
 
+def invented(prompt: str, summary: str) -> bool:
+    """Whether `summary` states a fact word (name, job, city, colour, animal) its document lacks."""
+    doc = {w.lower() for w in re.findall(r"[A-Za-z]+", prompt)}
+    fact_words = {w.lower() for words in task.SLOTS.values() for w in words}
+    return any(w.lower() in fact_words and w.lower() not in doc for w in re.findall(r"[A-Za-z]+", summary))
+
+
+def losses(run: Path) -> dict[str, int]:
+    """PPO's losses to SFT by gold on the evaluation, and answers with an invented fact per method."""
+    rows = [json.loads(line) for line in (run / "eval" / "samples.jsonl").read_text().splitlines()]
+    dpo_file = run / "eval" / "dpo" / "samples.jsonl"
+    dpo = [json.loads(line) for line in dpo_file.read_text().splitlines()] if dpo_file.is_file() else []
+    lost = [r for r in rows if r["policy_scores"]["gold"] < r["baseline_scores"]["gold"]]
+    return {
+        "documents": len(rows),
+        "ppo_losses": len(lost),
+        "losses_with_a_wrong_fact": sum(invented(r["prompt"], r["policy"]) for r in lost),
+        "ppo_wrong_fact": sum(invented(r["prompt"], r["policy"]) for r in rows),
+        "sft_wrong_fact": sum(invented(r["prompt"], r["baseline"]) for r in rows),
+        "dpo_wrong_fact": sum(invented(r["prompt"], r["policy"]) for r in dpo),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", default="runs/demo", help="a finished demo run directory")
@@ -170,8 +196,15 @@ def main() -> None:
         results[name]["spikes"], results[name]["steps"], results[name]["max_step_kl"] = spikes(ppo_dir)
     prompts = [json.loads(line)["prompt"] for line in Path(cfg.eval.data.path).read_text().splitlines()]
     facts = reward_model_on_facts(paths.reward_model, prompts)
+    lost = losses(run)
     print(table(results, facts, run))
-    (out / "results.json").write_text(json.dumps({"kl": results, "facts": facts}, indent=2) + "\n")
+    print(
+        f"PPO lost to SFT (by gold) on {lost['ppo_losses']} of {lost['documents']} held-out documents, "
+        f"{lost['losses_with_a_wrong_fact']} of them with a fact the document does not have; answers "
+        f"with such a fact: PPO {lost['ppo_wrong_fact']}, SFT {lost['sft_wrong_fact']}, DPO {lost['dpo_wrong_fact']}"
+    )
+    record = {"kl": results, "facts": facts, "losses": lost}
+    (out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def table(results: dict[str, dict[str, float]], facts: dict[str, float], run: Path) -> str:

@@ -162,6 +162,24 @@ def make_generator(
     )
 
 
+def sampler_for(
+    engine: str,
+    model: Any,
+    tokenizer: Any,
+    sampling: SamplingConfig,
+    vllm: VllmConfig | None = None,
+    *,
+    progress: bool = False,
+) -> Any:
+    """What `generate_samples` and `best_of_n` sample from: the model itself for `hf`, else a vLLM
+    engine started on its weights (close it with `.close()` when done)."""
+    if engine == "hf":
+        return model
+    generator = make_generator(engine, tokenizer, sampling, vllm, seed=sampling.seed or 0, progress=progress)
+    generator.sync(model)
+    return generator
+
+
 __all__ = [
     "EngineError",
     "EngineName",
@@ -169,5 +187,6 @@ __all__ = [
     "VllmConfig",
     "make_generator",
     "resolve_engine",
+    "sampler_for",
     "vllm_problem",
 ]

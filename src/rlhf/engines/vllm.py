@@ -20,9 +20,11 @@ between rollouts.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,9 @@ class VllmGenerator:
         """The adapter request every generate call carries (`lora_sync: adapter`), else None."""
         self.syncs = 0
         self.eos_ids: list[int] = []
+        self.trainer_group = False
+        """Whether a torch.distributed group (the trainer's, e.g. under torchrun) existed when the
+        engine started: the engine then joins it, and must not take it down when it shuts down."""
         self.asleep: str | None = None
         """What sleep mode released: `all` (weights and KV cache), `kv_cache`, or None (awake)."""
 
@@ -92,6 +97,7 @@ class VllmGenerator:
         dtype = save_checkpoint(policy, self.tokenizer, model_dir, merged=not adapter)
         self.eos_ids = eos_token_ids(policy, self.tokenizer)
         kwargs = engine_kwargs(self.cfg, dtype, self.seed, lora_rank=_lora_rank(policy) if adapter else None)
+        self.trainer_group = torch.distributed.is_available() and torch.distributed.is_initialized()
         with _in_process_engine(self.cfg):
             self.llm = LLM(model=str(model_dir), tokenizer=str(model_dir), **kwargs)
 
@@ -133,6 +139,9 @@ class VllmGenerator:
             repetition_penalty=s.repetition_penalty, max_tokens=s.max_new_tokens,
             stop=list(s.stop) if s.stop else None, stop_token_ids=list(self.eos_ids), ignore_eos=False,
             seed=None if s.greedy else seed, logprobs=0, skip_special_tokens=True,
+            # The text is decoded by `finish_sample` from the ids; vLLM detokenizes step by step
+            # only to find stop strings.
+            detokenize=bool(s.stop),
         )  # fmt: skip
 
     def _sample(self, prompt: list[int], out) -> Sample:
@@ -169,7 +178,11 @@ class VllmGenerator:
         self.asleep = None
 
     def close(self) -> None:
-        """Free the engine (its memory and its in-process state)."""
+        """Shut the engine down and free its memory; the trainer's process group stays up."""
+        if self.llm is None:
+            return
+        with _keep_default_group(self.trainer_group):
+            self.llm.llm_engine.engine_core.shutdown()
         self.llm = None
         self.lora = None
 
@@ -254,6 +267,26 @@ def save_checkpoint(policy: torch.nn.Module, tokenizer: Any, directory: Path, *,
     tokenizer.save_pretrained(str(directory))
     dtype = next(iter(tensors.values())).dtype
     return str(dtype).removeprefix("torch.")
+
+
+@contextlib.contextmanager
+def _keep_default_group(keep: bool) -> Iterator[None]:
+    """vLLM's shutdown ends with `torch.distributed.destroy_process_group()`, the default group:
+    when that is the trainer's (the engine joined it), only the engine's own groups go."""
+    if not keep:
+        yield
+        return
+    destroy = torch.distributed.destroy_process_group
+
+    def destroy_but_the_default(group=None) -> None:
+        if group is not None:
+            destroy(group)
+
+    torch.distributed.destroy_process_group = destroy_but_the_default
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group = destroy
 
 
 class _in_process_engine:

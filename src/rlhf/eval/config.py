@@ -7,6 +7,7 @@ from typing import Literal
 
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import DataConfig, ModelConfig, PromptConfig
+from rlhf.engines.config import EngineName, VllmConfig
 from rlhf.generation.config import SamplingConfig
 
 
@@ -58,6 +59,11 @@ class EvalPolicyConfig:
     """`cpu`, `cuda`, ...; default: the GPU when there is one."""
     progress: bool = True
     """Show progress bars (on stderr)."""
+    engine: EngineName = "hf"
+    """What samples the answers (policy and baseline): `hf`, `vllm` or `auto` (see `rlhf generate`).
+    The KL and the scores are computed by the trainer's code either way."""
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+    """The vLLM engine's settings (with `engine: vllm` or `auto`)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

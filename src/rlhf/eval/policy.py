@@ -46,10 +46,13 @@ class EvalInputs:
     """The gold `FunctionSource`, when one is given."""
     picker: Any | None
     """The reward model that picks the best of N (best_of > 1), else None."""
+    engine: str
+    """What samples the answers: `hf` or `vllm` (`cfg.engine` resolved before any model loaded)."""
 
     @classmethod
     def load(cls, cfg: EvalPolicyConfig) -> EvalInputs:
         from rlhf.data import PromptRenderer, encode_prompt, load_records, prompts_of
+        from rlhf.engines import resolve_engine
         from rlhf.models import load_tokenizer
         from rlhf.rewards.sources import FunctionSource, RewardModelSource
 
@@ -58,6 +61,7 @@ class EvalInputs:
         if not cfg.model.path:
             raise ConfigError("no policy given: set `model.path`")
         prompts = prompts_of(load_records(cfg.data, expect="prompt"))
+        engine = resolve_engine(cfg.engine, cfg.model)
         gold = FunctionSource(cfg.gold) if cfg.gold else None  # import errors before any model loads
         device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         tokenizer = load_tokenizer(cfg.model, padding_side="left")
@@ -71,10 +75,11 @@ class EvalInputs:
             picker = RewardModelSource(picker_path, batch_size=cfg.batch_size, device=device)
         sampling = dataclasses.replace(cfg.sampling, num_samples=1)
         texts = [r.prompt for r in prompts]
-        return cls(cfg, prompts, texts, prompt_ids, tokenizer, device, sampling, gold, picker)
+        return cls(cfg, prompts, texts, prompt_ids, tokenizer, device, sampling, gold, picker, engine)
 
     def answer(self, path: str, best_of: int = 1) -> tuple[Any, list[Any]]:
         """(the model at `path`, its answer to every prompt: the best of `best_of` samples, or one)."""
+        from rlhf.engines import sampler_for
         from rlhf.generation.best_of import best_of_n
         from rlhf.generation.sampling import generate_samples
         from rlhf.models import load_causal_lm
@@ -82,13 +87,20 @@ class EvalInputs:
         model_cfg = dataclasses.replace(self.cfg.model, path=path)
         model = load_causal_lm(model_cfg, for_training=False, tokenizer=self.tokenizer).to(self.device)
         ids, progress = self.prompt_ids, self.cfg.progress
-        if best_of > 1:
-            assert self.picker is not None
-            picks = best_of_n(model, self.tokenizer, ids, self.texts, self.sampling, best_of, self.picker,
-                              progress=progress)  # fmt: skip
-            return model, picks  # each has .text and .token_ids, as a Sample does
-        groups = generate_samples(model, self.tokenizer, ids, self.sampling, progress=progress)
-        return model, [group[0] for group in groups]
+        source = sampler_for(
+            self.engine, model, self.tokenizer, self.sampling, self.cfg.vllm, progress=progress
+        )
+        try:
+            if best_of > 1:
+                assert self.picker is not None
+                picks = best_of_n(source, self.tokenizer, ids, self.texts, self.sampling, best_of, self.picker,
+                                  progress=progress)  # fmt: skip
+                return model, picks  # each has .text and .token_ids, as a Sample does
+            groups = generate_samples(source, self.tokenizer, ids, self.sampling, progress=progress)
+            return model, [group[0] for group in groups]
+        finally:
+            if source is not model:
+                source.close()
 
 
 def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:

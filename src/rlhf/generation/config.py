@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import DataConfig, ModelConfig, PromptConfig
+from rlhf.engines.config import EngineName, VllmConfig
 
 DEFAULT_OUTPUT = "runs/generate/completions.jsonl"
 
@@ -100,6 +101,11 @@ class GenerateConfig:
     temporary file), so a failed run never leaves half a file."""
     progress: bool = True
     """Show a progress bar (on stderr) while generating."""
+    engine: EngineName = "hf"
+    """What samples: `hf` (transformers' `generate`), `vllm` (a vLLM engine started on the model's
+    weights; much faster at size) or `auto` (vLLM when installed and able to run the model)."""
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+    """The vLLM engine's settings (with `engine: vllm` or `auto`)."""
 
     def __post_init__(self) -> None:
         if not self.output:

@@ -59,6 +59,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     import torch
 
     from rlhf.data import load_records, prompts_of
+    from rlhf.engines import resolve_engine, sampler_for
     from rlhf.generation.sampling import count_repeats, generate_samples
     from rlhf.models import load_causal_lm, load_tokenizer
 
@@ -68,6 +69,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     # Prompts first: a bad prompts file fails in milliseconds, before any model loads.
     loaded = load_records(cfg.data, expect="prompt")
     prompts = prompts_of(loaded)
+    engine = resolve_engine(cfg.engine, cfg.model)
     tokenizer = load_tokenizer(cfg.model, padding_side="left")
     rendered, prompt_ids, cuts = _encode_prompts(cfg, prompts, tokenizer)
 
@@ -81,12 +83,13 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     model = load_causal_lm(cfg.model, for_training=False, tokenizer=tokenizer)
     if torch.cuda.is_available() and cfg.model.quantization == "none":
         model.to("cuda")  # a quantized model was already placed on its GPU while loading
+    source = sampler_for(engine, model, tokenizer, cfg.sampling, cfg.vllm, progress=cfg.progress)
 
     picks: list[BestOfN] = []
     if scorer is not None:
         prompt_texts = [record.prompt for record in prompts]
         picks = best_of_n(
-            model, tokenizer, prompt_ids, prompt_texts, cfg.sampling, cfg.best_of, scorer,
+            source, tokenizer, prompt_ids, prompt_texts, cfg.sampling, cfg.best_of, scorer,
             skip_blank=True, progress=cfg.progress,
         )  # fmt: skip
         groups = [pick.samples for pick in picks]
@@ -96,11 +99,13 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
             if pick.text.strip()
         ]
     else:
-        groups = generate_samples(model, tokenizer, prompt_ids, cfg.sampling, progress=cfg.progress)
+        groups = generate_samples(source, tokenizer, prompt_ids, cfg.sampling, progress=cfg.progress)
         rows = [
             candidates_row(record, [sample.text for sample in group], text, cut)
             for record, group, text, cut in zip(prompts, groups, rendered, cuts)
         ]
+    if source is not model:
+        source.close()
     output = write_jsonl_atomic(cfg.output, rows)
     samples = [sample for group in groups for sample in group]
     summary = {
@@ -114,6 +119,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         "rows_skipped": len(loaded.report.skipped),
         "seconds": round(time.time() - started, 1),
         "output": str(output),
+        "engine": engine,
     }
     if picks:
         summary.update(
@@ -196,6 +202,8 @@ def summary_line(summary: dict[str, Any], load_summary: str) -> str:
         notes.append(f"{summary['prompts_cut']} prompts cut to data.max_prompt_length")
     if summary["rows_skipped"]:
         notes.append(f"data: {load_summary}")
+    if summary.get("engine") == "vllm":
+        notes.append("sampled by vLLM")
     if "best_of" in summary:
         notes[0] = f"{summary['repeats_left']} repeats"  # best-of-N does not re-draw repeats
         if summary["blank_prompts_left_out"]:

@@ -13,6 +13,7 @@ from typing import Literal
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import DataConfig, LoggingConfig, PromptConfig
 from rlhf.dpo.config import DpoConfig
+from rlhf.engines.config import EngineName, VllmConfig
 from rlhf.eval.config import EvalPolicyConfig
 from rlhf.generation.config import GenerateConfig, SamplingConfig
 from rlhf.ppo.config import PpoConfig
@@ -126,6 +127,12 @@ class PipelineConfig:
     """An existing reward model to use instead of `generate`, `feedback` and `reward`."""
     prompt: PromptConfig = field(default_factory=PromptConfig)
     """The prompt layout, the same for every stage (copied into each stage's `prompt`)."""
+    engine: EngineName | None = None
+    """The generation engine of every stage that samples (`generate`, PPO's rollouts, rejection
+    sampling, `eval` with best-of-N): `hf`, `vllm` or `auto`, copied into each stage. None: each
+    stage's own setting."""
+    vllm: VllmConfig | None = None
+    """The vLLM engine's settings for every stage that samples (with `engine`); None: each stage's own."""
     sft: SftConfig = field(default_factory=lambda: SftConfig(logging=LoggingConfig(log_every=10)))
     """Supervised fine-tuning: `model.path` is the base model, `data.path` the demonstrations."""
     generate: GenerateConfig = field(default_factory=_generate_defaults)

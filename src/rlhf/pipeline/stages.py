@@ -107,12 +107,27 @@ def _wired(section: Any, **changes: Any) -> Any:
     return dataclasses.replace(section, **flat)
 
 
+def _engine(p: Paths, section: Any, *, rollout: bool = False) -> Any:
+    """`section` with the pipeline's `engine` and `vllm` copied in (into `rollout` for PPO), when set."""
+    changes: dict[str, Any] = {}
+    if p.cfg.engine is not None:
+        changes["engine"] = p.cfg.engine
+    if p.cfg.vllm is not None:
+        changes["vllm"] = p.cfg.vllm
+    if not changes:
+        return section
+    if rollout:
+        return dataclasses.replace(section, rollout=dataclasses.replace(section.rollout, **changes))
+    return dataclasses.replace(section, **changes)
+
+
 def sft_config(p: Paths):
     return _wired(p.cfg.sft, logging__output_dir=str(p.stage("sft")), prompt=p.cfg.prompt)
 
 
 def generate_config(p: Paths):
-    return _wired(p.cfg.generate, model__path=p.sft_model, output=str(p.candidates), prompt=p.cfg.prompt)
+    section = _wired(p.cfg.generate, model__path=p.sft_model, output=str(p.candidates), prompt=p.cfg.prompt)
+    return _engine(p, section)
 
 
 def reward_config(p: Paths):
@@ -137,13 +152,14 @@ def ppo_config(p: Paths):
         sources.append(RewardSourceConfig(function=p.cfg.gold, weight=0.0, name="gold"))
     # The reward model goes in through the `reward.model` shortcut (one source of weight 1).
     reward = dataclasses.replace(cfg.reward, model=p.reward_model, function=None, url=None, sources=sources)
-    return _wired(
+    section = _wired(
         cfg,
         model__path=p.sft_model,
         reward=reward,
         logging__output_dir=str(p.stage("ppo")),
         prompt=p.cfg.prompt,
     )
+    return _engine(p, section, rollout=True)
 
 
 def dpo_config(p: Paths):
@@ -175,12 +191,13 @@ def rejection_generate_config(p: Paths):
     from rlhf.generation.config import GenerateConfig
 
     rs = p.cfg.rejection_sampling
-    return GenerateConfig(
+    section = GenerateConfig(
         model=dataclasses.replace(p.cfg.sft.model, path=p.sft_model, tokenizer=None),
         data=rejection_prompts(p.cfg), prompt=p.cfg.prompt,
         sampling=dataclasses.replace(rs.sampling, num_samples=1), best_of=rs.n, reward_model=p.reward_model,
         output=str(p.best_of_n_file), progress=False,
     )  # fmt: skip
+    return _engine(p, section)
 
 
 def rejection_prompts(cfg: PipelineConfig) -> DataConfig:
@@ -211,7 +228,7 @@ def eval_config(p: Paths, method: str | None = None):
     first = p.cfg.methods[0]
     method = method or first
     best_of = p.cfg.best_of_n.n if method == "best_of_n" else 1
-    return _wired(
+    section = _wired(
         p.cfg.eval,
         model__path=p.policy(method),
         baseline=p.sft_model if method == first else None,
@@ -222,6 +239,7 @@ def eval_config(p: Paths, method: str | None = None):
         prompt=p.cfg.prompt,
         best_of=best_of,
     )
+    return _engine(p, section)
 
 
 def eval_stage_config(p: Paths) -> dict[str, Any]:

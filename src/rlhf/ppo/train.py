@@ -131,8 +131,9 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
                 save(run, step)
     bar.close()
-    generator.close()
-    return _finish(run, start_step, trainable, started)
+    result = _finish(run, start_step, trainable, started)
+    generator.close()  # after the run's last collective: a vLLM engine's shutdown touches process groups
+    return result
 
 
 def _generator(run: PpoRun, engine: str):
