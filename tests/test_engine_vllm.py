@@ -279,3 +279,20 @@ def test_two_processes_each_sample_from_their_own_synced_engine(ppo_model, tmp_p
     assert len(steps) == 3
     assert max(abs(r["ppo/engine_kl"]) for r in steps) < reorder_tol(LOGPROB, 2 * (128 + 256))
     assert (run_dir / "policy" / "config.json").is_file()
+
+
+def test_best_of_n_draws_n_samples_from_the_engine_and_keeps_the_best(vllm_model, tmp_path):
+    from rlhf.generation.best_of import best_of_n
+    from rlhf.rewards.sources import FunctionSource
+
+    model, tokenizer, prompts = _load(vllm_model)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=12, seed=3, unique=False)
+    _, engine = _pair(model, tokenizer, sampling, tmp_path)
+    scorer = FunctionSource(LETTER_E)
+    picks = best_of_n(engine, tokenizer, prompts, TEXTS, sampling, 4, scorer, progress=False)
+    again = best_of_n(engine, tokenizer, prompts, TEXTS, sampling, 4, scorer, progress=False)
+    assert [p.text for p in picks] == [p.text for p in again]  # the seed reproduces the draws
+    for pick in picks:
+        assert len(pick.samples) == 4 and all(s.logprobs is not None for s in pick.samples)  # vLLM's draws
+        assert pick.reward == max(pick.rewards) and pick.text == pick.samples[pick.index].text
+    engine.close()
