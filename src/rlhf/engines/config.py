@@ -26,8 +26,8 @@ class VllmConfig:
     """GPU: release the engine's memory while the trainer works and take it back for each rollout
     (vLLM's sleep mode: the KV cache is dropped, and the weights too when they are reloaded anyway).
     Ignored on a CPU, where vLLM has no sleep mode."""
-    kv_cache_gib: float = 1.0
-    """CPU: GiB of memory for the KV cache (vLLM's `VLLM_CPU_KVCACHE_SPACE`). A sequence of
+    kv_cache_gib: int = 1
+    """CPU: whole GiB of memory for the KV cache (vLLM's `VLLM_CPU_KVCACHE_SPACE`). A sequence of
     T tokens takes 2 x layers x kv_heads x head_dim x T x 4 bytes (float32)."""
     lora_sync: Literal["merged", "adapter"] = "merged"
     """How a LoRA policy reaches the engine after each update: `merged` sends W + BA as plain
@@ -45,7 +45,7 @@ class VllmConfig:
             raise ConfigError(
                 f"`vllm.gpu_memory_utilization` must be in (0, 1], got {self.gpu_memory_utilization}"
             )
-        if self.kv_cache_gib <= 0:
-            raise ConfigError(f"`vllm.kv_cache_gib` must be positive, got {self.kv_cache_gib}")
+        if self.kv_cache_gib < 1:
+            raise ConfigError(f"`vllm.kv_cache_gib` must be at least 1 (whole GiB), got {self.kv_cache_gib}")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ConfigError(f"`vllm.max_model_len` must be at least 2, got {self.max_model_len}")

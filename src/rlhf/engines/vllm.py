@@ -306,7 +306,7 @@ class _in_process_engine:
 
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in this process
         if not torch.cuda.is_available():
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{self.cfg.kv_cache_gib:g}"
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.cfg.kv_cache_gib)
             os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
         self.threads = torch.get_num_threads()
         self.set_num_threads = torch.set_num_threads

@@ -132,7 +132,8 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
                 save(run, step)
     bar.close()
     result = _finish(run, start_step, trainable, started)
-    generator.close()  # after the run's last collective: a vLLM engine's shutdown touches process groups
+    if hasattr(generator, "close"):  # after the run's last collective: vLLM's shutdown touches process groups
+        generator.close()
     return result
 
 
