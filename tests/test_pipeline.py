@@ -171,3 +171,30 @@ def test_reward_stage_wiring_without_held_out_pairs(tmp_path):
     assert wired.model.path == str(Path(cfg.output_dir) / "sft" / "model")
     (feedback / "heldout.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
     assert reward_config(paths).eval.path == str(feedback / "heldout.jsonl")
+
+
+def test_the_pipelines_engine_reaches_every_stage_that_samples(tmp_path):
+    """`engine`/`vllm` at the pipeline's top go to generate, PPO's rollouts, rejection sampling and
+    every evaluation; unset, each stage keeps its own."""
+    import dataclasses
+
+    from rlhf.engines.config import VllmConfig
+    from rlhf.pipeline.stages import (
+        Paths,
+        eval_config,
+        generate_config,
+        ppo_config,
+        rejection_generate_config,
+    )
+
+    cfg = config(tmp_path)
+    paths = Paths(Path(cfg.output_dir), cfg)
+    assert generate_config(paths).engine == "hf" and ppo_config(paths).rollout.engine == "hf"
+    vllm = VllmConfig(kv_cache_gib=2, lora_sync="adapter")
+    cfg = dataclasses.replace(cfg, engine="vllm", vllm=vllm, methods=["ppo", "best_of_n"])
+    paths = Paths(Path(cfg.output_dir), cfg)
+    ppo = ppo_config(paths)
+    assert (ppo.rollout.engine, ppo.rollout.vllm) == ("vllm", vllm)
+    for section in (generate_config(paths), rejection_generate_config(paths), eval_config(paths, "ppo"),
+                    eval_config(paths, "best_of_n")):  # fmt: skip
+        assert (section.engine, section.vllm) == ("vllm", vllm)
