@@ -16,6 +16,7 @@ from rlhf.losses.ppo import (
     FixedKLController,
     MovingBaseline,
     broadcast_to_tokens,
+    engine_mismatch,
     explained_variance,
     gae,
     grpo_advantages,
@@ -27,6 +28,7 @@ from rlhf.losses.ppo import (
     masked_whiten,
     policy_loss,
     rloo_advantages,
+    tis_weights,
     token_rewards,
     value_loss,
 )
@@ -172,6 +174,26 @@ def test_policy_loss_unclipped() -> None:
     loss, stats = policy_loss(OLD_LOGP.clone(), OLD_LOGP, ADVANTAGES, MASK, clip_eps=0.2)
     assert loss.item() == pytest.approx(-(1 + 1 - 2 - 1 - 1) / 5, abs=1e-6)
     assert stats == {"clip_frac": 0.0, "approx_kl": 0.0, "ratio_mean": 1.0}
+
+
+def test_token_weights_scale_each_tokens_loss() -> None:
+    # Unclipped (ε = 10), l = −ρA per token = −1.5, −0.5, 2.2 | 1.5, 0.5 (row 1's third is padding).
+    # Weights 2, 1, 0.5 | 1, 0 (the 9 on padding must not count): (−3 − 0.5 + 1.1 + 1.5 + 0) / 5 = −0.18.
+    weights = torch.tensor([[2.0, 1.0, 0.5], [1.0, 0.0, 9.0]])
+    loss, _ = policy_loss(_logp(), OLD_LOGP, ADVANTAGES, MASK, clip_eps=10.0, token_weights=weights)
+    assert loss.item() == pytest.approx(-0.18, abs=1e-6)
+
+
+def test_truncated_importance_weights_and_the_engine_mismatch() -> None:
+    # π_trainer / π_engine: 0.5 / 0.25 = 2, capped at 1.5; 0.2 / 0.4 = 0.5, under the cap.
+    old = torch.log(torch.tensor([[0.5, 0.2]]))
+    engine = torch.log(torch.tensor([[0.25, 0.4]]))
+    _close(tis_weights(old, engine, cap=1.5), [[1.5, 0.5]])
+    # log π_engine − log π_trainer = −log 2, +log 2: they cancel in the KL sum, not in |.|.
+    m = engine_mismatch(old, engine, torch.ones(1, 2))
+    assert m["kl"].item() == pytest.approx(0.0, abs=1e-6)
+    assert m["abs_diff"].item() == pytest.approx(2 * math.log(2), abs=1e-6)
+    assert m["max_diff"].item() == pytest.approx(math.log(2), abs=1e-6) and m["tokens"].item() == 2
 
 
 def test_denominator_makes_micro_batches_add_up() -> None:
