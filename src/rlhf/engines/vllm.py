@@ -305,6 +305,7 @@ class _in_process_engine:
         import numpy as np
 
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in this process
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")  # an embedded engine sends nothing anywhere
         if not torch.cuda.is_available():
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.cfg.kv_cache_gib)
             os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
