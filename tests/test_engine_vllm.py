@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from rlhf.config.core import from_dict, merge
+from rlhf.config.engine import VllmConfig
 from rlhf.config.parts import ModelConfig, PeftConfig
 from rlhf.engines import EngineError, make_generator, resolve_engine
-from rlhf.engines.config import VllmConfig
 from rlhf.generation.config import SamplingConfig
 from tolerance import LOGPROB, reorder_tol
 

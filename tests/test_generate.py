@@ -23,10 +23,10 @@ from rlhf.generation import (
     count_repeats,
     generate_samples,
     repeated_indices,
-    run_generate,
     sample_sequences,
     write_jsonl_atomic,
 )
+from rlhf.generation.run import run_generate
 from rlhf.models import load_causal_lm, load_tokenizer
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))

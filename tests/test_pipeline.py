@@ -178,7 +178,7 @@ def test_the_pipelines_engine_reaches_every_stage_that_samples(tmp_path):
     every evaluation; unset, each stage keeps its own."""
     import dataclasses
 
-    from rlhf.engines.config import VllmConfig
+    from rlhf.config.engine import VllmConfig
     from rlhf.pipeline.stages import (
         Paths,
         eval_config,

@@ -49,7 +49,17 @@ def imported(name: str, path: Path, known: dict[str, Path]) -> set[str]:
             resolved = resolve(target) if target.startswith("rlhf") else None
             if resolved and resolved != name:
                 out.add(resolved)
+                out.update(_packages_run_first(resolved, name, known))
     return out
+
+
+def _packages_run_first(target: str, name: str, known: dict[str, Path]) -> set[str]:
+    """Importing `rlhf.a.b` runs `rlhf/a/__init__.py` first: the packages above `target` are imported
+    too, except those `name` itself lives in (already being imported when `name` runs)."""
+    parts = target.split(".")
+    own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
+    above = {".".join(parts[:i]) for i in range(2, len(parts))}
+    return {package for package in above if package in known and package not in own}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -85,6 +95,14 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return found
+
+
+def test_a_submodule_import_counts_its_package(tmp_path):
+    # rlhf.gen.config imports rlhf.eng.config, whose package's __init__ imports rlhf.gen.config: a
+    # cycle at run time although no module names the other's package (it broke `rlhf generate`).
+    known = {n: tmp_path / f"{n}.py" for n in ("rlhf.gen", "rlhf.gen.config", "rlhf.eng", "rlhf.eng.config")}
+    assert _packages_run_first("rlhf.eng.config", "rlhf.gen.config", known) == {"rlhf.eng"}
+    assert _packages_run_first("rlhf.gen.run", "rlhf.gen.config", known) == set()
 
 
 def test_cycle_finder_finds_a_planted_cycle():

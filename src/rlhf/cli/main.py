@@ -80,7 +80,8 @@ SCORE_FLAGS = (
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
-    from rlhf.generation import GenerateConfig, run_generate
+    from rlhf.generation import GenerateConfig
+    from rlhf.generation.run import run_generate
 
     add_shortcut_overrides(args, GENERATE_FLAGS)
     cfg = resolve_config(GenerateConfig, args)

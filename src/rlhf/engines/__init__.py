@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from rlhf.config.engine import EngineName, VllmConfig
 from rlhf.config.parts import BUILTIN_TINY, ModelConfig
-from rlhf.engines.config import EngineName, VllmConfig
 from rlhf.generation.config import SamplingConfig
 from rlhf.generation.sampling import Sample
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from rlhf.engines.config import VllmConfig
+from rlhf.config.engine import VllmConfig
 from rlhf.engines.weights import UnsupportedAdapterError, adapter_unties_embeddings, checkpoint_weights
 from rlhf.generation.config import SamplingConfig
 from rlhf.generation.sampling import Sample, eos_token_ids, finish_sample

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config.core import ConfigError
+from rlhf.config.engine import EngineName, VllmConfig
 from rlhf.config.parts import DataConfig, ModelConfig, PromptConfig
-from rlhf.engines.config import EngineName, VllmConfig
 from rlhf.generation.config import SamplingConfig
 
 

@@ -5,12 +5,13 @@
 
 `config` (SamplingConfig, GenerateConfig), `sampling` (batched sampling, for every stage that
 samples: generate, PPO rollouts, best-of-N) and `run` (`rlhf generate`: prompts file in,
-`candidates` JSONL out). torch and transformers are imported only when a function runs.
+`candidates` JSONL out; import it from `rlhf.generation.run`: it uses the engines of
+`rlhf.engines`, which build on this package). torch and transformers are imported only when a
+function runs.
 """
 
 from rlhf.data.jsonl import prompt_to_json, write_jsonl_atomic
 from rlhf.generation.config import DEFAULT_OUTPUT, GenerateConfig, SamplingConfig
-from rlhf.generation.run import candidates_row, run_generate
 from rlhf.generation.sampling import (
     Sample,
     count_repeats,
@@ -28,7 +29,6 @@ __all__ = [
     "GenerateConfig",
     "Sample",
     "SamplingConfig",
-    "candidates_row",
     "count_repeats",
     "decode_continuation",
     "eos_token_ids",
@@ -37,7 +37,6 @@ __all__ = [
     "generation_kwargs",
     "prompt_to_json",
     "repeated_indices",
-    "run_generate",
     "sample_sequences",
     "write_jsonl_atomic",
 ]

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlhf.config.core import ConfigError
+from rlhf.config.engine import EngineName, VllmConfig
 from rlhf.config.parts import DataConfig, ModelConfig, PromptConfig
-from rlhf.engines.config import EngineName, VllmConfig
 
 DEFAULT_OUTPUT = "runs/generate/completions.jsonl"
 

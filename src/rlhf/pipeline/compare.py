@@ -35,7 +35,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    from rlhf.report.load import read_jsonl
+    from rlhf.data.jsonl import read_jsonl
 
     return read_jsonl(path) or []
 

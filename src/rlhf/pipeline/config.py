@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config.core import ConfigError
+from rlhf.config.engine import EngineName, VllmConfig
 from rlhf.config.parts import DataConfig, LoggingConfig, PromptConfig
 from rlhf.dpo.config import DpoConfig
-from rlhf.engines.config import EngineName, VllmConfig
 from rlhf.eval.config import EvalPolicyConfig
 from rlhf.generation.config import GenerateConfig, SamplingConfig
 from rlhf.ppo.config import PpoConfig

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.data.errors import DataError
+from rlhf.data.jsonl import read_jsonl as load_jsonl
 from rlhf.data.jsonl import write_jsonl_atomic
 from rlhf.label.agreement import krippendorff_alpha, raw_agreement
-from rlhf.report.load import read_jsonl as load_jsonl
 
 GoldFn = Callable[[Sequence[Any], Sequence[str]], Sequence[float]]
 """gold(prompts as in the file (text or messages), completions) -> one score per completion."""

@@ -269,7 +269,7 @@ def run_sft_stage(p: Paths) -> dict[str, Any]:
 
 
 def run_generate_stage(p: Paths) -> dict[str, Any]:
-    from rlhf.generation import run_generate
+    from rlhf.generation.run import run_generate
 
     return run_generate(generate_config(p))
 
@@ -338,7 +338,7 @@ def run_best_of_n_stage(p: Paths) -> dict[str, Any]:
 
 
 def run_rejection_sampling_stage(p: Paths) -> dict[str, Any]:
-    from rlhf.generation import run_generate
+    from rlhf.generation.run import run_generate
     from rlhf.sft import run_sft
 
     drafts = run_generate(rejection_generate_config(p))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config.core import ConfigError
+from rlhf.config.engine import EngineName, VllmConfig
 from rlhf.config.parts import (
     DataConfig,
     LoggingConfig,
@@ -24,7 +25,6 @@ from rlhf.config.parts import (
     PromptConfig,
     RunControl,
 )
-from rlhf.engines.config import EngineName, VllmConfig
 from rlhf.generation.config import SamplingConfig
 from rlhf.rewards.config import RewardSourcesConfig
 

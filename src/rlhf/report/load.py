@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from rlhf.data.errors import DataError
+from rlhf.data.jsonl import read_jsonl, read_text
 
 # Where each stage writes, relative to the run directory (the layout `rlhf pipeline` uses).
 STAGE_DIRS = {
@@ -109,13 +110,6 @@ def load_run(run_dir: str | Path) -> RunData:
     return run
 
 
-def read_text(path: Path) -> str | None:
-    """The file's text, or None when it does not exist."""
-    if not path.is_file():
-        return None
-    return path.read_text(encoding="utf-8", errors="replace")
-
-
 def read_json(path: Path) -> dict[str, Any] | None:
     """One JSON object from a file, or None when the file does not exist."""
     text = read_text(path)
@@ -130,31 +124,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise DataError(str(path), None, None, f"expected a JSON object, got {type(value).__name__}")
     return value
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]] | None:
-    """One dict per non-blank line, or None when the file does not exist.
-
-    A line that is not a JSON object raises DataError naming the file and its 1-based line: a
-    report drawn from a silently shortened log would mislead.
-    """
-    text = read_text(path)
-    if text is None:
-        return None
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(
-                str(path), number, None, f"not valid JSON: {err.msg} (column {err.colno})"
-            ) from None
-        if not isinstance(row, dict):
-            raise DataError(str(path), number, None, f"expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
 
 
 def last_run(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
