@@ -196,7 +196,12 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     summary = _summary(cfg, stage, result.steps, cache, reference_seconds, pack_width, counts,
                        stage.total(seen[0]), train_seconds, trainable)  # fmt: skip
     lm = accelerator.unwrap_model(policy).lm
-    lm = stage.finish_policy(summary, lm, tokenizer, rate="pairs_per_second", unit="pairs/s")
+    final = stage.final_model(
+        policy, lm, lambda: load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+    )
+    lm = stage.finish_policy(
+        summary, final if final is not None else lm, tokenizer, rate="pairs_per_second", unit="pairs/s"
+    )
     return DpoResult(summary, lm, tokenizer)
 
 

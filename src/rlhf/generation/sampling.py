@@ -146,7 +146,9 @@ def sample_sequences(
             batch = pad_batch(chunk, tokenizer.pad_token_id, side="left")
             input_ids = batch["input_ids"].to(device)  # (B, T)
             attention_mask = batch["attention_mask"].to(device)  # (B, T)
-            with torch.inference_mode():
+            # no_grad, not inference_mode: a ZeRO-3 model gathers its weights during the forward,
+            # and weights gathered in inference mode cannot serve a later training step.
+            with torch.no_grad():
                 out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             new_ids = out[:, input_ids.shape[1] :].tolist()  # (B, N) after the prompt, padded after a finish
             for prompt, ids in zip(chunk, new_ids):

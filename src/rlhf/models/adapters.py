@@ -129,10 +129,11 @@ def keep_4bit_trainable(model: Any) -> None:
 
 
 def trainable_parameter_summary(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; 4-bit weights count as the values they hold."""
+    """(trainable, total) parameter counts; 4-bit weights count as the values they hold, a
+    ZeRO-3 partitioned parameter as its whole size."""
     trainable = total = 0
     for param in model.parameters():
-        count = param.numel()
+        count = getattr(param, "ds_numel", param.numel())
         if type(param).__name__ == "Params4bit":
             count *= 2 * param.element_size()  # two 4-bit values per byte of packed storage
         total += count

@@ -183,13 +183,15 @@ def sequence_logps_of(
     batch of groups, then they share). `logps_fn(batch) -> (N,)` runs the model; no gradients."""
     from accelerate.utils import gather_object
 
-    mine = list(range(accelerator.process_index, len(groups), accelerator.num_processes))
+    from rlhf.training.sharding import even_batches
+
     found = []
     with torch.no_grad():
-        for start in range(0, len(mine), batch_size):
-            chunk = mine[start : start + batch_size]
+        for chunk, keep in even_batches(accelerator, len(groups), batch_size):
             batch = collate_sequences([groups[i] for i in chunk], pad_id, pack_width=pack_width)
             values = logps_fn(batch.to(accelerator.device)).float().cpu().tolist()
+            if not keep:
+                continue
             for i, begin in zip(chunk, batch.layout.offsets):
                 found.append((i, values[begin : begin + len(groups[i].input_ids)]))
     everything = gather_object(found) if accelerator.num_processes > 1 else found

@@ -49,15 +49,17 @@ def score_groups(accelerator, model, groups: list[Group], batch_size: int, pad_i
     """Every completion's reward, per group in order, on every process (each scores every N-th group)."""
     from accelerate.utils import gather_object
 
+    from rlhf.training.sharding import even_batches
+
     was_training = model.training
     model.eval()
-    mine = list(range(accelerator.process_index, len(groups), accelerator.num_processes))
     scored = []
     with torch.no_grad():
-        for start in range(0, len(mine), batch_size):
-            chunk = mine[start : start + batch_size]
+        for chunk, keep in even_batches(accelerator, len(groups), batch_size):
             ids, mask = pad_right([seq for i in chunk for seq in groups[i].input_ids], pad_id)
             rewards = model(input_ids=ids.to(accelerator.device), attention_mask=mask.to(accelerator.device))
+            if not keep:
+                continue
             values, at = rewards.last.float().cpu().tolist(), 0
             for i in chunk:
                 k = len(groups[i].input_ids)
@@ -147,7 +149,10 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     mode = loss_mode(data.loss)
     say(f"[data] {data.summary}")
 
-    model = load_scalar_model(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+    def build_model():
+        return load_scalar_model(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+
+    model = build_model()
     trainable = stage.report_model(model, note=", scalar head")
     steps = stage.plan(len(data.train))
     optimizer = build_optimizer(model, cfg.optimizer)
@@ -199,12 +204,14 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
         "train_seconds": round(train_seconds, 3),
         "trainable_parameters": trainable,
     }
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = stage.final_model(model, accelerator.unwrap_model(model), build_model)
     stage.finish(
         summary, save=lambda: _save(cfg, unwrapped, tokenizer, stage.run_dir, data, reward_mean, reward_std, flat.numel()),
         done=_done_line,
     )  # fmt: skip
-    return RewardResult(summary, unwrapped, tokenizer)
+    return RewardResult(
+        summary, unwrapped if unwrapped is not None else accelerator.unwrap_model(model), tokenizer
+    )
 
 
 def reward_loss(cfg: RewardConfig, mode: str, m, batch, num_items: int) -> tuple[torch.Tensor, dict]:

@@ -251,7 +251,12 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
         cfg, stage, result.steps, reuse, pack_width, data, groups_seen, train_seconds, trainable
     )
     lm = accelerator.unwrap_model(policy).lm
-    lm = stage.finish_policy(summary, lm, tokenizer, rate="groups_per_second", unit="prompts/s")
+    final = stage.final_model(
+        policy, lm, lambda: load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+    )
+    lm = stage.finish_policy(
+        summary, final if final is not None else lm, tokenizer, rate="groups_per_second", unit="prompts/s"
+    )
     return RrhfResult(summary, lm, tokenizer)
 
 

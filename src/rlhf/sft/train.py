@@ -82,17 +82,19 @@ def evaluate(accelerator, model, rows: list[Row], batch_size: int, pad_id: int, 
     """Token-weighted held-out loss over all processes (each takes every N-th row) and perplexity."""
     was_training = model.training
     model.eval()
-    mine = rows[accelerator.process_index :: accelerator.num_processes]
+    from rlhf.training.sharding import even_batches
+
     nll = torch.zeros((), dtype=torch.float64, device=accelerator.device)
     count = torch.zeros((), dtype=torch.float64, device=accelerator.device)
     with torch.no_grad():
-        for start in range(0, len(mine), batch_size):
-            batch = collate(mine[start : start + batch_size], pad_id, packed)
+        for chunk, keep in even_batches(accelerator, len(rows), batch_size):
+            batch = collate([rows[i] for i in chunk], pad_id, packed)
             batch_nll, batch_count = _forward_nll(
                 model, {k: v.to(accelerator.device) for k, v in batch.items()}
             )
-            nll += batch_nll.double()
-            count += batch_count.double()
+            if keep:
+                nll += batch_nll.double()
+                count += batch_count.double()
     totals = accelerator.reduce(torch.stack([nll, count]), reduction="sum")
     model.train(was_training)
     loss = (totals[0] / totals[1].clamp(min=1)).item()
@@ -132,7 +134,8 @@ class SftResult:
     summary: dict[str, Any]
     """What the run measured (also in `<output_dir>/summary.json`)."""
     model: torch.nn.Module
-    """The trained model, unwrapped from Accelerate (a PeftModel with adapters)."""
+    """The trained model, unwrapped from Accelerate (a PeftModel with adapters); on the other
+    processes of a sharded (FSDP, ZeRO-3) run, their shard of it."""
     tokenizer: Any
     """Its tokenizer."""
 
@@ -146,6 +149,7 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.models.freeze import apply_freeze
     from rlhf.training import build_optimizer, build_scheduler
+    from rlhf.training.sharding import is_sharded
     from rlhf.training.stage import Stage
 
     stage = Stage.start("sft", cfg)
@@ -154,9 +158,13 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     data = build_data(cfg, tokenizer)
     stage.say(f"[data] {data.summary}")
 
-    model = load_causal_lm(cfg.model, cfg.peft, tokenizer=tokenizer)
-    if cfg.freeze.train_last_layers is not None or cfg.freeze.train_modules:
-        apply_freeze(model, cfg.freeze)
+    def build_model():
+        built = load_causal_lm(cfg.model, cfg.peft, tokenizer=tokenizer)
+        if cfg.freeze.train_last_layers is not None or cfg.freeze.train_modules:
+            apply_freeze(built, cfg.freeze)
+        return built
+
+    model = build_model()
     trainable = stage.report_model(model, method=_method(cfg))
     steps = stage.plan(len(data.train_rows))
     optimizer = build_optimizer(model, cfg.optimizer)
@@ -180,7 +188,8 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     def run_eval(step: int) -> None:
         result = evaluate(accelerator, model, data.eval_rows, cfg.eval.batch_size, pad_id, packed)
         stage.record_eval(step, result, ("loss", "perplexity"), wait=False)
-        if stage.main and cfg.eval.generations:
+        # (a sharded model generates on every process: each forward gathers the layers from all)
+        if cfg.eval.generations and (stage.main or is_sharded(accelerator)):
             _log_answers(stage, accelerator.unwrap_model(model), tokenizer, data.eval_prompts, step)
         accelerator.wait_for_everyone()
 
@@ -201,15 +210,17 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
         "trainable_parameters": trainable,
     }
 
+    final = stage.final_model(model, accelerator.unwrap_model(model), build_model)
+
     def save() -> dict[str, Any]:
         from rlhf.models import save_model
 
         out_dir = stage.run_dir / "model"
-        save_model(accelerator.unwrap_model(model), tokenizer, out_dir)  # the adapter only, with peft
+        save_model(final, tokenizer, out_dir)  # the adapter only, with peft
         return {"model_dir": str(out_dir)}
 
     stage.finish(summary, save=save, done=_done_line)
-    return SftResult(summary, accelerator.unwrap_model(model), tokenizer)
+    return SftResult(summary, final if final is not None else accelerator.unwrap_model(model), tokenizer)
 
 
 def _log_answers(stage, model, tokenizer, prompts: list[tuple[list[int], str]], step: int) -> None:

@@ -14,9 +14,15 @@ Every file is written into `.step-000200.tmp-<id>/` and the directory is renamed
 processes have finished writing, so a `step-*` directory is always complete: a run killed while
 saving leaves only a hidden temporary directory, which the next save or resume ignores.
 
-Supports single-process and DDP runs (every process holds the full model and optimizer state;
-the main process writes them). FSDP and DeepSpeed shard that state, which this format does not
-gather yet: use Accelerate's own `save_state` there.
+Single-process and DDP runs: every process holds the full model and optimizer state, and the main
+process writes `model/` and `optimizer.pt`. FSDP and DeepSpeed runs shard that state: each process
+writes its part in the engine's own format instead,
+
+        sharded/             torch.distributed.checkpoint files (FSDP), or DeepSpeed's checkpoint
+        tokenizer/           the tokenizer (in `model/` otherwise)
+
+and the rest as above; a sharded checkpoint resumes on the same engine (the final model is gathered
+into one Hugging Face directory when the run ends, see `rlhf.training.sharding`).
 """
 
 from __future__ import annotations
@@ -74,10 +80,16 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int | None = None,
     extra: dict[str, Any] | None = None,
+    prepared: torch.nn.Module | None = None,
 ) -> Path:
     """Write checkpoint `step` of the run (all processes call this); returns its directory.
 
-    `state` must be JSON-serialisable; `extra` (tensors, optimizer states) goes to `extra.pt`."""
+    `state` must be JSON-serialisable; `extra` (tensors, optimizer states) goes to `extra.pt`.
+    `prepared`: the model as Accelerate prepared it (`model` may be a part of it), which a sharded
+    run's engine writes."""
+    from rlhf.training.sharding import SHARDED_DIR, is_sharded, save_sharded
+
+    sharded = is_sharded(accelerator)
     root = Path(run_dir) / CHECKPOINTS
     final = root / checkpoint_name(step)
     # Every process must write into the same staging directory: the main one names it.
@@ -91,12 +103,16 @@ def save_checkpoint(
         (staging / "rng").mkdir(parents=True)
     accelerator.wait_for_everyone()
     torch.save(_rng_state(), staging / "rng" / f"rank-{accelerator.process_index}.pt")
+    if sharded:
+        save_sharded(
+            accelerator, prepared if prepared is not None else model, optimizer, staging / SHARDED_DIR
+        )
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        save_pretrained(unwrapped, staging / "model")
+        if not sharded:
+            save_pretrained(accelerator.unwrap_model(model), staging / "model")
+            torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         if tokenizer is not None:
-            tokenizer.save_pretrained(staging / "model")
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+            tokenizer.save_pretrained(staging / ("tokenizer" if sharded else "model"))
         if scheduler is not None:
             torch.save(scheduler.state_dict(), staging / "scheduler.pt")
         if extra is not None:
@@ -124,15 +140,26 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    prepared: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Restore weights, optimizer, schedule and this process's RNG from `path`; returns its state."""
+    from rlhf.training.sharding import SHARDED_DIR, is_sharded, load_sharded, sharding_kind
+
     path = Path(path)
     state_file = path / "trainer_state.json"
     if not state_file.is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint (no trainer_state.json)")
     state = json.loads(state_file.read_text(encoding="utf-8"))
-    load_trainable_weights(accelerator.unwrap_model(model), path / "model")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+    if is_sharded(accelerator) != (path / SHARDED_DIR).is_dir():
+        written = "a sharded (FSDP or DeepSpeed)" if (path / SHARDED_DIR).is_dir() else "an unsharded"
+        raise CheckpointError(
+            f"{path} was written by {written} run; this run is on {sharding_kind(accelerator)}: resume on the same engine"
+        )
+    if is_sharded(accelerator):
+        load_sharded(accelerator, prepared if prepared is not None else model, optimizer, path / SHARDED_DIR)
+    else:
+        load_trainable_weights(accelerator.unwrap_model(model), path / "model")
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
     if scheduler is not None and (path / "scheduler.pt").is_file():
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     rng_file = path / "rng" / f"rank-{accelerator.process_index}.pt"
@@ -170,6 +197,7 @@ def resume_run(
     config: dict[str, Any],
     say: Callable[..., None] = print,
     require: tuple[str, ...] = (),
+    prepared: torch.nn.Module | None = None,
 ) -> ResumeState:
     """Restore a run: `resume` True takes the newest checkpoint of `run_dir` (a fresh start when
     there is none), a path takes that checkpoint, None/False starts fresh.
@@ -189,7 +217,9 @@ def resume_run(
     missing = [name for name in require if not (path / name).is_file()]
     if missing and (path / "trainer_state.json").is_file():
         raise CheckpointError(f"{path} has no {', '.join(missing)}: not a checkpoint of this stage")
-    state = load_checkpoint(accelerator, path, model=model, optimizer=optimizer, scheduler=scheduler)
+    state = load_checkpoint(
+        accelerator, path, model=model, optimizer=optimizer, scheduler=scheduler, prepared=prepared
+    )
     for line in config_changes(state.get("config", {}), config):
         say(f"[resume] warning: {line}")
     if accelerator.is_main_process:

@@ -65,6 +65,10 @@ def make_accelerator(
         kwargs_handlers=handlers,
         mixed_precision=mixed_precision,
     )
+    if cpu:
+        from rlhf.training.sharding import _select_engine_on_cpu
+
+        _select_engine_on_cpu(accelerator)
     if seed is not None:
         set_seed(seed)
     return accelerator
@@ -118,13 +122,18 @@ def _reduce(accelerator, values: dict[str, float], reduction: str) -> dict[str, 
     return dict(zip(keys, tensor.tolist()))
 
 
-def _optimizer_step(accelerator, optimizer, scheduler, trainable, optim_cfg: OptimizerConfig):
+def _optimizer_step(accelerator, optimizer, scheduler, optim_cfg: OptimizerConfig):
     """Clip, step, schedule, zero; returns (the learning rate this step used, the gradient norm
-    before clipping or None when clipping is off)."""
+    before clipping or None when clipping is off). The clipped parameters are the optimizer's: FSDP2
+    may swap a module's parameter objects after `prepare` (seen on the first forward of the root
+    module's own weights), and the optimizer holds the ones that train."""
     lr = optimizer.param_groups[0]["lr"]  # read before the schedule moves on
     grad_norm = None
     if optim_cfg.max_grad_norm is not None:
-        grad_norm = accelerator.clip_grad_norm_(trainable, optim_cfg.max_grad_norm)
+        from rlhf.training.sharding import clip_grad_norm
+
+        trainable = [p for group in optimizer.param_groups for p in group["params"]]
+        grad_norm = clip_grad_norm(accelerator, trainable, optim_cfg.max_grad_norm)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
@@ -196,7 +205,6 @@ def train_loop(
     # Normalized losses are scaled back up by processes x accumulation, which DDP's gradient mean
     # and Accelerate's division by the accumulation steps take off again.
     scale = accelerator.num_processes * accumulation
-    trainable = [p for p in model.parameters() if p.requires_grad]
     windows = _windows(batches, accumulation)
     while result.steps < max_steps:
         # Checked before drawing: a finished loop has taken exactly max_steps windows from `batches`.
@@ -215,7 +223,7 @@ def train_loop(
                 for key, value in {"loss": loss.detach().item(), **metrics}.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
                 if accelerator.sync_gradients:
-                    lr, grad_norm = _optimizer_step(accelerator, optimizer, scheduler, trainable, optim_cfg)
+                    lr, grad_norm = _optimizer_step(accelerator, optimizer, scheduler, optim_cfg)
         row = _step_row(accelerator, sums, accumulation, shares=count_fn is not None)
         row["lr"] = lr
         if grad_norm is not None:

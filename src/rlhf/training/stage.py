@@ -55,7 +55,7 @@ class Stage:
     logger: MetricsLogger | None = None
     """metrics.jsonl and TensorBoard (opened by `prepare`, after a resume trimmed the old rows)."""
     _checkpoint: dict[str, Any] = field(default_factory=dict)
-    """model, optimizer, scheduler, tokenizer of `save_checkpoint`."""
+    """prepared, model, optimizer, scheduler, tokenizer of `save_checkpoint`."""
 
     @classmethod
     def start(cls, name: str, cfg: Any) -> Stage:
@@ -94,15 +94,22 @@ class Stage:
         (see `resume_run`). `checkpointed(prepared model)` is the module a checkpoint holds (e.g.
         the LM inside a read-out wrapper). Returns the prepared (model, optimizer)."""
         from rlhf.training.checkpoint import resume_run
+        from rlhf.training.sharding import prepare_engine_config, sharding_kind
 
-        model, optimizer = self.accelerator.prepare(model, optimizer)
+        accelerator = self.accelerator
+        prepare_engine_config(
+            accelerator, micro_batch_size=self.cfg.batch_size, max_grad_norm=self.cfg.optimizer.max_grad_norm
+        )
+        model, optimizer = accelerator.prepare(model, optimizer)
+        self.say(f"[distributed] {sharding_kind(accelerator)}, {accelerator.num_processes} process(es)")
         target = checkpointed(model)
         resumed = resume_run(
-            self.accelerator, self.run_dir, resume, model=target, optimizer=optimizer, scheduler=scheduler,
-            config=to_dict(self.cfg), say=self.say,
+            accelerator, self.run_dir, resume, model=target, optimizer=optimizer, scheduler=scheduler,
+            config=to_dict(self.cfg), say=self.say, prepared=model,
         )  # fmt: skip
         self.start_step, self.history, self.evals = resumed.step, resumed.history, resumed.evals
         self._checkpoint = {
+            "prepared": model,
             "model": target,
             "optimizer": optimizer,
             "scheduler": scheduler,
@@ -199,7 +206,13 @@ class Stage:
         done: Callable[[dict[str, Any]], str],
     ) -> None:
         """On the main process: `save()` the outputs (its dict joins the summary), write
-        `summary.json` and print `done(summary)`. Every process waits for it."""
+        `summary.json` and print `done(summary)`. Every process waits for it. Prints each process's
+        peak memory first (every process takes part)."""
+        from rlhf.training.sharding import memory_line, peak_memory_per_process
+
+        peaks = peak_memory_per_process(self.accelerator)
+        summary["peak_memory_gib"] = [round(p, 3) for p in peaks]
+        self.say(memory_line(self.accelerator, peaks))
         self.accelerator.wait_for_everyone()
         if self.main:
             summary.update(save())
@@ -208,10 +221,19 @@ class Stage:
             self.say(done(summary))
         self.accelerator.wait_for_everyone()
 
+    def final_model(self, prepared, part, rebuild: Callable[[], Any]):
+        """The trained `part` of the `prepared` model, whole, on the main process (see
+        `rlhf.training.sharding.unsharded_model`; every process calls it). On the other processes of
+        a sharded run: None."""
+        from rlhf.training.sharding import unsharded_model
+
+        return unsharded_model(self.accelerator, prepared, part, rebuild)
+
     def finish_policy(self, summary: dict[str, Any], lm, tokenizer, *, rate: str, unit: str):
         """`finish` for a stage that trains a policy from preferences (dpo, rrhf): saved to
         `<run_dir>/policy` (LoRA merged, QLoRA as its adapter), the `[done]` line with the throughput
-        `summary[rate]` in `unit`. Returns the LM (merged on the main process)."""
+        `summary[rate]` in `unit`. `lm`: the whole trained LM on the main process (`final_model`).
+        Returns the LM (merged on the main process)."""
         from rlhf.models import save_model
 
         saved = {"lm": lm}

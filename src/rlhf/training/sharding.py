@@ -1,0 +1,311 @@
+"""Sharded training (FSDP2, DeepSpeed ZeRO) through Accelerate: which engine a run is on, the CPU
+shim, gathering a sharded model, and the memory each process holds.
+
+The engine comes from Accelerate's own configuration: `accelerate launch --config_file
+examples/accelerate/<file>` (or, under torchrun, the same environment variables it sets:
+`ACCELERATE_USE_FSDP=true FSDP_VERSION=2`, `ACCELERATE_USE_DEEPSPEED=true
+ACCELERATE_DEEPSPEED_CONFIG_FILE=...`). rlhf builds nothing of its own here: the sharding, the
+collectives and the sharded checkpoints are torch's FSDP2 and DeepSpeed's.
+
+The CPU shim (`_select_engine_on_cpu`, the only one): Accelerate 1.15 honours an FSDP or DeepSpeed
+configuration only on its GPU paths; with `cpu=True` it builds the plugin from the environment but
+then runs plain DDP. Both engines work on CPU over gloo (FSDP2's `fully_shard`; DeepSpeed's CPU
+accelerator), so on CPU the shim sets the distributed type Accelerate would have set on a GPU. It
+runs only when the run is on CPU, several processes and such a configuration; the tests check that
+parameters really are sharded afterwards (each process holds its share).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() == "true"
+
+
+def _select_engine_on_cpu(accelerator) -> None:
+    """On CPU, turn the DDP run Accelerate set up into the FSDP or DeepSpeed run its configuration
+    asks for (see the module docstring): the plugin built from the same environment variables
+    Accelerate reads, and the distributed type it sets on a GPU. Does nothing on GPUs, in one
+    process, or without such a configuration."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    if state.distributed_type != DistributedType.MULTI_CPU:
+        return
+    if _env_flag("ACCELERATE_USE_FSDP"):
+        plugin = FullyShardedDataParallelPlugin()
+        if state.mixed_precision != "no":
+            plugin.set_mixed_precision(state.mixed_precision)
+        state.fsdp_plugin = plugin
+        state.distributed_type = DistributedType.FSDP
+    elif _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        ds_plugin = DeepSpeedPlugin()
+        ds_plugin.set_mixed_precision(state.mixed_precision)
+        ds_plugin.select(_from_accelerator_state=True)
+        state.deepspeed_plugins = ds_plugin
+        state.distributed_type = DistributedType.DEEPSPEED
+    else:
+        return
+    # Every later `AcceleratorState()` copies the process-level state's type over its own (Accelerate
+    # makes some while preparing a model), so that one must say the same.
+    PartialState._shared_state["distributed_type"] = state.distributed_type
+
+
+def sharding_kind(accelerator) -> str:
+    """What the run is on, in words: `FSDP2 full shard`, `DeepSpeed ZeRO-3 (CPU offload: optimizer)`,
+    `DDP`, `one process`."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.FSDP:
+        plugin = accelerator.state.fsdp_plugin
+        version = plugin.fsdp_version
+        reshard = plugin.reshard_after_forward
+        how = "full shard" if reshard in (True, "FULL_SHARD") or reshard is None else "shard grad op"
+        offload = ", CPU offload" if getattr(plugin.cpu_offload, "offload_params", False) else ""
+        return f"FSDP{version} {how}{offload}"
+    if kind == DistributedType.DEEPSPEED:
+        config = accelerator.state.deepspeed_plugin.deepspeed_config
+        zero = config.get("zero_optimization", {})
+        offloaded = [
+            what
+            for what in ("optimizer", "param")
+            if zero.get(f"offload_{what}", {}).get("device", "none") not in ("none", None)
+        ]
+        offload = f" (CPU offload: {', '.join(offloaded)})" if offloaded else ""
+        return f"DeepSpeed ZeRO-{zero.get('stage', 0)}{offload}"
+    if accelerator.num_processes > 1:
+        return "DDP"
+    return "one process"
+
+
+def is_sharded(accelerator) -> bool:
+    """True under FSDP or DeepSpeed: the model's parameters (or their optimizer state) are split over
+    processes, so every process must take part in forward passes, gathering and saving."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def is_fsdp(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def is_deepspeed(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def zero_stage(accelerator) -> int | None:
+    """DeepSpeed's ZeRO stage, or None when the run is not on DeepSpeed."""
+    if not is_deepspeed(accelerator):
+        return None
+    return int(
+        accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0)
+    )
+
+
+def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights gathered onto the main process (on the CPU), None elsewhere. Every
+    process must call it (it is a collective under FSDP and ZeRO-3). `model` as prepared."""
+    if not is_sharded(accelerator):
+        return accelerator.unwrap_model(model).state_dict() if accelerator.is_main_process else None
+    if is_fsdp(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        gathered = get_model_state_dict(model, options=options)  # tensors only, for a module's state
+        return (
+            {k: v for k, v in gathered.items() if isinstance(v, torch.Tensor)}
+            if accelerator.is_main_process
+            else None
+        )
+    module = accelerator.unwrap_model(model)
+    if zero_stage(accelerator) != 3:  # ZeRO-1/2 split the optimizer state; the weights are whole
+        return {k: v.cpu() for k, v in module.state_dict().items()} if accelerator.is_main_process else None
+    import deepspeed
+
+    state: dict[str, torch.Tensor] = {}
+    for name, param in module.named_parameters():
+        with deepspeed.zero.GatheredParameters([param]):  # each partition gathered, one at a time
+            if accelerator.is_main_process:
+                state[name] = param.data.detach().cpu().clone()
+    if accelerator.is_main_process:
+        state.update({k: v.cpu() for k, v in module.named_buffers() if k in module.state_dict()})
+    return state if accelerator.is_main_process else None
+
+
+def peak_memory_gib(accelerator) -> float:
+    """This process's peak memory so far, GiB: on a GPU the largest allocation torch made, on the CPU
+    the process's peak resident set (which includes the Python interpreter and libraries)."""
+    if accelerator.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(accelerator.device) / 2**30
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
+
+
+def peak_memory_per_process(accelerator) -> list[float]:
+    """Every process's `peak_memory_gib`, in process order, on every process (a collective)."""
+    peak = torch.tensor([peak_memory_gib(accelerator)], device=accelerator.device)
+    return accelerator.gather(peak).tolist() if accelerator.num_processes > 1 else peak.tolist()
+
+
+def memory_line(accelerator, peaks: list[float]) -> str:
+    """`[memory] peak per process: 1.23, 1.21 GiB (CPU resident)` for `peak_memory_per_process`."""
+    what = "GPU allocated" if accelerator.device.type == "cuda" else "CPU resident"
+    return f"[memory] peak per process: {', '.join(f'{p:.2f}' for p in peaks)} GiB ({what})"
+
+
+def prepare_engine_config(accelerator, *, micro_batch_size: int, max_grad_norm: float | None) -> None:
+    """Fill the DeepSpeed settings rlhf's own config decides (Accelerate leaves them `auto` when no
+    dataloader is prepared): the micro-batch per process, the global batch, and gradient clipping
+    (DeepSpeed clips inside its step; 0 turns it off). Nothing to do on other engines."""
+    if not is_deepspeed(accelerator):
+        return
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    accumulation = accelerator.gradient_accumulation_steps
+    decided = {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "train_batch_size": micro_batch_size * accumulation * accelerator.num_processes,
+        "gradient_clipping": 0.0 if max_grad_norm is None else float(max_grad_norm),
+    }
+    for key, value in decided.items():
+        if config.get(key, "auto") == "auto":
+            config[key] = value
+
+
+def even_batches(accelerator, count: int, batch_size: int) -> Iterator[tuple[list[int], bool]]:
+    """This process's batches of the items 0..count-1 (every N-th item), as (indices, keep).
+
+    Under FSDP or ZeRO-3 each forward pass is a collective (the layers are gathered from all
+    processes), so every process must run as many as the others: a process with fewer batches runs
+    one of its own again (or item 0) with keep=False, and drops what it computes."""
+    mine = list(range(accelerator.process_index, count, accelerator.num_processes))
+    chunks = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+    yield from ((chunk, True) for chunk in chunks)
+    if not is_sharded(accelerator) or count == 0:
+        return
+    most = -(-len(range(0, count, accelerator.num_processes)) // batch_size)  # process 0 has the most
+    filler = chunks[-1] if chunks else [0]
+    for _ in range(most - len(chunks)):
+        yield filler, False
+
+
+SHARDED_DIR = "sharded"
+"""A checkpoint's engine-format state: torch.distributed.checkpoint files (FSDP), or DeepSpeed's."""
+
+
+def save_sharded(accelerator, model, optimizer, directory: Path) -> None:
+    """Write the model's and optimizer's shards in the engine's own format into `directory` (every
+    process writes its part; a collective). `model` as prepared (the FSDP module, or the DeepSpeed
+    engine)."""
+    if is_fsdp(accelerator):
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_state, optim_state = get_state_dict(model, optimizer)
+        dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(directory))
+    else:
+        # DeepSpeed: its own layout (model states, and each process's optimizer partition)
+        model.save_checkpoint(str(directory), tag="state", save_latest=False)
+
+
+def load_sharded(accelerator, model, optimizer, directory: Path) -> None:
+    """Read back what `save_sharded` wrote (every process reads its part), written by a run with
+    the same engine; torch.distributed.checkpoint also reshards onto another number of processes."""
+    if is_fsdp(accelerator):
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_state, optim_state = get_state_dict(model, optimizer)
+        dcp.load({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(directory))  # in place
+        set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state)
+    else:
+        loaded, _ = model.load_checkpoint(
+            str(directory), tag="state", load_optimizer_states=True, load_lr_scheduler_states=False
+        )
+        if loaded is None:
+            raise RuntimeError(f"DeepSpeed found no checkpoint in {directory}")
+
+
+def unsharded_model(accelerator, prepared, part: torch.nn.Module, rebuild: Callable[[], torch.nn.Module]):
+    """The trained `part` of the `prepared` model as a plain module on the main process (None on the
+    others; every process must call this): under FSDP or ZeRO-3, `rebuild()` makes a fresh copy
+    of the part as it was built before training (on the main process only) and the gathered weights
+    go into it; otherwise `part` itself. What stages save and hand back."""
+    if not is_sharded(accelerator):
+        return part
+    state = full_state_dict(accelerator, prepared)
+    if not accelerator.is_main_process:
+        return None
+    assert state is not None
+    inner = accelerator.unwrap_model(prepared)
+    prefix = next(name for name, module in inner.named_modules() if module is part)
+    prefix = f"{prefix}." if prefix else ""
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    with _plain_construction():
+        model = rebuild()
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    # Tied weights are saved once; anything else missing or left over is a mismatch.
+    missing = [k for k in missing if k not in _tied_names(model)]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"gathered weights do not fit the rebuilt model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    return model
+
+
+@contextlib.contextmanager
+def _plain_construction() -> Iterator[None]:
+    """Build models as plain modules, on this process alone: under ZeRO-3, transformers builds every
+    model partitioned over the processes (`deepspeed.zero.Init`, a collective), which a model
+    rebuilt on the main process only must not be. transformers keeps the run's DeepSpeed settings
+    as a module-level reference, restored afterwards."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
+    settings = ref() if ref is not None else None
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if settings is not None:
+            hf_deepspeed.set_hf_deepspeed_config(settings)
+
+
+def _tied_names(model: torch.nn.Module) -> set[str]:
+    """Names of parameters that share their tensor with an earlier one (e.g. a tied LM head)."""
+    seen: dict[int, str] = {}
+    tied = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            tied.add(name)
+        seen.setdefault(id(param), name)
+    return tied
+
+
+def clip_grad_norm(accelerator, parameters: list[torch.nn.Parameter], max_norm: float):
+    """Clip the gradients of `parameters` to `max_norm` in total; returns the norm before clipping.
+
+    Under FSDP2 the gradients are shards (DTensors): torch's own clipping computes the norm over
+    all processes' shards; Accelerate's FSDP path clips only when handed exactly the model's
+    parameter list, which a partly frozen model (LoRA, selective layers) is not."""
+    if not is_fsdp(accelerator):
+        return accelerator.clip_grad_norm_(parameters, max_norm)
+    from torch.distributed.tensor import DTensor
+
+    norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
