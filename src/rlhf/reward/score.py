@@ -76,6 +76,7 @@ class RewardScorer:
         """
         from rlhf.models import load_tokenizer
         from rlhf.models.scalar import SCALAR_FILE, load_scalar_model
+        from rlhf.training.sharding import whole_on_each_process
 
         saved_file = Path(path).expanduser() / SCALAR_FILE
         saved = json.loads(saved_file.read_text()) if saved_file.is_file() else {}
@@ -84,7 +85,8 @@ class RewardScorer:
         quantization = saved.get("quantization", "none") if is_adapter else "none"
         model_cfg = from_dict(ModelConfig, {"path": str(path), "dtype": dtype, "quantization": quantization})
         tokenizer = load_tokenizer(model_cfg, padding_side="right")
-        model = load_scalar_model(model_cfg, for_training=False, tokenizer=tokenizer)
+        with whole_on_each_process():  # a frozen scorer runs outside any sharding engine
+            model = load_scalar_model(model_cfg, for_training=False, tokenizer=tokenizer)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if quantization == "none":
             model.to(device)  # a quantized model was placed on its device while loading

@@ -12,6 +12,7 @@ L = rank_weight · Σ_{s_i < s_j} max(0, p_i - p_j) + sft_weight · NLL(best res
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -178,6 +179,7 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
     policy, saved to `<output_dir>/policy`."""
     from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.training import build_optimizer, build_scheduler
+    from rlhf.training.sharding import whole_on_each_process
     from rlhf.training.stage import Stage
 
     stage = Stage.start("rrhf", cfg)
@@ -185,7 +187,9 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     # The data first: a bad file fails before any model loads.
     responses, held_responses, reuse = _read_data(cfg, stage, resume, tokenizer)
-    lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+    # The policy samples before training: whole on each process then (the engine shards it later).
+    with whole_on_each_process() if cfg.samples_per_prompt else contextlib.nullcontext():
+        lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
     if cfg.model.quantization == "none" and cfg.peft.method != "qlora":
         lm.to(accelerator.device)  # to sample on it; a quantized model is already on its GPU
     trainable = stage.report_model(lm)

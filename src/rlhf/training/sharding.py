@@ -256,7 +256,7 @@ def unsharded_model(accelerator, prepared, part: torch.nn.Module, rebuild: Calla
     prefix = next(name for name, module in inner.named_modules() if module is part)
     prefix = f"{prefix}." if prefix else ""
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    with _plain_construction():
+    with whole_on_each_process():
         model = rebuild()
     missing, unexpected = model.load_state_dict(weights, strict=False)
     # Tied weights are saved once; anything else missing or left over is a mismatch.
@@ -269,11 +269,12 @@ def unsharded_model(accelerator, prepared, part: torch.nn.Module, rebuild: Calla
 
 
 @contextlib.contextmanager
-def _plain_construction() -> Iterator[None]:
-    """Build models as plain modules, on this process alone: under ZeRO-3, transformers builds every
-    model partitioned over the processes (`deepspeed.zero.Init`, a collective), which a model
-    rebuilt on the main process only must not be. transformers keeps the run's DeepSpeed settings
-    as a module-level reference, restored afterwards."""
+def whole_on_each_process() -> Iterator[None]:
+    """Build models whole, on this process alone. Under ZeRO-3, transformers builds every model
+    partitioned over the processes (`deepspeed.zero.Init`, a collective), which only a model handed
+    to DeepSpeed's engine can use: a frozen model run outside it (a reference, a reward model, a
+    policy sampled before training) or one rebuilt on the main process must be built whole.
+    transformers keeps the run's DeepSpeed settings as a module-level reference, restored after."""
     from transformers.integrations import deepspeed as hf_deepspeed
 
     ref = hf_deepspeed._hf_deepspeed_config_weak_ref
@@ -309,3 +310,23 @@ def clip_grad_norm(accelerator, parameters: list[torch.nn.Parameter], max_norm: 
 
     norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
     return norm.full_tensor() if isinstance(norm, DTensor) else norm
+
+
+def held_fraction(accelerator, model, optimizer) -> float:
+    """The share of the trained state the engine splits that this process holds: under FSDP and
+    ZeRO-3 the trainable parameters (and with them gradients and optimizer state), under ZeRO-1/2
+    the fp32 master copy the optimizer updates; 1.0 when nothing is split (DDP, one process).
+    `model` and `optimizer` as prepared."""
+    trainable = [p for p in accelerator.unwrap_model(model).parameters() if p.requires_grad]
+    if is_fsdp(accelerator):
+        from torch.distributed.tensor import DTensor
+
+        held = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in trainable)
+        return held / max(1, sum(p.numel() for p in trainable))
+    stage = zero_stage(accelerator)
+    if stage == 3:
+        return sum(p.ds_tensor.numel() for p in trainable) / max(1, sum(p.ds_numel for p in trainable))
+    if stage in (1, 2):
+        partitions = optimizer.optimizer.single_partition_of_fp32_groups  # the ZeRO optimizer's own
+        return sum(t.numel() for t in partitions) / max(1, sum(p.numel() for p in trainable))
+    return 1.0

@@ -54,6 +54,8 @@ class Stage:
     """One row per evaluation (restored on resume)."""
     logger: MetricsLogger | None = None
     """metrics.jsonl and TensorBoard (opened by `prepare`, after a resume trimmed the old rows)."""
+    sharding: dict[str, Any] = field(default_factory=dict)
+    """engine (`sharding_kind`), processes, and the share of the trained state each holds (`prepare`)."""
     _checkpoint: dict[str, Any] = field(default_factory=dict)
     """prepared, model, optimizer, scheduler, tokenizer of `save_checkpoint`."""
 
@@ -94,14 +96,22 @@ class Stage:
         (see `resume_run`). `checkpointed(prepared model)` is the module a checkpoint holds (e.g.
         the LM inside a read-out wrapper). Returns the prepared (model, optimizer)."""
         from rlhf.training.checkpoint import resume_run
-        from rlhf.training.sharding import prepare_engine_config, sharding_kind
+        from rlhf.training.sharding import held_fraction, prepare_engine_config, sharding_kind
 
         accelerator = self.accelerator
         prepare_engine_config(
             accelerator, micro_batch_size=self.cfg.batch_size, max_grad_norm=self.cfg.optimizer.max_grad_norm
         )
         model, optimizer = accelerator.prepare(model, optimizer)
-        self.say(f"[distributed] {sharding_kind(accelerator)}, {accelerator.num_processes} process(es)")
+        held = torch.tensor([held_fraction(accelerator, model, optimizer)], device=accelerator.device)
+        shares = accelerator.gather(held).tolist() if accelerator.num_processes > 1 else held.tolist()
+        self.sharding = {"engine": sharding_kind(accelerator), "processes": accelerator.num_processes,
+                         "held": [round(x, 4) for x in shares]}  # fmt: skip
+        self.say(
+            f"[distributed] {self.sharding['engine']}, {accelerator.num_processes} process(es); each holds "
+            + ", ".join(f"{x:.1%}" for x in shares)
+            + " of the trained state"
+        )
         target = checkpointed(model)
         resumed = resume_run(
             accelerator, self.run_dir, resume, model=target, optimizer=optimizer, scheduler=scheduler,
@@ -211,6 +221,7 @@ class Stage:
         from rlhf.training.sharding import memory_line, peak_memory_per_process
 
         peaks = peak_memory_per_process(self.accelerator)
+        summary["sharding"] = self.sharding
         summary["peak_memory_gib"] = [round(p, 3) for p in peaks]
         self.say(memory_line(self.accelerator, peaks))
         self.accelerator.wait_for_everyone()
