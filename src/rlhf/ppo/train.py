@@ -173,10 +173,12 @@ def _start(cfg: PpoConfig) -> tuple[PpoRun, list, list[list[int]], int]:
     from rlhf.ppo.setup import build_models, prepare_models
     from rlhf.rewards.function import build_reward_function
     from rlhf.training.loop import start_stage
+    from rlhf.training.sharding import refuse_sharding
 
     # Accumulation 1: the update accumulates a minibatch's micro-batches itself.
     accumulation_off = dataclasses.replace(cfg.optimizer, gradient_accumulation_steps=1)
     accelerator, say, run_dir = start_stage("ppo", cfg, accumulation_off, mixed_precision=cfg.mixed_precision)
+    refuse_sharding(accelerator, "ppo")
     device = accelerator.device
     tokenizer = load_tokenizer(cfg.model, padding_side="left")
     prompts, prompt_ids, data_summary = load_prompt_ids(cfg, tokenizer)

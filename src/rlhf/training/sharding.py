@@ -148,11 +148,28 @@ def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tens
     return state if accelerator.is_main_process else None
 
 
+def reset_peak_memory(accelerator) -> None:
+    """Start `peak_memory_gib` afresh (after loading, so that it measures training): torch's GPU peak,
+    or on Linux the process's peak resident set (`/proc/self/clear_refs`; elsewhere the peak stays
+    the whole run's)."""
+    if accelerator.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(accelerator.device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory_gib(accelerator) -> float:
-    """This process's peak memory so far, GiB: on a GPU the largest allocation torch made, on the CPU
-    the process's peak resident set (which includes the Python interpreter and libraries)."""
+    """This process's peak memory since `reset_peak_memory` (or its start), GiB: on a GPU the largest
+    allocation torch made, on the CPU the peak resident set (including the Python interpreter and its
+    libraries, about 0.4 GiB with torch and transformers)."""
     if accelerator.device.type == "cuda":
         return torch.cuda.max_memory_allocated(accelerator.device) / 2**30
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
@@ -164,9 +181,9 @@ def peak_memory_per_process(accelerator) -> list[float]:
 
 
 def memory_line(accelerator, peaks: list[float]) -> str:
-    """`[memory] peak per process: 1.23, 1.21 GiB (CPU resident)` for `peak_memory_per_process`."""
+    """`[memory] peak per process while training: 1.23, 1.21 GiB (CPU resident)`."""
     what = "GPU allocated" if accelerator.device.type == "cuda" else "CPU resident"
-    return f"[memory] peak per process: {', '.join(f'{p:.2f}' for p in peaks)} GiB ({what})"
+    return f"[memory] peak per process while training: {', '.join(f'{p:.2f}' for p in peaks)} GiB ({what})"
 
 
 def prepare_engine_config(accelerator, *, micro_batch_size: int, max_grad_norm: float | None) -> None:
@@ -330,3 +347,14 @@ def held_fraction(accelerator, model, optimizer) -> float:
         partitions = optimizer.optimizer.single_partition_of_fp32_groups  # the ZeRO optimizer's own
         return sum(t.numel() for t in partitions) / max(1, sum(p.numel() for p in trainable))
     return 1.0
+
+
+def refuse_sharding(accelerator, stage: str) -> None:
+    """A one-line error, before any model loads, for a stage that does not run sharded yet."""
+    if is_sharded(accelerator):
+        from rlhf.config.core import ConfigError
+
+        raise ConfigError(
+            f"rlhf {stage} does not run on {sharding_kind(accelerator)} yet (its four models are not sharded); "
+            "launch it with DDP (torchrun, or an Accelerate config with distributed_type MULTI_GPU)"
+        )

@@ -96,7 +96,12 @@ class Stage:
         (see `resume_run`). `checkpointed(prepared model)` is the module a checkpoint holds (e.g.
         the LM inside a read-out wrapper). Returns the prepared (model, optimizer)."""
         from rlhf.training.checkpoint import resume_run
-        from rlhf.training.sharding import held_fraction, prepare_engine_config, sharding_kind
+        from rlhf.training.sharding import (
+            held_fraction,
+            prepare_engine_config,
+            reset_peak_memory,
+            sharding_kind,
+        )
 
         accelerator = self.accelerator
         prepare_engine_config(
@@ -112,6 +117,7 @@ class Stage:
             + ", ".join(f"{x:.1%}" for x in shares)
             + " of the trained state"
         )
+        reset_peak_memory(accelerator)  # from here on: what training holds, not what loading did
         target = checkpointed(model)
         resumed = resume_run(
             accelerator, self.run_dir, resume, model=target, optimizer=optimizer, scheduler=scheduler,

@@ -1,0 +1,113 @@
+"""Peak memory per process of DDP, FSDP2 and DeepSpeed ZeRO-3 (and ZeRO-2) for `rlhf sft`, at 2 and 4
+processes on this machine's CPU, on a model large enough that its training state dominates.
+
+    .venv/bin/python bench/sharding_memory.py                    # ~95M-parameter Llama, 2 and 4 processes
+    .venv/bin/python bench/sharding_memory.py --processes 2 --layers 4
+
+Every run is the real command a user launches (`torchrun` for DDP, `accelerate launch --config_file
+examples/accelerate/<engine>.yaml` for the others) on a randomly initialised Llama (hidden 768, 10
+layers, vocabulary 32,000, tied embeddings; float32) written to a temporary directory, for a few
+optimizer steps of full fine-tuning with AdamW. Each reports its processes' peak resident memory
+while training (`peak_memory_gib` in summary.json: measured from `prepare` on, so loading the
+checkpoint is not counted) and the share of the trained state each holds. Printed: the largest
+process's peak, and its ratio to DDP's at the same number of processes.
+
+What to expect: AdamW keeps 16 bytes per parameter (weights, gradient, two moments); DDP holds all
+of it on every process, FSDP2 and ZeRO-3 a 1/N share of it plus one layer gathered at a time;
+ZeRO-2 splits only gradients and moments. Every process also holds the Python interpreter with
+torch and transformers (about 0.4 GiB), which no engine divides: it sets a floor under the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ENGINES = {"ddp": None, "fsdp2": "fsdp2.yaml", "zero2": "zero2.yaml", "zero3": "zero3.yaml"}
+
+
+def make_model(directory: Path, layers: int) -> int:
+    """A random Llama with the built-in tiny tokenizer (ids < 512 of the 32,000-word vocabulary)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rlhf.config.parts import ModelConfig
+    from rlhf.models import load_tokenizer
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=layers,
+        num_attention_heads=12, num_key_value_heads=12, tie_word_embeddings=True, max_position_embeddings=512,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(directory)
+    load_tokenizer(ModelConfig()).save_pretrained(directory)
+    return sum(p.numel() for p in model.parameters())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(engine: str, processes: int, model: Path, out: Path, steps: int) -> dict:
+    args = [
+        f"model.path={model}", "data.path=src/rlhf/assets/demo/demonstrations.jsonl", "data.max_length=96",
+        f"max_steps={steps}", "batch_size=1", "eval.fraction=0", "save_every=0", "logging.progress=false",
+        "logging.tensorboard=false", f"logging.output_dir={out}",
+    ]  # fmt: skip
+    port = str(free_port())
+    if ENGINES[engine] is None:
+        head = [str(BIN / "torchrun"), "--nproc_per_node", str(processes), "--master_port", port]
+    else:
+        config = ROOT / "examples" / "accelerate" / ENGINES[engine]
+        head = [str(BIN / "accelerate"), "launch", "--config_file", str(config),
+                "--num_processes", str(processes), "--main_process_port", port]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
+    started = time.time()
+    proc = subprocess.run(
+        [*head, "-m", "rlhf.cli.main", "sft", "--set", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{engine} x{processes} failed:\n{proc.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {"peaks": summary["peak_memory_gib"], "held": summary["sharding"]["held"],
+            "engine": summary["sharding"]["engine"], "seconds": round(time.time() - started, 1)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--processes", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--engines", nargs="+", default=["ddp", "fsdp2", "zero3", "zero2"], choices=ENGINES)
+    parser.add_argument("--layers", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sharding-memory-") as tmp:
+        model = Path(tmp) / "model"
+        count = make_model(model, args.layers)
+        state_gib = 16 * count / 2**30
+        print(f"model: {count / 1e6:.1f}M parameters; AdamW training state {state_gib:.2f} GiB (16 bytes each)")
+        print(f"{'engine':<8}{'procs':>6}{'peak GiB (largest)':>20}{'x DDP':>8}{'held':>8}{'s':>7}")
+        for processes in args.processes:
+            ddp_peak = None
+            for engine in args.engines:
+                result = launch(engine, processes, model, Path(tmp) / f"{engine}-{processes}", args.steps)
+                peak = max(result["peaks"])
+                ddp_peak = peak if engine == "ddp" else ddp_peak
+                ratio = f"{peak / ddp_peak:.2f}" if ddp_peak else "-"
+                held = max(result["held"])
+                print(f"{engine:<8}{processes:>6}{peak:>20.2f}{ratio:>8}{held:>8.1%}{result['seconds']:>7}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
