@@ -73,7 +73,11 @@ def launch(engine: str, processes: int, model: Path, out: Path, steps: int) -> d
         config = ROOT / "examples" / "accelerate" / ENGINES[engine]
         head = [str(BIN / "accelerate"), "launch", "--config_file", str(config),
                 "--num_processes", str(processes), "--main_process_port", port]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false",
+           # glibc serves large blocks from its heap once one has been freed, and keeps freed heap
+           # memory resident: a fixed threshold maps every tensor of 64 KiB or more on its own and
+           # unmaps it when freed, so the resident size follows the tensors alive (all engines alike).
+           "MALLOC_MMAP_THRESHOLD_": "65536"}  # fmt: skip
     started = time.time()
     proc = subprocess.run(
         [*head, "-m", "rlhf.cli.main", "sft", "--set", *args], cwd=ROOT, env=env, capture_output=True, text=True

@@ -197,13 +197,8 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     )  # fmt: skip
     summary = _summary(cfg, stage, result.steps, cache, reference_seconds, pack_width, counts,
                        stage.total(seen[0]), train_seconds, trainable)  # fmt: skip
-    lm = accelerator.unwrap_model(policy).lm
-    final = stage.final_model(
-        policy, lm, lambda: load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
-    )
-    lm = stage.finish_policy(
-        summary, final if final is not None else lm, tokenizer, rate="pairs_per_second", unit="pairs/s"
-    )
+    rebuild = lambda: load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)  # noqa: E731
+    lm = stage.finish_policy(summary, policy, tokenizer, rebuild, rate="pairs_per_second", unit="pairs/s")
     return DpoResult(summary, lm, tokenizer)
 
 

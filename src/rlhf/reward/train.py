@@ -8,6 +8,7 @@ padding; pairs index the scores)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,9 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     mode = loss_mode(data.loss)
     say(f"[data] {data.summary}")
 
-    def build_model():
-        return load_scalar_model(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
-
+    build_model = functools.partial(
+        load_scalar_model, cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer
+    )
     model = build_model()
     trainable = stage.report_model(model, note=", scalar head")
     steps = stage.plan(len(data.train))
@@ -188,9 +189,24 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     scores = score_groups(accelerator, model, data.train, cfg.eval.batch_size, pad_id)
     flat = torch.tensor([r for group in scores for r in group], dtype=torch.float64)
     reward_mean, reward_std = float(flat.mean()), float(flat.std(correction=0))
+    summary = _summary(
+        stage, result.steps, data, pack_width, reward_mean, reward_std, train_seconds, trainable
+    )
+    # The whole model on the main process; this process's shard elsewhere under sharding.
+    whole = stage.final_model(model, accelerator.unwrap_model(model), build_model)
+    unwrapped = whole if whole is not None else accelerator.unwrap_model(model)
+    stage.finish(
+        summary, save=lambda: _save(cfg, unwrapped, tokenizer, stage.run_dir, data, reward_mean, reward_std, flat.numel()),
+        done=_done_line,
+    )  # fmt: skip
+    return RewardResult(summary, unwrapped, tokenizer)
+
+
+def _summary(stage, steps: int, data: PreferenceData, pack_width, mean: float, std: float, seconds: float,
+             trainable: int) -> dict[str, Any]:  # fmt: skip
     history, evals = stage.history, stage.evals
-    summary: dict[str, Any] = {
-        "steps": result.steps,
+    return {
+        "steps": steps,
         "resumed_from_step": stage.start_step,
         "loss": data.loss,
         "packed": pack_width is not None,
@@ -199,19 +215,11 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
         "train_accuracy": [row.get("accuracy") for row in history],
         "eval": evals,
         "final_eval": evals[-1] if evals else None,
-        "reward_mean": reward_mean,
-        "reward_std": reward_std,
-        "train_seconds": round(train_seconds, 3),
+        "reward_mean": mean,
+        "reward_std": std,
+        "train_seconds": round(seconds, 3),
         "trainable_parameters": trainable,
     }
-    unwrapped = stage.final_model(model, accelerator.unwrap_model(model), build_model)
-    stage.finish(
-        summary, save=lambda: _save(cfg, unwrapped, tokenizer, stage.run_dir, data, reward_mean, reward_std, flat.numel()),
-        done=_done_line,
-    )  # fmt: skip
-    return RewardResult(
-        summary, unwrapped if unwrapped is not None else accelerator.unwrap_model(model), tokenizer
-    )
 
 
 def reward_loss(cfg: RewardConfig, mode: str, m, batch, num_items: int) -> tuple[torch.Tensor, dict]:

@@ -179,7 +179,6 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
     policy, saved to `<output_dir>/policy`."""
     from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.training import build_optimizer, build_scheduler
-    from rlhf.training.sharding import whole_on_each_process
     from rlhf.training.stage import Stage
 
     stage = Stage.start("rrhf", cfg)
@@ -187,11 +186,7 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     # The data first: a bad file fails before any model loads.
     responses, held_responses, reuse = _read_data(cfg, stage, resume, tokenizer)
-    # The policy samples before training: whole on each process then (the engine shards it later).
-    with whole_on_each_process() if cfg.samples_per_prompt else contextlib.nullcontext():
-        lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
-    if cfg.model.quantization == "none" and cfg.peft.method != "qlora":
-        lm.to(accelerator.device)  # to sample on it; a quantized model is already on its GPU
+    lm = _load_policy(cfg, tokenizer, accelerator.device)
     trainable = stage.report_model(lm)
     counts: dict[str, Any] = {}
     if not reuse:
@@ -254,14 +249,23 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
     summary = _summary(
         cfg, stage, result.steps, reuse, pack_width, data, groups_seen, train_seconds, trainable
     )
-    lm = accelerator.unwrap_model(policy).lm
-    final = stage.final_model(
-        policy, lm, lambda: load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
-    )
-    lm = stage.finish_policy(
-        summary, final if final is not None else lm, tokenizer, rate="groups_per_second", unit="prompts/s"
-    )
+    rebuild = lambda: load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)  # noqa: E731
+    lm = stage.finish_policy(summary, policy, tokenizer, rebuild, rate="groups_per_second", unit="prompts/s")
     return RrhfResult(summary, lm, tokenizer)
+
+
+def _load_policy(cfg: RrhfConfig, tokenizer, device) -> torch.nn.Module:
+    """The policy as training starts, on `device` to sample from (a quantized one is already on its
+    GPU). It samples before training, so under ZeRO-3 it is built whole on each process (the engine
+    partitions it when it is prepared)."""
+    from rlhf.models import load_causal_lm
+    from rlhf.training.sharding import whole_on_each_process
+
+    with whole_on_each_process() if cfg.samples_per_prompt else contextlib.nullcontext():
+        lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+    if cfg.model.quantization == "none" and cfg.peft.method != "qlora":
+        lm.to(device)
+    return lm
 
 
 def _read_data(cfg: RrhfConfig, stage, resume, tokenizer) -> tuple[list, list, bool]:

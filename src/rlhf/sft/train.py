@@ -6,6 +6,7 @@ load data -> template + tokenize -> (pack) -> load model (+ adapters / freezing)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -146,8 +147,7 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     `resume`: True resumes from the newest checkpoint of `logging.output_dir` (starting fresh when
     there is none), a path resumes from that checkpoint.
     """
-    from rlhf.models import load_causal_lm, load_tokenizer
-    from rlhf.models.freeze import apply_freeze
+    from rlhf.models import load_tokenizer
     from rlhf.training import build_optimizer, build_scheduler
     from rlhf.training.sharding import is_sharded
     from rlhf.training.stage import Stage
@@ -158,12 +158,7 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     data = build_data(cfg, tokenizer)
     stage.say(f"[data] {data.summary}")
 
-    def build_model():
-        built = load_causal_lm(cfg.model, cfg.peft, tokenizer=tokenizer)
-        if cfg.freeze.train_last_layers is not None or cfg.freeze.train_modules:
-            apply_freeze(built, cfg.freeze)
-        return built
-
+    build_model = functools.partial(_build_model, cfg, tokenizer)
     model = build_model()
     trainable = stage.report_model(model, method=_method(cfg))
     steps = stage.plan(len(data.train_rows))
@@ -221,6 +216,17 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
 
     stage.finish(summary, save=save, done=_done_line)
     return SftResult(summary, final if final is not None else accelerator.unwrap_model(model), tokenizer)
+
+
+def _build_model(cfg: SftConfig, tokenizer) -> torch.nn.Module:
+    """The model as training starts: loaded, with its adapter or its layers frozen as configured."""
+    from rlhf.models import load_causal_lm
+    from rlhf.models.freeze import apply_freeze
+
+    model = load_causal_lm(cfg.model, cfg.peft, tokenizer=tokenizer)
+    if cfg.freeze.train_last_layers is not None or cfg.freeze.train_modules:
+        apply_freeze(model, cfg.freeze)
+    return model
 
 
 def _log_answers(stage, model, tokenizer, prompts: list[tuple[list[int], str]], step: int) -> None:

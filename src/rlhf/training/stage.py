@@ -246,14 +246,18 @@ class Stage:
 
         return unsharded_model(self.accelerator, prepared, part, rebuild)
 
-    def finish_policy(self, summary: dict[str, Any], lm, tokenizer, *, rate: str, unit: str):
-        """`finish` for a stage that trains a policy from preferences (dpo, rrhf): saved to
-        `<run_dir>/policy` (LoRA merged, QLoRA as its adapter), the `[done]` line with the throughput
-        `summary[rate]` in `unit`. `lm`: the whole trained LM on the main process (`final_model`).
-        Returns the LM (merged on the main process)."""
+    def finish_policy(
+        self, summary: dict[str, Any], policy, tokenizer, rebuild: Callable[[], Any], *, rate: str, unit: str
+    ):
+        """`finish` for a stage that trains a policy from preferences (dpo, rrhf): the LM inside the
+        prepared `policy` (whole: `final_model` with `rebuild`) saved to `<run_dir>/policy` (LoRA
+        merged, QLoRA as its adapter), the `[done]` line with the throughput `summary[rate]` in
+        `unit`. Returns the LM (merged on the main process; a shard elsewhere under sharding)."""
         from rlhf.models import save_model
 
-        saved = {"lm": lm}
+        shard = self.accelerator.unwrap_model(policy).lm
+        lm = self.final_model(policy, shard, rebuild)
+        saved = {"lm": lm if lm is not None else shard}
 
         def save() -> dict[str, Any]:
             out_dir = self.run_dir / "policy"
