@@ -3,6 +3,7 @@ processes on this machine's CPU, on a model large enough that its training state
 
     .venv/bin/python bench/sharding_memory.py                    # ~95M-parameter Llama, 2 and 4 processes
     .venv/bin/python bench/sharding_memory.py --processes 2 --layers 4
+    .venv/bin/python bench/sharding_memory.py --engines ddp fsdp2 --bare   # + torch's fully_shard alone
 
 Every run is the real command a user launches (`torchrun` for DDP, `accelerate launch --config_file
 examples/accelerate/<engine>.yaml` for the others) on a randomly initialised Llama (hidden 768, 10
@@ -60,6 +61,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def bench_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false",
+            # glibc serves large blocks from its heap once one has been freed, and keeps freed heap
+            # memory resident: a fixed threshold maps every tensor of 64 KiB or more on its own and
+            # unmaps it when freed, so the resident size follows the tensors alive (all engines alike).
+            "MALLOC_MMAP_THRESHOLD_": "65536"}  # fmt: skip
+
+
 def launch(engine: str, processes: int, model: Path, out: Path, steps: int) -> dict:
     args = [
         f"model.path={model}", "data.path=src/rlhf/assets/demo/demonstrations.jsonl", "data.max_length=96",
@@ -73,14 +82,14 @@ def launch(engine: str, processes: int, model: Path, out: Path, steps: int) -> d
         config = ROOT / "examples" / "accelerate" / ENGINES[engine]
         head = [str(BIN / "accelerate"), "launch", "--config_file", str(config),
                 "--num_processes", str(processes), "--main_process_port", port]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false",
-           # glibc serves large blocks from its heap once one has been freed, and keeps freed heap
-           # memory resident: a fixed threshold maps every tensor of 64 KiB or more on its own and
-           # unmaps it when freed, so the resident size follows the tensors alive (all engines alike).
-           "MALLOC_MMAP_THRESHOLD_": "65536"}  # fmt: skip
+    env = bench_env()
     started = time.time()
     proc = subprocess.run(
-        [*head, "-m", "rlhf.cli.main", "sft", "--set", *args], cwd=ROOT, env=env, capture_output=True, text=True
+        [*head, "-m", "rlhf.cli.main", "sft", "--set", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise SystemExit(f"{engine} x{processes} failed:\n{proc.stderr[-3000:]}")
@@ -89,18 +98,83 @@ def launch(engine: str, processes: int, model: Path, out: Path, steps: int) -> d
             "engine": summary["sharding"]["engine"], "seconds": round(time.time() - started, 1)}  # fmt: skip
 
 
+def bare_worker(mode: str, layers: int, steps: int) -> None:
+    """One process of the bare reference loop (under torchrun): the same Llama and batch, torch's
+    `fully_shard` on every decoder layer and the root (`fsdp2`) or whole weights with gradients
+    all-reduced (`whole`), fused-free AdamW, no rlhf and no Accelerate. Prints the peak resident
+    GiB from the first step on."""
+    import torch
+    import torch.distributed as dist
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    dist.init_process_group("gloo")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=layers,
+        num_attention_heads=12, num_key_value_heads=12, tie_word_embeddings=True, max_position_embeddings=512,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    if mode == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+    Path("/proc/self/clear_refs").write_text("5")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(0, 500, (1, 96))
+    for _ in range(steps):
+        model(input_ids=ids, labels=ids).loss.backward()
+        if mode == "whole":
+            for param in model.parameters():
+                dist.all_reduce(param.grad)
+        optimizer.step()
+        optimizer.zero_grad()
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    peak = torch.tensor([int(status["VmHWM"].split()[0]) / 2**20])
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    if dist.get_rank() == 0:
+        print(f"BARE {peak.item():.3f}")
+    dist.destroy_process_group()
+
+
+def bare(processes: int, layers: int, steps: int) -> dict[str, float]:
+    """The bare reference loop's largest peak for `whole` and `fsdp2` at `processes`."""
+    peaks = {}
+    for mode in ("whole", "fsdp2"):
+        proc = subprocess.run(
+            [str(BIN / "torchrun"), "--nproc_per_node", str(processes), "--master_port", str(free_port()),
+             __file__, "--worker", mode, "--layers", str(layers), "--steps", str(steps)],
+            env=bench_env(), capture_output=True, text=True,
+        )  # fmt: skip
+        found = [line for line in proc.stdout.splitlines() if line.startswith("BARE ")]
+        if proc.returncode != 0 or not found:
+            raise SystemExit(f"bare {mode} x{processes} failed:\n{proc.stderr[-3000:]}")
+        peaks[mode] = float(found[0].split()[1])
+    return peaks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--processes", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--engines", nargs="+", default=["ddp", "fsdp2", "zero3", "zero2"], choices=ENGINES)
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument(
+        "--bare", action="store_true", help="also the bare torch loop (no rlhf, no Accelerate)"
+    )
+    parser.add_argument("--worker", choices=["whole", "fsdp2"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        bare_worker(args.worker, args.layers, args.steps)
+        return
     with tempfile.TemporaryDirectory(prefix="sharding-memory-") as tmp:
         model = Path(tmp) / "model"
         count = make_model(model, args.layers)
         state_gib = 16 * count / 2**30
-        print(f"model: {count / 1e6:.1f}M parameters; AdamW training state {state_gib:.2f} GiB (16 bytes each)")
+        print(
+            f"model: {count / 1e6:.1f}M parameters; AdamW training state {state_gib:.2f} GiB (16 bytes each)"
+        )
         print(f"{'engine':<8}{'procs':>6}{'peak GiB (largest)':>20}{'x DDP':>8}{'held':>8}{'s':>7}")
         for processes in args.processes:
             ddp_peak = None
@@ -110,7 +184,17 @@ def main() -> None:
                 ddp_peak = peak if engine == "ddp" else ddp_peak
                 ratio = f"{peak / ddp_peak:.2f}" if ddp_peak else "-"
                 held = max(result["held"])
-                print(f"{engine:<8}{processes:>6}{peak:>20.2f}{ratio:>8}{held:>8.1%}{result['seconds']:>7}", flush=True)
+                print(
+                    f"{engine:<8}{processes:>6}{peak:>20.2f}{ratio:>8}{held:>8.1%}{result['seconds']:>7}",
+                    flush=True,
+                )
+            if args.bare:
+                peaks = bare(processes, args.layers, args.steps)
+                print(
+                    f"bare torch loop x{processes}: whole weights {peaks['whole']:.2f} GiB, fully_shard "
+                    f"{peaks['fsdp2']:.2f} GiB = {peaks['fsdp2'] / peaks['whole']:.2f}x",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -205,7 +205,12 @@ def test_preference_stages_on_two_processes_match_one(stage, engine, tmp_path):
 
 def test_ppo_refuses_a_sharded_launch_in_one_line(tmp_path):
     """PPO's four models are not sharded yet: under FSDP2 it says so before loading anything."""
-    args = ["data.path=src/rlhf/assets/demo/demonstrations.jsonl", "steps=1", *QUIET]
+    args = [
+        "data.path=src/rlhf/assets/demo/demonstrations.jsonl",
+        "reward.function=examples/rewards.py:letter_e",
+        "steps=1",
+        *QUIET,
+    ]
     proc = subprocess.run(
         launch_cmd("fsdp2", "ppo", args, tmp_path),
         capture_output=True,
