@@ -27,8 +27,11 @@ pytest.importorskip("deepspeed", reason="scripts/setup.sh installs DeepSpeed (it
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = {"fsdp2": "fsdp2.yaml", "zero2": "zero2.yaml", "zero3": "zero3.yaml"}
-ENGINE_LINES = {"fsdp2": "FSDP2 full shard", "zero2": "DeepSpeed ZeRO-2", "zero3": "DeepSpeed ZeRO-3"}
+CONFIGS = {e: f"{e}.yaml" for e in ("fsdp2", "zero2", "zero3", "zero3_offload")}
+ENGINE_LINES = {
+    "fsdp2": "FSDP2 full shard", "zero2": "DeepSpeed ZeRO-2", "zero3": "DeepSpeed ZeRO-3",
+    "zero3_offload": "DeepSpeed ZeRO-3 (CPU offload: optimizer, param)",
+}  # fmt: skip
 QUIET = ["logging.progress=false", "logging.tensorboard=false", "logging.log_every=1"]
 SFT = [
     "data.path=src/rlhf/assets/demo/demonstrations.jsonl", "data.max_length=96", "optimizer.lr=3e-3",
@@ -113,7 +116,7 @@ def sft_alone(tmp_path_factory) -> tuple[dict, Path]:
     return one_process("sft", [*SFT, "batch_size=4"], out), out
 
 
-@pytest.mark.parametrize("engine", ["fsdp2", "zero2", "zero3"])
+@pytest.mark.parametrize("engine", ["fsdp2", "zero2", "zero3", "zero3_offload"])
 def test_sft_on_two_processes_matches_one_and_gathers_the_model(engine, sft_alone, tmp_path):
     """2 processes x batch 2 under the engine = 1 process x batch 4, step by step, and the gathered
     final model equals the one-process model."""

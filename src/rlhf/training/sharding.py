@@ -23,6 +23,7 @@ import resource
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -136,16 +137,12 @@ def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tens
     module = accelerator.unwrap_model(model)
     if zero_stage(accelerator) != 3:  # ZeRO-1/2 split the optimizer state; the weights are whole
         return {k: v.cpu() for k, v in module.state_dict().items()} if accelerator.is_main_process else None
-    import deepspeed
-
-    state: dict[str, torch.Tensor] = {}
-    for name, param in module.named_parameters():
-        with deepspeed.zero.GatheredParameters([param]):  # each partition gathered, one at a time
-            if accelerator.is_main_process:
-                state[name] = param.data.detach().cpu().clone()
-    if accelerator.is_main_process:
-        state.update({k: v.cpu() for k, v in module.named_buffers() if k in module.state_dict()})
-    return state if accelerator.is_main_process else None
+    # DeepSpeed's own gather (what its 16-bit model save uses; it keeps the dtype the weights have),
+    # one module at a time, after releasing the partitions prefetched or offloaded for the last forward.
+    engine: Any = model  # the DeepSpeedEngine Accelerate prepared
+    engine.empty_partition_cache()
+    state = engine._zero3_consolidated_16bit_state_dict()
+    return {k: v.cpu() for k, v in state.items()} if accelerator.is_main_process else None
 
 
 def reset_peak_memory(accelerator) -> None:
