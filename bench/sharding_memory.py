@@ -1,21 +1,23 @@
-"""Peak memory per process of DDP, FSDP2 and DeepSpeed ZeRO-3 (and ZeRO-2) for `rlhf sft`, at 2 and 4
-processes on this machine's CPU, on a model large enough that its training state dominates.
+"""Peak memory per process of DDP, FSDP2 and DeepSpeed ZeRO-3 (and ZeRO-2) for `rlhf sft`, and of DDP
+and FSDP2 for `rlhf ppo` (which refuses DeepSpeed), at 2 and 4 processes on this machine's CPU, on a
+model large enough that its training state dominates.
 
     .venv/bin/python bench/sharding_memory.py                    # ~95M-parameter Llama, 2 and 4 processes
-    .venv/bin/python bench/sharding_memory.py --processes 2 --layers 4
+    .venv/bin/python bench/sharding_memory.py --processes 2 --layers 4 --stages ppo
     .venv/bin/python bench/sharding_memory.py --engines ddp fsdp2 --bare   # + torch's fully_shard alone
 
 Every run is the real command a user launches (`torchrun` for DDP, `accelerate launch --config_file
 examples/accelerate/<engine>.yaml` for the others) on a randomly initialised Llama (hidden 768, 10
 layers, vocabulary 32,000, tied embeddings; float32) written to a temporary directory, for a few
-optimizer steps of full fine-tuning with AdamW. Each reports its processes' peak resident memory
-while training (`peak_memory_gib` in summary.json: measured from `prepare` on, so loading the
-checkpoint is not counted) and the share of the trained state each holds. Printed: the largest
+optimizer steps (PPO steps) of full fine-tuning with AdamW. Each reports its processes' peak resident memory
+over the run (`peak_memory_gib` in summary.json, loading included) and the share of the trained
+state each holds. Printed: the largest
 process's peak, and its ratio to DDP's at the same number of processes.
 
 What to expect: AdamW keeps 16 bytes per parameter (weights, gradient, two moments); DDP holds all
 of it on every process, FSDP2 and ZeRO-3 a 1/N share of it plus one layer gathered at a time;
-ZeRO-2 splits only gradients and moments. Every process also holds the Python interpreter with
+ZeRO-2 splits only gradients and moments. PPO adds, whole on every process under either engine, the
+frozen reference copy (4 bytes a parameter) and the rollout's activations. Every process also holds the Python interpreter with
 torch and transformers (about 0.4 GiB), which no engine divides: it sets a floor under the ratio.
 """
 
@@ -34,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 ENGINES = {"ddp": None, "fsdp2": "fsdp2.yaml", "zero2": "zero2.yaml", "zero3": "zero3.yaml"}
+PPO_ENGINES = ("ddp", "fsdp2")  # PPO refuses DeepSpeed (see rlhf.ppo.setup.check_sharded)
 
 
 def make_model(directory: Path, layers: int) -> int:
@@ -69,12 +72,23 @@ def bench_env() -> dict[str, str]:
             "MALLOC_MMAP_THRESHOLD_": "65536"}  # fmt: skip
 
 
-def launch(engine: str, processes: int, model: Path, out: Path, steps: int) -> dict:
-    args = [
-        f"model.path={model}", "data.path=src/rlhf/assets/demo/demonstrations.jsonl", "data.max_length=96",
-        f"max_steps={steps}", "batch_size=1", "eval.fraction=0", "save_every=0", "logging.progress=false",
-        "logging.tensorboard=false", f"logging.output_dir={out}",
+def stage_args(stage: str, steps: int) -> list[str]:
+    """`sft`: full fine-tuning, one sequence per process and step. `ppo`: full fine-tuning with the
+    shared value head, one prompt and 2 completions of 16 tokens per process and step (GAE), the
+    reference a whole frozen copy, a reward function (no reward model)."""
+    common = ["data.path=src/rlhf/assets/demo/demonstrations.jsonl", "data.max_length=96", "save_every=0",
+              "logging.progress=false", "logging.tensorboard=false"]  # fmt: skip
+    if stage == "sft":
+        return [*common, f"max_steps={steps}", "batch_size=1", "eval.fraction=0"]
+    return [
+        *common, f"steps={steps}", "peft.method=none", "rollout.prompts_per_step=1",
+        "rollout.completions_per_prompt=2", "rollout.sampling.max_new_tokens=16", "minibatch_size=2",
+        "reward.function=examples/rewards.py:letter_e", "samples_every=0",
     ]  # fmt: skip
+
+
+def launch(stage: str, engine: str, processes: int, model: Path, out: Path, steps: int) -> dict:
+    args = [f"model.path={model}", *stage_args(stage, steps), f"logging.output_dir={out}"]
     port = str(free_port())
     if ENGINES[engine] is None:
         head = [str(BIN / "torchrun"), "--nproc_per_node", str(processes), "--master_port", port]
@@ -85,14 +99,14 @@ def launch(engine: str, processes: int, model: Path, out: Path, steps: int) -> d
     env = bench_env()
     started = time.time()
     proc = subprocess.run(
-        [*head, "-m", "rlhf.cli.main", "sft", "--set", *args],
+        [*head, "-m", "rlhf.cli.main", stage, "--set", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
     )
     if proc.returncode != 0:
-        raise SystemExit(f"{engine} x{processes} failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{stage} on {engine} x{processes} failed:\n{proc.stderr[-3000:]}")
     summary = json.loads((out / "summary.json").read_text())
     return {"peaks": summary["peak_memory_gib"], "held": summary["sharding"]["held"],
             "engine": summary["sharding"]["engine"], "seconds": round(time.time() - started, 1)}  # fmt: skip
@@ -101,8 +115,8 @@ def launch(engine: str, processes: int, model: Path, out: Path, steps: int) -> d
 def bare_worker(mode: str, layers: int, steps: int) -> None:
     """One process of the bare reference loop (under torchrun): the same Llama and batch, torch's
     `fully_shard` on every decoder layer and the root (`fsdp2`) or whole weights with gradients
-    all-reduced (`whole`), fused-free AdamW, no rlhf and no Accelerate. Prints the peak resident
-    GiB from the first step on."""
+    all-reduced (`whole`), unfused AdamW, no rlhf and no Accelerate. Prints the largest process's peak
+    resident GiB over the run."""
     import torch
     import torch.distributed as dist
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -120,7 +134,6 @@ def bare_worker(mode: str, layers: int, steps: int) -> None:
         for layer in model.model.layers:
             fully_shard(layer)
         fully_shard(model)
-    Path("/proc/self/clear_refs").write_text("5")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, 500, (1, 96))
     for _ in range(steps):
@@ -158,6 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--processes", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--engines", nargs="+", default=["ddp", "fsdp2", "zero3", "zero2"], choices=ENGINES)
+    parser.add_argument("--stages", nargs="+", default=["sft", "ppo"], choices=["sft", "ppo"])
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument(
@@ -175,19 +189,25 @@ def main() -> None:
         print(
             f"model: {count / 1e6:.1f}M parameters; AdamW training state {state_gib:.2f} GiB (16 bytes each)"
         )
-        print(f"{'engine':<8}{'procs':>6}{'peak GiB (largest)':>20}{'x DDP':>8}{'held':>8}{'s':>7}")
+        print(
+            f"{'stage':<6}{'engine':<8}{'procs':>6}{'peak GiB (largest)':>20}{'x DDP':>8}{'held':>8}{'s':>7}"
+        )
         for processes in args.processes:
-            ddp_peak = None
-            for engine in args.engines:
-                result = launch(engine, processes, model, Path(tmp) / f"{engine}-{processes}", args.steps)
-                peak = max(result["peaks"])
-                ddp_peak = peak if engine == "ddp" else ddp_peak
-                ratio = f"{peak / ddp_peak:.2f}" if ddp_peak else "-"
-                held = max(result["held"])
-                print(
-                    f"{engine:<8}{processes:>6}{peak:>20.2f}{ratio:>8}{held:>8.1%}{result['seconds']:>7}",
-                    flush=True,
-                )
+            for stage in args.stages:
+                ddp_peak = None
+                for engine in args.engines:
+                    if stage == "ppo" and engine not in PPO_ENGINES:
+                        continue
+                    out = Path(tmp) / f"{stage}-{engine}-{processes}"
+                    result = launch(stage, engine, processes, model, out, args.steps)
+                    peak = max(result["peaks"])
+                    ddp_peak = peak if engine == "ddp" else ddp_peak
+                    ratio = f"{peak / ddp_peak:.2f}" if ddp_peak else "-"
+                    held = max(result["held"])
+                    print(
+                        f"{stage:<6}{engine:<8}{processes:>6}{peak:>20.2f}{ratio:>8}{held:>8.1%}{result['seconds']:>7}",
+                        flush=True,
+                    )
             if args.bare:
                 peaks = bare(processes, args.layers, args.steps)
                 print(

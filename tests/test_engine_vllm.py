@@ -281,6 +281,52 @@ def test_two_processes_each_sample_from_their_own_synced_engine(ppo_model, tmp_p
     assert (run_dir / "policy" / "config.json").is_file()
 
 
+@pytest.mark.parametrize("peft", ["none", "lora"])
+def test_fsdp2_policy_syncs_its_gathered_weights_into_each_engine(ppo_model, peft, tmp_path):
+    """accelerate launch x2 on the shipped FSDP2 config: each process's engine takes the policy's
+    weights gathered whole from the shards (LoRA: merged) after every update, so its log-probs of
+    what it sampled are the trainer's to float error at every step (a shard left out or stale
+    weights would differ by the update); the engines start from a whole checkpoint."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run_dir = tmp_path / "run"
+    args = [
+        f"model.path={ppo_model}", f"data.path={PROMPTS}", "data.max_length=64", f"reward.function={LETTER_E}",
+        f"peft.method={peft}", "rollout.engine=vllm", "rollout.prompts_per_step=2",
+        "rollout.completions_per_prompt=2", "rollout.sampling.max_new_tokens=8", "minibatch_size=4", "steps=3",
+        "optimizer.lr=1e-3", f"logging.output_dir={run_dir}", "logging.progress=false", "logging.tensorboard=false",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
+    launch = [
+        str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+        str(ROOT / "examples" / "accelerate" / "fsdp2.yaml"), "--num_processes", "2", "--main_process_port",
+        str(port), "-m", "rlhf.cli.main", "ppo", "--set", *args,
+    ]  # fmt: skip
+    proc = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert "[distributed] FSDP2 full shard, 2 process(es)" in proc.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert all(0.45 <= share <= 0.55 for share in summary["sharding"]["held"])  # really sharded
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "ppo/engine_kl" in r]
+    assert len(steps) == 3 and max(abs(k) for k in summary["kl"][1:]) > 0  # the policy moved
+    # As in the one-process test: float32 on both sides, another kernel's order of summation.
+    tol = reorder_tol(LOGPROB, 2 * (128 + 256))
+    assert max(r["ppo/engine_logprob_max_diff"] for r in steps) < tol
+    assert (run_dir / "policy" / "config.json").is_file()
+
+
 def test_best_of_n_draws_n_samples_from_the_engine_and_keeps_the_best(vllm_model, tmp_path):
     from rlhf.generation.best_of import best_of_n
     from rlhf.rewards.sources import FunctionSource

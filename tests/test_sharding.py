@@ -206,28 +206,6 @@ def test_preference_stages_on_two_processes_match_one(stage, engine, tmp_path):
         assert_same_weights(tmp_path / "two" / saved, tmp_path / "one" / saved, tol=GATHER_TOL)
 
 
-def test_ppo_refuses_a_sharded_launch_in_one_line(tmp_path):
-    """PPO's four models are not sharded yet: under FSDP2 it says so before loading anything."""
-    args = [
-        "data.path=src/rlhf/assets/demo/demonstrations.jsonl",
-        "reward.function=examples/rewards.py:letter_e",
-        "steps=1",
-        *QUIET,
-    ]
-    proc = subprocess.run(
-        launch_cmd("fsdp2", "ppo", args, tmp_path),
-        capture_output=True,
-        text=True,
-        env=env(),
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert errors and "rlhf ppo does not run on FSDP2 full shard yet" in errors[0], proc.stderr[-2000:]
-    assert "[model]" not in proc.stdout
-
-
 @pytest.mark.parametrize("engine", ["fsdp2", "zero3"])
 def test_dpo_with_lora_on_a_sharded_base(engine, tmp_path):
     """DPO with LoRA on a sharded base: the reference is the same model with its adapter switched off,
@@ -238,3 +216,91 @@ def test_dpo_with_lora_on_a_sharded_base(engine, tmp_path):
     tol = reorder_tol(1.0, 34, updates=4)  # as for full fine-tuning above
     assert mine["train_loss"] == pytest.approx(alone["train_loss"], abs=tol)
     assert_same_weights(tmp_path / "two" / "policy", tmp_path / "one" / "policy", tol=GATHER_TOL)
+
+
+# ------------------------------------------------------------------------------------------ ppo
+
+PPO = [
+    "model.path=builtin:tiny", "data.path=src/rlhf/assets/demo/demonstrations.jsonl", "data.max_length=96",
+    "steps=3", "rollout.completions_per_prompt=1", "rollout.sampling.temperature=0",
+    "rollout.sampling.max_new_tokens=6", "ppo_epochs=2", "optimizer.lr=1e-3", "samples_every=0",
+    'reward.sources=[{function: "examples/rewards.py:letter_e", normalize: running}]', *QUIET,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("peft", ["lora", "none"])
+def test_ppo_on_fsdp2_matches_one_process(peft, tmp_path):
+    """PPO with a shared critic under FSDP2: the policy and its value head sharded, generation from
+    the shards, the reference the adapter switched off (LoRA) or a whole frozen copy (full). With
+    greedy rollouts, 2 processes x 2 prompts compute what 1 process x 4 does (as with DDP in
+    test_distributed), and the gathered policy is the one process's."""
+    args = [*PPO, f"peft.method={peft}", "save_every=2"]
+    alone = one_process("ppo", [*args, "rollout.prompts_per_step=4", "minibatch_size=4"], tmp_path / "one")
+    mine = sharded(
+        "fsdp2", "ppo", [*args, "rollout.prompts_per_step=2", "minibatch_size=2"], tmp_path / "two"
+    )
+    # As in test_distributed's DDP comparison: means over a step's 4 sequences x up to 6 tokens (24
+    # terms) in another order, after up to 2 updates per earlier step, at the size of their terms.
+    scales = {"reward": 1.0, "kl": LOGPROB, "policy_loss": 1.0, "value_loss": 1.0}
+    for key, scale in scales.items():
+        assert mine[key] == pytest.approx(alone[key], abs=reorder_tol(scale, 24, updates=2 * 3)), key
+    assert max(abs(x) for x in alone["policy_loss"]) > 0 and max(abs(x) for x in alone["kl"]) > 0
+    assert (tmp_path / "two" / "checkpoints" / "step-000002" / "sharded").is_dir()
+    assert_same_weights(tmp_path / "two" / "policy", tmp_path / "one" / "policy", tol=GATHER_TOL)
+    from transformers import AutoModelForSequenceClassification
+
+    critic = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two" / "critic")
+    assert critic.config.num_labels == 1  # the value head as a classifier plain transformers loads
+
+
+def test_killed_ppo_on_fsdp2_resumes_on_the_same_curve(tmp_path):
+    """RLOO with LoRA and PPO-ptx under FSDP2, sampled: a run SIGKILLed after its step-2 checkpoint
+    resumes from the shards (policy, optimizer, RNG of each process, reward statistics, the ptx
+    data position) to the very rewards, KL and losses of an uninterrupted run, and the same final
+    policy."""
+    args = [
+        *PPO, "peft.method=lora", "steps=4", "save_every=2", "advantage.estimator=rloo",
+        "rollout.completions_per_prompt=2", "rollout.sampling.temperature=1.0", "rollout.prompts_per_step=2",
+        "minibatch_size=2", "loss.ptx_coef=0.5", "loss.ptx_data.path=src/rlhf/assets/demo/demonstrations.jsonl",
+    ]  # fmt: skip
+    whole = sharded("fsdp2", "ppo", args, tmp_path / "whole")
+    proc = subprocess.Popen(
+        launch_cmd("fsdp2", "ppo", args, tmp_path / "killed"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, env=env(), cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    kill_at_first_checkpoint(proc)
+    stdout = run(launch_cmd("fsdp2", "ppo", args, tmp_path / "killed", "--resume"))
+    assert "[resume] from" in stdout
+    resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert resumed["resumed_from_step"] == 2
+    # The same operations in the same order after the restore: the same numbers.
+    for key in ("reward", "raw_reward", "kl", "policy_loss"):
+        assert resumed[key] == whole[key], key
+    assert_same_weights(tmp_path / "killed" / "policy", tmp_path / "whole" / "policy", tol=0.0)
+
+
+@pytest.mark.parametrize(
+    ("engine", "extra", "says"),
+    [
+        (
+            "zero3",
+            [],
+            "rlhf ppo runs sharded on FSDP2 (examples/accelerate/fsdp2.yaml), not on DeepSpeed ZeRO-3",
+        ),
+        (
+            "fsdp2",
+            ["critic.mode=separate"],
+            "PPO's critic is a value head on the policy (`critic.mode: shared`)",
+        ),
+    ],
+)
+def test_ppo_refuses_what_it_does_not_shard_in_one_line(engine, extra, says, tmp_path):
+    """DeepSpeed and a separate critic are refused before any model loads, in one line."""
+    proc = subprocess.run(
+        launch_cmd(engine, "ppo", [*PPO, "steps=1", *extra], tmp_path), capture_output=True, text=True,
+        env=env(), cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and says in errors[0], proc.stderr[-2000:]
+    assert "[model]" not in proc.stdout

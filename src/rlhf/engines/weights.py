@@ -1,10 +1,14 @@
 """A live model's weights under the names of its Hugging Face checkpoint, for an inference engine
 that loads checkpoints (vLLM): a plain model as it is; a LoRA model as its base with the adapter's
 update W + (alpha / r) B A added (`merged`), or its base alone (for an engine that serves the
-adapter itself). Nothing is modified in the model; tensors are views or fresh sums."""
+adapter itself). Nothing is modified in the model; tensors are views or fresh sums.
+
+A model sharded by FSDP2 gives its weights whole: each shard is gathered from every process as it is
+reached (a collective: every process of the run iterates the same weights in the same order)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import torch
@@ -27,7 +31,10 @@ def checkpoint_weights(model: nn.Module, *, merged: bool = True) -> Iterator[tup
     """
     peft_model = find_peft_model(model)
     if peft_model is None:
-        yield from model.state_dict().items()
+        state = model.state_dict()
+        whole = _Gathered(state)
+        for name, tensor in state.items():
+            yield name, whole(tensor)
         return
     if peft_model.active_peft_config.is_prompt_learning:
         raise UnsupportedAdapterError(
@@ -35,7 +42,9 @@ def checkpoint_weights(model: nn.Module, *, merged: bool = True) -> Iterator[tup
         )
     base = peft_model.get_base_model()
     adapter = peft_model.active_adapter
-    for key, tensor in base.state_dict().items():
+    state = base.state_dict()
+    whole = _Gathered(state)
+    for key, tensor in state.items():
         if any(f".{part}." in key for part in _LORA_KEYS) or ".original_module." in key:
             continue
         if getattr(tensor, "quant_state", None) is not None or tensor.dtype in (torch.uint8, torch.int8):
@@ -48,8 +57,41 @@ def checkpoint_weights(model: nn.Module, *, merged: bool = True) -> Iterator[tup
             owner = key.split(".base_layer.")[0]
             name = name.replace(".base_layer.", ".")
             if merged and key.endswith(".base_layer.weight"):
-                tensor = tensor + _delta(base.get_submodule(owner), adapter).to(tensor.dtype)
-        yield name, tensor.detach()
+                delta = whole(_delta(base.get_submodule(owner), adapter))
+                yield name, (whole(tensor) + delta.to(tensor.dtype)).detach()
+                continue
+        yield name, whole(tensor).detach()
+
+
+class _Gathered:
+    """Sharded tensors (FSDP2's DTensors) made whole, one at a time; other tensors as they are. A
+    weight that `state` holds under two names (tied embeddings: two views of one shard) is gathered
+    once and kept, so that both names give the same whole tensor and the tie stays visible; the
+    rest is not kept."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        counts = Counter(_shard_key(t) for t in state.values())
+        self.tied = {key for key, count in counts.items() if key is not None and count > 1}
+        self.done: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        key = _shard_key(tensor)
+        if key is None:
+            return tensor
+        if key not in self.tied:
+            return tensor.full_tensor()  # type: ignore[attr-defined]  # a DTensor (_shard_key said so)
+        if key not in self.done:
+            self.done[key] = tensor.full_tensor()  # type: ignore[attr-defined]
+        return self.done[key]
+
+
+def _shard_key(tensor: torch.Tensor) -> tuple[int, tuple[int, ...]] | None:
+    """(where this process's shard lives, the whole shape) of a DTensor; None for other tensors."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(tensor, DTensor):
+        return None
+    return tensor.to_local().untyped_storage().data_ptr(), tuple(tensor.shape)
 
 
 def adapter_unties_embeddings(model: nn.Module) -> bool:

@@ -180,7 +180,23 @@ def generation_kwargs(model: Any, tokenizer: Any, sampling: SamplingConfig) -> d
     if sampling.stop:
         # Stops each sequence early once its text ends in a stop string; the cut is `finish_sample`'s job.
         kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
+    if weights_sharded(model):
+        # Each forward gathers the layers' weights from every process: all keep stepping until the
+        # last one's sequences are done (transformers detects ZeRO-3, not torch's own FSDP2).
+        kwargs["synced_gpus"] = True
     return kwargs
+
+
+def weights_sharded(model: Any) -> bool:
+    """Whether `model`'s weights are split over the processes of a running process group (FSDP2's
+    DTensors, DeepSpeed ZeRO-3's partitions), so that every forward is a collective."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in model.parameters())
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:

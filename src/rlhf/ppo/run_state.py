@@ -23,7 +23,7 @@ class Models:
     """What the update trains, as Accelerate prepared it."""
 
     policy: torch.nn.Module
-    """The `PolicyValue` (DDP-wrapped in a multi-process run)."""
+    """The `PolicyValue` (DDP-wrapped in a multi-process run; sharded in place under FSDP2)."""
     critic: torch.nn.Module | None
     """A separate critic (`ScalarModel`), or None (shared head or no critic)."""
     policy_optimizer: Any
@@ -80,6 +80,8 @@ class PpoRun:
     """The policy's tokenizer (left padding)."""
     say: Callable[..., None]
     """`print` on the main process, nothing elsewhere."""
+    sharding: dict[str, Any] = field(default_factory=dict)
+    """What the run is sharded on (`rlhf.training.sharding.sharding_report`), for the summary."""
     history: list[dict[str, Any]] = field(default_factory=list)
     """One row of metrics per finished step (restored on resume)."""
 

@@ -6,6 +6,11 @@ Memory layout by configuration:
                                      off) and the value head on the actor's hidden states
     peft none, critic shared         the policy + a frozen reference copy
     critic separate                  + a `ScalarModel` of its own (with its own adapter under lora)
+
+Under FSDP2 the policy with its value head is the one sharded model (Accelerate shards one trained
+model per run); the frozen reference copy (full fine-tuning) and the reward model are placed whole
+on every process: they hold weights only (4 bytes a parameter in float32, against 16 for a trained
+model's weights, gradients and Adam moments), and whole they run without a collective per layer.
 """
 
 from __future__ import annotations
@@ -56,7 +61,9 @@ def build_models(cfg: PpoConfig, tokenizer, device) -> Built:
         ref = PolicyValue(load_causal_lm(cfg.model, for_training=False, tokenizer=tokenizer), value_head=False,
                           temperature=cfg.rollout.sampling.temperature)  # fmt: skip
         ref.to(device)
-        notes.append("reference: a frozen copy of the starting model (full fine-tuning)")
+        notes.append(
+            "reference: a frozen copy of the starting model (full fine-tuning), whole on each process"
+        )
 
         def reference(*inputs):
             return ref(*inputs, values=False)
@@ -142,6 +149,7 @@ def prepare_models(cfg: PpoConfig, accelerator, built: Built, pad_id: int):
     value_optimizer = rest.pop(0) if value_optimizer is not None else None
     critic_w = rest.pop(0) if critic is not None else None
     unwrapped = accelerator.unwrap_model(policy_w)
+    _start_root(policy_w, pad_id, accelerator.device)
     return Models(
         policy=policy_w, critic=critic_w, policy_optimizer=policy_optimizer, value_optimizer=value_optimizer,
         policy_scheduler=policy_scheduler, value_scheduler=value_scheduler,
@@ -149,6 +157,58 @@ def prepare_models(cfg: PpoConfig, accelerator, built: Built, pad_id: int):
         value_params=critic_parameters(unwrapped, accelerator.unwrap_model(critic_w) if critic_w else None),
         pad_id=pad_id,
     )  # fmt: skip
+
+
+def check_sharded(cfg: PpoConfig, accelerator, engine: str) -> None:
+    """One-line errors, before any model loads, for what PPO does not run sharded: DeepSpeed (its
+    engine steps the optimizer inside the backward pass, where PPO steps the policy and the value
+    head on schedules of its own), a separate critic (a second trained model: Accelerate's FSDP2
+    shards one per run), and the vLLM engine's adapter sync (peft would save the adapter's shards;
+    merged weights are gathered whole into the engine at every sync)."""
+    from rlhf.training.sharding import is_deepspeed, is_sharded, sharding_kind
+
+    if not is_sharded(accelerator):
+        return
+    kind = sharding_kind(accelerator)
+    if is_deepspeed(accelerator):
+        raise ConfigError(
+            f"rlhf ppo runs sharded on FSDP2 (examples/accelerate/fsdp2.yaml), not on {kind} yet: DeepSpeed "
+            "steps the optimizer inside the backward pass, PPO steps the policy and the value head itself"
+        )
+    if cfg.uses_critic and cfg.critic.mode == "separate":
+        raise ConfigError(
+            f"on {kind} PPO's critic is a value head on the policy (`critic.mode: shared`): Accelerate shards "
+            "one trained model per run, and `critic.mode: separate` is a second one"
+        )
+    if engine == "vllm" and cfg.rollout.vllm.lora_sync == "adapter" and cfg.peft.method != "none":
+        raise ConfigError(
+            f"`rollout.vllm.lora_sync: adapter` does not run on {kind} (the adapter is sharded): use "
+            "`lora_sync: merged`, which gathers the weights whole into the engine at every sync"
+        )
+
+
+def gathered_policy(run) -> PolicyValue | None:
+    """The trained `PolicyValue` of `run` (a `PpoRun`) whole: itself, or under FSDP2 its weights
+    gathered into a fresh copy on the main process (None on the others). Every process calls it."""
+    from rlhf.models import load_causal_lm
+    from rlhf.training.sharding import unsharded_model
+
+    cfg, policy = run.cfg, run.policy
+
+    def rebuild() -> PolicyValue:
+        lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=run.tokenizer)
+        return PolicyValue(lm, value_head=policy.value_head is not None, temperature=policy.temperature)
+
+    return unsharded_model(run.accelerator, run.models.policy, policy, rebuild)
+
+
+def _start_root(policy, pad_id: int, device) -> None:
+    """Under FSDP2: one forward of the sharded policy on a 2-token sequence, so that it is FSDP's
+    root before `generate` calls the LM inside it (see `start_fsdp_root`)."""
+    from rlhf.training.sharding import start_fsdp_root
+
+    ids = torch.full((1, 2), pad_id, dtype=torch.long, device=device)
+    start_fsdp_root(policy, ids, torch.ones_like(ids), ids[:, 1:], values=False)
 
 
 def critic_parameters(policy: PolicyValue, critic) -> list[torch.nn.Parameter]:

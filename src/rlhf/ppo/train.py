@@ -95,7 +95,7 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     engine_notes: list[str] = []
     engine = _check_config(cfg, engine_notes.append)
     started = time.time()
-    run, prompts, prompt_ids, trainable = _start(cfg)
+    run, prompts, prompt_ids, trainable = _start(cfg, engine)
     accelerator, main = run.accelerator, run.accelerator.is_main_process
     for note in engine_notes:
         run.say(note)
@@ -165,20 +165,20 @@ def _check_config(cfg: PpoConfig, say) -> str:
     return resolve_engine(cfg.rollout.engine, cfg.model, cfg.peft.method, say=say)
 
 
-def _start(cfg: PpoConfig) -> tuple[PpoRun, list, list[list[int]], int]:
+def _start(cfg: PpoConfig, engine: str) -> tuple[PpoRun, list, list[list[int]], int]:
     """The run's accelerator, data, reward and models: (the run, prompts, their token ids, the
-    number of trainable policy parameters)."""
+    number of trainable policy parameters). `engine`: the rollout engine (`hf` or `vllm`)."""
     from rlhf.losses.ppo import MovingBaseline, make_kl_controller
     from rlhf.models import load_tokenizer, trainable_parameter_summary
-    from rlhf.ppo.setup import build_models, prepare_models
+    from rlhf.ppo.setup import build_models, check_sharded, prepare_models
     from rlhf.rewards.function import build_reward_function
     from rlhf.training.loop import start_stage
-    from rlhf.training.sharding import refuse_sharding
+    from rlhf.training.sharding import sharding_report
 
     # Accumulation 1: the update accumulates a minibatch's micro-batches itself.
     accumulation_off = dataclasses.replace(cfg.optimizer, gradient_accumulation_steps=1)
     accelerator, say, run_dir = start_stage("ppo", cfg, accumulation_off, mixed_precision=cfg.mixed_precision)
-    refuse_sharding(accelerator, "ppo")
+    check_sharded(cfg, accelerator, engine)
     device = accelerator.device
     tokenizer = load_tokenizer(cfg.model, padding_side="left")
     prompts, prompt_ids, data_summary = load_prompt_ids(cfg, tokenizer)
@@ -192,12 +192,14 @@ def _start(cfg: PpoConfig) -> tuple[PpoRun, list, list[list[int]], int]:
     for note in built.notes:
         say(f"[model] {note}")
     models = prepare_models(cfg, accelerator, built, tokenizer.pad_token_id)
+    sharding, line = sharding_report(accelerator, models.policy, models.policy_optimizer)
+    say(line)
     run = PpoRun(
         cfg=cfg, accelerator=accelerator, run_dir=run_dir, models=models,
         policy=accelerator.unwrap_model(models.policy), reference=built.reference,
         kl_ctl=make_kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon),
         state=UpdateState(baseline=MovingBaseline(cfg.advantage.baseline_decay)), reward_fn=reward_fn,
-        tokenizer=tokenizer, say=say,
+        tokenizer=tokenizer, say=say, sharding=sharding,
     )  # fmt: skip
     return run, prompts, prompt_ids, trainable
 
@@ -210,13 +212,15 @@ def _step(
     from rlhf.ppo.experience import engine_mismatch_row, make_experience
     from rlhf.ppo.rollout import sample_rollout
     from rlhf.ppo.update import ppo_update
+    from rlhf.training.sharding import root_gathered
 
     cfg = run.cfg
     t0 = time.time()
     generator.sync(run.policy.lm)
     tokenizer = run.tokenizer
     eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
-    rollout = sample_rollout(generator, prompts, prompt_ids, cfg.rollout.completions_per_prompt, eos_id)
+    with root_gathered(run.models.policy):  # FSDP2: generate calls the LM inside the sharded root
+        rollout = sample_rollout(generator, prompts, prompt_ids, cfg.rollout.completions_per_prompt, eos_id)
     t_gen = time.time()
     rewards = run.reward_fn(rollout.prompts, rollout.texts, rollout.finished, reduce_sum=run.reduce_sum)
     scores = rewards.rewards.float()  # (R,)
@@ -333,10 +337,14 @@ def _log_samples(logger, run_dir: Path, step: int, rollout: Rollout, rewards, co
 
 
 def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> PpoResult:
-    from rlhf.ppo.setup import save_outputs
+    from rlhf.ppo.setup import gathered_policy, save_outputs
+    from rlhf.training.sharding import memory_line, peak_memory_per_process
 
-    cfg, history = run.cfg, run.history
-    run.accelerator.wait_for_everyone()
+    cfg, history, accelerator = run.cfg, run.history, run.accelerator
+    accelerator.wait_for_everyone()
+    policy = gathered_policy(run)  # whole on the main process (None elsewhere under sharding)
+    peaks = peak_memory_per_process(accelerator)
+    run.say(memory_line(accelerator, peaks))
     rewards = [row["reward/normalized"] for row in history]
     summary: dict[str, Any] = {
         "steps": len(history) and history[-1]["step"],
@@ -354,9 +362,12 @@ def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> Ppo
         "kl_flagged_steps": [row["step"] for row in history if row.get("kl_flagged")],
         "kl_guard_limit": kl_guard_limit(cfg),
         "trainable_parameters": trainable,
+        "sharding": run.sharding,
+        "peak_memory_gib": [round(p, 3) for p in peaks],
     }
-    if run.accelerator.is_main_process:
-        summary.update(save_outputs(cfg, run.policy, run.critic, run.tokenizer, run.run_dir))
+    if accelerator.is_main_process:
+        assert policy is not None
+        summary.update(save_outputs(cfg, policy, run.critic, run.tokenizer, run.run_dir))
         summary["seconds"] = round(time.time() - started, 1)
         (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         if rewards:
@@ -365,5 +376,5 @@ def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> Ppo
                 f"[done] {summary['steps']} steps, reward {rewards[0]:.4f} -> {rewards[-1]:.4f}, "
                 f"KL {last_kl:.4f}; policy in {summary['policy_dir']}"
             )
-    run.accelerator.wait_for_everyone()
-    return PpoResult(summary, run.policy, run.tokenizer)
+    accelerator.wait_for_everyone()
+    return PpoResult(summary, policy if policy is not None else run.policy, run.tokenizer)

@@ -203,13 +203,15 @@ def _no_sync(accelerator, models: Models, *, sync: bool):
 
 def _clip(accelerator, models: Models, cfg: PpoConfig) -> dict[str, float]:
     """Clip policy and critic gradients separately; returns their norms (before clipping)."""
+    from rlhf.training.sharding import clip_grad_norm, is_fsdp
+
     norms = {}
     limit = cfg.optimizer.max_grad_norm
     for name, params in (("grad_norm", models.policy_params), ("value_grad_norm", models.value_params)):
         if not params:
             continue
-        if limit is not None:
-            norms[name] = float(accelerator.clip_grad_norm_(params, limit))
+        if limit is not None or is_fsdp(accelerator):  # FSDP2: the norm over every process's shards
+            norms[name] = float(clip_grad_norm(accelerator, params, limit if limit is not None else math.inf))
         else:
             grads = [p.grad.norm() for p in params if p.grad is not None]
             norms[name] = float(torch.stack(grads).norm()) if grads else 0.0

@@ -145,21 +145,11 @@ def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tens
     return {k: v.cpu() for k, v in state.items()} if accelerator.is_main_process else None
 
 
-def reset_peak_memory(accelerator) -> None:
-    """Start `peak_memory_gib` afresh (after loading, so that it measures training): torch's GPU peak,
-    or on Linux the process's peak resident set (`/proc/self/clear_refs`; elsewhere the peak stays
-    the whole run's)."""
-    if accelerator.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(accelerator.device)
-        return
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
 def peak_memory_gib(accelerator) -> float:
-    """This process's peak memory since `reset_peak_memory` (or its start), GiB: on a GPU the largest
-    allocation torch made, on the CPU the peak resident set (including the Python interpreter and its
-    libraries, about 0.4 GiB with torch and transformers)."""
+    """This process's peak memory over the run, GiB: on a GPU the largest allocation torch made, on
+    the CPU the peak resident set (including the Python interpreter and its libraries, about 0.4 GiB
+    with torch and transformers, and loading the model). The kernel's counter is not reset here:
+    the benchmarks against TRL measure whole windows with it."""
     if accelerator.device.type == "cuda":
         return torch.cuda.max_memory_allocated(accelerator.device) / 2**30
     status = Path("/proc/self/status")
@@ -178,9 +168,9 @@ def peak_memory_per_process(accelerator) -> list[float]:
 
 
 def memory_line(accelerator, peaks: list[float]) -> str:
-    """`[memory] peak per process while training: 1.23, 1.21 GiB (CPU resident)`."""
+    """`[memory] peak per process: 1.23, 1.21 GiB (CPU resident)`."""
     what = "GPU allocated" if accelerator.device.type == "cuda" else "CPU resident"
-    return f"[memory] peak per process while training: {', '.join(f'{p:.2f}' for p in peaks)} GiB ({what})"
+    return f"[memory] peak per process: {', '.join(f'{p:.2f}' for p in peaks)} GiB ({what})"
 
 
 def prepare_engine_config(accelerator, *, micro_batch_size: int, max_grad_norm: float | None) -> None:
@@ -225,7 +215,8 @@ SHARDED_DIR = "sharded"
 def save_sharded(accelerator, model, optimizer, directory: Path) -> None:
     """Write the model's and optimizer's shards in the engine's own format into `directory` (every
     process writes its part; a collective). `model` as prepared (the FSDP module, or the DeepSpeed
-    engine)."""
+    engine); under FSDP `optimizer` may be a list of optimizers over parts of the model (PPO's
+    policy and value head)."""
     if is_fsdp(accelerator):
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -346,12 +337,59 @@ def held_fraction(accelerator, model, optimizer) -> float:
     return 1.0
 
 
-def refuse_sharding(accelerator, stage: str) -> None:
-    """A one-line error, before any model loads, for a stage that does not run sharded yet."""
-    if is_sharded(accelerator):
-        from rlhf.config.core import ConfigError
+def sharding_report(accelerator, model, optimizer) -> tuple[dict[str, Any], str]:
+    """What a prepared run is sharded on, for `summary.json` (`{"engine", "processes", "held"}`,
+    `held`: each process's `held_fraction`) and the line printed: `[distributed] FSDP2 full shard,
+    2 process(es); each holds 50.0%, 50.0% of the trained state`. A collective."""
+    held = torch.tensor([held_fraction(accelerator, model, optimizer)], device=accelerator.device)
+    shares = accelerator.gather(held).tolist() if accelerator.num_processes > 1 else held.tolist()
+    report = {"engine": sharding_kind(accelerator), "processes": accelerator.num_processes,
+              "held": [round(x, 4) for x in shares]}  # fmt: skip
+    line = (
+        f"[distributed] {report['engine']}, {accelerator.num_processes} process(es); each holds "
+        + ", ".join(f"{x:.1%}" for x in shares)
+        + " of the trained state"
+    )
+    return report, line
 
-        raise ConfigError(
-            f"rlhf {stage} does not run on {sharding_kind(accelerator)} yet (its four models are not sharded); "
-            "launch it with DDP (torchrun, or an Accelerate config with distributed_type MULTI_GPU)"
-        )
+
+def start_fsdp_root(root: torch.nn.Module, *inputs: Any, **kwargs: Any) -> None:
+    """Under FSDP2, run one forward through the prepared `root` (without gradients) so that it
+    becomes FSDP's root, before any of its parts is called on its own (a `generate` on the LM
+    inside it calls the decoder layers directly: the first to run would otherwise take the root's
+    place). Does nothing to a module FSDP2 did not shard."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(root, FSDPModule):
+        with torch.no_grad():
+            root(*inputs, **kwargs)
+        _reshard_all(root)
+
+
+def _reshard_all(root: torch.nn.Module) -> None:
+    """Free the gathered weights of every FSDP2 unit in `root` (a forward without gradients leaves
+    them gathered: only a backward pass reshards them)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in root.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+@contextlib.contextmanager
+def root_gathered(root: torch.nn.Module) -> Iterator[None]:
+    """Under FSDP2, the weights of `root`'s own shard unit (those outside its sharded layers: the
+    embeddings, the final norm, the output and value heads) gathered on every process while
+    inside, for code that calls the parts of `root` rather than `root` itself (`generate`); each
+    sharded layer still gathers its own weights as it runs. `start_fsdp_root` first. Nothing to do
+    elsewhere."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(root, FSDPModule):
+        yield
+        return
+    root.unshard()
+    try:
+        yield
+    finally:
+        _reshard_all(root)

@@ -96,28 +96,15 @@ class Stage:
         (see `resume_run`). `checkpointed(prepared model)` is the module a checkpoint holds (e.g.
         the LM inside a read-out wrapper). Returns the prepared (model, optimizer)."""
         from rlhf.training.checkpoint import resume_run
-        from rlhf.training.sharding import (
-            held_fraction,
-            prepare_engine_config,
-            reset_peak_memory,
-            sharding_kind,
-        )
+        from rlhf.training.sharding import prepare_engine_config, sharding_report
 
         accelerator = self.accelerator
         prepare_engine_config(
             accelerator, micro_batch_size=self.cfg.batch_size, max_grad_norm=self.cfg.optimizer.max_grad_norm
         )
         model, optimizer = accelerator.prepare(model, optimizer)
-        held = torch.tensor([held_fraction(accelerator, model, optimizer)], device=accelerator.device)
-        shares = accelerator.gather(held).tolist() if accelerator.num_processes > 1 else held.tolist()
-        self.sharding = {"engine": sharding_kind(accelerator), "processes": accelerator.num_processes,
-                         "held": [round(x, 4) for x in shares]}  # fmt: skip
-        self.say(
-            f"[distributed] {self.sharding['engine']}, {accelerator.num_processes} process(es); each holds "
-            + ", ".join(f"{x:.1%}" for x in shares)
-            + " of the trained state"
-        )
-        reset_peak_memory(accelerator)  # from here on: what training holds, not what loading did
+        self.sharding, line = sharding_report(accelerator, model, optimizer)
+        self.say(line)
         target = checkpointed(model)
         resumed = resume_run(
             accelerator, self.run_dir, resume, model=target, optimizer=optimizer, scheduler=scheduler,
