@@ -110,6 +110,19 @@ def test_missing_required_field_is_named():
     assert load_config(NeedsPath, None, ["path=a.jsonl"]).path == "a.jsonl"
 
 
+def test_numbers_must_be_finite_and_in_range():
+    """`lr=.inf` once passed the "positive" check and trained a NaN model that was saved as a success."""
+    for value in (".inf", ".nan", "-.inf", "1e999", "1" + "0" * 400):
+        assert err([f"optimizer.lr={value}"]).startswith("`optimizer.lr` expects a finite number, got"), value
+    assert "`optimizer.betas[0]` expects a finite number" in err(["optimizer.betas=[.nan, 0.9]"])
+    assert "`optimizer.betas` must be two values in [0, 1), got [1.5, 0.9]" in err(
+        ["optimizer.betas=[1.5, 0.9]"]
+    )
+    assert "`optimizer.eps` must be positive" in err(["optimizer.eps=0"])
+    assert "`optimizer.weight_decay` must be >= 0" in err(["optimizer.weight_decay=-0.1"])
+    assert "`optimizer.max_grad_norm` must be positive" in err(["optimizer.max_grad_norm=0"])
+
+
 def test_cross_field_checks_are_one_line():
     assert "`peft.lora_rank` must be at least 1" in err(["peft.lora_rank=0"])
     assert "`data.rating_scale` must be [low, high]" in err(["data.rating_scale=[5,1]"])

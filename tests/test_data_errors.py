@@ -39,6 +39,10 @@ CASES = [
     ("array_element.json", {}, 8, "completion", "expected a non-empty string, got a number (5)"),
     ("array_broken.json", {}, 3, None, "invalid JSON at column 18: Expecting ',' delimiter"),
     ("bad_row.csv", {}, 3, None, "CSV row has 4 cells but the header has 2 columns"),
+    # float32 tensors take these numbers: beyond its range they would train a NaN model
+    ("weight_beyond_float32.jsonl", {}, 2, "weight", "expected a finite number of at most 3.4e+38 in size, got a number (1e+39)"),
+    ("weight_nan.jsonl", {}, 1, "weight", "expected a finite number of at most 3.4e+38 in size, got a number (nan)"),
+    ("rating_huge_integer.jsonl", {"rating_scale": [1, 5]}, 2, "rating", "expected a finite number of at most 3.4e+38 in size, got a number ("),
 ]  # fmt: skip
 
 

@@ -70,3 +70,23 @@ def test_wrong_kind_and_impossible_settings_are_one_line(tmp_path):
     assert proc.returncode == 2 and "packing" in proc.stderr.strip().splitlines()[-1]
     proc = rlhf("sft", "--set", "peft.method=lora", "freeze.train_last_layers=1")
     assert proc.returncode == 2 and "peft.method: none" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_with_an_error_and_writes_no_model(tmp_path):
+    """lr 1e30 blows the weights up after one step; every later loss is NaN: the steps are skipped
+    with a warning, the run stops past `max_nonfinite` with one line and a non-zero exit, and no
+    model is written (it used to print `loss 6.26 -> nan` and exit 0 with an all-NaN model)."""
+    out = tmp_path / "run"
+    proc = rlhf(
+        "sft", "--set", "data.path=src/rlhf/assets/demo/demonstrations.jsonl", "optimizer.lr=1e30",
+        "optimizer.max_grad_norm=null", "max_steps=6", "max_nonfinite=2", "batch_size=2", "eval.fraction=0",
+        "logging.progress=false", "logging.tensorboard=false", f"logging.output_dir={out}",
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "[guard] warning: step 2: a NaN or infinite loss or gradient; the step was skipped" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and "3 optimizer steps had a NaN or infinite loss or gradient" in errors[0], proc.stderr[
+        -2000:
+    ]
+    assert not (out / "model").exists()

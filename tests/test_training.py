@@ -52,3 +52,64 @@ def test_nothing_trainable_is_an_error():
     model = torch.nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         build_optimizer(model, OptimizerConfig())
+
+
+# ------------------------------------------------------------------------- the non-finite guard
+
+
+def _guard_run(losses: list[float], max_nonfinite: int):
+    """train_loop over a one-weight model whose loss at step i is `losses[i]` x w (NaN/inf as given)."""
+    from accelerate import Accelerator
+
+    from rlhf.training.loop import train_loop
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.ones_(model.weight)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen: list[float] = []
+
+    def loss_fn(m, batch):
+        seen.append(float(m.weight.detach()))
+        return m.weight.sum() * losses[batch], {}
+
+    result = train_loop(
+        accelerator=Accelerator(cpu=True), model=model, optimizer=optimizer, scheduler=None,
+        batches=list(range(len(losses))), loss_fn=loss_fn, max_steps=len(losses),
+        optim_cfg=OptimizerConfig(lr=0.1, max_grad_norm=None), progress=False, max_nonfinite=max_nonfinite,
+    )  # fmt: skip
+    return result, seen, float(model.weight.detach())
+
+
+@pytest.mark.slow
+def test_a_nonfinite_step_is_skipped_and_the_weights_stay():
+    """Steps 2 and 3 have a NaN and an infinite loss: they are skipped (flagged, the weight as it
+    was), the others train (SGD: w -= 0.1 x 1 each, exact in binary to well under float32's eps)."""
+    result, seen, final = _guard_run([1.0, math.nan, math.inf, 1.0], max_nonfinite=2)
+    assert [row.get("skipped", 0.0) for row in result.history] == [0.0, 1.0, 1.0, 0.0]
+    assert result.skipped == 2
+    assert seen == pytest.approx([1.0, 0.9, 0.9, 0.9], abs=1e-6)  # the skipped steps left w at 0.9
+    assert final == pytest.approx(0.8, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_past_max_nonfinite_the_run_stops_with_a_one_line_error():
+    from rlhf.training.guards import NonFiniteError
+
+    with pytest.raises(
+        NonFiniteError, match=r"^2 optimizer steps had a NaN or infinite loss or gradient \(limit"
+    ):
+        _guard_run([1.0, math.nan, math.nan, 1.0], max_nonfinite=1)
+
+
+def test_a_model_with_nonfinite_weights_is_never_saved(tmp_path):
+    from rlhf.models import save_model
+    from rlhf.models.finite import NonFiniteWeightsError
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    with torch.no_grad():
+        model[1].weight[0, 1] = math.nan
+    with pytest.raises(
+        NonFiniteWeightsError, match=r"not saving .*: 1 of 4 weight tensors hold NaN .*first: 1\.weight"
+    ):
+        save_model(model, None, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

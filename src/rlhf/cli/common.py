@@ -84,9 +84,10 @@ def quiet_libraries() -> None:
 USER_ERRORS = (
     ("rlhf.models.adapters", "AdapterError"), ("rlhf.models.load", "ModelLoadError"),
     ("rlhf.training.checkpoint", "CheckpointError"), ("rlhf.rewards.sources", "RewardSourceError"),
-    ("rlhf.ppo.update", "NonFiniteError"), ("rlhf.label.store", "StoreError"),
+    ("rlhf.label.store", "StoreError"),
     ("rlhf.label.tasks", "AnswerError"), ("rlhf.label.export", "ExportError"),
     ("rlhf.engines", "EngineError"), ("rlhf.engines.weights", "UnsupportedAdapterError"),
+    ("rlhf.training.guards", "NonFiniteError"), ("rlhf.models.finite", "NonFiniteWeightsError"),
 )  # fmt: skip
 """Error classes of modules that may not be imported: a module that never loaded raised nothing."""
 

@@ -11,10 +11,12 @@ a wrong type says what was expected and what was given, a missing required field
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -164,14 +166,19 @@ def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise ConfigError(f"`{key}` expects an integer, got {_describe(value)}")
     if tp is float:
+        number: float | None = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads `1e-5` (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"`{key}` expects a number, got {_describe(value)}")
+            number = math.inf  # an int too large for a float stays infinite
+            with contextlib.suppress(OverflowError):
+                number = float(value)
+        elif isinstance(value, str):  # YAML reads `1e-5` (no dot) as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise ConfigError(f"`{key}` expects a number, got {_describe(value)}")
+        if not math.isfinite(number):
+            raise ConfigError(f"`{key}` expects a finite number, got {_describe(value)}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

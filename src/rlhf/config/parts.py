@@ -137,8 +137,16 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"`optimizer.lr` must be positive, got {self.lr}")
-        if len(self.betas) != 2:
-            raise ConfigError(f"`optimizer.betas` must have two values, got {self.betas}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"`optimizer.betas` must be two values in [0, 1), got {self.betas}")
+        if self.eps <= 0:
+            raise ConfigError(f"`optimizer.eps` must be positive, got {self.eps}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"`optimizer.weight_decay` must be >= 0, got {self.weight_decay}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError(
+                f"`optimizer.max_grad_norm` must be positive (or null: no clipping), got {self.max_grad_norm}"
+            )
         if self.gradient_accumulation_steps < 1:
             raise ConfigError("`optimizer.gradient_accumulation_steps` must be at least 1")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -250,9 +258,14 @@ class EpochRunControl(RunControl):
     """Passes over the training items (rows or groups; fractions allowed); ignored when `max_steps` is set."""
     max_steps: int | None = None
     """Optimizer steps to train; default: as many as `epochs` takes."""
+    max_nonfinite: int = 3
+    """Optimizer steps that may be skipped for a NaN or infinite loss or gradient (each with a
+    warning) before the run stops with an error; 0 stops at the first."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.max_nonfinite < 0:
+            raise ConfigError(f"`max_nonfinite` must be >= 0, got {self.max_nonfinite}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"`max_steps` must be at least 1, got {self.max_steps}")
         if self.epochs <= 0:

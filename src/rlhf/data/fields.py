@@ -134,16 +134,30 @@ def check_text(value: Any, field: str, source: Source) -> str:
     return value
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: numbers from data become float32 tensors (weights, ratings, margins)."""
+
+
 def check_number(value: Any, field: str, source: Source) -> int | float:
-    """A finite int or float (kept as given), or numeric text converted to float."""
+    """A finite int or float that float32 holds (kept as given), or numeric text converted to float."""
     number = value
     if isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
             number = None
-    if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+    if isinstance(number, bool) or not isinstance(number, int | float):
         raise DataError.at(source, field, f"expected a number, got {describe_value(value)}")
+    try:
+        magnitude = abs(float(number))  # an int of 400 digits overflows here
+    except OverflowError:
+        magnitude = math.inf
+    if not magnitude <= FLOAT32_MAX:  # also NaN
+        raise DataError.at(
+            source,
+            field,
+            f"expected a finite number of at most {FLOAT32_MAX:.3g} in size, got {describe_value(value)}",
+        )
     return number
 
 

@@ -51,6 +51,9 @@ def save_model(model: nn.Module, tokenizer, directory: str | Path, *, merge: boo
     update is merged first and the full model is saved, loadable by plain transformers; the
     merge is in place, so keep using the returned model.
     """
+    from rlhf.models.finite import check_finite_weights
+
+    check_finite_weights(model, directory)
     if merge:
         model = merge_adapters(model)
     with atomic_directory(directory) as staging:

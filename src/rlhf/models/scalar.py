@@ -154,6 +154,9 @@ def save_scalar_model(
     the merged model afterwards); `merge=False` saves only the adapter and head, which
     `load_scalar_model` loads but plain transformers does not.
     """
+    from rlhf.models.finite import check_finite_weights
+
+    check_finite_weights(model, directory)
     if merge:
         model.seq_model = merge_adapters(model.seq_model)
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -20,10 +20,7 @@ from rlhf.ppo.config import PpoConfig
 from rlhf.ppo.experience import Experience
 from rlhf.ppo.rollout import collate
 from rlhf.ppo.run_state import Models, PpoRun
-
-
-class NonFiniteError(RuntimeError):
-    """Too many NaN/inf losses or rewards: the run stops."""
+from rlhf.training.guards import NonFiniteError
 
 
 @dataclass

@@ -6,6 +6,7 @@ mechanics every stage needs the same way, so each stage's module stays about its
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -17,6 +18,7 @@ import torch
 
 from rlhf.config.parts import OptimizerConfig
 from rlhf.tracking import MetricsLogger, progress_bar
+from rlhf.training.guards import NonFiniteError, too_many_message
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
 """`loss_fn(model, batch)` or, with a `count_fn`, `loss_fn(model, batch, num_items=N)`: (loss, metrics)."""
@@ -111,6 +113,8 @@ class LoopResult:
     """Optimizer steps taken."""
     history: list[dict[str, float]] = field(default_factory=list)
     """One row per optimizer step: the step's mean loss (over micro-batches and processes), lr, grad norm."""
+    skipped: int = 0
+    """Steps skipped for a NaN or infinite loss or gradient in this run of the loop."""
 
 
 def _reduce(accelerator, values: dict[str, float], reduction: str) -> dict[str, float]:
@@ -122,23 +126,69 @@ def _reduce(accelerator, values: dict[str, float], reduction: str) -> dict[str, 
     return dict(zip(keys, tensor.tolist()))
 
 
-def _optimizer_step(accelerator, optimizer, scheduler, optim_cfg: OptimizerConfig):
-    """Clip, step, schedule, zero; returns (the learning rate this step used, the gradient norm
-    before clipping or None when clipping is off). The clipped parameters are the optimizer's: FSDP2
-    may swap a module's parameter objects after `prepare` (seen on the first forward of the root
-    module's own weights), and the optimizer holds the ones that train."""
-    lr = optimizer.param_groups[0]["lr"]  # read before the schedule moves on
-    grad_norm = None
-    if optim_cfg.max_grad_norm is not None:
-        from rlhf.training.sharding import clip_grad_norm
+def _optimizer_step(accelerator, optimizer, scheduler, optim_cfg: OptimizerConfig, bad: int):
+    """Clip, step, schedule, zero; or, when any process saw a non-finite loss in the step (`bad`
+    counts this process's) or the gradient norm is not finite, zero without stepping. Returns (the
+    learning rate this step used, the gradient norm before clipping, whether the step was skipped).
+    The clipped parameters are the optimizer's: FSDP2 may swap a module's parameter objects after
+    `prepare` (seen on the first forward of the root module's own weights), and the optimizer holds
+    the ones that train. Under fp16 an infinite gradient is the loss scaler's to handle (it skips
+    the step and lowers the scale), so only a non-finite loss counts there."""
+    from rlhf.training.sharding import clip_grad_norm, is_deepspeed
 
-        trainable = [p for group in optimizer.param_groups for p in group["params"]]
-        grad_norm = clip_grad_norm(accelerator, trainable, optim_cfg.max_grad_norm)
+    lr = optimizer.param_groups[0]["lr"]  # read before the schedule moves on
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    limit = optim_cfg.max_grad_norm
+    norm = clip_grad_norm(accelerator, trainable, limit if limit is not None else math.inf)
+    grad_norm = float(norm) if norm is not None else None  # DeepSpeed may not report one
+    if grad_norm is not None and not math.isfinite(grad_norm) and accelerator.scaler is None:
+        bad += 1
+    if _reduce(accelerator, {"bad": float(bad)}, "sum")["bad"] > 0:
+        if is_deepspeed(accelerator):
+            raise NonFiniteError(
+                "a NaN or infinite loss or gradient under DeepSpeed, whose engine steps inside the backward "
+                "pass: the step could not be skipped, and the run stops (lower optimizer.lr, or check the data)"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        return lr, grad_norm, True
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return lr, grad_norm
+    return lr, grad_norm, False
+
+
+def _accumulate_and_step(
+    accelerator, model, optimizer, scheduler, optim_cfg: OptimizerConfig, window: list[Any],
+    loss_of: Callable[[Any], tuple[torch.Tensor, dict[str, float]]], scale: float,
+) -> tuple[dict[str, float], float, float | None, bool]:  # fmt: skip
+    """One optimizer step over the micro-batches of `window`: backward of each `loss_of(batch)` x
+    `scale`, then `_optimizer_step`. Returns (the summed loss and metrics, lr, grad norm, skipped)."""
+    sums: dict[str, float] = {}
+    bad = 0
+    for batch in window:
+        with accelerator.accumulate(model):
+            loss, metrics = loss_of(batch)
+            accelerator.backward(loss * scale if scale != 1 else loss)
+            loss_value = loss.detach().item()
+            bad += 0 if math.isfinite(loss_value) else 1
+            for key, value in {"loss": loss_value, **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            if accelerator.sync_gradients:
+                lr, grad_norm, skipped = _optimizer_step(accelerator, optimizer, scheduler, optim_cfg, bad)
+    return sums, lr, grad_norm, skipped
+
+
+def _count_skipped(accelerator, result: LoopResult, max_nonfinite: int, lr: float) -> None:
+    """Count the step just skipped, warn, and stop the run past `max_nonfinite`."""
+    result.skipped += 1
+    accelerator.print(
+        f"[guard] warning: step {result.steps}: a NaN or infinite loss or gradient; the step was skipped "
+        f"({result.skipped} so far)",
+        flush=True,
+    )
+    if result.skipped > max_nonfinite:
+        raise NonFiniteError(too_many_message(result.skipped, max_nonfinite, lr))
 
 
 def _step_row(accelerator, sums: dict[str, float], accumulation: int, *, shares: bool) -> dict[str, float]:
@@ -181,6 +231,7 @@ def train_loop(
     start_step: int = 0,
     count_fn: Callable[[Any], int] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    max_nonfinite: int = 3,
 ) -> LoopResult:
     """Run optimizer steps until `max_steps`, cycling over `batches` (micro-batches of this process).
 
@@ -196,6 +247,10 @@ def train_loop(
     accumulation 2 x batch 2, give the loss and gradient of 1 process x batch 4.
 
     `on_step(step, row)` runs after every optimizer step (evaluation, checkpoints).
+
+    A step with a NaN or infinite loss or gradient on any process is skipped (`rlhf.training.guards`):
+    its row says `skipped: 1`, a warning is printed, and past `max_nonfinite` skipped steps the run
+    stops with `NonFiniteError`.
     """
     model.train()
     result = LoopResult(steps=start_step)
@@ -215,21 +270,19 @@ def train_loop(
         if count_fn is not None:
             count = sum(count_fn(batch) for batch in window)
             kwargs["num_items"] = max(1, int(_reduce(accelerator, {"n": count}, "sum")["n"]))
-        sums: dict[str, float] = {}
-        for batch in window:
-            with accelerator.accumulate(model):
-                loss, metrics = loss_fn(model, batch, **kwargs)
-                accelerator.backward(loss * scale if count_fn is not None else loss)
-                for key, value in {"loss": loss.detach().item(), **metrics}.items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
-                if accelerator.sync_gradients:
-                    lr, grad_norm = _optimizer_step(accelerator, optimizer, scheduler, optim_cfg)
+        sums, lr, grad_norm, skipped = _accumulate_and_step(
+            accelerator, model, optimizer, scheduler, optim_cfg, window,
+            functools.partial(loss_fn, model, **kwargs), scale if count_fn is not None else 1,
+        )  # fmt: skip
         row = _step_row(accelerator, sums, accumulation, shares=count_fn is not None)
         row["lr"] = lr
         if grad_norm is not None:
-            row["grad_norm"] = float(grad_norm)
+            row["grad_norm"] = grad_norm
         result.steps += 1
         result.history.append(row)
+        if skipped:
+            row["skipped"] = 1.0
+            _count_skipped(accelerator, result, max_nonfinite, optim_cfg.lr)
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
         if logger is not None and (result.steps % log_every == 0 or result.steps == max_steps):

@@ -189,7 +189,7 @@ class Stage:
                 accelerator=self.accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                 batches=batches, loss_fn=loss_fn, max_steps=self.steps, optim_cfg=cfg.optimizer,
                 logger=self.logger, log_every=cfg.logging.log_every, progress=cfg.logging.progress, desc="train",
-                start_step=self.start_step, count_fn=count_fn, on_step=on_step,
+                start_step=self.start_step, count_fn=count_fn, on_step=on_step, max_nonfinite=cfg.max_nonfinite,
             )  # fmt: skip
             seconds = time.time() - started
             if run_eval is not None:
