@@ -14,6 +14,7 @@ no saving while training. What is timed and counted is in docs/benchmarks.md. Ne
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -251,15 +252,19 @@ def prepare(args, work: Path) -> None:
 
 
 def machine() -> dict:
+    """The device, library versions, Python and date. TRL's version when this environment has it
+    (bench/ppo_vs_trl.py runs TRL in an environment of its own and fills it in itself)."""
     import transformers
-    import trl
 
     if torch.cuda.is_available():
         device = torch.cuda.get_device_name(0)
     else:
         names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
         device = f"{names[0] if names else platform.processor()}, {len(names)} cores (CPU)"
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__}
+    trl_version = (
+        importlib.metadata.version("trl") if importlib.util.find_spec("trl") else "not installed here"
+    )
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl_version}
     return {
         "device": device,
         **versions,
