@@ -123,6 +123,21 @@ def test_numbers_must_be_finite_and_in_range():
     assert "`optimizer.max_grad_norm` must be positive" in err(["optimizer.max_grad_norm=0"])
 
 
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    """YAML and --set used to keep the last of two values silently."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("optimizer:\n  lr: 1.0e-3\n  warmup_steps: 2\n  lr: 2.0e-3\n")
+    assert err(path=twice) == f"{twice}:4: invalid YAML: key `lr` is given twice in one mapping; give it once"
+    assert err(["steps=1", "steps=2"]) == "--set gives `steps` twice (`steps=1` and `steps=2`): give it once"
+
+
+def test_an_unknown_builtin_model_is_named():
+    assert (
+        err(["model.path=builtin:huge"])
+        == "`model.path` builtin:huge is not a built-in model: the only one is `builtin:tiny`"
+    )
+
+
 def test_cross_field_checks_are_one_line():
     assert "`peft.lora_rank` must be at least 1" in err(["peft.lora_rank=0"])
     assert "`data.rating_scale` must be [low, high]" in err(["data.rating_scale=[5,1]"])

@@ -39,6 +39,12 @@ CASES = [
     ("array_element.json", {}, 8, "completion", "expected a non-empty string, got a number (5)"),
     ("array_broken.json", {}, 3, None, "invalid JSON at column 18: Expecting ',' delimiter"),
     ("bad_row.csv", {}, 3, None, "CSV row has 4 cells but the header has 2 columns"),
+    ("duplicate_key.jsonl", {}, 2, None, "field `completion` appears twice in one object; give each field once"),
+    ("array_duplicate_key.json", {}, 3, None, "field `prompt` appears twice in one object"),
+    ("nested_too_deep.jsonl", {}, 2, None, "JSON nested too deeply to read"),
+    ("integer_too_long.jsonl", {}, 1, None, "a value JSON cannot hold as a number: Exceeds the limit"),
+    ("array_in_jsonl.jsonl", {}, 1, None, "this .jsonl file holds a JSON array, not one object per line: name it `.json` to read the array"),
+    ("array_one_line.jsonl", {}, 1, None, "this .jsonl file holds a JSON array, not one object per line"),
     # float32 tensors take these numbers: beyond its range they would train a NaN model
     ("weight_beyond_float32.jsonl", {}, 2, "weight", "expected a finite number of at most 3.4e+38 in size, got a number (1e+39)"),
     ("weight_nan.jsonl", {}, 1, "weight", "expected a finite number of at most 3.4e+38 in size, got a number (nan)"),
@@ -181,3 +187,12 @@ def test_skipped_tree_counts_nothing_as_left_out(fixtures_dir, tmp_path):
     data = load_records(DataConfig(path=str(path), on_error="skip"))
     assert (len(data.records), data.report.skipped_lines, data.report.left_out) == (1, [1], {})
     assert data.report.skipped[0].field == "prompt.replies[0].replies[0].replies[0].text"
+
+
+def test_a_named_pipe_is_not_a_missing_file(tmp_path):
+    import os
+
+    fifo = tmp_path / "pairs.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"not a regular file \(a named pipe, device or socket\)"):
+        load_records(DataConfig(path=str(fifo)))

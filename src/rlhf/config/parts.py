@@ -45,6 +45,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.path:
             raise ConfigError("`model.path` must not be empty")
+        for key, value in (("path", self.path), ("tokenizer", self.tokenizer)):
+            if value and value.startswith("builtin:") and value != BUILTIN_TINY:
+                raise ConfigError(
+                    f"`model.{key}` {value} is not a built-in model: the only one is `{BUILTIN_TINY}`"
+                )
 
 
 @dataclass

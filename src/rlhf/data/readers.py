@@ -58,6 +58,13 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[Source
             )
         yield from _FILE_READERS[reader](name, path)
         return
+    if path.exists():
+        raise DataError(
+            name,
+            None,
+            None,
+            "not a regular file (a named pipe, device or socket): give a file or a directory",
+        )
     if suffix in FILE_TYPES or not _HUB_ID.match(name):
         raise DataError(name, None, None, "file not found")
     yield from _hub_rows(name, split)
@@ -75,19 +82,69 @@ def _jsonl_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError
             except UnicodeDecodeError as err:
                 yield where, _not_utf8(where, raw, err)
                 continue
-            yield from _json_line(where, text.removeprefix(_BOM) if number == 1 else text)
+            yield from _json_line(where, text.removeprefix(_BOM) if number == 1 else text, jsonl=True)
 
 
-def _json_line(where: Source, text: str) -> Iterator[tuple[Source, Row | DataError]]:
-    """The row on one JSON Lines line; nothing for a blank line."""
+def _json_line(where: Source, text: str, *, jsonl: bool = False) -> Iterator[tuple[Source, Row | DataError]]:
+    """The row on one JSON Lines line; nothing for a blank line. `jsonl`: the file is named `.jsonl`
+    (a JSON array in it is named as such)."""
     if not text.strip():
         return
+    if jsonl and where.line == 1 and text.lstrip().startswith("["):
+        # One object per line is JSON Lines; a file that opens with `[` is a JSON array.
+        yield (
+            where,
+            DataError.at(
+                where,
+                None,
+                "this .jsonl file holds a JSON array, not one object per line: name it `.json` to read the array",
+            ),
+        )
+        return
     try:
-        value = json.loads(text)
+        value = _decode(text)
     except json.JSONDecodeError as err:
         yield where, DataError.at(where, None, f"invalid JSON at column {err.colno}: {err.msg}")
         return
+    except _JsonLimit as err:
+        yield where, DataError.at(where, None, str(err))
+        return
     yield where, value if isinstance(value, dict) else _not_object(where, value)
+
+
+class _JsonLimit(ValueError):
+    """JSON that parses but that rlhf refuses: a key twice in one object, nesting too deep, an
+    integer of too many digits."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook`: an object, refusing a key given twice (JSON keeps the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _JsonLimit(f"field `{key}` appears twice in one object; give each field once")
+        out[key] = value
+    return out
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def _decode(text: str, pos: int | None = None) -> Any:
+    """`text` decoded (from `pos` with `raw_decode`, returning (value, end)), with duplicate keys,
+    too deep nesting and too long integers as `_JsonLimit`; broken JSON as `json.JSONDecodeError`."""
+    try:
+        if pos is None:
+            return _DECODER.decode(text)
+        return _DECODER.raw_decode(text, pos)
+    except RecursionError:
+        raise _JsonLimit("JSON nested too deeply to read (thousands of levels)") from None
+    except json.JSONDecodeError:
+        raise
+    except _JsonLimit:
+        raise
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise _JsonLimit(f"a value JSON cannot hold as a number: {_first_line(err)}") from None
 
 
 def _json_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]]:
@@ -127,19 +184,20 @@ def _skip_space(text: str, pos: int) -> int:
 
 def _json_array_rows(name: str, text: str, start: int) -> Iterator[tuple[Source, Row | DataError]]:
     """Decode a JSON array one element at a time, so every row knows the line it starts on."""
-    decoder = json.JSONDecoder()
     lines = _LineCounter(text)
     pos = _skip_space(text, start + 1)
     closed = pos < len(text) and text[pos] == "]"
     while not closed:
         where = Source(name, lines.at(pos))
         try:
-            value, pos = decoder.raw_decode(text, pos)
+            value, pos = _decode(text, pos)
         except json.JSONDecodeError as err:
             # The array is broken from here on: nothing after this point can be trusted.
             raise DataError(
                 name, err.lineno, None, f"invalid JSON at column {err.colno}: {err.msg}"
             ) from None
+        except _JsonLimit as err:  # where the element ends is unknown: the rest cannot be read either
+            raise DataError(name, where.line, None, str(err)) from None
         yield where, value if isinstance(value, dict) else _not_object(where, value)
         pos = _skip_space(text, pos)
         if pos >= len(text):
