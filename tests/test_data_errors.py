@@ -196,3 +196,18 @@ def test_a_named_pipe_is_not_a_missing_file(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(DataError, match=r"not a regular file \(a named pipe, device or socket\)"):
         load_records(DataConfig(path=str(fifo)))
+
+
+def test_a_misspelled_field_is_named_with_the_field_it_looks_like(tmp_path):
+    """`completon` in every row used to be read as bare prompts without a word about the field."""
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text('{"prompt": "p", "completon": "a"}\n{"prompt": "q", "completon": "b"}\n')
+    with pytest.raises(DataError) as info:
+        load_records(DataConfig(path=str(sft)), expect="sft")
+    assert str(info.value).endswith(
+        "but this stage expects sft data (demonstration); did you mean `completion` for `completon`?"
+    )
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"promt": "p", "chosen": "a", "rejeted": "b"}\n')
+    with pytest.raises(DataError, match=r"did you mean `prompt` for `promt`, `rejected` for `rejeted`\?$"):
+        load_records(DataConfig(path=str(pairs)))

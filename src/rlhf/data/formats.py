@@ -105,8 +105,31 @@ def detect_format(row: dict[str, Any], source: Source) -> str:
         source,
         None,
         f"cannot tell the data format from the fields ({present}); set `data.format` "
-        "(`rlhf data formats` lists them)",
+        f"(`rlhf data formats` lists them){misspelled_fields(row)}",
     )
+
+
+KNOWN_FIELDS = (
+    "prompt", "completion", "chosen", "rejected", "completions", "ranks", "messages", "conversations",
+    "instruction", "input", "output", "text", "rating", "label", "correction", "feedback", "margin", "weight",
+    "system", "message_tree_id",
+)  # fmt: skip
+"""The top-level fields the formats read (the rest of a row is kept as metadata)."""
+
+
+def misspelled_fields(row: dict[str, Any]) -> str:
+    """`; did you mean ...?` naming the known fields that `row`'s unknown ones look like misspelled
+    (`completon` -> `completion`), or "" when none does."""
+    import difflib
+
+    guesses = []
+    for key in row:
+        if key in KNOWN_FIELDS:
+            continue
+        close = difflib.get_close_matches(key, KNOWN_FIELDS, n=1, cutoff=0.8)
+        if close:
+            guesses.append(f"`{close[0]}` for `{key}`")
+    return f"; did you mean {', '.join(guesses)}?" if guesses else ""
 
 
 def _is_message_tree(row: dict[str, Any], keys: set[str]) -> bool:

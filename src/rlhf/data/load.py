@@ -79,7 +79,7 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
             if spec is None:
                 # Format problems concern the whole source: they stop the load even under `skip`.
                 spec = resolve_format(cfg.format, row, source)
-                _check_spec(spec, cfg, accepted, expect)
+                _check_spec(spec, cfg, accepted, expect, row)
                 report.format = spec.name
             left_out_before = dict(report.left_out)
             try:
@@ -114,12 +114,18 @@ def _accepted_kinds(expect: str | None) -> tuple[str, ...]:
     return KIND_FAMILIES[expect]
 
 
-def _check_spec(spec: FormatSpec, cfg: DataConfig, accepted: tuple[str, ...], expect: str | None) -> None:
+def _check_spec(
+    spec: FormatSpec, cfg: DataConfig, accepted: tuple[str, ...], expect: str | None, first_row: dict
+) -> None:
+    """The detected (or named) format fits the stage; else one line, with the first row's fields
+    that look misspelled (`completon` read as bare prompts)."""
+    from rlhf.data.formats import misspelled_fields
+
     if spec.kind not in accepted:
         raise DataError(
             cfg.path, None, None,
             f"found {spec.kind} data (format `{spec.name}`), but this stage expects {expect} data"
-            + (f" ({' or '.join(accepted)})" if accepted != (expect,) else ""),
+            + (f" ({' or '.join(accepted)})" if accepted != (expect,) else "") + misspelled_fields(first_row),
         )  # fmt: skip
     if spec.kind == "rating" and cfg.rating_scale is None:
         raise DataError(cfg.path, None, None, RATING_SCALE_MISSING)
