@@ -156,6 +156,15 @@ def test_bad_requests_are_4xx_and_change_nothing(pairwise):
         "POST", "/api/submit", raw=b"{not json", headers={"Content-Type": "application/json"}
     )
     assert status == 400 and "not valid JSON" in json.loads(body)["error"]
+    # Non-finite numbers used to be stored, then break /api/stats (Infinity is not JSON) and the export.
+    answer = b'"answer": {"pairwise": "A"}'
+    for seconds in (b"Infinity", b"-Infinity", b"NaN", b"1e400", b"1" + b"0" * 400, b"1" + b"0" * 5000):
+        raw = b'{"item_id": %d, %s, "seconds": %s}' % (item["id"], answer, seconds)
+        status, _, body = ann.request(
+            "POST", "/api/submit", raw=raw, headers={"Content-Type": "application/json"}
+        )
+        assert status == 400, (seconds[:20], status, body)
+        assert "seconds" in json.loads(body)["error"] or "not usable JSON" in json.loads(body)["error"], body
     status, _, _ = ann.request(
         "POST", "/api/submit", raw=b"item_id=1", headers={"Content-Type": "text/plain"}
     )

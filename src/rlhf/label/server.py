@@ -191,9 +191,11 @@ class Handler(BaseHTTPRequestHandler):
         if kind != "application/json":
             raise HttpError(415, "send the request as application/json")
         try:
-            value = json.loads(body.decode("utf-8"))
+            value = json.loads(body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise HttpError(400, f"the body is not valid JSON: {err}") from None
+        except (ValueError, RecursionError) as err:  # NaN, Infinity, 1e400, an integer of 5,000 digits
+            raise HttpError(400, f"the body is not usable JSON: {str(err)[:200]}") from None
         if not isinstance(value, dict):
             raise HttpError(400, "the body must be a JSON object")
         return value
@@ -209,7 +211,9 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, value: Any, status: int = 200) -> None:
-        self._send(status, json.dumps(value).encode("utf-8"), "application/json; charset=utf-8")
+        self._send(
+            status, json.dumps(value, allow_nan=False).encode("utf-8"), "application/json; charset=utf-8"
+        )
 
     def _redirect(self, to: str, headers: dict[str, str] | None = None) -> None:
         self._send(303, b"", "text/plain; charset=utf-8", {"Location": to, **(headers or {})})
@@ -310,9 +314,9 @@ class Handler(BaseHTTPRequestHandler):
         item_id = _int_field(body, "item_id")
         seconds = body.get("seconds")
         if seconds is not None and (
-            isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0
+            isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < 1e9
         ):
-            raise HttpError(400, "seconds must be a non-negative number (time spent on the item)")
+            raise HttpError(400, "seconds must be a finite non-negative number (time spent on the item)")
         if "answer" not in body:
             raise HttpError(400, "missing `answer`")
         sid = self.server.store.submit(user.id, item_id, body["answer"], seconds=seconds)
@@ -340,10 +344,12 @@ class Handler(BaseHTTPRequestHandler):
         resolve = (self.query.get("resolve") or ["majority"])[0]
         incomplete = (self.query.get("include_incomplete") or ["0"])[0] in ("1", "true", "yes")
         rows, report = export_rows(self.server.store, fmt, resolve, include_incomplete=incomplete)
-        body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+        body = "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows).encode(
+            "utf-8"
+        )
         headers = {
             "Content-Disposition": f'attachment; filename="{fmt}-{resolve}.jsonl"',
-            "X-Export-Report": json.dumps(report.as_dict()),
+            "X-Export-Report": json.dumps(report.as_dict(), allow_nan=False),
         }
         self._send(200, body, "application/x-ndjson; charset=utf-8", headers)
 
@@ -359,6 +365,19 @@ class Handler(BaseHTTPRequestHandler):
         self._json(
             {"name": name.strip(), "role": role, "token": token, "link": f"http://{host}/login?token={token}"}
         )
+
+
+def _no_constant(name: str) -> Any:
+    """`json.loads`' `parse_constant`: NaN and Infinity are not JSON, and not accepted."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """`json.loads`' `parse_float`: a number too large for a float (1e400) is refused, not infinite."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} is too large a number")
+    return value
 
 
 def _int_field(body: dict[str, Any], key: str) -> int:

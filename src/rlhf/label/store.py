@@ -334,7 +334,14 @@ class Store:
             submission_id = conn.insert(
                 "INSERT INTO submissions (item_id, annotator_id, answer, display_order, created, seconds) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (item_id, annotator_id, json.dumps(answer), json.dumps(order), time.time(), seconds),
+                (
+                    item_id,
+                    annotator_id,
+                    json.dumps(answer, allow_nan=False),
+                    json.dumps(order),
+                    time.time(),
+                    seconds,
+                ),
             )
             conn.execute(
                 "UPDATE assignments SET state = 'submitted' WHERE annotator_id = ? AND item_id = ?",
