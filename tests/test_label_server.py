@@ -349,3 +349,40 @@ def test_twenty_annotators_fifty_each_lose_nothing(tmp_path):
     ids = {sid for mine in acknowledged for sid in mine}
     assert len(ids) == 1000 and stored == ids
     assert per_item <= 2 and dupes == 0
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    """Send `request` bytes as they are and read the whole reply (the server closes after an error)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(4096):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_malformed_requests_get_a_reply_and_the_log_stays_one_escaped_line(pairwise, capfd):
+    """A bad request line used to get no reply and a traceback in the log; control characters in the
+    path reached the log raw (a request could write terminal escapes or forge log lines)."""
+    _, srv, _, _ = pairwise
+    srv.server.quiet = False
+    cases = [
+        (b"GET / HTTP/9.9\r\n\r\n", b"HTTP/1.1 505 "),
+        (b"GARBAGE\r\n\r\n", b"HTTP/1.1 400 "),
+        (b"GET / HTTP/1.1 extra\r\n\r\n", b"HTTP/1.1 400 "),
+        (
+            b"GET /\x1b[31mred\n127.0.0.1 - forged HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 400 ",
+        ),
+        (b"GET /\x01\x1b[32mgreen HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"HTTP/1.1 400 "),
+    ]
+    for request, status in cases:
+        reply = _raw(srv.port, request)
+        assert reply.startswith(status), (request, reply[:80])
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert b"Content-Security-Policy" in head and "error" in json.loads(body), reply
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "\x1b" not in err
+    assert "\\x1b[31mred" in err and "\\x01\\x1b[32mgreen" in err

@@ -84,6 +84,17 @@ class LabelServer(ThreadingHTTPServer):
         self.log_lock = threading.Lock()
         super().__init__((host, port), Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (reset, broken pipe, timeout) is one log line, not a
+        traceback; anything else is socketserver's report."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            if not self.quiet:
+                with self.log_lock:
+                    sys.stderr.write(f"{client_address[0]} - connection dropped: {type(error).__name__}\n")
+            return
+        super().handle_error(request, client_address)
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -131,6 +142,8 @@ class Handler(BaseHTTPRequestHandler):
         self.query = parse_qs(url.query)
         route = ROUTES.get((method, url.path))
         try:
+            if not self.path.isprintable():
+                raise HttpError(400, "the request path holds control characters")
             if route is None:
                 known = any(path == url.path for _, path in ROUTES)
                 raise HttpError(405 if known else 404, f"{method} {url.path} is not a route of this app")
@@ -218,14 +231,37 @@ class Handler(BaseHTTPRequestHandler):
     def _redirect(self, to: str, headers: dict[str, str] | None = None) -> None:
         self._send(303, b"", "text/plain; charset=utf-8", {"Location": to, **(headers or {})})
 
+    def parse_request(self) -> bool:
+        """http.server's parse, refusing HTTP/0.9 (a bare `GET /path` line, no headers: nothing
+        of this app works without them, and its replies would carry no status line)."""
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.send_error(400, "HTTP/0.9 requests are not served")
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors http.server finds itself (a malformed request line, version or header): the app's
+        JSON error with its security headers, logged escaped, and the connection closed."""
+        self.log_error("code %d, message %s", code, message or "")
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # unparsed: answer with a status line and headers anyway
+            self.request_version = "HTTP/1.0"
+        reason = message or self.responses.get(code, ("error",))[0]
+        body = json.dumps({"error": reason}).encode("utf-8")
+        self._send(code, body, "application/json; charset=utf-8", {"Connection": "close"})
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         if self.server.quiet:
             return
-        # The request line is logged without its query: a login link carries the token there.
+        # The request line is logged without its query: a login link carries the token there. A
+        # request too malformed to parse has no path yet (the line is then the error).
         line = format % args
-        line = line.replace(self.path, urlsplit(self.path).path) if "?" in self.path else line
+        path = getattr(self, "path", "")
+        line = line.replace(path, urlsplit(path).path) if "?" in path else line
         with self.server.log_lock:
-            sys.stderr.write(f"{self.address_string()} - {line}\n")
+            sys.stderr.write(f"{self.address_string()} - {_printable(line)}\n")
 
     # ------------------------------------------------------------------ pages
 
@@ -365,6 +401,12 @@ class Handler(BaseHTTPRequestHandler):
         self._json(
             {"name": name.strip(), "role": role, "token": token, "link": f"http://{host}/login?token={token}"}
         )
+
+
+def _printable(text: str) -> str:
+    """`text` with control and other unprintable characters (escape sequences a terminal would
+    obey, bidi overrides) written as `\\xNN` / `\\uNNNN`, so a request cannot forge log lines."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _no_constant(name: str) -> Any:
