@@ -45,6 +45,8 @@ CASES = [
     ("integer_too_long.jsonl", {}, 1, None, "a value JSON cannot hold as a number: Exceeds the limit"),
     ("array_in_jsonl.jsonl", {}, 1, None, "this .jsonl file holds a JSON array, not one object per line: name it `.json` to read the array"),
     ("array_one_line.jsonl", {}, 1, None, "this .jsonl file holds a JSON array, not one object per line"),
+    ("rejected_reads_the_same.jsonl", {}, 2, "rejected", "reads the same as `chosen` (they differ only in whitespace, Unicode normalization or invisible characters)"),
+    ("ranking_reads_the_same.jsonl", {}, 1, "completions[1]", "reads the same as completions[0] but ranked differently (2 vs 1)"),
     # float32 tensors take these numbers: beyond its range they would train a NaN model
     ("weight_beyond_float32.jsonl", {}, 2, "weight", "expected a finite number of at most 3.4e+38 in size, got a number (1e+39)"),
     ("weight_nan.jsonl", {}, 1, "weight", "expected a finite number of at most 3.4e+38 in size, got a number (nan)"),

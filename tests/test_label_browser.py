@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ CODE_ANSWER = (
 PAIRS = [
     ("How do I map numbers to their squares in Python?", [CODE_ANSWER, "squares = []\nfor n in range(5):\n    squares.append(n)"]),
     (f"Summarize: {XSS}", [f"A summary. {XSS}", "<b>bold?</b> & <i>not</i> markup"]),
-    ("Name a fruit.", ["An apple.", "A rock."]),
+    ("Name a fruit.", ["An apple.", "A ro\u200bck.\u202e (reversed?)"]),  # invisible characters shown as marks
     ("Say hello politely.", ["Hello, nice to meet you!", "what"]),
 ]  # fmt: skip
 RANKED = [
@@ -85,6 +86,13 @@ def test_label_in_a_real_browser_then_train_a_reward_model(browser, tmp_path):
         for key, (prompt, _) in zip(keys, PAIRS):
             expect(page.locator("#prompt")).to_contain_text(prompt[:20])
             shown.append([page.locator(".card").nth(i).locator(".text").inner_text() for i in range(2)])
+            if "fruit" in prompt:
+                marks = page.locator("#completions .invisible")
+                expect(marks).to_have_count(2)
+                assert (
+                    marks.nth(0).inner_text() == "\u27e8U+200B\u27e9"
+                    and marks.nth(1).inner_text() == "\u27e8U+202E\u27e9"
+                )
             if "Summarize" in prompt:
                 # The hostile text is shown as text: no element was made from it, nothing ran.
                 expect(page.locator("#prompt")).to_contain_text("<script>document.title")
@@ -172,6 +180,9 @@ def test_label_in_a_real_browser_then_train_a_reward_model(browser, tmp_path):
 def _strip(shown: str, originals: list[str]) -> str:
     """The original text a card shows (a card renders code blocks apart, so compare loosely)."""
     squash = lambda t: "".join(t.replace("```python", "").replace("```", "").split())  # noqa: E731
-    matches = [o for o in originals if squash(o) == squash(shown)]
+    marked = lambda t: "".join(  # noqa: E731  # the page's marks for characters no reader sees
+        f"\u27e8U+{ord(c):04X}\u27e9" if unicodedata.category(c) == "Cf" else c for c in t
+    )
+    matches = [o for o in originals if squash(marked(o)) == squash(shown)]
     assert len(matches) == 1, (shown, originals)
     return matches[0]

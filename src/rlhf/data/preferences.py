@@ -142,9 +142,18 @@ def _sharegpt_reply(row: RowView, key: str) -> str:
 
 
 def _check_differ(row: RowView, chosen: str, rejected: str) -> None:
-    # A pair with two equal texts carries no preference and would teach a reward model nothing.
+    # A pair with two equal texts carries no preference and would teach a reward model nothing;
+    # nor does one whose texts differ only in whitespace or characters no reader sees.
+    from rlhf.data.text import seen_as
+
     if chosen == rejected:
         raise row.fail("rejected", "identical to `chosen`; a comparison needs two different completions")
+    if seen_as(chosen) == seen_as(rejected):
+        raise row.fail(
+            "rejected",
+            "reads the same as `chosen` (they differ only in whitespace, Unicode normalization or invisible "
+            "characters); a comparison needs two different completions",
+        )
 
 
 def ranking(row: RowView, ctx: NormalizeContext) -> list[Ranking]:
@@ -186,11 +195,15 @@ def check_ranking(
         raise row.fail(
             "ranks", f"all {len(ranks)} completions share rank {ranks[0]}, so the row orders nothing"
         )
+    from rlhf.data.text import seen_as
+
     seen: dict[str, int] = {}
     for index, text in enumerate(texts):
-        if text in seen and ranks[seen[text]] != ranks[index]:
+        key = seen_as(text)  # what a reader sees: equal texts are one answer
+        if key in seen and ranks[seen[key]] != ranks[index]:
+            same = "identical to" if texts[seen[key]] == text else "reads the same as"
             raise row.fail(
                 f"{field}[{index}]",
-                f"identical to {field}[{seen[text]}] but ranked differently ({ranks[index]} vs {ranks[seen[text]]})",
+                f"{same} {field}[{seen[key]}] but ranked differently ({ranks[index]} vs {ranks[seen[key]]})",
             )
-        seen.setdefault(text, index)
+        seen.setdefault(key, index)

@@ -19,6 +19,7 @@ from typing import Any
 from rlhf.data import DataError
 from rlhf.data.jsonl import prompt_to_json
 from rlhf.data.records import Candidates, Comparison, Ranking
+from rlhf.data.text import seen_as
 from rlhf.label.store import Store
 from rlhf.label.tasks import AnswerError, ProjectConfig, check_gold
 
@@ -74,14 +75,14 @@ def read_tasks(
                     record.source, "gold", "a gold answer needs a row with exactly 2 completions"
                 )
             for i, j in itertools.combinations(range(len(completions)), 2):
-                if completions[i] == completions[j]:
+                if seen_as(completions[i]) == seen_as(completions[j]):
                     report.left_out["pairs of identical completions"] += 1
                     continue
                 items.append(
                     (f"{source} (completions {i} and {j})", prompt, [completions[i], completions[j]], None)
                 )
             continue
-        if "pairwise" in cfg.questions and completions[0] == completions[1]:
+        if "pairwise" in cfg.questions and seen_as(completions[0]) == seen_as(completions[1]):
             report.left_out["pairs of identical completions"] += 1
             continue
         gold: dict[str, Any] | None = None

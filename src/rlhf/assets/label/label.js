@@ -24,6 +24,25 @@ function el(tag, props = {}, ...children) {
 }
 
 // Text with ``` fenced code blocks: prose keeps its whitespace, code goes into <pre>.
+// Characters no reader sees (Unicode format characters: zero-width spaces and joiners, bidi
+// overrides and isolates, the BOM, the soft hyphen) are shown as visible marks, so that what a
+// labeler reads is what is stored: "B" and "B" + U+200B look different, and an override cannot
+// reorder the text on the screen.
+const INVISIBLE = /\p{Cf}/gu;
+
+function shown(text) {
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(INVISIBLE)) {
+    if (match.index > last) parts.push(text.slice(last, match.index));
+    const code = "U+" + match[0].codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+    parts.push(el("span", { class: "invisible", title: `invisible character ${code}` }, `\u27e8${code}\u27e9`));
+    last = match.index + match[0].length;
+  }
+  if (last < text.length) parts.push(text.slice(last));
+  return parts;
+}
+
 function richText(text) {
   const box = el("div", { class: "text" });
   if (text === "") {
@@ -36,13 +55,13 @@ function richText(text) {
       const newline = part.indexOf("\n");
       const lang = newline > 0 ? part.slice(0, newline).trim() : "";
       const code = newline >= 0 && /^[\w+#.-]*$/.test(lang) ? part.slice(newline + 1) : part;
-      box.append(el("pre", { class: "code", title: lang }, el("code", {}, code)));
+      box.append(el("pre", { class: "code", title: lang }, el("code", {}, ...shown(code))));
     } else {
       let prose = i % 2 === 1 ? "```" + part : part;
       // Blank lines around a code block would double the block's own margin.
       if (i > 0) prose = prose.replace(/^\n+/, "");
       if (i < parts.length - 1) prose = prose.replace(/\n+$/, "");
-      if (prose) box.append(el("span", { class: "prose" }, prose));
+      if (prose) box.append(el("span", { class: "prose" }, ...shown(prose)));
     }
   });
   return box;
