@@ -20,6 +20,7 @@ from typing import Any
 from rlhf.data.errors import DataError
 from rlhf.data.jsonl import read_jsonl as load_jsonl
 from rlhf.data.jsonl import write_jsonl_atomic
+from rlhf.data.text import seen_as
 from rlhf.label.agreement import krippendorff_alpha, raw_agreement
 
 GoldFn = Callable[[Sequence[Any], Sequence[str]], Sequence[float]]
@@ -97,7 +98,7 @@ def simulate(
             if not completions[a].strip() or not completions[b].strip():
                 dropped["empty"] += 1
                 continue
-            if completions[a] == completions[b]:
+            if seen_as(completions[a]) == seen_as(completions[b]):  # the same answer to a reader
                 dropped["identical"] += 1
                 continue
             p_a = bradley_terry(scores[a], scores[b], temperature)
