@@ -149,6 +149,10 @@ def _optimizer_step(accelerator, optimizer, scheduler, optim_cfg: OptimizerConfi
                 "a NaN or infinite loss or gradient under DeepSpeed, whose engine steps inside the backward "
                 "pass: the step could not be skipped, and the run stops (lower optimizer.lr, or check the data)"
             )
+        if accelerator.scaler is not None:
+            # fp16: the loss scaler must see the non-finite gradients: it skips the step itself and
+            # lowers the scale (left out, its next unscale would fail).
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return lr, grad_norm, True
     optimizer.step()
