@@ -141,7 +141,11 @@ def _optimizer_step(accelerator, optimizer, scheduler, optim_cfg: OptimizerConfi
     limit = optim_cfg.max_grad_norm
     norm = clip_grad_norm(accelerator, trainable, limit if limit is not None else math.inf)
     grad_norm = float(norm) if norm is not None else None  # DeepSpeed may not report one
-    if grad_norm is not None and not math.isfinite(grad_norm) and accelerator.scaler is None:
+    # fp16 has a loss scaler (Accelerate's, or DeepSpeed's own) that skips overflowing steps itself.
+    scaled = accelerator.scaler is not None or (
+        is_deepspeed(accelerator) and accelerator.mixed_precision == "fp16"
+    )
+    if grad_norm is not None and not math.isfinite(grad_norm) and not scaled:
         bad += 1
     if _reduce(accelerator, {"bad": float(bad)}, "sum")["bad"] > 0:
         if is_deepspeed(accelerator):
