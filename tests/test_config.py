@@ -124,11 +124,10 @@ def test_numbers_must_be_finite_and_in_range():
 
 
 def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
-    """YAML and --set used to keep the last of two values silently."""
+    """A YAML file used to keep the last of two values silently."""
     twice = tmp_path / "twice.yaml"
     twice.write_text("optimizer:\n  lr: 1.0e-3\n  warmup_steps: 2\n  lr: 2.0e-3\n")
     assert err(path=twice) == f"{twice}:4: invalid YAML: key `lr` is given twice in one mapping; give it once"
-    assert err(["steps=1", "steps=2"]) == "--set gives `steps` twice (`steps=1` and `steps=2`): give it once"
 
 
 def test_an_unknown_builtin_model_is_named():

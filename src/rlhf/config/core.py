@@ -259,7 +259,6 @@ def to_dict(cfg: Any) -> Any:
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Turn `["a.b=1", "c=x"]` into `{"a": {"b": 1}, "c": "x"}`; values are read as YAML."""
     tree: dict[str, Any] = {}
-    given: dict[str, str] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got `{item}`")
@@ -267,9 +266,6 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set has an empty key part in `{item}`")
-        if key in given:
-            raise ConfigError(f"--set gives `{key}` twice (`{given[key]}` and `{item}`): give it once")
-        given[key] = item
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
