@@ -39,19 +39,26 @@ ENGINES = {"ddp": None, "fsdp2": "fsdp2.yaml", "zero2": "zero2.yaml", "zero3": "
 PPO_ENGINES = ("ddp", "fsdp2")  # PPO refuses DeepSpeed (see rlhf.ppo.setup.check_sharded)
 
 
+def llama_config(layers: int):
+    """The benchmark's Llama: hidden 768, `layers` decoder layers, a 32,000-word tied vocabulary."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=layers,
+        num_attention_heads=12, num_key_value_heads=12, tie_word_embeddings=True, max_position_embeddings=512,
+    )  # fmt: skip
+
+
 def make_model(directory: Path, layers: int) -> int:
     """A random Llama with the built-in tiny tokenizer (ids < 512 of the 32,000-word vocabulary)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from rlhf.config.parts import ModelConfig
     from rlhf.models import load_tokenizer
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=layers,
-        num_attention_heads=12, num_key_value_heads=12, tie_word_embeddings=True, max_position_embeddings=512,
-    )  # fmt: skip
+    config = llama_config(layers)
     model = LlamaForCausalLM(config)
     model.save_pretrained(directory)
     load_tokenizer(ModelConfig()).save_pretrained(directory)
@@ -119,14 +126,11 @@ def bare_worker(mode: str, layers: int, steps: int) -> None:
     resident GiB over the run."""
     import torch
     import torch.distributed as dist
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     dist.init_process_group("gloo")
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=layers,
-        num_attention_heads=12, num_key_value_heads=12, tie_word_embeddings=True, max_position_embeddings=512,
-    )  # fmt: skip
+    config = llama_config(layers)
     model = LlamaForCausalLM(config)
     if mode == "fsdp2":
         from torch.distributed.fsdp import fully_shard

@@ -44,11 +44,13 @@ def finish(proc: subprocess.Popen) -> dict:
     return out
 
 
-def kill_at_first_checkpoint(proc: subprocess.Popen) -> None:
-    """SIGKILL a run (no cleanup at all) as soon as it reports its first checkpoint."""
+def kill_at_first_checkpoint(proc: subprocess.Popen, *, group: bool = False) -> None:
+    """SIGKILL a run (no cleanup at all) as soon as it reports its first checkpoint; `group`: the
+    whole process group (a launcher and its ranks, started with `start_new_session=True`)."""
+    assert proc.stdout is not None
     for line in proc.stdout:
         if "[checkpoint] saved" in line:
-            os.kill(proc.pid, signal.SIGKILL)
+            (os.killpg if group else os.kill)(proc.pid, signal.SIGKILL)
             break
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL

@@ -9,8 +9,6 @@ what one process computes with the same global batch, (3) resume a killed run on
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +18,7 @@ import pytest
 
 from test_distributed import dist_env, planted_rankings
 from test_reward_train import write_jsonl
+from test_sft_resume import kill_at_first_checkpoint
 from tolerance import LOGPROB, TINY_TERMS, reorder_tol
 
 pytestmark = pytest.mark.slow
@@ -131,17 +130,6 @@ def test_sft_on_two_processes_matches_one_and_gathers_the_model(engine, sft_alon
     assert (tmp_path / "checkpoints" / "step-000003" / "sharded").is_dir()
 
 
-def kill_at_first_checkpoint(proc: subprocess.Popen) -> None:
-    """SIGKILL the launcher and both ranks (no cleanup) as soon as the first checkpoint is reported."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "[checkpoint] saved" in line:
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-
-
 @pytest.mark.parametrize("engine", ["fsdp2", "zero3"])
 def test_killed_sharded_run_resumes_on_the_same_curve(engine, tmp_path):
     """LoRA on a sharded base: a run SIGKILLed after its step-3 checkpoint resumes from the shards and
@@ -152,7 +140,7 @@ def test_killed_sharded_run_resumes_on_the_same_curve(engine, tmp_path):
         launch_cmd(engine, "sft", args, tmp_path / "killed"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         text=True, env=env(), cwd=ROOT, start_new_session=True,
     )  # fmt: skip
-    kill_at_first_checkpoint(proc)
+    kill_at_first_checkpoint(proc, group=True)
     assert not (tmp_path / "killed" / "summary.json").exists()
     stdout = run(launch_cmd(engine, "sft", args, tmp_path / "killed", "--resume"))
     assert "[resume] from" in stdout and "at step 3" in stdout
@@ -268,7 +256,7 @@ def test_killed_ppo_on_fsdp2_resumes_on_the_same_curve(tmp_path):
         launch_cmd("fsdp2", "ppo", args, tmp_path / "killed"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         text=True, env=env(), cwd=ROOT, start_new_session=True,
     )  # fmt: skip
-    kill_at_first_checkpoint(proc)
+    kill_at_first_checkpoint(proc, group=True)
     stdout = run(launch_cmd("fsdp2", "ppo", args, tmp_path / "killed", "--resume"))
     assert "[resume] from" in stdout
     resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())

@@ -83,7 +83,8 @@ def _guard_run(losses: list[float], max_nonfinite: int):
 @pytest.mark.slow
 def test_a_nonfinite_step_is_skipped_and_the_weights_stay():
     """Steps 2 and 3 have a NaN and an infinite loss: they are skipped (flagged, the weight as it
-    was), the others train (SGD: w -= 0.1 x 1 each, exact in binary to well under float32's eps)."""
+    was), the others train (SGD: w -= 0.1 x 1 each; float32 rounds 1 - 0.1 - 0.1 by ~1e-7, under
+    the 1e-6 allowed, while a step wrongly taken moves w by 0.1)."""
     result, seen, final = _guard_run([1.0, math.nan, math.inf, 1.0], max_nonfinite=2)
     assert [row.get("skipped", 0.0) for row in result.history] == [0.0, 1.0, 1.0, 0.0]
     assert result.skipped == 2

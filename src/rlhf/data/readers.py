@@ -139,9 +139,7 @@ def _decode(text: str, pos: int | None = None) -> Any:
         return _DECODER.raw_decode(text, pos)
     except RecursionError:
         raise _JsonLimit("JSON nested too deeply to read (thousands of levels)") from None
-    except json.JSONDecodeError:
-        raise
-    except _JsonLimit:
+    except (json.JSONDecodeError, _JsonLimit):  # both are ValueErrors: passed on as they are
         raise
     except ValueError as err:  # e.g. an integer of more than 4300 digits
         raise _JsonLimit(f"a value JSON cannot hold as a number: {_first_line(err)}") from None

@@ -177,7 +177,7 @@ def _accumulate_and_step(
     for batch in window:
         with accelerator.accumulate(model):
             loss, metrics = loss_of(batch)
-            accelerator.backward(loss * scale if scale != 1 else loss)
+            accelerator.backward(loss * scale)
             loss_value = loss.detach().item()
             bad += 0 if math.isfinite(loss_value) else 1
             for key, value in {"loss": loss_value, **metrics}.items():
