@@ -1,6 +1,6 @@
-"""Peak memory per process of DDP, FSDP2 and DeepSpeed ZeRO-3 (and ZeRO-2) for `rlhf sft`, and of DDP
-and FSDP2 for `rlhf ppo` (which refuses DeepSpeed), at 2 and 4 processes on this machine's CPU, on a
-model large enough that its training state dominates.
+"""Peak memory per process of DDP, FSDP2 and DeepSpeed ZeRO-3 (and ZeRO-2) for `rlhf sft` and for
+`rlhf ppo`, at 2 and 4 processes on this machine's CPU, on a model large enough that its training
+state dominates.
 
     .venv/bin/python bench/sharding_memory.py                    # ~95M-parameter Llama, 2 and 4 processes
     .venv/bin/python bench/sharding_memory.py --processes 2 --layers 4 --stages ppo
@@ -36,7 +36,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 ENGINES = {"ddp": None, "fsdp2": "fsdp2.yaml", "zero2": "zero2.yaml", "zero3": "zero3.yaml"}
-PPO_ENGINES = ("ddp", "fsdp2")  # PPO refuses DeepSpeed (see rlhf.ppo.setup.check_sharded)
 
 
 def llama_config(layers: int):
@@ -200,8 +199,6 @@ def main() -> None:
             for stage in args.stages:
                 ddp_peak = None
                 for engine in args.engines:
-                    if stage == "ppo" and engine not in PPO_ENGINES:
-                        continue
                     out = Path(tmp) / f"{stage}-{engine}-{processes}"
                     result = launch(stage, engine, processes, model, out, args.steps)
                     peak = max(result["peaks"])

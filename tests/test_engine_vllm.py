@@ -281,10 +281,12 @@ def test_two_processes_each_sample_from_their_own_synced_engine(ppo_model, tmp_p
     assert (run_dir / "policy" / "config.json").is_file()
 
 
-@pytest.mark.parametrize("peft", ["none", "lora"])
-def test_fsdp2_policy_syncs_its_gathered_weights_into_each_engine(ppo_model, peft, tmp_path):
-    """accelerate launch x2 on the shipped FSDP2 config: each process's engine takes the policy's
-    weights gathered whole from the shards (LoRA: merged) after every update, so its log-probs of
+@pytest.mark.parametrize(
+    ("config", "peft"), [("fsdp2", "none"), ("fsdp2", "lora"), ("zero3", "none"), ("zero3", "lora")]
+)
+def test_sharded_policy_syncs_its_gathered_weights_into_each_engine(ppo_model, config, peft, tmp_path):
+    """accelerate launch x2 on the shipped FSDP2 or ZeRO-3 config: each process's engine takes the
+    policy's weights gathered whole from the shards (LoRA: merged) after every update, so its log-probs of
     what it sampled are the trainer's to float error at every step (a shard left out or stale
     weights would differ by the update); the engines start from a whole checkpoint."""
     import os
@@ -307,15 +309,17 @@ def test_fsdp2_policy_syncs_its_gathered_weights_into_each_engine(ppo_model, pef
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "GLOO_SOCKET_IFNAME": "lo",
+        "DS_ACCELERATOR": "cpu",
     }
     launch = [
         str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
-        str(ROOT / "examples" / "accelerate" / "fsdp2.yaml"), "--num_processes", "2", "--main_process_port",
+        str(ROOT / "examples" / "accelerate" / f"{config}.yaml"), "--num_processes", "2", "--main_process_port",
         str(port), "-m", "rlhf.cli.main", "ppo", "--set", *args,
     ]  # fmt: skip
     proc = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-6000:]
-    assert "[distributed] FSDP2 full shard, 2 process(es)" in proc.stdout
+    engine_line = "FSDP2 full shard" if config == "fsdp2" else "DeepSpeed ZeRO-3"
+    assert f"[distributed] {engine_line}, 2 process(es)" in proc.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert all(0.45 <= share <= 0.55 for share in summary["sharding"]["held"])  # really sharded
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -216,17 +216,21 @@ PPO = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("peft", ["lora", "none"])
-def test_ppo_on_fsdp2_matches_one_process(peft, tmp_path):
-    """PPO with a shared critic under FSDP2: the policy and its value head sharded, generation from
-    the shards, the reference the adapter switched off (LoRA) or a whole frozen copy (full). With
-    greedy rollouts, 2 processes x 2 prompts compute what 1 process x 4 does (as with DDP in
-    test_distributed), and the gathered policy is the one process's."""
-    args = [*PPO, f"peft.method={peft}", "save_every=2"]
+@pytest.mark.parametrize(
+    ("engine", "peft"),
+    [("fsdp2", "lora"), ("fsdp2", "none"), ("zero3", "lora"), ("zero3", "none"), ("zero2", "none")],
+)
+def test_ppo_sharded_matches_one_process(engine, peft, tmp_path):
+    """PPO with a shared critic under FSDP2 or DeepSpeed: the policy and its value head sharded,
+    generation from the shards, the reference the adapter switched off (LoRA) or a whole frozen copy
+    (full). With greedy rollouts, 2 processes x 2 prompts compute what 1 process x 4 does (as with
+    DDP in test_distributed), and the gathered policy is the one process's. DeepSpeed clips the
+    policy's and the value head's gradients together (one engine), one process each on its own, so
+    there the comparison runs without clipping."""
+    clip = ["optimizer.max_grad_norm=null"] if engine.startswith("zero") else []
+    args = [*PPO, f"peft.method={peft}", "save_every=2", *clip]
     alone = one_process("ppo", [*args, "rollout.prompts_per_step=4", "minibatch_size=4"], tmp_path / "one")
-    mine = sharded(
-        "fsdp2", "ppo", [*args, "rollout.prompts_per_step=2", "minibatch_size=2"], tmp_path / "two"
-    )
+    mine = sharded(engine, "ppo", [*args, "rollout.prompts_per_step=2", "minibatch_size=2"], tmp_path / "two")
     # As in test_distributed's DDP comparison: means over a step's 4 sequences x up to 6 tokens (24
     # terms) in another order, after up to 2 updates per earlier step, at the size of their terms.
     scales = {"reward": 1.0, "kl": LOGPROB, "policy_loss": 1.0, "value_loss": 1.0}
@@ -241,23 +245,24 @@ def test_ppo_on_fsdp2_matches_one_process(peft, tmp_path):
     assert critic.config.num_labels == 1  # the value head as a classifier plain transformers loads
 
 
-def test_killed_ppo_on_fsdp2_resumes_on_the_same_curve(tmp_path):
-    """RLOO with LoRA and PPO-ptx under FSDP2, sampled: a run SIGKILLed after its step-2 checkpoint
-    resumes from the shards (policy, optimizer, RNG of each process, reward statistics, the ptx
-    data position) to the very rewards, KL and losses of an uninterrupted run, and the same final
-    policy."""
+@pytest.mark.parametrize("engine", ["fsdp2", "zero3"])
+def test_killed_sharded_ppo_resumes_on_the_same_curve(engine, tmp_path):
+    """RLOO with LoRA and PPO-ptx under FSDP2 or ZeRO-3, sampled: a run SIGKILLed after its step-2
+    checkpoint resumes from the shards (policy, optimizer, RNG of each process, reward statistics,
+    the ptx data position) to the very rewards, KL and losses of an uninterrupted run, and the same
+    final policy."""
     args = [
         *PPO, "peft.method=lora", "steps=4", "save_every=2", "advantage.estimator=rloo",
         "rollout.completions_per_prompt=2", "rollout.sampling.temperature=1.0", "rollout.prompts_per_step=2",
         "minibatch_size=2", "loss.ptx_coef=0.5", "loss.ptx_data.path=src/rlhf/assets/demo/demonstrations.jsonl",
     ]  # fmt: skip
-    whole = sharded("fsdp2", "ppo", args, tmp_path / "whole")
+    whole = sharded(engine, "ppo", args, tmp_path / "whole")
     proc = subprocess.Popen(
-        launch_cmd("fsdp2", "ppo", args, tmp_path / "killed"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        launch_cmd(engine, "ppo", args, tmp_path / "killed"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         text=True, env=env(), cwd=ROOT, start_new_session=True,
     )  # fmt: skip
     kill_at_first_checkpoint(proc, group=True)
-    stdout = run(launch_cmd("fsdp2", "ppo", args, tmp_path / "killed", "--resume"))
+    stdout = run(launch_cmd(engine, "ppo", args, tmp_path / "killed", "--resume"))
     assert "[resume] from" in stdout
     resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())
     assert resumed["resumed_from_step"] == 2
@@ -272,8 +277,8 @@ def test_killed_ppo_on_fsdp2_resumes_on_the_same_curve(tmp_path):
     [
         (
             "zero3",
-            [],
-            "rlhf ppo runs sharded on FSDP2 (examples/accelerate/fsdp2.yaml), not on DeepSpeed ZeRO-3",
+            ["critic.mode=separate"],
+            "on DeepSpeed ZeRO-3 PPO's critic is a value head on the policy (`critic.mode: shared`)",
         ),
         (
             "fsdp2",
@@ -283,7 +288,7 @@ def test_killed_ppo_on_fsdp2_resumes_on_the_same_curve(tmp_path):
     ],
 )
 def test_ppo_refuses_what_it_does_not_shard_in_one_line(engine, extra, says, tmp_path):
-    """DeepSpeed and a separate critic are refused before any model loads, in one line."""
+    """A separate critic is refused before any model loads, in one line, on either engine."""
     proc = subprocess.run(
         launch_cmd(engine, "ppo", [*PPO, "steps=1", *extra], tmp_path), capture_output=True, text=True,
         env=env(), cwd=ROOT, timeout=300,

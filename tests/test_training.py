@@ -39,6 +39,35 @@ def test_scheduler_drives_the_optimizer_lr():
     )
 
 
+@pytest.mark.slow
+def test_group_schedules_drive_their_own_groups_of_one_optimizer():
+    """Two parts' schedules on one optimizer (PPO's policy and value head under DeepSpeed): each
+    moves its own groups' lr from its own step count, as two optimizers' LambdaLRs would; a held
+    part is at lr 0 and does not move while the other steps, and a restored count sets the lr."""
+    from rlhf.training.optim import GroupSchedule
+
+    policy, head = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1, bias=False)
+    cfg = OptimizerConfig(lr=0.1, warmup_steps=1, scheduler="linear")
+    opt = build_optimizer(policy, cfg)  # groups 0 (weight) and 1 (bias)
+    opt.add_param_group({"params": list(head.parameters()), "lr": 0.5, "weight_decay": 0.0})
+    first, second = GroupSchedule(opt, [0, 1], cfg, 5), GroupSchedule(opt, [2], cfg, 5)
+    # warm-up 1 of 5: factors 1/2, then 1, 2/4... (lr_multiplier, checked by hand above)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.05, 0.25])
+    first.hold()
+    second.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.0, 0.0, 0.5])
+    before = policy.weight.detach().clone()
+    for p in [*policy.parameters(), *head.parameters()]:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert torch.equal(policy.weight, before)  # lr 0: AdamW moves nothing, weight decay included
+    first.step()  # released by its own first step
+    assert first.get_last_lr() == pytest.approx([0.1, 0.1]) and second.get_last_lr() == [0.5]
+    restored = GroupSchedule(opt, [2], cfg, 5)
+    restored.load_state_dict({"last_epoch": 3})  # factor 1 - (3 - 1) / 4
+    assert opt.param_groups[2]["lr"] == pytest.approx(0.25) and restored.state_dict() == {"last_epoch": 3}
+
+
 def test_no_weight_decay_on_biases_and_frozen_params_left_out():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 1))
     model[2].weight.requires_grad_(False)

@@ -3,13 +3,16 @@ that loads checkpoints (vLLM): a plain model as it is; a LoRA model as its base 
 update W + (alpha / r) B A added (`merged`), or its base alone (for an engine that serves the
 adapter itself). Nothing is modified in the model; tensors are views or fresh sums.
 
-A model sharded by FSDP2 gives its weights whole: each shard is gathered from every process as it is
-reached (a collective: every process of the run iterates the same weights in the same order)."""
+A model sharded by FSDP2 or DeepSpeed ZeRO-3 gives its weights whole: each one is gathered from
+every process as it is reached (a collective: every process of the run iterates the same weights in
+the same order)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,10 +34,10 @@ def checkpoint_weights(model: nn.Module, *, merged: bool = True) -> Iterator[tup
     """
     peft_model = find_peft_model(model)
     if peft_model is None:
-        state = model.state_dict()
+        state = model.state_dict(keep_vars=True)  # ZeRO-3's parameters keep what gathers them
         whole = _Gathered(state)
         for name, tensor in state.items():
-            yield name, whole(tensor)
+            yield name, whole(tensor).detach()
         return
     if peft_model.active_peft_config.is_prompt_learning:
         raise UnsupportedAdapterError(
@@ -42,7 +45,7 @@ def checkpoint_weights(model: nn.Module, *, merged: bool = True) -> Iterator[tup
         )
     base = peft_model.get_base_model()
     adapter = peft_model.active_adapter
-    state = base.state_dict()
+    state = base.state_dict(keep_vars=True)
     whole = _Gathered(state)
     for key, tensor in state.items():
         if any(f".{part}." in key for part in _LORA_KEYS) or ".original_module." in key:
@@ -57,41 +60,65 @@ def checkpoint_weights(model: nn.Module, *, merged: bool = True) -> Iterator[tup
             owner = key.split(".base_layer.")[0]
             name = name.replace(".base_layer.", ".")
             if merged and key.endswith(".base_layer.weight"):
-                delta = whole(_delta(base.get_submodule(owner), adapter))
+                with _zero3_gathered(base.get_submodule(owner)):
+                    delta = whole(_delta(base.get_submodule(owner), adapter))
                 yield name, (whole(tensor) + delta.to(tensor.dtype)).detach()
                 continue
         yield name, whole(tensor).detach()
 
 
 class _Gathered:
-    """Sharded tensors (FSDP2's DTensors) made whole, one at a time; other tensors as they are. A
-    weight that `state` holds under two names (tied embeddings: two views of one shard) is gathered
-    once and kept, so that both names give the same whole tensor and the tie stays visible; the
-    rest is not kept."""
+    """Sharded tensors (FSDP2's DTensors, ZeRO-3's partitioned parameters) made whole, one at a
+    time; other tensors as they are. A weight that `state` holds under two names (tied embeddings)
+    is gathered once and kept, so that both names give the same whole tensor and the tie stays
+    visible; the rest is not kept."""
 
     def __init__(self, state: dict[str, torch.Tensor]) -> None:
         counts = Counter(_shard_key(t) for t in state.values())
         self.tied = {key for key, count in counts.items() if key is not None and count > 1}
-        self.done: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+        self.done: dict[tuple[Any, ...], torch.Tensor] = {}
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         key = _shard_key(tensor)
         if key is None:
             return tensor
         if key not in self.tied:
-            return tensor.full_tensor()  # type: ignore[attr-defined]  # a DTensor (_shard_key said so)
+            return _whole(tensor)
         if key not in self.done:
-            self.done[key] = tensor.full_tensor()  # type: ignore[attr-defined]
+            self.done[key] = _whole(tensor)
         return self.done[key]
 
 
-def _shard_key(tensor: torch.Tensor) -> tuple[int, tuple[int, ...]] | None:
-    """(where this process's shard lives, the whole shape) of a DTensor; None for other tensors."""
+def _shard_key(tensor: torch.Tensor) -> tuple[Any, ...] | None:
+    """What identifies a sharded weight across its names: (where this process's shard lives, the
+    whole shape) of a DTensor, the parameter itself under ZeRO-3; None for other tensors."""
     from torch.distributed.tensor import DTensor
 
+    if hasattr(tensor, "ds_id"):
+        return ("zero3", id(tensor))
     if not isinstance(tensor, DTensor):
         return None
     return tensor.to_local().untyped_storage().data_ptr(), tuple(tensor.shape)
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's or a ZeRO-3 parameter's whole value, gathered from every process (a collective)."""
+    if not hasattr(tensor, "ds_id"):
+        return tensor.full_tensor()  # type: ignore[attr-defined]  # a DTensor (_shard_key said so)
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters([tensor], modifier_rank=None):
+        return tensor.detach().clone()
+
+
+def _zero3_gathered(module: nn.Module) -> contextlib.AbstractContextManager[Any]:
+    """`module`'s ZeRO-3 parameters gathered whole while inside (a collective); nothing elsewhere."""
+    partitioned = [p for p in module.parameters() if hasattr(p, "ds_id")]
+    if not partitioned:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
 
 
 def adapter_unties_embeddings(model: nn.Module) -> bool:

@@ -7,10 +7,11 @@ Memory layout by configuration:
     peft none, critic shared         the policy + a frozen reference copy
     critic separate                  + a `ScalarModel` of its own (with its own adapter under lora)
 
-Under FSDP2 the policy with its value head is the one sharded model (Accelerate shards one trained
-model per run); the frozen reference copy (full fine-tuning) and the reward model are placed whole
-on every process: they hold weights only (4 bytes a parameter in float32, against 16 for a trained
-model's weights, gradients and Adam moments), and whole they run without a collective per layer.
+Under FSDP2 and DeepSpeed the policy with its value head is the one sharded model (Accelerate
+shards one trained model per run: one FSDP2 root, or one DeepSpeed engine with one optimizer); the
+frozen reference copy (full fine-tuning) and the reward model are placed whole on every process:
+they hold weights only (4 bytes a parameter in float32, against 16 for a trained model's weights,
+gradients and Adam moments), and whole they run without a collective per layer.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def build_models(cfg: PpoConfig, tokenizer, device) -> Built:
     """Policy (+ shared value head), reference, and separate critic as `cfg` asks."""
     from rlhf.models import load_causal_lm
     from rlhf.models.adapters import adapters_disabled
+    from rlhf.training.sharding import whole_on_each_process
 
     notes = []
     lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
@@ -58,8 +60,9 @@ def build_models(cfg: PpoConfig, tokenizer, device) -> Built:
             _copy_head(policy, source)
             notes.append(f"value head initialised from {source}")
     if cfg.peft.method == "none":
-        ref = PolicyValue(load_causal_lm(cfg.model, for_training=False, tokenizer=tokenizer), value_head=False,
-                          temperature=cfg.rollout.sampling.temperature)  # fmt: skip
+        with whole_on_each_process():  # frozen, outside any engine (ZeRO-3 would partition it)
+            ref_lm = load_causal_lm(cfg.model, for_training=False, tokenizer=tokenizer)
+        ref = PolicyValue(ref_lm, value_head=False, temperature=cfg.rollout.sampling.temperature)
         ref.to(device)
         notes.append(
             "reference: a frozen copy of the starting model (full fine-tuning), whole on each process"
@@ -129,12 +132,15 @@ def prepare_models(cfg: PpoConfig, accelerator, built: Built, pad_id: int):
     step one alone and `critic.lr` can differ), all passed through `accelerator.prepare`."""
     from rlhf.ppo.run_state import Models
     from rlhf.training import build_optimizer, build_scheduler
+    from rlhf.training.sharding import is_deepspeed
 
     policy, critic = built.policy, built.critic
     rollout = cfg.rollout.prompts_per_step * cfg.rollout.completions_per_prompt
     total_updates = (
         cfg.steps * cfg.ppo_epochs * (rollout // cfg.minibatch_size)
     )  # at most: target_kl may stop early
+    if is_deepspeed(accelerator):
+        return _prepare_on_deepspeed(cfg, accelerator, policy, pad_id, total_updates)
     policy_optimizer = build_optimizer(policy.lm, cfg.optimizer)
     policy_scheduler = build_scheduler(policy_optimizer, cfg.optimizer, total_updates)
     value_optimizer = value_scheduler = None
@@ -159,22 +165,55 @@ def prepare_models(cfg: PpoConfig, accelerator, built: Built, pad_id: int):
     )  # fmt: skip
 
 
+def _prepare_on_deepspeed(cfg: PpoConfig, accelerator, policy: PolicyValue, pad_id: int, total_updates: int):
+    """Under DeepSpeed the policy with its value head is one engine, and an engine has one optimizer
+    (stepped inside the last backward pass of a minibatch): the value head's parameters are groups
+    of the policy's AdamW at `critic.lr`, each part keeps its own schedule (`GroupSchedule`), and
+    critic warm-up holds the policy's groups at learning rate 0. DeepSpeed clips the gradients of
+    the whole engine together, at `optimizer.max_grad_norm`."""
+    from rlhf.ppo.run_state import Models
+    from rlhf.training import build_optimizer
+    from rlhf.training.optim import GroupSchedule
+    from rlhf.training.sharding import prepare_engine_config
+
+    optimizer = build_optimizer(policy.lm, cfg.optimizer)
+    policy_groups = list(range(len(optimizer.param_groups)))
+    value_cfg = dataclasses.replace(cfg.optimizer, lr=cfg.critic.lr or cfg.optimizer.lr)
+    if policy.value_head is not None:
+        for group in build_optimizer(policy.value_head, value_cfg).param_groups:
+            optimizer.add_param_group({k: v for k, v in group.items() if k != "initial_lr"})
+    value_groups = list(range(len(policy_groups), len(optimizer.param_groups)))
+    policy_scheduler = GroupSchedule(optimizer, policy_groups, cfg.optimizer, total_updates)
+    value_scheduler = (
+        GroupSchedule(optimizer, value_groups, value_cfg, total_updates) if value_groups else None
+    )
+    accumulation = cfg.optimizer.gradient_accumulation_steps
+    # The update marks each minibatch's last micro-batch as DeepSpeed's accumulation boundary itself:
+    # to the engine every micro-batch is a batch of its own (no loss division by accumulation).
+    prepare_engine_config(
+        accelerator,
+        micro_batch_size=cfg.minibatch_size // accumulation,
+        max_grad_norm=cfg.optimizer.max_grad_norm,
+    )
+    engine, optimizer = accelerator.prepare(policy, optimizer)
+    return Models(
+        policy=engine, critic=None, policy_optimizer=optimizer, value_optimizer=None,
+        policy_scheduler=policy_scheduler, value_scheduler=value_scheduler,
+        policy_params=[p for p in policy.lm.parameters() if p.requires_grad],
+        value_params=critic_parameters(policy, None), pad_id=pad_id,
+    )  # fmt: skip
+
+
 def check_sharded(cfg: PpoConfig, accelerator, engine: str) -> None:
-    """One-line errors, before any model loads, for what PPO does not run sharded: DeepSpeed (its
-    engine steps the optimizer inside the backward pass, where PPO steps the policy and the value
-    head on schedules of its own), a separate critic (a second trained model: Accelerate's FSDP2
-    shards one per run), and the vLLM engine's adapter sync (peft would save the adapter's shards;
-    merged weights are gathered whole into the engine at every sync)."""
-    from rlhf.training.sharding import is_deepspeed, is_sharded, sharding_kind
+    """One-line errors, before any model loads, for what PPO does not run sharded: a separate critic
+    (a second trained model: Accelerate shards one per run, as one FSDP2 root or one DeepSpeed
+    engine), and the vLLM engine's adapter sync (peft would save the adapter's shards; merged
+    weights are gathered whole into the engine at every sync)."""
+    from rlhf.training.sharding import is_sharded, sharding_kind
 
     if not is_sharded(accelerator):
         return
     kind = sharding_kind(accelerator)
-    if is_deepspeed(accelerator):
-        raise ConfigError(
-            f"rlhf ppo runs sharded on FSDP2 (examples/accelerate/fsdp2.yaml), not on {kind} yet: DeepSpeed "
-            "steps the optimizer inside the backward pass, PPO steps the policy and the value head itself"
-        )
     if cfg.uses_critic and cfg.critic.mode == "separate":
         raise ConfigError(
             f"on {kind} PPO's critic is a value head on the policy (`critic.mode: shared`): Accelerate shards "

@@ -173,7 +173,7 @@ def _start(cfg: PpoConfig, engine: str) -> tuple[PpoRun, list, list[list[int]], 
     from rlhf.ppo.setup import build_models, check_sharded, prepare_models
     from rlhf.rewards.function import build_reward_function
     from rlhf.training.loop import start_stage
-    from rlhf.training.sharding import sharding_report
+    from rlhf.training.sharding import is_deepspeed, sharding_report
 
     # Accumulation 1: the update accumulates a minibatch's micro-batches itself.
     accumulation_off = dataclasses.replace(cfg.optimizer, gradient_accumulation_steps=1)
@@ -194,6 +194,11 @@ def _start(cfg: PpoConfig, engine: str) -> tuple[PpoRun, list, list[list[int]], 
     models = prepare_models(cfg, accelerator, built, tokenizer.pad_token_id)
     sharding, line = sharding_report(accelerator, models.policy, models.policy_optimizer)
     say(line)
+    if is_deepspeed(accelerator) and models.value_scheduler is not None:
+        say(
+            "[model] one DeepSpeed engine: the value head's parameters are groups of the policy's optimizer "
+            "(at critic.lr), and their gradients are clipped together with the policy's"
+        )
     run = PpoRun(
         cfg=cfg, accelerator=accelerator, run_dir=run_dir, models=models,
         policy=accelerator.unwrap_model(models.policy), reference=built.reference,
@@ -338,7 +343,7 @@ def _log_samples(logger, run_dir: Path, step: int, rollout: Rollout, rewards, co
 
 def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> PpoResult:
     from rlhf.ppo.setup import gathered_policy, save_outputs
-    from rlhf.training.sharding import memory_line, peak_memory_per_process
+    from rlhf.training.sharding import memory_line, peak_memory_per_process, whole_on_each_process
 
     cfg, history, accelerator = run.cfg, run.history, run.accelerator
     accelerator.wait_for_everyone()
@@ -367,7 +372,8 @@ def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> Ppo
     }
     if accelerator.is_main_process:
         assert policy is not None
-        summary.update(save_outputs(cfg, policy, run.critic, run.tokenizer, run.run_dir))
+        with whole_on_each_process():  # the shared critic's classifier is built on this process alone
+            summary.update(save_outputs(cfg, policy, run.critic, run.tokenizer, run.run_dir))
         summary["seconds"] = round(time.time() - started, 1)
         (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         if rewards:

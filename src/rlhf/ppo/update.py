@@ -79,12 +79,19 @@ def ppo_update(
 def _minibatch(run: PpoRun, step: MicroStep, indices: list[int], ptx_batches) -> dict[str, float] | None:
     """Accumulate the minibatch's micro-batches and step the optimizers; its statistics over all
     processes, or None when a NaN/inf loss or gradient skipped it."""
+    from rlhf.training.sharding import is_deepspeed
+
     accelerator, models, cfg = run.accelerator, step.models, step.cfg
     accumulation = cfg.optimizer.gradient_accumulation_steps
     micro = len(indices) // accumulation
     bad = torch.zeros(1, dtype=torch.float64)
     stats_sum: dict[str, float] = {}
     ptx = None
+    deepspeed = is_deepspeed(accelerator)
+    if deepspeed and step.warmup:  # one optimizer: critic warm-up holds the policy's groups still
+        models.policy_scheduler.hold()
+    elif deepspeed:
+        models.policy_scheduler.release()
     for m in range(accumulation):
         last = m == accumulation - 1
         ptx = next(ptx_batches) if (ptx_batches is not None and last) else None
@@ -92,12 +99,15 @@ def _minibatch(run: PpoRun, step: MicroStep, indices: list[int], ptx_batches) ->
             loss, stats = _micro_loss(step, indices[m * micro : (m + 1) * micro], ptx)
             if not torch.isfinite(loss):
                 bad += 1
-            accelerator.backward(loss * accelerator.num_processes)
+            if deepspeed:
+                _deepspeed_backward(run, loss, bad, last=last)
+            else:
+                accelerator.backward(loss * accelerator.num_processes)
         for key, value in stats.items():
             stats_sum[key] = stats_sum.get(key, 0.0) + value
     if ptx is not None:
         run.state.ptx_position += 1
-    norms = _clip(accelerator, models, cfg)
+    norms = _deepspeed_norm(run) if deepspeed else _clip(accelerator, models, cfg)
     bad += sum(0 if math.isfinite(v) else 1 for v in norms.values())
     if float(run.reduce_sum(bad)[0]) > 0:
         _zero(models)
@@ -109,8 +119,9 @@ def _minibatch(run: PpoRun, step: MicroStep, indices: list[int], ptx_batches) ->
     if not step.warmup:
         models.policy_optimizer.step()
         models.policy_scheduler.step()
-    if models.value_optimizer is not None and models.value_scheduler is not None:
+    if models.value_optimizer is not None:
         models.value_optimizer.step()
+    if models.value_scheduler is not None:
         models.value_scheduler.step()
     _zero(models)
     # Micro-batch stats are token-weighted shares of the minibatch on all processes: add them up.
@@ -213,6 +224,37 @@ def _clip(accelerator, models: Models, cfg: PpoConfig) -> dict[str, float]:
             grads = [p.grad.norm() for p in params if p.grad is not None]
             norms[name] = float(torch.stack(grads).norm()) if grads else 0.0
     return norms
+
+
+def _deepspeed_backward(run: PpoRun, loss: torch.Tensor, bad: torch.Tensor, *, last: bool) -> None:
+    """Backward through the DeepSpeed engine, which reduces the gradients and steps the optimizer
+    (clipping them) inside the backward of the minibatch's last micro-batch: marked as its
+    accumulation boundary here. A NaN or infinite loss on any process stops the run before it
+    reaches the weights (the micro-batches before it are already in the engine's buffers, so the
+    minibatch cannot be skipped as on other engines)."""
+    if float(run.reduce_sum(bad)[0]) > 0:
+        raise NonFiniteError(
+            "a NaN or infinite PPO loss under DeepSpeed, whose engine steps inside the backward pass: the "
+            f"update could not be skipped, and the run stops. {nonfinite_message(run.state.skipped + 1, run.cfg)}"
+        )
+    engine = run.accelerator.deepspeed_engine_wrapped
+    engine.backward(loss * run.accelerator.num_processes, sync_gradients=last)
+
+
+def _deepspeed_norm(run: PpoRun) -> dict[str, float]:
+    """The gradient norm DeepSpeed clipped (policy and value head together) in the step it just took;
+    a non-finite one stops the run (the step is taken), except under fp16, whose loss scaler skipped
+    it and lowered the scale."""
+    norm = run.accelerator.deepspeed_engine_wrapped.get_global_grad_norm()
+    norm = float(norm) if norm is not None else 0.0
+    if not math.isfinite(norm):
+        if run.accelerator.mixed_precision == "fp16":
+            return {}
+        raise NonFiniteError(
+            "a NaN or infinite gradient under DeepSpeed, whose engine steps inside the backward pass: the "
+            f"update could not be skipped, and the run stops. {nonfinite_message(run.state.skipped + 1, run.cfg)}"
+        )
+    return {"grad_norm": norm}
 
 
 def _zero(models: Models) -> None:

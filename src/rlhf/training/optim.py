@@ -66,3 +66,43 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(step, total_steps, warmup, cfg.scheduler)
     )
+
+
+class GroupSchedule:
+    """`build_scheduler`'s schedule for some of an optimizer's parameter groups, with a step count of
+    its own: two of them drive one optimizer that holds two models' groups (under DeepSpeed PPO's
+    policy and value head share the engine's one optimizer) as two optimizers' schedules would.
+    `hold()` sets the groups' learning rate to 0 until `release()` (or the next `step()`)."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, groups: list[int], cfg: OptimizerConfig, total_steps: int
+    ) -> None:
+        self.optimizer, self.groups, self.total_steps = optimizer, groups, total_steps
+        self.warmup, self.shape = warmup_steps(cfg, total_steps), cfg.scheduler
+        self.base_lrs = [optimizer.param_groups[i]["lr"] for i in groups]
+        self.last_epoch = 0
+        self.release()
+
+    def _set(self, factor: float) -> None:
+        for index, base in zip(self.groups, self.base_lrs):
+            self.optimizer.param_groups[index]["lr"] = base * factor
+
+    def release(self) -> None:
+        self._set(lr_multiplier(self.last_epoch, self.total_steps, self.warmup, self.shape))
+
+    def hold(self) -> None:
+        self._set(0.0)
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        self.release()
+
+    def get_last_lr(self) -> list[float]:
+        return [self.optimizer.param_groups[i]["lr"] for i in self.groups]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.last_epoch = int(state["last_epoch"])
+        self.release()
