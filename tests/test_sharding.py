@@ -9,6 +9,8 @@ what one process computes with the same global batch, (3) resume a killed run on
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -128,6 +130,71 @@ def test_sft_on_two_processes_matches_one_and_gathers_the_model(engine, sft_alon
     assert [e["loss"] for e in mine["eval"]] == pytest.approx([e["loss"] for e in alone["eval"]], abs=tol)
     assert_same_weights(tmp_path / "model", alone_dir / "model", tol=GATHER_TOL)
     assert (tmp_path / "checkpoints" / "step-000003" / "sharded").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("variables", "says"),
+    [
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}, "FSDP2 full shard"),
+        (
+            {
+                "ACCELERATE_USE_DEEPSPEED": "true",
+                "ACCELERATE_DEEPSPEED_CONFIG_FILE": "examples/accelerate/zero3_offload.json",
+            },
+            "DeepSpeed ZeRO-3 (CPU offload: optimizer, param)",
+        ),
+    ],
+)
+def test_torchrun_with_the_engine_in_environment_variables(variables, says, sft_alone, tmp_path):
+    """`torchrun` instead of `accelerate launch`: the engine chosen by the variables Accelerate reads
+    (as the README shows) really shards, and computes what one process does (as above)."""
+    out = tmp_path / "run"
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "rlhf.cli.main", "sft",
+           "--set", *SFT, "batch_size=2", f"logging.output_dir={out}"]  # fmt: skip
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**env(), **variables}, cwd=ROOT, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert f"[distributed] {says}, 2 process(es)" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    check_really_sharded(summary, "zero3")
+    alone, _ = sft_alone
+    tol = reorder_tol(LOGPROB, TINY_TERMS, updates=6)  # as above
+    assert summary["train_loss"] == pytest.approx(alone["train_loss"], abs=tol)
+
+
+@pytest.mark.parametrize(
+    ("config", "says"), [("fsdp2_2nodes", "FSDP2 full shard"), ("zero3_2nodes", "DeepSpeed ZeRO-3")]
+)
+def test_the_two_node_configs_launch_as_two_machines(config, says, sft_alone, tmp_path):
+    """The shipped two-node configs, launched as the README says on two "machines" (two launchers
+    on this one, machine rank 0 and 1, one process each, meeting at 127.0.0.1): one run over both
+    that shards and computes what one process does."""
+    out, port = tmp_path / "run", str(free_port())
+    logs = [tmp_path / f"machine-{rank}.log" for rank in (0, 1)]  # files: a full pipe would stall a launcher
+    procs = []
+    for rank, log in enumerate(logs):
+        with log.open("w") as sink:
+            procs.append(subprocess.Popen(
+                [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "examples" / "accelerate" / f"{config}.yaml"),
+                 "--num_processes", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+                 "--main_process_port", port, "-m", "rlhf.cli.main", "sft", "--set", *SFT, "batch_size=2",
+                 f"logging.output_dir={out}"],
+                stdout=sink, stderr=subprocess.STDOUT, text=True, env=env(), cwd=ROOT, start_new_session=True,
+            ))  # fmt: skip
+    try:
+        for proc, log in zip(procs, logs):
+            assert proc.wait(timeout=600) == 0, log.read_text()[-6000:]
+    finally:  # one machine failing leaves the other waiting for it: stop both, workers included
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert f"[distributed] {says}, 2 process(es)" in logs[0].read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    check_really_sharded(summary, config)
+    alone, _ = sft_alone
+    tol = reorder_tol(LOGPROB, TINY_TERMS, updates=6)  # as above
+    assert summary["train_loss"] == pytest.approx(alone["train_loss"], abs=tol)
 
 
 @pytest.mark.parametrize("engine", ["fsdp2", "zero3"])
