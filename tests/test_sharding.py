@@ -239,7 +239,7 @@ def preference_args(tmp_path: Path, stage: str) -> list[str]:
     return args + (["beta=0.5"] if stage == "dpo" else [])
 
 
-@pytest.mark.parametrize("engine", ["fsdp2", "zero3"])
+@pytest.mark.parametrize("engine", ["fsdp2", "zero3", "zero2"])
 @pytest.mark.parametrize("stage", ["reward", "dpo", "rrhf"])
 def test_preference_stages_on_two_processes_match_one(stage, engine, tmp_path):
     """The reward model, DPO and RRHF under the engine: the same losses as one process with the same
