@@ -13,8 +13,15 @@ from rlhf.label.store import Store
 from rlhf.label.tasks import ProjectConfig
 
 
-def make_project(directory: Path, questions: list[str], items: list[tuple[Any, list[str]]], **cfg) -> Store:
-    store = Store.create(directory, ProjectConfig(questions=questions, **cfg))
+def make_project(
+    directory: Path,
+    questions: list[str],
+    items: list[tuple[Any, list[str]]],
+    database: str | None = None,
+    **cfg,
+) -> Store:
+    """A project of `items` (prompt, completions) in SQLite, or in the PostgreSQL `database` URL."""
+    store = Store.create(directory, ProjectConfig(questions=questions, **cfg), database)
     store.add_items(
         [(f"tasks.jsonl:{i + 1}", prompt, completions, None) for i, (prompt, completions) in enumerate(items)]
     )

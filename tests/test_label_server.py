@@ -1,5 +1,6 @@
-"""The labeling server over real HTTP on 127.0.0.1: auth, every question type, refusals, assignment,
-stats, export, escaping, and 20 annotators x 50 concurrent submissions."""
+"""The labeling server over real HTTP on 127.0.0.1: auth, every question type, refusals (non-finite
+numbers, malformed requests), assignment, stats, export, escaping (the tests on the `pairwise`
+project run on SQLite and PostgreSQL), and 20 annotators x 50 concurrent submissions."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from rlhf.label.server import MAX_BODY
 XSS = '<script>document.title="pwned"</script><img src=x onerror=alert(1)>'
 
 
-@pytest.fixture
-def pairwise(tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def pairwise(request, tmp_path):
+    """A served pairwise project on SQLite, and on a real PostgreSQL server (conftest's `pg_server`):
+    every test of it runs on both."""
+    database = None if request.param == "sqlite" else request.getfixturevalue("pg_url")
     items = [(f"prompt {i} {XSS}", [f"first {i}", f"second {i} {XSS}"]) for i in range(6)]
-    store = make_project(tmp_path / "p", ["pairwise"], items, overlap=2)
+    store = make_project(tmp_path / "p", ["pairwise"], items, database, overlap=2)
     owner = store.add_annotator("olga", "owner")
     tokens = [store.add_annotator(name) for name in ("ann", "bob", "cy")]
     with Running(store) as srv:
@@ -63,10 +67,12 @@ def test_every_route_but_login_needs_a_token(pairwise):
 def test_login_sets_an_http_only_cookie(pairwise):
     store, srv, owner, tokens = pairwise
     anon = srv.client()
-    status, headers, _ = anon.request("GET", f"/login?token={tokens[1]}")
+    opened = {"Sec-Fetch-Site": "none"}  # what a browser says of a link the user opened
+    status, headers, _ = anon.request("GET", f"/login?token={tokens[1]}", headers=opened)
     assert status == 303 and headers["location"] == "/label"
     cookie = headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert tokens[1] not in cookie  # a session id, not the token
     as_cookie = srv.client()
     code, _, body = as_cookie.request("GET", "/api/me", headers={"Cookie": cookie.split(";")[0]})
     assert code == 200 and json.loads(body)["name"] == "bob"
@@ -76,7 +82,7 @@ def test_login_sets_an_http_only_cookie(pairwise):
         "POST", "/login", raw=form, headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
     assert status == 303 and headers["location"] == "/owner"
-    status, headers, _ = anon.request("GET", "/login?token=wrong")
+    status, headers, _ = anon.request("GET", "/login?token=wrong", headers=opened)
     assert status == 303 and headers["location"] == "/login?failed=1" and "set-cookie" not in headers
     assert b"not known" in anon.request("GET", "/login?failed=1")[2]
 

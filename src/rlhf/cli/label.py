@@ -66,7 +66,25 @@ def add_label_parser(sub) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000, help="port (0: any free port; the URL is printed)")
     serve.add_argument("--quiet", action="store_true", help="do not log requests")
+    serve.add_argument(
+        "--session-hours", type=float, default=7 * 24,
+        help="how long a login lasts before its session ends on the server (default 168: a week)",
+    )  # fmt: skip
     serve.set_defaults(func=_serve)
+
+    revoke = cmds.add_parser(
+        "revoke", help="end an annotator's token and every login made with it (a lost or leaked link)"
+    )
+    revoke.add_argument("project")
+    revoke.add_argument("name")
+    revoke.add_argument(
+        "--new-token", action="store_true",
+        help="issue them a new token and login link instead (their judgments stay theirs)",
+    )  # fmt: skip
+    revoke.add_argument(
+        "--url", help="where annotators reach the server (default: the URL `serve` last used)"
+    )
+    revoke.set_defaults(func=_revoke)
 
     add = cmds.add_parser("add-annotator", help="register an annotator and print their personal login link")
     add.add_argument(
@@ -149,7 +167,29 @@ def _serve(args: argparse.Namespace) -> None:
     def ready(url: str) -> None:
         print(f"serving {args.project} at {url} (Ctrl-C stops)", flush=True)
 
-    serve(store, args.host, args.port, on_ready=ready, quiet=args.quiet)
+    if not 0 < args.session_hours <= 24 * 365:
+        from rlhf.config.core import ConfigError
+
+        raise ConfigError(f"--session-hours must be between 0 and 8760 (a year), not {args.session_hours:g}")
+    serve(
+        store,
+        args.host,
+        args.port,
+        on_ready=ready,
+        quiet=args.quiet,
+        session_seconds=args.session_hours * 3600,
+    )
+
+
+def _revoke(args: argparse.Namespace) -> None:
+    store = _open(args.project)
+    token = store.revoke(args.name, reissue=args.new_token)
+    if token is None:
+        print(f"revoked {args.name!r}: their token and every login made with it no longer work")
+        return
+    url = args.url or store.get_meta("url") or DEFAULT_URL
+    print(f"revoked {args.name!r}'s old token and logins; new token (shown once): {token}")
+    print(f"login link: {url.rstrip('/')}/login?token={token}")
 
 
 def _add_annotator(args: argparse.Namespace) -> None:

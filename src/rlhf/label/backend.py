@@ -38,8 +38,10 @@ DATABASE_FILE = "database.json"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 WRITE_LOCK_KEY = 0x726C68665F6C6162
 """The advisory lock every write transaction takes in PostgreSQL (the bytes of "rlhf_lab")."""
-LOCK_TIMEOUT_SECONDS = 30
-"""How long a writer waits for the write lock before failing (SQLite's busy_timeout)."""
+LOCK_TIMEOUT_SECONDS = 5.0
+"""How long a writer waits for the write lock before failing (SQLite's busy_timeout, PostgreSQL's
+lock_timeout): a write takes milliseconds, so a wait this long means another process holds the
+database, and the request is answered 503 (retry) rather than kept hanging."""
 
 
 class BackendError(ValueError):
@@ -143,6 +145,15 @@ class Backend(ABC):
     def insert(self, raw: Any, sql: str, params: tuple) -> int:
         """Run an INSERT and return the new row's id."""
 
+    @abstractmethod
+    def fault(self, err: Exception) -> tuple[str, bool] | None:
+        """(a one-line message, whether retrying may succeed) for a driver error that says the
+        database cannot take the write (locked, read-only, gone); None for any other error."""
+
+    def identity(self) -> Any:
+        """What tells the data's file apart from another put in its place (None: nothing to tell)."""
+        return None
+
     def save(self, directory: Path) -> None:  # noqa: B027 (a default, not a hole: SQLite writes nothing)
         """Write what `open_backend` needs to find the data again (nothing for SQLite)."""
 
@@ -157,11 +168,13 @@ class SQLiteBackend(Backend):
 
     def connect(self) -> Connection:
         # Autocommit mode (isolation_level None): transactions are explicit `BEGIN IMMEDIATE ... COMMIT`.
-        conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            str(self.path), timeout=LOCK_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a COMMIT is on disk before it returns
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={int(LOCK_TIMEOUT_SECONDS * 1000)}")
         return Connection(conn, self)
 
     def begin_write(self, conn: Connection) -> None:
@@ -178,6 +191,26 @@ class SQLiteBackend(Backend):
 
     def insert(self, raw: Any, sql: str, params: tuple) -> int:
         return int(raw.execute(sql, params).lastrowid)
+
+    def fault(self, err: Exception) -> tuple[str, bool] | None:
+        if not isinstance(err, sqlite3.OperationalError):
+            return None
+        text = str(err)
+        if "locked" in text or "busy" in text:
+            return (
+                f"{self.path} is locked by another process (waited {LOCK_TIMEOUT_SECONDS:g} s); try again",
+                True,
+            )
+        return f"{self.path} cannot be written ({text}): check the file's and its folder's permissions", False
+
+    def identity(self) -> Any:
+        """The file's (device, inode), or None when it is gone: a file deleted or replaced while
+        open connections keep writing into the old one would lose every write acknowledged after."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
 
 
 @dataclass(frozen=True)
@@ -214,7 +247,7 @@ class PostgresBackend(Backend):
         except psycopg.Error as err:
             raise BackendError(f"cannot connect to {self.describe()}: {err}".strip()) from None
         # Autocommit: reads are one statement each; writes are explicit `BEGIN ... COMMIT`.
-        conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'")
+        conn.execute(f"SET lock_timeout = '{int(LOCK_TIMEOUT_SECONDS * 1000)}ms'")
         return Connection(conn, self)
 
     def begin_write(self, conn: Connection) -> None:
@@ -248,6 +281,20 @@ class PostgresBackend(Backend):
 
     def insert(self, raw: Any, sql: str, params: tuple) -> int:
         return int(raw.execute(self.sql(sql) + " RETURNING id", params).fetchone()[0])
+
+    def fault(self, err: Exception) -> tuple[str, bool] | None:
+        import psycopg
+
+        if isinstance(err, psycopg.errors.LockNotAvailable):
+            return (
+                f"{self.describe()} is locked by another writer (waited {LOCK_TIMEOUT_SECONDS:g} s); try again",
+                True,
+            )
+        if isinstance(err, psycopg.errors.ReadOnlySqlTransaction | psycopg.errors.InsufficientPrivilege):
+            return f"{self.describe()} cannot be written: {str(err).strip()}", False
+        if isinstance(err, psycopg.OperationalError):
+            return f"{self.describe()} is unavailable: {str(err).strip()[:200]}", True
+        return None
 
     def save(self, directory: Path) -> None:
         # Created with mode 0600 (never readable by others, not even for a moment): the URL may hold a password.

@@ -1,7 +1,9 @@
 """The labeling web app: a small threaded HTTP server over one project's `Store`.
 
 Pages: /login (the only page open without a token), /label (annotators and owners), /owner (owners).
-JSON API, every route behind a token (cookie set at login, or `Authorization: Bearer <token>`):
+JSON API, every route behind a token: a login's session cookie (its id, never the token; the
+session lives on the server, and POST /logout ends it), or `Authorization: Bearer <token>`. A POST
+sent with the cookie must come from this server's own pages (`_check_same_origin`: no CSRF).
 
     GET  /api/me         who is logged in, the project's questions, progress
     GET  /api/next       the caller's next item (completions in their shuffled display order)
@@ -21,6 +23,7 @@ and changes nothing. Each submission is committed to disk before its 200 is sent
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import traceback
@@ -33,12 +36,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from rlhf.label.export import ExportError, export_rows
 from rlhf.label.quality import project_stats
-from rlhf.label.store import Annotator, Store, StoreError
+from rlhf.label.store import SESSION_SECONDS, Annotator, Store, StoreError
 from rlhf.label.tasks import AnswerError
 
 MAX_BODY = 1 << 20
 """Largest request body accepted (bytes); a correction or feedback text may be 100,000 characters."""
 COOKIE = "rlhf_label"
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+"""What a token looks like (`secrets.token_urlsafe`): the only text put back into a page."""
 ASSETS = {
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
     "/static/label.js": ("label.js", "text/javascript; charset=utf-8"),
@@ -52,7 +57,7 @@ SECURITY_HEADERS = {
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no other site sees a URL; this one's own POSTs carry their Origin
     "Cache-Control": "no-store",
 }
 
@@ -75,10 +80,13 @@ class LabelServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, store: Store, host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False
-    ) -> None:
+        self, store: Store, host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False,
+        session_seconds: float = SESSION_SECONDS,
+    ) -> None:  # fmt: skip
         self.store = store
         self.quiet = quiet
+        self.session_seconds = session_seconds
+        """How long a login (its cookie and its server-side session) lasts."""
         self.pages = {name: _asset(name) for name in ("login.html", "label.html", "owner.html")}
         self.assets = {path: (_asset(name), kind) for path, (name, kind) in ASSETS.items()}
         self.log_lock = threading.Lock()
@@ -148,6 +156,8 @@ class Handler(BaseHTTPRequestHandler):
                 known = any(path == url.path for _, path in ROUTES)
                 raise HttpError(405 if known else 404, f"{method} {url.path} is not a route of this app")
             user = self._user()
+            if method == "POST" and not self.bearer:
+                self._check_same_origin()
             if url.path not in PUBLIC:
                 if user is None:
                     if url.path in ("/label", "/owner", "/"):
@@ -161,18 +171,26 @@ class Handler(BaseHTTPRequestHandler):
         except AnswerError as err:
             self._json({"error": str(err)}, 400)
         except StoreError as err:
-            self._json({"error": str(err)}, err.status)
+            self._json({"error": str(err)}, err.status, {"Retry-After": "1"} if err.retry else None)
         except ExportError as err:
             self._json({"error": str(err)}, 400)
-        except Exception as err:  # a bug: answer 500 (the client must not hang) and log it
+        except Exception as err:
+            fault = self.server.store.fault_of(err)  # a read that met the database's own trouble
+            if fault is not None:
+                return self._json({"error": str(fault)}, 503, {"Retry-After": "1"} if fault.retry else None)
+            # a bug: answer 500 (the client must not hang) and log it
             self.log_error("internal error on %s: %r", url.path, err)
             traceback.print_exc()
             self.close_connection = True
             self._json({"error": "internal error; the server log has the details"}, 500)
 
     def _user(self) -> Annotator | None:
+        """The caller: by `Authorization: Bearer <token>` (scripts), or by the session cookie a
+        login set (browsers). Sets `bearer` and `session` (the cookie's session id, or None)."""
         header = self.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
+        self.bearer = header.startswith("Bearer ")
+        self.session = None
+        if self.bearer:
             return self.server.store.authenticate(header[7:].strip())
         cookie = SimpleCookie()
         try:
@@ -180,7 +198,28 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:
             return None
         morsel = cookie.get(COOKIE)
-        return self.server.store.authenticate(morsel.value) if morsel else None
+        self.session = morsel.value if morsel else None
+        return self.server.store.session_user(self.session)
+
+    def _check_same_origin(self) -> None:
+        """Refuse a state-changing request a page of another site made the browser send (CSRF,
+        login CSRF included): the browser's `Sec-Fetch-Site`, else `Origin`, else `Referer` must
+        name this server (its `Host`). A request with none of them comes from no browser page."""
+        host = self.headers.get("Host", "")
+        site = self.headers.get("Sec-Fetch-Site")
+        if site is not None and site != "same-origin":
+            raise HttpError(403, f"cross-site request refused (Sec-Fetch-Site: {site[:40]})")
+        for name in ("Origin", "Referer"):
+            value = self.headers.get(name)
+            if value is None:
+                continue
+            try:
+                netloc = urlsplit(value).netloc
+            except ValueError:
+                netloc = ""
+            if not host or netloc != host:
+                raise HttpError(403, f"cross-site request refused ({name} is not this server's {host!r})")
+            return
 
     def _body(self) -> bytes:
         length = self.headers.get("Content-Length")
@@ -223,10 +262,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, value: Any, status: int = 200) -> None:
-        self._send(
-            status, json.dumps(value, allow_nan=False).encode("utf-8"), "application/json; charset=utf-8"
-        )
+    def _json(self, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(value, allow_nan=False).encode("utf-8")
+        self._send(status, body, "application/json; charset=utf-8", headers)
 
     def _redirect(self, to: str, headers: dict[str, str] | None = None) -> None:
         self._send(303, b"", "text/plain; charset=utf-8", {"Location": to, **(headers or {})})
@@ -269,12 +307,19 @@ class Handler(BaseHTTPRequestHandler):
         self._redirect("/owner" if user.role == "owner" else "/label")
 
     def page_login(self, user: Annotator | None) -> None:
+        """The login page. A login link (`?token=`) logs in at once when the browser says the user
+        opened it (typed, pasted, from another app: `Sec-Fetch-Site: none`) or this site did;
+        followed from another site's page (or from a browser that does not say) it only fills in
+        the form, so that no page elsewhere can log anyone into an account it chose."""
         token = (self.query.get("token") or [""])[0]
-        if token:
+        if token and self.headers.get("Sec-Fetch-Site") in ("none", "same-origin"):
             return self._log_in(token)
         page = self.server.pages["login.html"]
         if self.query.get("failed"):
             page = page.replace(b"<!--status-->", b'<p class="error">That token is not known here.</p>')
+        elif token and TOKEN_SHAPE.fullmatch(token):  # only token characters: safe inside the attribute
+            page = page.replace(b"<!--status-->", b"<p>Log in with the token of the link you followed?</p>")
+            page = page.replace(b'name="token"', f'name="token" value="{token}"'.encode())
         self._send(200, page, "text/html; charset=utf-8")
 
     def post_login(self, user: Annotator | None) -> None:
@@ -290,13 +335,18 @@ class Handler(BaseHTTPRequestHandler):
         self._log_in(token.strip())
 
     def _log_in(self, token: str) -> None:
+        """A new server-side session for the token's owner; the cookie holds its id, not the token."""
         user = self.server.store.authenticate(token)
         if user is None:
             return self._redirect("/login?failed=1")
-        cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age=2592000"
+        seconds = int(self.server.session_seconds)
+        session = self.server.store.start_session(user.id, seconds)
+        cookie = f"{COOKIE}={session}; HttpOnly; SameSite=Lax; Path=/; Max-Age={seconds}"
         self._redirect("/owner" if user.role == "owner" else "/label", {"Set-Cookie": cookie})
 
     def post_logout(self, user: Annotator) -> None:
+        if self.session:
+            self.server.store.end_session(self.session)  # the cookie stops working wherever it is
         self._redirect("/login", {"Set-Cookie": f"{COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"})
 
     def page_label(self, user: Annotator) -> None:
@@ -457,11 +507,14 @@ def serve(
     *,
     on_ready: Callable[[str], None] | None = None,
     quiet: bool = False,
+    session_seconds: float = SESSION_SECONDS,
 ) -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM); `on_ready(url)` is called once listening."""
+    """Serve until interrupted (Ctrl-C or SIGTERM); `on_ready(url)` is called once listening. A
+    database the server cannot write stops it here, in one line (a `StoreError`)."""
     import signal
 
-    server = LabelServer(store, host, port, quiet=quiet)
+    store.ensure_sessions()  # also the start-up check that the database takes writes
+    server = LabelServer(store, host, port, quiet=quiet, session_seconds=session_seconds)
     store.set_meta("url", server.url)
 
     def stop(signum, frame):

@@ -31,6 +31,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,20 @@ from rlhf.label.tasks import AnswerError, ProjectConfig, canonical_answer
 
 LEASE_SECONDS = 30 * 60
 """How long an assignment stays reserved for its annotator without a submission."""
+SESSION_SECONDS = 7 * 24 * 3600
+"""How long a login lasts by default (`rlhf label serve --session-hours`)."""
+REVOKED = "revoked:"
+"""The start of a revoked annotator's `token_hash`: no token hashes to it, so none logs in."""
+
+SESSIONS = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash TEXT PRIMARY KEY,
+    annotator_id $ref NOT NULL REFERENCES annotators(id),
+    created $real NOT NULL,
+    expires $real NOT NULL
+);"""
+"""Logins: the browser's cookie holds a session id (its hash kept here), never the token itself.
+In the schema of new projects; `Store.ensure_sessions` adds it to a project made before it."""
 
 # $id_key, $ref and $real: column types, spelled by the backend (INTEGER PRIMARY KEY / BIGINT identity, ...).
 SCHEMA = """
@@ -95,9 +110,11 @@ class StoreError(ValueError):
     """A request the store refuses (unknown item, not assigned, already answered, ...); nothing changed.
     `status` is the HTTP status the server answers with."""
 
-    def __init__(self, message: str, status: int = 409) -> None:
+    def __init__(self, message: str, status: int = 409, *, retry: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.retry = retry
+        """Whether the same request may succeed later (a database locked for a moment)."""
 
 
 @dataclass
@@ -142,6 +159,8 @@ class Store:
         self.path = self.backend.path
         """label.db, or database.json (PostgreSQL): the file in the project folder that locates the data."""
         self._local = threading.local()
+        self.identity = self.backend.identity()
+        """The database file as opened (see `_write`)."""
         raw = self._read_meta("config") if self._holds_project() else None
         if raw is None:
             raise StoreError(
@@ -170,7 +189,7 @@ class Store:
             try:
                 # Every statement is IF NOT EXISTS: on a database that already holds a project this
                 # changes nothing, and the check below refuses.
-                backend.install_schema(conn, backend.ddl(SCHEMA))
+                backend.install_schema(conn, backend.ddl(SCHEMA + SESSIONS))
                 with conn.write():
                     if conn.execute("SELECT 1 FROM meta WHERE key = 'config'").fetchone() is not None:
                         raise StoreError(
@@ -190,7 +209,15 @@ class Store:
     def _conn(self) -> Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.broken:  # a PostgreSQL server restarted: connect again
-            conn = self._local.conn = _connect(self.backend)
+            try:
+                conn = self._local.conn = _connect(self.backend)
+            except StoreError:
+                raise
+            except Exception as err:  # a file that cannot be opened (permissions, a folder in its place)
+                fault = self.fault_of(err)
+                if fault is None:
+                    raise
+                raise fault from None
         return conn
 
     def _holds_project(self) -> bool:
@@ -200,9 +227,41 @@ class Store:
         row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def _write(self):
-        """A write transaction that takes the database's write lock at once (see the module docstring)."""
-        return self._conn().write()
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction that takes the database's write lock at once (see the module
+        docstring). It commits only while the project's path still names the database it opened
+        with (else the write would be acknowledged into a deleted or replaced file); a database
+        that cannot take the write (locked, read-only) is a 503 `StoreError`, nothing written."""
+        try:
+            with self._conn().write() as conn:
+                yield conn
+                if self.backend.identity() != self.identity:
+                    raise self._gone()
+        except StoreError:
+            raise
+        except Exception as err:
+            fault = self.fault_of(err)
+            if fault is None:
+                raise
+            raise fault from None
+
+    def _gone(self) -> StoreError:
+        return StoreError(
+            f"{self.path} was removed or replaced while in use; nothing more is written through this "
+            "process: restart it on the project's database",
+            503,
+        )
+
+    def fault_of(self, err: Exception) -> StoreError | None:
+        """The 503 `StoreError` a database error amounts to (the file gone or replaced, locked,
+        read-only, unreachable), or None for an error that is not the database's state."""
+        fault = self.backend.fault(err)
+        if fault is None:
+            return None
+        if self.backend.identity() != self.identity:
+            return self._gone()
+        return StoreError(fault[0], 503, retry=fault[1])
 
     # ------------------------------------------------------------------ items and annotators
 
@@ -260,6 +319,60 @@ class Store:
             .fetchone()
         )
         return Annotator(*row) if row else None
+
+    # ------------------------------------------------------------------ logins and revocation
+
+    def ensure_sessions(self) -> None:
+        """Add the sessions table to a project created before logins had one (a no-op otherwise)."""
+        with self._write() as conn:
+            conn.execute(self.backend.ddl(SESSIONS).strip().rstrip(";"))
+
+    def start_session(self, annotator_id: int, seconds: float, *, now: float | None = None) -> str:
+        """A new login of `annotator_id` lasting `seconds`; returns its id (for the cookie). Expired
+        sessions are cleared on the way."""
+        now = time.time() if now is None else now
+        session = secrets.token_urlsafe(32)
+        with self._write() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
+            conn.execute(
+                "INSERT INTO sessions (id_hash, annotator_id, created, expires) VALUES (?, ?, ?, ?)",
+                (hash_token(session), annotator_id, now, now + seconds),
+            )
+        return session
+
+    def session_user(self, session: str | None, *, now: float | None = None) -> Annotator | None:
+        """Who a session id belongs to while it lasts; None once expired, ended or revoked."""
+        if not session:
+            return None
+        now = time.time() if now is None else now
+        row = (
+            self._conn()
+            .execute(
+                "SELECT a.id, a.name, a.role FROM sessions s JOIN annotators a ON a.id = s.annotator_id "
+                "WHERE s.id_hash = ? AND s.expires > ?",
+                (hash_token(session), now),
+            )
+            .fetchone()
+        )
+        return Annotator(*row) if row else None
+
+    def end_session(self, session: str) -> None:
+        """Log out: the session id stops working at once, wherever its cookie is."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM sessions WHERE id_hash = ?", (hash_token(session),))
+
+    def revoke(self, name: str, *, reissue: bool = False) -> str | None:
+        """End `name`'s token and every login made with it; with `reissue`, returns a new token
+        (their judgments stay theirs), else None and they cannot log in again."""
+        token = secrets.token_urlsafe(32) if reissue else None
+        with self._write() as conn:
+            row = conn.execute("SELECT id FROM annotators WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise StoreError(f"no annotator named {name!r} in this project", 404)
+            stored = hash_token(token) if token else f"{REVOKED}{row[0]}:{secrets.token_hex(8)}"
+            conn.execute("UPDATE annotators SET token_hash = ? WHERE id = ?", (stored, row[0]))
+            conn.execute("DELETE FROM sessions WHERE annotator_id = ?", (row[0],))
+        return token
 
     def item(self, item_id: int) -> Item:
         row = (
