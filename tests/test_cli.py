@@ -55,7 +55,7 @@ def test_config_errors_are_one_line_with_status_2(tmp_path):
     cfg.write_text("pipeline:\n  ppo:\n    optimizer:\n      lr: fast\n")
     proc = rlhf("demo", "--config", str(cfg))
     assert proc.returncode == 2
-    assert proc.stderr == "error: `pipeline.ppo.optimizer.lr` expects a number, got str 'fast'\n"
+    assert proc.stderr == f"error: {cfg}:4: `pipeline.ppo.optimizer.lr` expects a number, got str 'fast'\n"
 
 
 @pytest.mark.slow
@@ -90,7 +90,9 @@ def test_missing_model_and_wrong_data_kind_are_one_line(tmp_path):
     proc = rlhf("sft", "--set", f"logging.output_dir={tmp_path}/b", f"data.path={pairs}")
     assert proc.returncode == 2
     assert proc.stderr == (
-        f"error: {pairs}: found comparison data (format `pairwise`), but this stage expects sft data (demonstration)\n"
+        f"error: {pairs}: found comparison data (format `pairwise`), but this stage expects sft data (demonstration)"
+        "; the first row has fields: prompt, chosen, rejected; for example format `prompt_completion` is "
+        "{prompt, completion} (`rlhf data formats` lists them all)\n"
     )
 
 

@@ -51,20 +51,79 @@ CASES = [
     ("weight_beyond_float32.jsonl", {}, 2, "weight", "expected a finite number of at most 3.4e+38 in size, got a number (1e+39)"),
     ("weight_nan.jsonl", {}, 1, "weight", "expected a finite number of at most 3.4e+38 in size, got a number (nan)"),
     ("rating_huge_integer.jsonl", {"rating_scale": [1, 5]}, 2, "rating", "expected a finite number of at most 3.4e+38 in size, got a number ("),
+    ("csv_missing_column.csv", {"expect": "comparison"}, None, None, "found prompt data (format `prompts`), but this stage expects comparison data; the first row has fields: prompt, chosen; for example format `pairwise` is {prompt, chosen, rejected"),
+    ("csv_empty_cell.csv", {}, 3, "chosen", "expected a non-empty string, got an empty string"),
+    ("empty_file.jsonl", {}, None, None, "no records to use (0 rows read, 0 records kept)"),
+    ("blank_lines_only.jsonl", {}, None, None, "no records to use (0 rows read, 0 records kept)"),
+    ("truncated_last_line.jsonl", {}, 2, None, "invalid JSON at column 59: Expecting ':' delimiter"),
+    ("null_field.jsonl", {}, 2, "chosen", "missing (null)"),
+    ("bool_field.jsonl", {}, 1, "prompt", "expected a non-empty string, got a boolean (true)"),
+    ("list_as_completion.jsonl", {}, 1, "completion[0]", "expected a message object {role, content}, got a string ('Hello')"),
+    ("messages_not_list.jsonl", {}, 1, "messages", "expected a non-empty list of messages, got a string ('hi')"),
+    ("messages_empty.jsonl", {}, 1, "messages", "expected a non-empty list of messages, got an empty list"),
+    ("message_not_object.jsonl", {}, 1, "messages[0]", "expected a message object {role, content}, got a string ('hi')"),
+    ("sharegpt_unknown_speaker.jsonl", {}, 1, "conversations[1].from", "unknown role 'robot'; expected one of system, user, human, prompter, assistant, gpt, bot, model"),
+    ("ranking_completions_not_list.jsonl", {}, 1, "completions", "expected a list of completions, got a string ('An apple.')"),
+    ("ranking_ranks_not_list.jsonl", {}, 1, "ranks", "expected a list of numbers, got a number (0)"),
+    ("rating_nan_literal.jsonl", {"rating_scale": [1, 5]}, 1, "rating", "expected a finite number of at most 3.4e+38 in size, got a number (nan)"),
+    ("rating_bool.jsonl", {"rating_scale": [1, 5]}, 1, "rating", "expected a number, got a boolean (true)"),
+    ("label_empty.jsonl", {}, 1, "label", "expected a non-empty string, boolean or integer, got an empty string"),
+    ("feedback_empty.jsonl", {}, 1, "feedback", "expected a non-empty string, got an empty string"),
+    ("margin_string.jsonl", {}, 1, "margin", "expected a number, got a string ('big')"),
+    ("margin_infinite.jsonl", {}, 1, "margin", "expected a finite number of at most 3.4e+38 in size, got a number (inf)"),
+    ("weight_negative.jsonl", {}, 2, "weight", "must be a positive number, got -1"),
+    ("weight_zero.jsonl", {}, 1, "weight", "must be a positive number, got 0"),
+    ("prompt_empty.jsonl", {}, 1, "prompt", "expected a non-empty string, got an empty string"),
+    ("chosen_whitespace_only.jsonl", {}, 1, "chosen", "expected a non-empty string, got a string of only whitespace"),
+    ("alpaca_missing_output.json", {}, 7, "output", "missing (the row has fields: input, instruction)"),
+    ("alpaca_instruction_number.json", {}, 2, "instruction", "expected a non-empty string, got a number (7)"),
+    ("hh_no_assistant_turn.jsonl", {}, 1, "chosen", 'no "\\n\\nAssistant:" turn; expected an Anthropic HH transcript'),
+    ("mixed_formats.jsonl", {}, 2, "chosen", "missing (the row has fields: completions, prompt, ranks)"),
+    ("misspelled_field.jsonl", {"expect": "sft"}, None, None, "found prompt data (format `prompts`), but this stage expects sft data (demonstration); the first row has fields: prompt, completon"),
+    ("raw_newline_in_string.jsonl", {}, 1, None, "invalid JSON at column 40: Invalid control character at"),
+    ("trailing_comma.jsonl", {}, 1, None, "invalid JSON at column 35: Expecting property name enclosed in double quotes"),
+    ("lone_surrogate.jsonl", {}, 1, "completion", "holds U+D800 at character 7, half of a UTF-16 surrogate pair with no other half"),
+    ("unsupported_extension.txt", {}, None, None, "unsupported file type `.txt`; expected one of .jsonl, .ndjson, .json, .csv, .parquet"),
+    ("utf16.jsonl", {}, 1, None, "not UTF-8 text (byte 0xff at byte 1); re-save the file as UTF-8"),
+    ("json_scalar.json", {}, 1, None, "expected a JSON object ({...}) per row, got a number (42)"),
 ]  # fmt: skip
+
+ACCEPTED = {
+    "ranking_negative_rank.jsonl": "ranks are compared, never counted: -1 ranks above 0, as any smaller number",
+    "ranking_rank_float.jsonl": "ranks may be any numbers (averaged ranks are fractional); only their order counts",
+    "correction_same_as_completion.jsonl": "a correction equal to its completion says it needs none: "
+    "a demonstration as good as any other",
+}
+"""Files of the corpus that load, and why that is right."""
 
 
 @pytest.mark.parametrize(("name", "cfg", "line", "field", "message"), CASES, ids=[case[0] for case in CASES])
 def test_bad_file_names_file_line_and_field(bad_dir, name, cfg, line, field, message):
+    """`expect` in `cfg`: the stage's kind of data (the error is about the data not fitting it)."""
     path = bad_dir / name
+    settings = dict(cfg)
+    expect = settings.pop("expect", None)
     with pytest.raises(DataError) as info:
-        load_records(DataConfig(path=str(path), **cfg))
+        load_records(DataConfig(path=str(path), **settings), expect=expect)
     err = info.value
     assert (err.path, err.line, err.field) == (str(path), line, field)
     text = str(err)
-    where = f"{path}:{line}: " + (f"field `{field}`: " if field else "")
+    where = f"{path}:{line}: " if line is not None else f"{path}: "
+    where += f"field `{field}`: " if field else ""
     assert text.startswith(where + message), text
     assert "\n" not in text
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED))
+def test_accepted_entries_of_the_corpus_load(bad_dir, name):
+    assert load_records(DataConfig(path=str(bad_dir / name))).records
+
+
+def test_every_file_of_the_corpus_is_checked(bad_dir):
+    """At least 60 inputs, each an error case or documented as accepted (none left untested)."""
+    files = {path.name for path in bad_dir.iterdir()}
+    assert files == {case[0] for case in CASES} | set(ACCEPTED)
+    assert len(files) >= 60
 
 
 def test_error_message_example_format():
@@ -156,7 +215,9 @@ def test_expect_names_found_and_wanted_kinds(shared_dir, fixtures_dir):
         load_records(path, expect="reward")
     assert str(info.value) == (
         f"{path}: found demonstration data (format `alpaca`), but this stage expects reward data "
-        "(comparison or ranking or rating or label)"
+        "(comparison or ranking or rating or label); the first row has fields: instruction, input, output; "
+        "for example format `pairwise` is {prompt, chosen, rejected, margin?, weight?} (`rlhf data formats` "
+        "lists them all)"
     )
     ranking = fixtures_dir / "data" / "ranking.jsonl"
     assert load_records(ranking, expect="reward").kind == "ranking"
@@ -206,9 +267,11 @@ def test_a_misspelled_field_is_named_with_the_field_it_looks_like(tmp_path):
     sft.write_text('{"prompt": "p", "completon": "a"}\n{"prompt": "q", "completon": "b"}\n')
     with pytest.raises(DataError) as info:
         load_records(DataConfig(path=str(sft)), expect="sft")
-    assert str(info.value).endswith(
-        "but this stage expects sft data (demonstration); did you mean `completion` for `completon`?"
+    assert (
+        "but this stage expects sft data (demonstration); the first row has fields: prompt, completon;"
+        in str(info.value)
     )
+    assert str(info.value).endswith("lists them all); did you mean `completion` for `completon`?")
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"promt": "p", "chosen": "a", "rejeted": "b"}\n')
     with pytest.raises(DataError, match=r"did you mean `prompt` for `promt`, `rejected` for `rejeted`\?$"):

@@ -17,6 +17,7 @@ import difflib
 import functools
 import inspect
 import math
+import re
 import textwrap
 import types
 import typing
@@ -230,9 +231,14 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     try:
         return cls(**kwargs)
     except ConfigError as err:  # __post_init__ checks that span several fields
-        # Say which part failed, unless the message already names its fields (`eval.fraction`).
-        named = not prefix or f"`{prefix}." in str(err)
-        raise ConfigError(str(err) if named else f"{prefix}: {err}") from None
+        # Say which part failed, unless the message already names its fields (`eval.fraction`);
+        # a part's check that names its fields under the part's own name (`sampling.temperature`,
+        # also a top-level part of `rlhf generate`) is given the full path (`rollout.sampling.`).
+        message, tail = str(err), prefix.rsplit(".", 1)[-1]
+        if prefix and f"`{prefix}." not in message and f"`{tail}." in message:
+            message = message.replace(f"`{tail}.", f"`{prefix}.")
+        named = not prefix or f"`{prefix}." in message
+        raise ConfigError(message if named else f"{prefix}: {message}") from None
 
 
 def _default_of(f: dataclasses.Field) -> Any:
@@ -333,10 +339,65 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of `cls`, then the YAML file at `path`, then the `key=value` overrides."""
+    """Defaults of `cls`, then the YAML file at `path`, then the `key=value` overrides. An error
+    about a key the file set (and no override replaced) names the file and the key's line."""
     data = read_yaml(path) if path else {}
-    data = merge(data, parse_overrides(overrides or []))
-    return from_dict(cls, data)
+    extra = parse_overrides(overrides or [])
+    try:
+        return from_dict(cls, merge(data, extra))
+    except ConfigError as err:
+        where = _where_in_file(str(err), path, extra) if path else None
+        if where is None:
+            raise
+        raise ConfigError(f"{where}: {err}") from None
+
+
+_KEY_IN_MESSAGE = re.compile(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[\d+\])*)`")
+"""A dotted key in backticks, list positions included: `reward.sources[0].weight`."""
+
+
+def _where_in_file(message: str, path: str | Path, overrides: dict[str, Any]) -> str | None:
+    """`path:line` of the first key the message names in backticks, when the file sets it (or,
+    for a key the file lacks, the deepest part of it the file sets) and no `--set` replaced it."""
+    found = _KEY_IN_MESSAGE.search(message)
+    if found is None:
+        return None
+    parts = re.findall(r"[A-Za-z_]\w*|\[\d+\]", found.group(1))  # names and [positions]
+    node: Any = overrides
+    for part in parts:  # given (or replaced) on the command line: not the file's doing
+        if part.startswith("[") or not isinstance(node, dict) or part not in node:
+            break
+        node = node[part]
+    else:
+        return None
+    lines = _key_lines(Path(path))
+    for depth in range(len(parts), 0, -1):
+        line = lines.get(".".join(parts[:depth]).replace(".[", "["))
+        if line is not None:
+            return f"{path}:{line}"
+    return None
+
+
+def _key_lines(path: Path) -> dict[str, int]:
+    """The line (1-based) of every key of the YAML file, by dotted path (`optimizer.lr`)."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[f"{prefix}[{index}]"] = item.start_mark.line + 1
+                walk(item, f"{prefix}[{index}]")
+        if not isinstance(node, yaml.MappingNode):
+            return
+        for key_node, value_node in node.value:
+            dotted = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            lines[dotted] = key_node.start_mark.line + 1
+            walk(value_node, dotted)
+
+    root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)  # noqa: S506
+    if root is not None:
+        walk(root, "")
+    return lines
 
 
 # ----------------------------------------------------------------------------- printing

@@ -131,6 +131,15 @@ def check_text(value: Any, field: str, source: Source) -> str:
     """`value` if it is a string with something besides whitespace, else a DataError."""
     if not isinstance(value, str) or not value.strip():
         raise DataError.at(source, field, f"expected a non-empty string, got {describe_value(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:  # JSON's `\ud800` escapes decode to such a character
+        raise DataError.at(
+            source,
+            field,
+            f"holds U+{ord(value[err.start]):04X} at character {err.start}, half of a UTF-16 "
+            "surrogate pair with no other half (a broken \\u escape): not text a tokenizer can read",
+        ) from None
     return value
 
 

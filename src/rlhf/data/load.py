@@ -119,13 +119,17 @@ def _check_spec(
 ) -> None:
     """The detected (or named) format fits the stage; else one line, with the first row's fields
     that look misspelled (`completon` read as bare prompts)."""
-    from rlhf.data.formats import misspelled_fields
+    from rlhf.data.formats import FORMATS, misspelled_fields
 
     if spec.kind not in accepted:
+        example = next(f for f in FORMATS.values() if f.kind in accepted)
         raise DataError(
             cfg.path, None, None,
             f"found {spec.kind} data (format `{spec.name}`), but this stage expects {expect} data"
-            + (f" ({' or '.join(accepted)})" if accepted != (expect,) else "") + misspelled_fields(first_row),
+            + (f" ({' or '.join(accepted)})" if accepted != (expect,) else "")
+            + f"; the first row has fields: {', '.join(map(str, first_row)) or 'none'}; for example "
+            f"format `{example.name}` is {example.fields} (`rlhf data formats` lists them all)"
+            + misspelled_fields(first_row),
         )  # fmt: skip
     if spec.kind == "rating" and cfg.rating_scale is None:
         raise DataError(cfg.path, None, None, RATING_SCALE_MISSING)
