@@ -130,6 +130,16 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
     assert err(path=twice) == f"{twice}:4: invalid YAML: key `lr` is given twice in one mapping; give it once"
 
 
+def test_a_key_given_twice_in_set_is_said_not_silent(capsys):
+    """`--set` keeps overriding (shortcut flags and scripts add theirs after the user's), but a key
+    whose value a later one changes is a warning line, not silence."""
+    cfg = load_config(StageConfig, None, ["optimizer.lr=1.0e-3", "steps=3", "optimizer.lr=2.0e-3", "steps=3"])
+    assert cfg.optimizer.lr == pytest.approx(2e-3)
+    assert capsys.readouterr().err == (
+        "[config] warning: `optimizer.lr` is given twice in --set (0.001, then 0.002): using 0.002\n"
+    )
+
+
 def test_an_unknown_builtin_model_is_named():
     assert (
         err(["model.path=builtin:huge"])

@@ -18,6 +18,7 @@ import functools
 import inspect
 import math
 import re
+import sys
 import textwrap
 import types
 import typing
@@ -262,8 +263,10 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """Turn `["a.b=1", "c=x"]` into `{"a": {"b": 1}, "c": "x"}`; values are read as YAML."""
+def parse_overrides(overrides: list[str], replaced: list[str] | None = None) -> dict[str, Any]:
+    """Turn `["a.b=1", "c=x"]` into `{"a": {"b": 1}, "c": "x"}`; values are read as YAML. A key
+    given again takes the later value (shortcut flags and scripts add overrides after the user's);
+    `replaced` collects a line for each key whose value that changed."""
     tree: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -283,6 +286,10 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             if not isinstance(child, dict):
                 raise ConfigError(f"--set `{key}`: `{part}` was already given a value")
             node = child
+        if replaced is not None and parts[-1] in node and node[parts[-1]] != value:
+            replaced.append(
+                f"`{key}` is given twice in --set ({node[parts[-1]]}, then {value}): using {value}"
+            )
         node[parts[-1]] = value
     return tree
 
@@ -342,7 +349,10 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     """Defaults of `cls`, then the YAML file at `path`, then the `key=value` overrides. An error
     about a key the file set (and no override replaced) names the file and the key's line."""
     data = read_yaml(path) if path else {}
-    extra = parse_overrides(overrides or [])
+    replaced: list[str] = []
+    extra = parse_overrides(overrides or [], replaced)
+    for line in replaced:  # not silent: a repeated key is usually a typo, sometimes a script's override
+        print(f"[config] warning: {line}", file=sys.stderr)
     try:
         return from_dict(cls, merge(data, extra))
     except ConfigError as err:
