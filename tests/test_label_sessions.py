@@ -272,3 +272,25 @@ def test_a_database_serve_cannot_write_stops_it_in_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and "label.db" in lines[0] and "cannot be written" in lines[0]
+
+
+@pytest.mark.slow
+def test_a_read_only_postgresql_database_stops_serve_in_one_line(tmp_path, pg_url):
+    """The PostgreSQL side of the start-up check: a database that takes no writes (here every
+    transaction read-only by default, as on a standby) ends `serve` in one line naming it."""
+    import psycopg
+
+    project(tmp_path / "p", pg_url)
+    name = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    proc = subprocess.run(
+        [RLHF, "label", "serve", str(tmp_path / "p"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: the PostgreSQL database") and "cannot be written" in lines[0]
+    assert "read-only transaction" in lines[0]
