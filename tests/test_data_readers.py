@@ -196,3 +196,52 @@ def test_iter_rows_yields_row_errors_in_place(data_dir):
     assert [where.line for where, _ in results] == [1, 2, 3, 4]
     assert isinstance(results[2][1], DataError)
     assert results[3][1] == {"prompt": "g", "completion": "h"}
+
+
+def _compress(suffix: str, raw: bytes) -> bytes:
+    import bz2
+    import gzip
+    import lzma
+
+    import zstandard
+
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
+                ".zst": zstandard.ZstdCompressor().compress}[suffix]  # fmt: skip
+    return compress(raw)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
+@pytest.mark.parametrize("name", ["hh.jsonl", "alpaca.json", "pairwise.csv"])
+def test_compressed_files_read_as_the_plain_ones(data_dir, tmp_path, name, suffix):
+    """Anthropic HH ships as `train.jsonl.gz`: every compressed JSONL, JSON and CSV gives the rows,
+    lines and format of the plain file."""
+    from rlhf.data import load_records
+
+    plain = data_dir / name
+    packed = tmp_path / f"{name}{suffix}"
+    packed.write_bytes(_compress(suffix, plain.read_bytes()))
+    want, got = load_records(plain), load_records(packed)
+    assert got.format == want.format and got.records == [
+        type(r)(**{**r.__dict__, "source": type(r.source)(str(packed), r.source.line)}) for r in want.records
+    ]
+
+
+def test_a_broken_compressed_file_is_one_line(tmp_path):
+    import gzip
+
+    from rlhf.data import DataError, load_records
+
+    rows = "".join(f'{{"prompt": "q{i}", "chosen": "a", "rejected": "b"}}\n' for i in range(50000)).encode()
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(gzip.compress(rows)[:-64])
+    with pytest.raises(
+        DataError, match=r"cut\.jsonl\.gz: cannot decompress past line \d+: Compressed file ended"
+    ):
+        load_records(cut)
+    fake = tmp_path / "fake.jsonl.gz"
+    fake.write_bytes(rows[:100])
+    with pytest.raises(DataError, match=r"fake\.jsonl\.gz: cannot decompress: Not a gzipped file"):
+        load_records(fake)
+    with pytest.raises(DataError, match=r"unsupported file type `\.parquet\.gz`"):
+        (tmp_path / "x.parquet.gz").write_bytes(b"x")
+        load_records(tmp_path / "x.parquet.gz")

@@ -12,8 +12,12 @@ the source (missing file, broken JSON array, unreadable parquet) are raised.
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import io
 import json
+import lzma
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,6 +29,8 @@ from rlhf.data.records import Source
 Row = dict[str, Any]
 FILE_TYPES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 """File suffix -> reader; anything else must be a `datasets` directory or a hub id."""
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+"""Compressed JSON Lines, JSON and CSV (`train.jsonl.gz`), read as they decompress."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -50,13 +56,17 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[Source
         return
     suffix = path.suffix.lower()
     if path.is_file():
-        reader = FILE_TYPES.get(suffix)
-        if reader is None:
+        inner = Path(path.stem).suffix.lower() if suffix in COMPRESSIONS else suffix
+        reader = FILE_TYPES.get(inner)
+        if reader is None or (reader == "parquet" and inner != suffix):
             known = ", ".join(FILE_TYPES)
+            shown = f"{inner}{suffix}" if inner != suffix else suffix or "(none)"
             raise DataError(
-                name, None, None, f"unsupported file type `{suffix or '(none)'}`; expected one of {known}"
-            )
-        yield from _FILE_READERS[reader](name, path)
+                name, None, None,
+                f"unsupported file type `{shown}`; expected one of {known}, the first three also compressed "
+                f"({', '.join(COMPRESSIONS)})",
+            )  # fmt: skip
+        yield from _decompressed(name, _FILE_READERS[reader](name, path))
         return
     if path.exists():
         raise DataError(
@@ -70,11 +80,48 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[Source
     yield from _hub_rows(name, split)
 
 
+def _open(path: Path) -> Any:  # a binary file object (gzip, bz2, lzma, zstandard or plain)
+    """The file's bytes, decompressed on the fly when its suffix says it is compressed."""
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return gzip.open(path, "rb")
+    if suffix == ".bz2":
+        return bz2.open(path, "rb")
+    if suffix == ".xz":
+        return lzma.open(path, "rb")
+    if suffix == ".zst":
+        import zstandard
+
+        stream = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # noqa: SIM115
+        return io.BufferedReader(stream)  # lines, as the other readers give
+    return open(path, "rb")  # noqa: SIM115 (the readers close it)
+
+
+def _decompressed(
+    name: str, rows: Iterator[tuple[Source, Row | DataError]]
+) -> Iterator[tuple[Source, Row | DataError]]:
+    """`rows`, with a compressed file that turns out broken (truncated, not what its suffix says)
+    reported in one line after the last row it gave."""
+    last = 0
+    try:
+        for where, row in rows:
+            last = where.line or last
+            yield where, row
+    except Exception as err:
+        if (
+            not isinstance(err, OSError | EOFError | lzma.LZMAError)
+            and "zstd" not in type(err).__name__.lower()
+        ):
+            raise
+        past = f" past line {last}" if last else ""
+        raise DataError(name, None, None, f"cannot decompress{past}: {_first_line(err)}") from None
+
+
 # --- JSON Lines and JSON --------------------------------------------------------------------------
 
 
 def _jsonl_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]]:
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         for number, raw in enumerate(handle, start=1):
             where = Source(name, number)
             try:
@@ -146,7 +193,8 @@ def _decode(text: str, pos: int | None = None) -> Any:
 
 
 def _json_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]]:
-    data = path.read_bytes()
+    with _open(path) as handle:
+        data = handle.read()
     try:
         text = data.decode("utf-8").removeprefix(_BOM)
     except UnicodeDecodeError as err:
@@ -234,7 +282,7 @@ def _csv_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]]
     # The csv module refuses cells over 128 KiB by default; long completions are normal data.
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_CELL_LIMIT))
     bad_lines: dict[int, DataError] = {}
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         reader = csv.reader(_decoded_lines(name, handle, bad_lines))
         try:
             header = next(reader, None)
