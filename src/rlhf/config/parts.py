@@ -104,6 +104,11 @@ class DataConfig:
     rating data."""
     allow_ties: bool = True
     """Rankings: whether two completions of one prompt may share a rank."""
+    attribute: str | None = None
+    """Which judgment to read from a public dataset that holds several: PKU-SafeRLHF `better`
+    (default) or `safer`; HelpSteer `helpfulness` (default), `correctness`, `coherence`,
+    `complexity`, `verbosity`; UltraFeedback `overall` (default), `fine-grained` or an aspect
+    (`helpfulness`, `honesty`, `instruction_following`, `truthfulness`)."""
     limit: int | None = None
     """Use only the first N records (after format checks), e.g. for a quick trial run."""
 

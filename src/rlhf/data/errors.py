@@ -8,6 +8,7 @@ row that cannot become records (e.g. an unranked reply among ranked ones) are co
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +84,12 @@ def _show_lines(lines: list[int]) -> str:
     return shown
 
 
+JUDGMENT_LIKE = re.compile(
+    r"(?i)(answer|response|completion|chosen|rejected|choice|prefer|better|winner|score|rating|rank|label)"
+)
+"""A field name that suggests preference data (which a format that does not read it would lose)."""
+
+
 @dataclass
 class LoadReport:
     """What one load read, kept, skipped and left out; `summary()` says it in one line."""
@@ -101,6 +108,12 @@ class LoadReport:
     """Items inside good rows that did not become records, counted by reason."""
     truncation: TruncationStats | None = None
     """Set by tokenization: how many records had to be cut to `max_length`."""
+    unread: dict[str, int] = field(default_factory=dict)
+    """Fields of good rows the format did not read (kept with the records as metadata), by how
+    many rows had them."""
+    unread_judgments: list[str] = field(default_factory=list)
+    """Those of `unread` whose names suggest preference data, when the format is a generic one
+    (a published dataset's format knows its own extra fields)."""
 
     @property
     def skipped_lines(self) -> list[int]:
@@ -123,4 +136,6 @@ class LoadReport:
             parts.append(f"left out {count} {reason}")
         if self.truncation is not None and self.truncation.truncated:
             parts.append(self.truncation.summary())
+        if self.unread_judgments:
+            parts.append(f"fields not read, that look like judgments: {', '.join(self.unread_judgments[:6])}")
         return "; ".join(parts)

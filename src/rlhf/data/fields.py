@@ -38,6 +38,8 @@ class NormalizeContext:
     """Whether completions of one ranking may share a rank (`data.allow_ties`)."""
     report: LoadReport
     """Where normalizers count items they leave out of a good row."""
+    attribute: str | None = None
+    """Which judgment of a dataset that holds several to read (`data.attribute`); None: its default."""
 
 
 class RowView:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rlhf.data import candidates, demonstrations, judgments, oasst, preferences
+from rlhf.data import candidates, demonstrations, judgments, oasst, preferences, public
 from rlhf.data.errors import DataError
 from rlhf.data.fields import NormalizeContext, RowView
 from rlhf.data.records import Record, Source
@@ -34,6 +34,11 @@ class FormatSpec:
     """One line on what the format is and where it comes from."""
     normalize: Callable[[RowView, NormalizeContext], Sequence[Record]]
     """Row -> records; raises DataError naming the field that does not fit."""
+    scale: tuple[float, float] | None = None
+    """A rating format's own scale (a published dataset's), so `data.rating_scale` is not needed."""
+    published: bool = False
+    """A published dataset's schema (`public.py`): its fields not read are its own, not another
+    kind's judgments that a generic format would lose."""
 
 
 _SPECS = (
@@ -70,6 +75,21 @@ _SPECS = (
                "a completion and a person's corrected version", judgments.correction),
     FormatSpec("feedback", "feedback", "{prompt, completion, feedback}",
                "a completion with a critique in words", judgments.feedback),
+    FormatSpec("summarize_feedback", "comparison", "{info: {post|article, title?, subreddit?}, summaries: [{text}, {text}], choice}",
+               "OpenAI summarize-from-feedback comparisons; the prompt is the post with TL;DR:", public.summarize_comparisons, published=True),
+    FormatSpec("shp", "comparison", "{history, human_ref_A, human_ref_B, labels, score_A?, score_B?}",
+               "Stanford SHP; labels 1: A preferred", public.shp, published=True),
+    FormatSpec("stack_exchange_paired", "comparison", "{question, response_j, response_k}",
+               "StackExchange-paired; response_j preferred", public.stack_exchange_paired, published=True),
+    FormatSpec("pku_saferlhf", "comparison", "{prompt, response_0, response_1, better_response_id, safer_response_id}",
+               "PKU-SafeRLHF; data.attribute better (default) or safer", public.pku_saferlhf, published=True),
+    FormatSpec("nectar", "ranking", "{prompt, answers: [{answer, model, rank}]}",
+               "Nectar K-way rankings (rank 1 best)", public.nectar, published=True),
+    FormatSpec("helpsteer", "rating", "{prompt, response, helpfulness, correctness, coherence, complexity, verbosity}",
+               "HelpSteer2/3, 0-4 each; data.attribute picks one (default helpfulness)", public.helpsteer,
+               scale=public.HELPSTEER_SCALE, published=True),
+    FormatSpec("ultrafeedback", "ranking", "{instruction, completions: [{response, overall_score, annotations}]}",
+               "UltraFeedback raw, ranked by data.attribute (default overall_score)", public.ultrafeedback, published=True),
     FormatSpec("prompts", "prompt", "{prompt}", "prompts only, for RL rollouts", demonstrations.prompts),
 )  # fmt: skip
 
@@ -77,6 +97,16 @@ FORMATS: dict[str, FormatSpec] = {spec.name: spec for spec in _SPECS}
 """Every format by id, in the order `rlhf data formats` lists them."""
 
 _JUDGMENT_FIELDS = ("rating", "label", "correction", "feedback")
+_PUBLIC_SCHEMAS = (
+    ("summarize_feedback", {"info", "summaries", "choice"}),
+    ("shp", {"history", "human_ref_A", "human_ref_B", "labels"}),
+    ("stack_exchange_paired", {"question", "response_j", "response_k"}),
+    ("pku_saferlhf", {"prompt", "response_0", "response_1"}),
+    ("nectar", {"prompt", "answers"}),
+    ("helpsteer", {"prompt", "response", "helpfulness"}),
+    ("ultrafeedback", {"instruction", "completions"}),
+)
+"""The fields that identify a public dataset's schema (see `public.py`)."""
 
 
 def detect_format(row: dict[str, Any], source: Source) -> str:
@@ -84,6 +114,9 @@ def detect_format(row: dict[str, Any], source: Source) -> str:
     keys = {key for key, value in row.items() if value is not None}
     if _is_message_tree(row, keys):
         return "oasst"
+    for name, needed in _PUBLIC_SCHEMAS:  # published datasets, by the fields only they have
+        if needed <= keys:
+            return name
     if {"chosen", "rejected"} <= keys:
         if "conversations" in keys:
             return "sharegpt_pairwise"

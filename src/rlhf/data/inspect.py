@@ -56,6 +56,14 @@ def inspect_data(source: str | Path | DataConfig, **overrides: Any) -> str:
         )
     for reason, count in sorted(report.left_out.items()):
         lines.append(f"left out: {count} {reason}")
+    if report.unread:
+        names = ", ".join(f"{name} ({count} rows)" for name, count in sorted(report.unread.items()))
+        lines.append(f"not read: {names}; kept with each record as metadata, unused by training")
+        if report.unread_judgments:
+            lines.append(
+                f"warning:  {', '.join(report.unread_judgments)} look like judgments that format `{data.format}` does not read: "
+                "if they are, set `data.format` (`rlhf data formats`) or convert the file"
+            )
     if report.skipped:
         lines.append(f"skipped rows (lines {', '.join(map(str, report.skipped_lines[:_MAX_ERRORS_SHOWN]))}):")
         lines.extend(f"  {err}" for err in report.skipped[:_MAX_ERRORS_SHOWN])

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from rlhf.config.parts import DataConfig
-from rlhf.data.errors import DataError, LoadReport
+from rlhf.data.errors import JUDGMENT_LIKE, DataError, LoadReport
 from rlhf.data.fields import NormalizeContext, RowView
 from rlhf.data.formats import FormatSpec, resolve_format
 from rlhf.data.judgments import RATING_SCALE_MISSING
@@ -50,6 +50,9 @@ class LoadedData:
     correction, feedback or prompt."""
     report: LoadReport
     """Rows read, records kept, rows skipped (with lines) and items left out."""
+    rating_scale: tuple[float, float] | None = None
+    """The scale ratings were read on (`data.rating_scale`, or a published dataset's own); None
+    for other kinds."""
 
     def demonstrations(self) -> list[Demonstration]:
         """The records of a load that expected `sft` (or `demonstration`), typed as such."""
@@ -70,7 +73,9 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
     accepted = _accepted_kinds(expect)
     report = LoadReport(path=cfg.path)
     scale = (cfg.rating_scale[0], cfg.rating_scale[1]) if cfg.rating_scale is not None else None
-    ctx = NormalizeContext(rating_scale=scale, allow_ties=cfg.allow_ties, report=report)
+    ctx = NormalizeContext(
+        rating_scale=scale, allow_ties=cfg.allow_ties, report=report, attribute=cfg.attribute
+    )
     spec: FormatSpec | None = None
     records: list[Record] = []
     for source, row in iter_rows(cfg.path, cfg.split):
@@ -82,8 +87,11 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
                 _check_spec(spec, cfg, accepted, expect, row)
                 report.format = spec.name
             left_out_before = dict(report.left_out)
+            view = RowView(row, source)
             try:
-                records.extend(spec.normalize(RowView(row, source), ctx))
+                records.extend(spec.normalize(view, ctx))
+                for key in row.keys() - view.used:
+                    report.unread[key] = report.unread.get(key, 0) + 1
             except DataError as err:
                 # A skipped row is reported as skipped, not also as items left out of it.
                 report.left_out = left_out_before
@@ -98,7 +106,10 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
     if not records or spec is None:
         raise DataError(cfg.path, None, None, f"no records to use ({report.summary(with_path=False)})")
     report.records_kept = len(records)
-    return LoadedData(records=records, format=spec.name, kind=spec.kind, report=report)
+    if not spec.published:  # a published schema knows its own extra fields
+        report.unread_judgments = sorted(name for name in report.unread if JUDGMENT_LIKE.search(name))
+    rating = (scale or spec.scale) if spec.kind == "rating" else None
+    return LoadedData(records=records, format=spec.name, kind=spec.kind, report=report, rating_scale=rating)
 
 
 def as_data_config(cfg: DataConfig | str | Path) -> DataConfig:
@@ -131,7 +142,7 @@ def _check_spec(
             f"format `{example.name}` is {example.fields} (`rlhf data formats` lists them all)"
             + misspelled_fields(first_row),
         )  # fmt: skip
-    if spec.kind == "rating" and cfg.rating_scale is None:
+    if spec.kind == "rating" and cfg.rating_scale is None and spec.scale is None:
         raise DataError(cfg.path, None, None, RATING_SCALE_MISSING)
 
 

@@ -31,7 +31,7 @@ def pairwise(row: RowView, ctx: NormalizeContext) -> list[Comparison]:
     else:
         prompt = row.prompt("prompt")
         chosen, rejected = row.text("chosen"), row.text("rejected")
-    _check_differ(row, chosen, rejected)
+    check_differ(row, chosen, rejected)
     margin = row.optional_number("margin")
     weight = row_weight(row)
     return [Comparison(prompt, chosen, rejected, row.source, margin=margin, meta=row.meta(), weight=weight)]
@@ -104,7 +104,7 @@ def hh(row: RowView, ctx: NormalizeContext) -> list[Comparison]:
             "rejected",
             f'does not share the prompt of `chosen` (the transcript up to the last "{HH_ASSISTANT}")',
         )
-    _check_differ(row, replies["chosen"], replies["rejected"])
+    check_differ(row, replies["chosen"], replies["rejected"])
     margin = row.optional_number("margin")
     return [
         Comparison(prompts["chosen"], replies["chosen"], replies["rejected"], row.source, margin, row.meta())
@@ -127,7 +127,7 @@ def sharegpt_pairwise(row: RowView, ctx: NormalizeContext) -> list[Comparison]:
     """{conversations: [{from, value}], chosen: {from, value}, rejected: {from, value}}."""
     prompt = row.messages("conversations", role_key="from", content_key="value")
     chosen, rejected = _sharegpt_reply(row, "chosen"), _sharegpt_reply(row, "rejected")
-    _check_differ(row, chosen, rejected)
+    check_differ(row, chosen, rejected)
     return [Comparison(prompt, chosen, rejected, row.source, meta=row.meta())]
 
 
@@ -141,7 +141,7 @@ def _sharegpt_reply(row: RowView, key: str) -> str:
     return message.content
 
 
-def _check_differ(row: RowView, chosen: str, rejected: str) -> None:
+def check_differ(row: RowView, chosen: str, rejected: str) -> None:
     # A pair with two equal texts carries no preference and would teach a reward model nothing;
     # nor does one whose texts differ only in whitespace or characters no reader sees.
     from rlhf.data.text import seen_as

@@ -71,7 +71,7 @@ def build_preference_data(spec: PreferenceDataSpec, tokenizer) -> PreferenceData
         records, held_out = split_eval(records, spec.eval_fraction, spec.seed)
     renderer = PromptRenderer(spec.prompt, tokenizer)
     labels = label_targets(spec.positive_labels, spec.negative_labels)
-    scale = (spec.data.rating_scale[0], spec.data.rating_scale[1]) if spec.data.rating_scale else None
+    scale = loaded.rating_scale  # `data.rating_scale`, or the dataset's own (HelpSteer's 0-4)
 
     def groups_of(recs):
         return build_groups(

@@ -40,7 +40,7 @@ def run_eval_reward(cfg: EvalRewardConfig) -> dict[str, Any]:
     )
     extra = scorer.model.extra
     labels = label_targets(extra.get("positive_labels"), extra.get("negative_labels"))
-    scale = (cfg.data.rating_scale[0], cfg.data.rating_scale[1]) if cfg.data.rating_scale else None
+    scale = loaded.rating_scale
     groups, stats = build_groups(
         loaded.records, loss, scorer.renderer, scorer.tokenizer, max_length=scorer.max_length,
         max_prompt_length=scorer.max_prompt_length, rating_scale=scale, labels=labels,
