@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -151,8 +152,34 @@ def test_directory_that_is_not_a_dataset(tmp_path):
     with pytest.raises(DataError) as info:
         list(read_rows(tmp_path))
     assert str(info.value) == (
-        f"{tmp_path}: directory is not a dataset saved by `datasets` (no state.json or dataset_dict.json)"
+        f"{tmp_path}: reading the directory as a dataset (not one saved by `datasets`: no state.json) failed: "
+        f"EmptyDatasetError: The directory at {tmp_path} doesn't contain any data files"
     )
+
+
+@pytest.mark.slow
+def test_a_local_copy_of_a_hub_dataset_reads_the_subset_asked_for(tmp_path, monkeypatch):
+    """A hub dataset's files as downloaded (its README names a configuration per folder, as
+    Anthropic/hh-rlhf's `harmless-base` and `helpful-base`): `data.subset` picks one; without it, one
+    line that lists them."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    repo = tmp_path / "hh-rlhf"
+    configs = ""
+    for subset, count in (("helpful-base", 1), ("harmless-base", 2)):
+        (repo / subset).mkdir(parents=True)
+        rows = [{"prompt": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(count)]
+        (repo / subset / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        configs += (
+            f"- config_name: {subset}\n  data_files:\n  - split: train\n    path: {subset}/train.jsonl\n"
+        )
+    (repo / "README.md").write_text(f"---\nconfigs:\n{configs}---\n")
+    data = load_records(DataConfig(path=str(repo), subset="harmless-base"))
+    assert (data.format, len(data.records)) == ("pairwise", 2)
+    with pytest.raises(
+        DataError, match=r"Config name is missing.*'helpful-base', 'harmless-base'.*; set `data.subset`$"
+    ):
+        load_records(DataConfig(path=str(repo)))
 
 
 def test_missing_file_is_one_clear_line(tmp_path):

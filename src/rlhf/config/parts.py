@@ -85,10 +85,14 @@ class PeftConfig:
 @dataclass
 class DataConfig:
     path: str | None = None
-    """Training data: a .jsonl, .json, .csv or .parquet file, a directory saved by `datasets`,
-    or a dataset id on the hub. Required by every stage that trains."""
+    """Training data: a .jsonl, .json, .csv or .parquet file (the first three also compressed:
+    .gz, .bz2, .xz, .zst), a directory saved by `datasets` or holding a hub dataset's files, or a
+    dataset id on the hub. Required by every stage that trains."""
     split: str = "train"
     """Split to read from a `datasets` directory or hub dataset."""
+    subset: str | None = None
+    """The subset (configuration) of a hub dataset, or of a local copy of its files, that has
+    several (e.g. `harmless-base` of Anthropic/hh-rlhf's data directories)."""
     format: str = "auto"
     """Record format; `auto` detects it from the fields. Run `rlhf data formats` for the list."""
     on_error: Literal["raise", "skip"] = "raise"

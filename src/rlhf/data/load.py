@@ -78,7 +78,7 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
     )
     spec: FormatSpec | None = None
     records: list[Record] = []
-    for source, row in iter_rows(cfg.path, cfg.split):
+    for source, row in iter_rows(cfg.path, cfg.split, cfg.subset):
         report.rows_read += 1
         if not isinstance(row, DataError):
             if spec is None:

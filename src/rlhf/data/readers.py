@@ -39,20 +39,25 @@ _PARQUET_BATCH_ROWS = 1024
 _CSV_CELL_LIMIT = 2**31 - 1  # the largest value a C long takes on every platform
 
 
-def read_rows(source: str | Path, split: str = "train") -> Iterator[tuple[Source, Row]]:
+def read_rows(
+    source: str | Path, split: str = "train", subset: str | None = None
+) -> Iterator[tuple[Source, Row]]:
     """Every row of `source` with its `Source`; the first problem of any kind is raised as DataError."""
-    for where, row in iter_rows(source, split):
+    for where, row in iter_rows(source, split, subset):
         if isinstance(row, DataError):
             raise row
         yield where, row
 
 
-def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[Source, Row | DataError]]:
-    """Like `read_rows`, but a problem confined to one row is yielded in its place instead of raised."""
+def iter_rows(
+    source: str | Path, split: str = "train", subset: str | None = None
+) -> Iterator[tuple[Source, Row | DataError]]:
+    """Like `read_rows`, but a problem confined to one row is yielded in its place instead of raised.
+    `subset`: the configuration of a hub dataset (or of a local copy of one) that has several."""
     name = str(source)
     path = Path(name).expanduser()
     if path.is_dir():
-        yield from _datasets_dir_rows(name, path, split)
+        yield from _datasets_dir_rows(name, path, split, subset)
         return
     suffix = path.suffix.lower()
     if path.is_file():
@@ -77,7 +82,7 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[Source
         )
     if suffix in FILE_TYPES or not _HUB_ID.match(name):
         raise DataError(name, None, None, "file not found")
-    yield from _hub_rows(name, split)
+    yield from _hub_rows(name, split, subset)
 
 
 def _open(path: Path) -> Any:  # a binary file object (gzip, bz2, lzma, zstandard or plain)
@@ -377,16 +382,20 @@ def _parquet_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataErr
             yield Source(name, index), row
 
 
-def _datasets_dir_rows(name: str, path: Path, split: str) -> Iterator[tuple[Source, Row | DataError]]:
-    if not ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
-        raise DataError(
-            name,
-            None,
-            None,
-            "directory is not a dataset saved by `datasets` (no state.json or dataset_dict.json)",
-        )
+def _datasets_dir_rows(
+    name: str, path: Path, split: str, subset: str | None
+) -> Iterator[tuple[Source, Row | DataError]]:
+    """A directory saved by `datasets` (`save_to_disk`), or a local copy of a hub dataset's files
+    (its README's configurations, or data files `datasets` finds by their names and folders)."""
     import datasets
 
+    if not ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
+        yield from _hub_rows(name, split, subset, local=True)
+        return
+    if subset is not None:
+        raise DataError(
+            name, None, None, f"a dataset saved by `datasets` has no subsets; drop `data.subset: {subset}`"
+        )
     try:
         loaded = datasets.load_from_disk(str(path))
     except (OSError, ValueError) as err:
@@ -394,18 +403,24 @@ def _datasets_dir_rows(name: str, path: Path, split: str) -> Iterator[tuple[Sour
     yield from _dataset_rows(name, _pick_split(name, loaded, split))
 
 
-def _hub_rows(name: str, split: str) -> Iterator[tuple[Source, Row | DataError]]:
+def _hub_rows(
+    name: str, split: str, subset: str | None, *, local: bool = False
+) -> Iterator[tuple[Source, Row | DataError]]:
+    """A hub dataset (or a local directory of one) through `datasets.load_dataset`."""
     import datasets
 
     try:
-        loaded = datasets.load_dataset(name, split=split)
-    except Exception as err:  # network, auth, unknown id and missing split all surface differently
+        loaded = datasets.load_dataset(name, subset, split=split)
+    except Exception as err:  # network, auth, unknown id, subset or split all surface differently
+        what = (
+            "reading the directory as a dataset (not one saved by `datasets`: no state.json)"
+            if local
+            else "no such local file or directory, and loading it as a hub dataset"
+        )
+        text = " ".join(str(err).split())  # `datasets` writes several lines
+        hint = "; set `data.subset`" if "config" in text.lower() and subset is None else ""
         raise DataError(
-            name,
-            None,
-            None,
-            "no such local file or directory, and loading it as a hub dataset failed: "
-            f"{type(err).__name__}: {_first_line(err)}",
+            name, None, None, f"{what} failed: {type(err).__name__}: {text[:300]}{hint}"
         ) from None
     yield from _dataset_rows(name, loaded)
 
