@@ -167,10 +167,15 @@ def test_skip_reports_lines_and_count(tmp_path):
     assert (report.rows_read, report.records_kept, len(report.skipped)) == (7, 3, 4)
     assert report.skipped_lines == [2, 4, 6, 7]
     assert [err.field for err in report.skipped] == [None, "rejected", None, "rejected"]
-    assert (
-        report.summary()
-        == f"{path}: 7 rows read, 3 records kept (pairwise); 4 rows skipped (lines 2, 4, 6, 7)"
+    # Which problems, counted (the summary every stage prints, and `summary.json`'s data report).
+    assert report.summary() == (
+        f"{path}: 7 rows read, 3 records kept (pairwise); 4 rows skipped (lines 2, 4, 6, 7: 1 invalid JSON: "
+        "Expecting value, 1 field `rejected`: missing, 1 not UTF-8 text, 1 more kinds)"
     )
+    assert report.as_dict()["skipped_by_problem"] == {
+        "invalid JSON: Expecting value": 1, "field `rejected`: missing": 1, "not UTF-8 text": 1,
+        "field `rejected`: identical to `chosen`": 1,
+    }  # fmt: skip
 
 
 def test_raise_stops_at_first_bad_row(tmp_path):
@@ -205,7 +210,8 @@ def test_every_row_bad_is_an_error(bad_dir):
     with pytest.raises(DataError) as info:
         load_records(DataConfig(path=str(path), on_error="skip"))
     assert str(info.value) == (
-        f"{path}: no records to use (1 rows read, 0 records kept (ranking); 1 rows skipped (lines 1))"
+        f"{path}: no records to use (1 rows read, 0 records kept (ranking); 1 rows skipped (lines 1: 1 field "
+        "`completions`: expected at least 2 completions to rank))"
     )
 
 
@@ -236,7 +242,7 @@ def test_report_summary_lists_left_out_and_many_lines():
     report.leave_out("unranked replies")
     assert report.summary() == (
         "x.jsonl: 30 rows read, 5 records kept (oasst); 24 rows skipped (lines 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, "
-        "11, 12, 13, 14, 15, 16, 17, 18, 19, 20, ... 4 more); left out 3 unranked replies"
+        "11, 12, 13, 14, 15, 16, 17, 18, 19, 20, ... 4 more: 24 bad); left out 3 unranked replies"
     )
 
 
@@ -276,3 +282,35 @@ def test_a_misspelled_field_is_named_with_the_field_it_looks_like(tmp_path):
     pairs.write_text('{"promt": "p", "chosen": "a", "rejeted": "b"}\n')
     with pytest.raises(DataError, match=r"did you mean `prompt` for `promt`, `rejected` for `rejeted`\?$"):
         load_records(DataConfig(path=str(pairs)))
+
+
+@pytest.mark.slow
+def test_skipped_rows_are_counted_by_problem_in_the_run_summary_and_the_report(tmp_path):
+    """Real files are messy (HH has replies left empty): under `on_error: skip` the run's
+    summary.json and its HTML report say how many rows of which problem were skipped."""
+    from rlhf.config import load_config
+    from rlhf.report.load import load_run
+    from rlhf.report.page import render_report
+    from rlhf.reward.config import RewardConfig
+    from rlhf.reward.train import run_reward
+
+    good = [{"prompt": f"q{i}", "chosen": "a good answer", "rejected": "no"} for i in range(6)]
+    rows = [json.dumps(row) for row in good]
+    rows[1:1] = ['{"prompt": "q", "chosen": ', json.dumps({"prompt": "q", "chosen": "a"})]
+    rows.append(json.dumps({"prompt": "q", "chosen": "b"}))
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    cfg = load_config(RewardConfig, None, [
+        f"data.path={data}", "data.on_error=skip", "data.max_length=32", "prompt.template=raw", "max_steps=1",
+        "batch_size=2", "eval.fraction=0", f"logging.output_dir={tmp_path / 'run' / 'reward'}",
+        "logging.progress=false", "logging.tensorboard=false",
+    ])  # fmt: skip
+    run_reward(cfg)
+    report = json.loads((tmp_path / "run" / "reward" / "summary.json").read_text())["data_report"]
+    assert (report["rows_read"], report["records_kept"], report["skipped"]) == (9, 6, 3)
+    assert report["skipped_by_problem"] == {
+        "field `rejected`: missing": 2,
+        "invalid JSON: Expecting value": 1,
+    }
+    page = render_report(load_run(tmp_path / "run"))
+    assert "skipped: field `rejected`: missing</td><td>2" in page.replace('<td class="num">', "<td>")

@@ -120,6 +120,26 @@ class LoadReport:
         """Lines (or row numbers) of the skipped rows."""
         return [err.line for err in self.skipped if err.line is not None]
 
+    def skipped_by_problem(self) -> dict[str, int]:
+        """How many rows were skipped for each kind of problem, most frequent first: the field and
+        the message with its particulars (values, numbers, quoted text) left out."""
+        counts: dict[str, int] = {}
+        for err in self.skipped:
+            message = re.sub(r" at (column|byte) \d+|,? got .*$", "", err.message.split(";")[0])
+            what = re.sub(r"\s*\([^()]*\)|'[^']*'", "", message).strip(" ;:,")
+            key = f"field `{err.field}`: {what}" if err.field else what
+            counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the load did, for a run's `summary.json` and its report."""
+        return {
+            "path": self.path, "format": self.format, "rows_read": self.rows_read,
+            "records_kept": self.records_kept, "skipped": len(self.skipped),
+            "skipped_lines": self.skipped_lines[:_MAX_SHOWN_LINES], "skipped_by_problem": self.skipped_by_problem(),
+            "left_out": dict(self.left_out), "unread_judgments": list(self.unread_judgments),
+        }  # fmt: skip
+
     def leave_out(self, reason: str, count: int = 1) -> None:
         """Count `count` items that a good row held but no record carries."""
         if count:
@@ -131,7 +151,12 @@ class LoadReport:
         where = f"{self.path}: " if with_path else ""
         parts = [f"{where}{self.rows_read} rows read, {self.records_kept} records kept{fmt}"]
         if self.skipped:
-            parts.append(f"{len(self.skipped)} rows skipped (lines {_show_lines(self.skipped_lines)})")
+            problems = self.skipped_by_problem()
+            shown = ", ".join(f"{count} {problem}" for problem, count in list(problems.items())[:3])
+            more = f", {len(problems) - 3} more kinds" if len(problems) > 3 else ""
+            parts.append(
+                f"{len(self.skipped)} rows skipped (lines {_show_lines(self.skipped_lines)}: {shown}{more})"
+            )
         for reason, count in sorted(self.left_out.items()):
             parts.append(f"left out {count} {reason}")
         if self.truncation is not None and self.truncation.truncated:

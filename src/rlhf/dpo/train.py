@@ -31,7 +31,7 @@ from rlhf.preference.sequences import (
 
 def build_data(cfg: DpoConfig, tokenizer):
     """Training and held-out groups of the preferences (the reward stage's reader and pairs), the
-    counts and a one-line summary."""
+    counts, a one-line summary and the load report."""
     spec = PreferenceDataSpec(
         cfg.data, cfg.prompt, cfg.seed, eval_path=cfg.eval.path, eval_fraction=cfg.eval.fraction
     )
@@ -42,7 +42,7 @@ def build_data(cfg: DpoConfig, tokenizer):
             "(ratings or labels): turn it into comparisons, or train a reward model and use PPO"
         )
     # The reader already refuses a ranking whose completions are all tied: every group has a pair.
-    return data.train, data.held_out, data.counts, data.summary
+    return data.train, data.held_out, data.counts, data.summary, data.report
 
 
 def pair_terms(cfg: DpoConfig, policy: torch.Tensor, reference: torch.Tensor, lengths, layout: Layout):
@@ -132,7 +132,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     stage = Stage.start("dpo", cfg)
     accelerator, say = stage.accelerator, stage.say
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
-    train, held_out, counts, data_summary = build_data(cfg, tokenizer)
+    train, held_out, counts, data_summary, stage.data_report = build_data(cfg, tokenizer)
     say(f"[data] {data_summary}")
 
     lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)

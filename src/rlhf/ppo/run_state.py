@@ -82,6 +82,8 @@ class PpoRun:
     """`print` on the main process, nothing elsewhere."""
     sharding: dict[str, Any] = field(default_factory=dict)
     """What the run is sharded on (`rlhf.training.sharding.sharding_report`), for the summary."""
+    data_report: dict[str, Any] = field(default_factory=dict)
+    """The prompts' load report (`LoadReport.as_dict`), for the summary."""
     history: list[dict[str, Any]] = field(default_factory=list)
     """One row of metrics per finished step (restored on resume)."""
 

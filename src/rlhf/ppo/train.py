@@ -38,8 +38,8 @@ class PpoResult:
     """The policy's tokenizer."""
 
 
-def load_prompt_ids(cfg: PpoConfig, tokenizer) -> tuple[list, list[list[int]], str]:
-    """(prompts as in the data, their rendered token ids, a summary line)."""
+def load_prompt_ids(cfg: PpoConfig, tokenizer) -> tuple[list, list[list[int]], str, dict[str, Any]]:
+    """(prompts as in the data, their rendered token ids, a summary line, the load report)."""
     from rlhf.data import PromptRenderer, encode_prompt, load_records, prompts_of
 
     loaded = load_records(cfg.data, expect="prompt")
@@ -51,7 +51,8 @@ def load_prompt_ids(cfg: PpoConfig, tokenizer) -> tuple[list, list[list[int]], s
     summary = (
         f"{loaded.report.summary()}; format `{loaded.format}`; {len(records)} prompts, at most {limit} tokens"
     )
-    return [r.prompt for r in records], ids, summary + (f" ({cut} at the limit)" if cut else "")
+    line = summary + (f" ({cut} at the limit)" if cut else "")
+    return [r.prompt for r in records], ids, line, loaded.report.as_dict()
 
 
 def ptx_stream(cfg: PpoConfig, tokenizer, accelerator, start: int):
@@ -181,7 +182,7 @@ def _start(cfg: PpoConfig, engine: str) -> tuple[PpoRun, list, list[list[int]], 
     check_sharded(cfg, accelerator, engine)
     device = accelerator.device
     tokenizer = load_tokenizer(cfg.model, padding_side="left")
-    prompts, prompt_ids, data_summary = load_prompt_ids(cfg, tokenizer)
+    prompts, prompt_ids, data_summary, data_report = load_prompt_ids(cfg, tokenizer)
     say(f"[data] {data_summary}")
     reward_fn = build_reward_function(cfg.reward, device=cfg.reward.device or device)
     sources = ", ".join(f"{s.name} (weight {s.weight:g}, normalize {s.normalize})" for s in reward_fn.sources)
@@ -204,7 +205,7 @@ def _start(cfg: PpoConfig, engine: str) -> tuple[PpoRun, list, list[list[int]], 
         policy=accelerator.unwrap_model(models.policy), reference=built.reference,
         kl_ctl=make_kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon),
         state=UpdateState(baseline=MovingBaseline(cfg.advantage.baseline_decay)), reward_fn=reward_fn,
-        tokenizer=tokenizer, say=say, sharding=sharding,
+        tokenizer=tokenizer, say=say, sharding=sharding, data_report=data_report,
     )  # fmt: skip
     return run, prompts, prompt_ids, trainable
 
@@ -368,6 +369,7 @@ def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> Ppo
         "kl_guard_limit": kl_guard_limit(cfg),
         "trainable_parameters": trainable,
         "sharding": run.sharding,
+        "data_report": run.data_report,
         "peak_memory_gib": [round(p, 3) for p in peaks],
     }
     if accelerator.is_main_process:

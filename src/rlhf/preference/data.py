@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import DataConfig, PromptConfig
@@ -50,6 +51,8 @@ class PreferenceData:
     """records, groups, completions, pairs (pairwise modes) of training; the same prefixed `eval_`."""
     summary: str
     """One line on what was loaded, held out and derived."""
+    report: dict[str, Any]
+    """The training data's load report (`LoadReport.as_dict`: skipped rows by problem, ...)."""
 
 
 def build_preference_data(spec: PreferenceDataSpec, tokenizer) -> PreferenceData:
@@ -99,7 +102,7 @@ def build_preference_data(spec: PreferenceDataSpec, tokenizer) -> PreferenceData
             else f"{counts['eval_completions']} completions"
         )
         text += f"; {len(held_out)} records held out ({unit})"
-    return PreferenceData(train, evals, loss, counts, text)
+    return PreferenceData(train, evals, loss, counts, text, loaded.report.as_dict())
 
 
 def _counts(records: list, groups: list[Group], loss: str, ties: Ties, prefix: str = "") -> dict[str, int]:

@@ -65,6 +65,8 @@ class RunData:
     """`rrhf/metrics.jsonl`."""
     stage_configs: dict[str, str] = field(default_factory=dict)
     """Each stage's own `config.yaml` verbatim, by stage name, where it wrote one."""
+    data_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each stage's training-data load report (its summary.json's `data_report`), by stage name."""
     appended_runs: dict[str, int] = field(default_factory=dict)
     """Files (relative paths) that held several runs appended one after another, and how many;
     only the last run of each is kept above."""
@@ -107,6 +109,9 @@ def load_run(run_dir: str | Path) -> RunData:
         text = read_text(root / stage / "config.yaml")
         if text is not None:
             run.stage_configs[stage] = text
+        report = (read_json(root / stage / "summary.json") or {}).get("data_report")
+        if isinstance(report, dict):
+            run.data_reports[stage] = report
     return run
 
 

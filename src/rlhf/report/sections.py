@@ -141,8 +141,32 @@ def config_section(run: RunData) -> str:
 
 
 def stage_config(run: RunData, stage: str) -> str:
+    """The stage's training data as loaded (rows skipped by problem, items left out) and its config."""
     text = run.stage_configs.get(stage)
-    return details(f"{stage}/config.yaml (this stage's resolved configuration)", text) if text else ""
+    config = details(f"{stage}/config.yaml (this stage's resolved configuration)", text) if text else ""
+    return data_report(run.data_reports.get(stage)) + config
+
+
+def data_report(report: dict[str, Any] | None) -> str:
+    """A table of a stage's `data_report`: what was read and kept, and why the rest was not."""
+    if not report:
+        return ""
+    rows = [["data", report.get("path")], ["format", report.get("format")],
+            ["rows read", report.get("rows_read")], ["records kept", report.get("records_kept")]]  # fmt: skip
+    if report.get("skipped"):
+        rows.append(
+            [
+                "rows skipped",
+                f"{report['skipped']} (lines {', '.join(map(str, report.get('skipped_lines', [])))})",
+            ]
+        )
+    rows += [
+        [f"skipped: {problem}", count] for problem, count in (report.get("skipped_by_problem") or {}).items()
+    ]
+    rows += [[f"left out: {reason}", count] for reason, count in (report.get("left_out") or {}).items()]
+    if report.get("unread_judgments"):
+        rows.append(["fields not read that look like judgments", ", ".join(report["unread_judgments"])])
+    return table(["training data", ""], rows)
 
 
 def sft_section(run: RunData) -> str:

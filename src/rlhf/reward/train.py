@@ -147,6 +147,7 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     accelerator, say = stage.accelerator, stage.say
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     data = build_data(cfg, tokenizer)
+    stage.data_report = data.report
     mode = loss_mode(data.loss)
     say(f"[data] {data.summary}")
 

@@ -220,7 +220,9 @@ def read_responses(path: Path) -> tuple[list[Responses], list[Responses]]:
     return train, held_out
 
 
-def load_split(cfg: RrhfConfig, renderer: PromptRenderer) -> tuple[list[Responses], list[Responses], str]:
+def load_split(
+    cfg: RrhfConfig, renderer: PromptRenderer
+) -> tuple[list[Responses], list[Responses], str, dict[str, Any]]:
     """Training and held-out groups of the data (unsampled, unscored unless people ranked them),
     and a line on what was read."""
     from rlhf.data import load_records
@@ -239,4 +241,4 @@ def load_split(cfg: RrhfConfig, renderer: PromptRenderer) -> tuple[list[Response
     text = f"{loaded.report.summary()}; format `{loaded.format}`{kind}; {len(train)} prompts"
     if held_out:
         text += f"; {len(evals)} held out"
-    return train, evals, text
+    return train, evals, text, loaded.report.as_dict()

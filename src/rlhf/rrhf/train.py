@@ -280,7 +280,9 @@ def _read_data(cfg: RrhfConfig, stage, resume, tokenizer) -> tuple[list, list, b
         responses, held_responses = read_responses(responses_path)
         stage.say(f"[data] resuming: the responses of {responses_path}")
         return responses, held_responses, True
-    responses, held_responses, text = load_split(cfg, PromptRenderer(cfg.prompt, tokenizer))
+    responses, held_responses, text, stage.data_report = load_split(
+        cfg, PromptRenderer(cfg.prompt, tokenizer)
+    )
     stage.say(f"[data] {text}")
     return responses, held_responses, False
 

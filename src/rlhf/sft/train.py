@@ -30,6 +30,8 @@ class SftData:
     """(prompt ids as trained, reference completion) of held-out records, for sample answers."""
     summary: str
     """One line on what was loaded, held out, truncated and packed."""
+    report: dict[str, Any]
+    """The training data's load report (`LoadReport.as_dict`: skipped rows by problem, ...)."""
 
 
 def build_data(cfg: SftConfig, tokenizer) -> SftData:
@@ -61,7 +63,7 @@ def build_data(cfg: SftConfig, tokenizer) -> SftData:
         summary += f"; {len(held_out)} held out for evaluation"
     if cfg.use_packing:
         summary += f"; {len(train_examples)} examples packed into {len(train_rows)} rows"
-    return SftData(train_rows, eval_rows, eval_prompts, summary)
+    return SftData(train_rows, eval_rows, eval_prompts, summary, loaded.report.as_dict())
 
 
 def _eval_data_config(cfg: SftConfig):
@@ -156,6 +158,7 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     accelerator = stage.accelerator
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     data = build_data(cfg, tokenizer)
+    stage.data_report = data.report
     stage.say(f"[data] {data.summary}")
 
     build_model = functools.partial(_build_model, cfg, tokenizer)

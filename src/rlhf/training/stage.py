@@ -56,6 +56,8 @@ class Stage:
     """metrics.jsonl and TensorBoard (opened by `prepare`, after a resume trimmed the old rows)."""
     sharding: dict[str, Any] = field(default_factory=dict)
     """engine (`sharding_kind`), processes, and the share of the trained state each holds (`prepare`)."""
+    data_report: dict[str, Any] | None = None
+    """The training data's load report (`LoadReport.as_dict`), set by the stage; in summary.json."""
     _checkpoint: dict[str, Any] = field(default_factory=dict)
     """prepared, model, optimizer, scheduler, tokenizer of `save_checkpoint`."""
 
@@ -215,6 +217,8 @@ class Stage:
 
         peaks = peak_memory_per_process(self.accelerator)
         summary["sharding"] = self.sharding
+        if self.data_report is not None:
+            summary["data_report"] = self.data_report
         summary["peak_memory_gib"] = [round(p, 3) for p in peaks]
         self.say(memory_line(self.accelerator, peaks))
         self.accelerator.wait_for_everyone()
