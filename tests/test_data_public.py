@@ -118,3 +118,38 @@ def test_fields_a_format_does_not_read_are_never_lost_without_a_word(tmp_path):
     )
     shp = load("shp.jsonl")
     assert shp.report.unread["score_A"] == 3 and shp.report.unread_judgments == []
+
+
+def test_a_field_mapping_reads_a_schema_in_a_few_lines_as_the_built_in_reading_does():
+    """`data.fields` maps a file's own fields onto a format's: renamed, nested, a list position
+    held by another field, a field name another field completes. On two public schemas it gives
+    the built-in reading's very comparisons."""
+    mappings = {
+        "stack_exchange_paired.jsonl": {"prompt": "question", "chosen": "response_j", "rejected": "response_k"},
+        "pku_saferlhf.jsonl": {
+            "prompt": "prompt", "chosen": "response_{better_response_id}", "rejected": "response_{1-better_response_id}",
+        },
+    }  # fmt: skip
+    for name, fields in mappings.items():
+        built_in, mapped = load(name).records, load(name, fields=fields).records
+        assert [(r.prompt, r.chosen, r.rejected) for r in mapped] == [
+            (r.prompt, r.chosen, r.rejected) for r in built_in
+        ]
+    fields = {
+        "prompt": "info.post",
+        "chosen": "summaries[choice].text",
+        "rejected": "summaries[1-choice].text",
+    }
+    data = load("summarize_feedback_comparisons.jsonl", fields=fields, on_error="skip")
+    assert data.format == "pairwise" and [r.chosen.strip()[:9] for r in data.records] == [
+        "Moved to ",
+        "Landlord ",
+    ]
+    assert sorted(data.records[0].meta) == ["batch", "extra", "split", "worker"]  # what no path read is kept
+    (err,) = data.report.skipped  # the CNN/DM item has an `article`, not a `post`
+    assert str(err).endswith(
+        "summarize_feedback_comparisons.jsonl:3: field `prompt`: `data.fields` maps it from `info.post`: no field "
+        "`post` (got an object with fields (article, id, site))"
+    )
+    with pytest.raises(DataError, match=r"field `data.fields`: `promt` is not a field any format reads"):
+        load("shp.jsonl", fields={"promt": "history"})

@@ -108,6 +108,10 @@ class DataConfig:
     rating data."""
     allow_ties: bool = True
     """Rankings: whether two completions of one prompt may share a rank."""
+    fields: dict[str, str] | None = None
+    """Map the file's own fields onto a format's: `{prompt: info.post, chosen: summaries[choice].text,
+    rejected: summaries[1-choice].text}` (dotted paths, `[n]`/`[field]`/`[1-field]` list positions,
+    `{field}` in a name; see `rlhf.data.mapping`). The format is then detected from the mapped fields."""
     attribute: str | None = None
     """Which judgment to read from a public dataset that holds several: PKU-SafeRLHF `better`
     (default) or `safer`; HelpSteer `helpfulness` (default), `correctness`, `coherence`,

@@ -20,6 +20,7 @@ from rlhf.data.errors import JUDGMENT_LIKE, DataError, LoadReport
 from rlhf.data.fields import NormalizeContext, RowView
 from rlhf.data.formats import FormatSpec, resolve_format
 from rlhf.data.judgments import RATING_SCALE_MISSING
+from rlhf.data.mapping import map_fields
 from rlhf.data.readers import iter_rows
 from rlhf.data.records import KINDS, Demonstration, PromptOnly, Record
 
@@ -78,12 +79,20 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
     )
     spec: FormatSpec | None = None
     records: list[Record] = []
+    _check_fields(cfg)
     for source, row in iter_rows(cfg.path, cfg.split, cfg.subset):
         report.rows_read += 1
+        if not isinstance(row, DataError) and cfg.fields:
+            try:
+                row = map_fields(row, cfg.fields, source)
+            except DataError as err:
+                row = err
         if not isinstance(row, DataError):
             if spec is None:
                 # Format problems concern the whole source: they stop the load even under `skip`.
-                spec = resolve_format(cfg.format, row, source)
+                # Mapped fields decide the format alone (the file's others may be another schema's).
+                shown = {key: row[key] for key in cfg.fields} if cfg.fields else row
+                spec = resolve_format(cfg.format, shown, source)
                 _check_spec(spec, cfg, accepted, expect, row)
                 report.format = spec.name
             left_out_before = dict(report.left_out)
@@ -123,6 +132,18 @@ def _accepted_kinds(expect: str | None) -> tuple[str, ...]:
     if expect not in KIND_FAMILIES:
         raise ValueError(f"unknown `expect` {expect!r}; use one of {', '.join(KIND_FAMILIES)}")
     return KIND_FAMILIES[expect]
+
+
+def _check_fields(cfg: DataConfig) -> None:
+    """`data.fields` maps onto fields some format reads."""
+    from rlhf.data.formats import KNOWN_FIELDS
+
+    for name in cfg.fields or {}:
+        if name not in KNOWN_FIELDS:
+            raise DataError(
+                cfg.path, None, "data.fields",
+                f"`{name}` is not a field any format reads; map onto: {', '.join(KNOWN_FIELDS)}",
+            )  # fmt: skip
 
 
 def _check_spec(
