@@ -29,8 +29,9 @@ def apply_peft(
 ):
     """Wrap `model` in the adapter `peft_cfg` asks for; `method: none` returns `model` unchanged.
 
-    - lora / qlora: `LoraConfig` on `target_modules` (None: peft's per-architecture default;
-      `[all-linear]`: every linear layer but the output head). A quantized base is first passed
+    - lora / qlora: `LoraConfig` on `target_modules` (None: peft's per-architecture default, or
+      every linear layer where peft has none, e.g. Phi-3; `[all-linear]`: every linear layer but
+      the output head). A quantized base is first passed
       through `prepare_model_for_kbit_training`; qlora insists on a 4-bit base.
     - prompt_tuning: `num_virtual_tokens` trainable input embeddings, random, or copied from the
       embeddings of `prompt_tuning_init_text` (needs `tokenizer`; the text is repeated or cut to fit).
@@ -46,7 +47,13 @@ def apply_peft(
         )
     model = prepare_quantized_base(model)
     if peft_cfg.method in ("lora", "qlora"):
-        return get_peft_model(model, _lora_config(peft_cfg, task_type))
+        try:
+            return get_peft_model(model, _lora_config(peft_cfg, task_type, _model_type(model)))
+        except ValueError as err:  # a module name the model lacks, ...: say what to set, not peft's traceback
+            raise AdapterError(
+                f"LoRA cannot be put on this {_model_type(model) or 'model'}: {str(err).splitlines()[0][:200]}; "
+                "set `peft.target_modules` to module names it has, or [all-linear]"
+            ) from None
     if peft_cfg.method == "prompt_tuning":
         peft_model = get_peft_model(
             model, PromptTuningConfig(task_type=task_type, num_virtual_tokens=peft_cfg.num_virtual_tokens)
@@ -57,12 +64,21 @@ def apply_peft(
     raise AdapterError(f"unknown peft.method {peft_cfg.method!r}")
 
 
-def _lora_config(peft_cfg: PeftConfig, task_type: str):
+def _model_type(model: nn.Module) -> str | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None)
+
+
+def _lora_config(peft_cfg: PeftConfig, task_type: str, model_type: str | None):
     from peft import LoraConfig
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as KNOWN
 
     target_modules: list[str] | str | None = peft_cfg.target_modules
     if target_modules == ["all-linear"]:
         target_modules = "all-linear"  # peft's keyword is the string, not a one-element list
+    if target_modules is None and model_type not in KNOWN:
+        # peft has no default for this architecture (Phi-3, ...): every linear layer but the head.
+        target_modules = "all-linear"
     return LoraConfig(
         task_type=task_type,
         r=peft_cfg.lora_rank,
