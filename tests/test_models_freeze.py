@@ -145,3 +145,15 @@ def test_only_the_last_block_learns(tinystories_path: Path) -> None:
         else:
             assert torch.equal(param, before[name]), name
     assert all(name.startswith("model.layers.4.") for name in trainable)
+
+
+def test_lora_on_modules_the_model_lacks_is_one_line() -> None:
+    """peft's own error is a traceback deep in its code; ours says what to set."""
+    from rlhf.models.adapters import AdapterError, apply_peft
+
+    with pytest.raises(AdapterError) as info:
+        apply_peft(_tiny(), PeftConfig(method="lora", target_modules=["no_such_proj"]))
+    message = str(info.value)
+    assert message.startswith("LoRA cannot be put on this llama: Target modules {'no_such_proj'} not found")
+    assert message.endswith("set `peft.target_modules` to module names it has, or [all-linear]")
+    assert "\n" not in message
