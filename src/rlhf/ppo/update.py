@@ -235,7 +235,7 @@ def _deepspeed_backward(run: PpoRun, loss: torch.Tensor, bad: torch.Tensor, *, l
     if float(run.reduce_sum(bad)[0]) > 0:
         raise NonFiniteError(
             "a NaN or infinite PPO loss under DeepSpeed, whose engine steps inside the backward pass: the "
-            f"update could not be skipped, and the run stops. {nonfinite_message(run.state.skipped + 1, run.cfg)}"
+            f"update could not be skipped, and the run stops. {_causes(run.cfg)}"
         )
     engine = run.accelerator.deepspeed_engine_wrapped
     engine.backward(loss * run.accelerator.num_processes, sync_gradients=last)
@@ -252,7 +252,7 @@ def _deepspeed_norm(run: PpoRun) -> dict[str, float]:
             return {}
         raise NonFiniteError(
             "a NaN or infinite gradient under DeepSpeed, whose engine steps inside the backward pass: the "
-            f"update could not be skipped, and the run stops. {nonfinite_message(run.state.skipped + 1, run.cfg)}"
+            f"update could not be skipped, and the run stops. {_causes(run.cfg)}"
         )
     return {"grad_norm": norm}
 
@@ -266,7 +266,12 @@ def _zero(models: Models) -> None:
 def nonfinite_message(skipped: int, cfg: PpoConfig) -> str:
     return (
         f"{skipped} updates had a NaN or infinite loss, reward or gradient (limit `guards.max_nonfinite` "
-        f"{cfg.guards.max_nonfinite}); the run stops. Usual causes: a learning rate too high "
-        f"(optimizer.lr {cfg.optimizer.lr}), fp16 overflow (try bf16 or float32), or a reward source "
-        "returning NaN"
+        f"{cfg.guards.max_nonfinite}); the run stops. {_causes(cfg)}"
+    )
+
+
+def _causes(cfg: PpoConfig) -> str:
+    return (
+        f"Usual causes: a learning rate too high (optimizer.lr {cfg.optimizer.lr}), fp16 overflow (try bf16 "
+        "or float32), or a reward source returning NaN"
     )
