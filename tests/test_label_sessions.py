@@ -179,13 +179,19 @@ def test_revoke_ends_a_token_and_its_logins_and_can_issue_a_new_one(tmp_path, da
         assert unknown.returncode != 0 and lines == ["error: no annotator named 'nobody' in this project"]
 
 
-def test_a_project_made_before_sessions_gets_them_when_served(tmp_path):
+def test_a_project_made_before_sessions_gets_them_when_served(tmp_path, database):
     """A project whose database has no sessions table (made by an earlier version): `serve`'s
     start-up adds it, and logins work."""
-    store, _, bob = project(tmp_path / "p", None)
+    store, _, bob = project(tmp_path / "p", database)
     store.close()
-    with sqlite3.connect(store.path) as conn:
-        conn.execute("DROP TABLE sessions")
+    if database is None:
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("DROP TABLE sessions")
+    else:
+        import psycopg
+
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("DROP TABLE sessions")
     again = Store(tmp_path / "p")
     again.ensure_sessions()
     user = again.authenticate(bob)
