@@ -65,6 +65,28 @@ def test_what_each_schema_says_is_read_the_way_it_means():
     assert honesty.report.left_out == {"completions without a honesty score": 1}
 
 
+def test_pku_saferlhf_safety_flags_read_as_labels_when_asked():
+    data = load("pku_saferlhf.jsonl", format="pku_saferlhf_labels")
+    assert (data.kind, len(data.records)) == ("label", 6)  # two responses a row
+    assert [r.label for r in data.records] == ["safe", "unsafe", "safe", "safe", "unsafe", "safe"]
+    assert data.records[1].completion.startswith("Try common default passwords")
+
+
+@pytest.mark.slow
+def test_a_reward_model_trains_on_the_safety_labels(tmp_path):
+    from rlhf.config import load_config
+    from rlhf.reward.config import RewardConfig
+    from rlhf.reward.train import run_reward
+
+    cfg = load_config(RewardConfig, None, [
+        f"data.path={PUBLIC / 'pku_saferlhf.jsonl'}", "data.format=pku_saferlhf_labels", "data.max_length=96",
+        "prompt.template=raw", "max_steps=2", "batch_size=2", "eval.fraction=0", f"logging.output_dir={tmp_path}",
+        "logging.progress=false", "logging.tensorboard=false",
+    ])  # fmt: skip
+    summary = run_reward(cfg).summary
+    assert summary["loss"] == "label" and all(loss == loss for loss in summary["train_loss"])
+
+
 def test_an_attribute_the_dataset_lacks_is_one_line():
     with pytest.raises(DataError) as info:
         load("helpsteer2.jsonl", attribute="safer")

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlhf.data.errors import describe_value
 from rlhf.data.fields import NormalizeContext, RowView, check_number, check_text
 from rlhf.data.preferences import check_differ, check_ranking
-from rlhf.data.records import Comparison, Ranking, Rating
+from rlhf.data.records import Comparison, Label, Ranking, Rating
 
 HELPSTEER_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 HELPSTEER_SCALE = (0.0, 4.0)
@@ -97,6 +98,20 @@ def pku_saferlhf(row: RowView, ctx: NormalizeContext) -> list[Comparison]:
     chosen, rejected = responses[int(winner)], responses[1 - int(winner)]
     check_differ(row, chosen, rejected)
     return [Comparison(prompt, chosen, rejected, row.source, meta=row.meta())]
+
+
+def pku_saferlhf_labels(row: RowView, ctx: NormalizeContext) -> list[Label]:
+    """PKU-SafeRLHF's safety flags as labels (`data.format: pku_saferlhf_labels`): each response
+    `safe` or `unsafe` by its `is_response_N_safe`, two records a row."""
+    prompt = row.text("prompt")
+    labels = []
+    for n in (0, 1):
+        flag = row.require(f"is_response_{n}_safe")
+        if not isinstance(flag, bool):
+            raise row.fail(f"is_response_{n}_safe", f"expected true or false, got {describe_value(flag)}")
+        response = row.text(f"response_{n}")
+        labels.append(Label(prompt, response, "safe" if flag else "unsafe", row.source, meta=row.meta()))
+    return labels
 
 
 def nectar(row: RowView, ctx: NormalizeContext) -> list[Ranking]:
