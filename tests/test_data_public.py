@@ -4,6 +4,7 @@ becomes the kind it is with every record, and a reward model trains on it."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,8 @@ def test_what_each_schema_says_is_read_the_way_it_means():
         "It's a myth"
     )
     assert shp[0].meta["score_A"] == 52  # the rest of the row is kept
+    margins = [r.margin for r in load("shp.jsonl", attribute="margin").records]
+    assert margins == [math.log(52 / 8), math.log(40 / 3), math.log(120 / 30)]  # the same float64 operations
     assert load("stack_exchange_paired.jsonl").records[0].chosen.startswith("Use slicing")
     better = load("pku_saferlhf.jsonl").records
     safer = load("pku_saferlhf.jsonl", attribute="safer").records

@@ -113,8 +113,8 @@ class DataConfig:
     rejected: summaries[1-choice].text}` (dotted paths, `[n]`/`[field]`/`[1-field]` list positions,
     `{field}` in a name; see `rlhf.data.mapping`). The format is then detected from the mapped fields."""
     attribute: str | None = None
-    """Which judgment to read from a public dataset that holds several: PKU-SafeRLHF `better`
-    (default) or `safer`; HelpSteer `helpfulness` (default), `correctness`, `coherence`,
+    """Which judgment to read from a public dataset that holds several: SHP `margin` (each pair's
+    margin the log of its score ratio); PKU-SafeRLHF `better` (default) or `safer`; HelpSteer `helpfulness` (default), `correctness`, `coherence`,
     `complexity`, `verbosity`; UltraFeedback `overall` (default), `fine-grained` or an aspect
     (`helpfulness`, `honesty`, `instruction_following`, `truthfulness`)."""
     limit: int | None = None

@@ -2,8 +2,8 @@
 distributed (no conversion script): OpenAI's summarize-from-feedback comparisons, Stanford SHP,
 StackExchange-paired, PKU-SafeRLHF, Nectar, HelpSteer2/3 and UltraFeedback (raw).
 
-`data.attribute` picks the judgment of a dataset that holds several: PKU-SafeRLHF `better`
-(default) or `safer`; HelpSteer `helpfulness` (default), `correctness`, `coherence`, `complexity` or
+`data.attribute` picks the judgment of a dataset that holds several: SHP `margin` (the log
+score ratio as each pair's margin); PKU-SafeRLHF `better` (default) or `safer`; HelpSteer `helpfulness` (default), `correctness`, `coherence`, `complexity` or
 `verbosity`; UltraFeedback `overall` (default, `overall_score`), `fine-grained`
 (`fine-grained_score`), or one annotated aspect (`helpfulness`, `honesty`,
 `instruction_following`, `truthfulness`).
@@ -11,6 +11,7 @@ StackExchange-paired, PKU-SafeRLHF, Nectar, HelpSteer2/3 and UltraFeedback (raw)
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rlhf.data.errors import describe_value
@@ -66,7 +67,10 @@ def _summary(value: Any, index: int, row: RowView) -> str:
 
 
 def shp(row: RowView, ctx: NormalizeContext) -> list[Comparison]:
-    """Stanford SHP: {history, human_ref_A, human_ref_B, labels (1: A preferred), score_A, score_B}."""
+    """Stanford SHP: {history, human_ref_A, human_ref_B, labels (1: A preferred), score_A, score_B}.
+    With `data.attribute: margin`, each pair's margin is the log of its score ratio (SHP keeps
+    pairs whose preferred answer has at least twice the other's score: margins from log 2 up)."""
+    attribute = _attribute(ctx, row, ("labels", "margin"), "labels")
     prompt = row.text("history")
     a, b = row.text("human_ref_A"), row.text("human_ref_B")
     label = check_number(row.require("labels"), "labels", row.source)
@@ -74,7 +78,15 @@ def shp(row: RowView, ctx: NormalizeContext) -> list[Comparison]:
         raise row.fail("labels", f"expected 1 (A preferred) or 0 (B preferred), got {label}")
     chosen, rejected = (a, b) if label == 1 else (b, a)
     check_differ(row, chosen, rejected)
-    return [Comparison(prompt, chosen, rejected, row.source, meta=row.meta())]
+    margin = None
+    if attribute == "margin":
+        scores = [check_number(row.require(key), key, row.source) for key in ("score_A", "score_B")]
+        high, low = (scores[0], scores[1]) if label == 1 else (scores[1], scores[0])
+        if not high > low > 0:
+            raise row.fail("score_A" if label == 1 else "score_B", f"a margin needs the preferred answer's score "
+                           f"above the other's and both positive, got {high:g} and {low:g}")  # fmt: skip
+        margin = math.log(high / low)
+    return [Comparison(prompt, chosen, rejected, row.source, margin=margin, meta=row.meta())]
 
 
 def stack_exchange_paired(row: RowView, ctx: NormalizeContext) -> list[Comparison]:
