@@ -34,6 +34,17 @@ def _attribute(ctx: NormalizeContext, row: RowView, allowed: tuple[str, ...], de
     return chosen
 
 
+def _objects(row: RowView, key: str, shape: str) -> list[dict[str, Any]]:
+    """Field `key`: a list of objects (`shape` says what each holds, for the error)."""
+    value = row.require(key)
+    if not isinstance(value, list):
+        raise row.fail(key, f"expected a list of {shape}")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise row.fail(f"{key}[{i}]", f"expected an object {shape}")
+    return value
+
+
 def summarize_comparisons(row: RowView, ctx: NormalizeContext) -> list[Comparison]:
     """OpenAI summarize-from-feedback: {info: {post|article, title?, subreddit?}, summaries:
     [{text}, {text}], choice}. The prompt is the post in the paper's TL;DR layout."""
@@ -130,13 +141,8 @@ def nectar(row: RowView, ctx: NormalizeContext) -> list[Ranking]:
     """Nectar: {prompt (an HH-style transcript), answers: [{answer, model, rank}]}: a K-way ranking
     (rank 1 best)."""
     prompt = row.text("prompt")
-    answers = row.require("answers")
-    if not isinstance(answers, list):
-        raise row.fail("answers", "expected a list of {answer, rank}")
     texts, ranks = [], []
-    for i, answer in enumerate(answers):
-        if not isinstance(answer, dict):
-            raise row.fail(f"answers[{i}]", "expected an object {answer, model, rank}")
+    for i, answer in enumerate(_objects(row, "answers", "{answer, model, rank}")):
         texts.append(check_text(answer.get("answer"), f"answers[{i}].answer", row.source))
         ranks.append(check_number(answer.get("rank"), f"answers[{i}].rank", row.source))
     check_ranking(row, texts, ranks, ctx.allow_ties, field="answers")
@@ -152,8 +158,6 @@ def helpsteer(row: RowView, ctx: NormalizeContext) -> list[Rating]:
     low, high = ctx.rating_scale or HELPSTEER_SCALE
     if not low <= score <= high:
         raise row.fail(attribute, f"{score:g} is outside HelpSteer's scale [{low:g}, {high:g}]")
-    for other in HELPSTEER_ATTRIBUTES:
-        row.get(other)  # read: the other attributes are this dataset's own, not fields left over
     return [Rating(prompt, response, float(score), row.source, meta=row.meta())]
 
 
@@ -163,13 +167,8 @@ def ultrafeedback(row: RowView, ctx: NormalizeContext) -> list[Ranking]:
     (highest first; equal scores tie). Completions without a score (`N/A`) are left out and counted."""
     attribute = _attribute(ctx, row, ("overall", "fine-grained", *ULTRAFEEDBACK_ASPECTS), "overall")
     prompt = row.text("instruction")
-    completions = row.require("completions")
-    if not isinstance(completions, list):
-        raise row.fail("completions", "expected a list of {response, overall_score, annotations}")
     texts, scores = [], []
-    for i, completion in enumerate(completions):
-        if not isinstance(completion, dict):
-            raise row.fail(f"completions[{i}]", "expected an object {response, overall_score, annotations}")
+    for i, completion in enumerate(_objects(row, "completions", "{response, overall_score, annotations}")):
         score = _ultrafeedback_score(completion, attribute, i, row)
         if score is None:
             ctx.report.leave_out(f"completions without a {attribute} score")

@@ -171,18 +171,22 @@ class Handler(BaseHTTPRequestHandler):
         except AnswerError as err:
             self._json({"error": str(err)}, 400)
         except StoreError as err:
-            self._json({"error": str(err)}, err.status, {"Retry-After": "1"} if err.retry else None)
+            self._store_error(err)
         except ExportError as err:
             self._json({"error": str(err)}, 400)
         except Exception as err:
             fault = self.server.store.fault_of(err)  # a read that met the database's own trouble
             if fault is not None:
-                return self._json({"error": str(fault)}, 503, {"Retry-After": "1"} if fault.retry else None)
+                return self._store_error(fault)
             # a bug: answer 500 (the client must not hang) and log it
             self.log_error("internal error on %s: %r", url.path, err)
             traceback.print_exc()
             self.close_connection = True
             self._json({"error": "internal error; the server log has the details"}, 500)
+
+    def _store_error(self, err: StoreError) -> None:
+        """The store's refusal, with `Retry-After` when trying again may succeed (a locked database)."""
+        self._json({"error": str(err)}, err.status, {"Retry-After": "1"} if err.retry else None)
 
     def _user(self) -> Annotator | None:
         """The caller: by `Authorization: Bearer <token>` (scripts), or by the session cookie a

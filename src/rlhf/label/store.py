@@ -209,15 +209,8 @@ class Store:
     def _conn(self) -> Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.broken:  # a PostgreSQL server restarted: connect again
-            try:
+            with self._database_faults():  # a file that cannot be opened (permissions, a folder in its place)
                 conn = self._local.conn = _connect(self.backend)
-            except StoreError:
-                raise
-            except Exception as err:  # a file that cannot be opened (permissions, a folder in its place)
-                fault = self.fault_of(err)
-                if fault is None:
-                    raise
-                raise fault from None
         return conn
 
     def _holds_project(self) -> bool:
@@ -233,11 +226,16 @@ class Store:
         docstring). It commits only while the project's path still names the database it opened
         with (else the write would be acknowledged into a deleted or replaced file); a database
         that cannot take the write (locked, read-only) is a 503 `StoreError`, nothing written."""
+        with self._database_faults(), self._conn().write() as conn:
+            yield conn
+            if self.backend.identity() != self.identity:
+                raise self._gone()
+
+    @contextmanager
+    def _database_faults(self) -> Iterator[None]:
+        """A driver error that is the database's state (see `fault_of`) raised as its 503 `StoreError`."""
         try:
-            with self._conn().write() as conn:
-                yield conn
-                if self.backend.identity() != self.identity:
-                    raise self._gone()
+            yield
         except StoreError:
             raise
         except Exception as err:

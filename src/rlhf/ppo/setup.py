@@ -181,7 +181,7 @@ def _prepare_on_deepspeed(cfg: PpoConfig, accelerator, policy: PolicyValue, pad_
     value_cfg = dataclasses.replace(cfg.optimizer, lr=cfg.critic.lr or cfg.optimizer.lr)
     if policy.value_head is not None:
         for group in build_optimizer(policy.value_head, value_cfg).param_groups:
-            optimizer.add_param_group({k: v for k, v in group.items() if k != "initial_lr"})
+            optimizer.add_param_group(group)
     value_groups = list(range(len(policy_groups), len(optimizer.param_groups)))
     policy_scheduler = GroupSchedule(optimizer, policy_groups, cfg.optimizer, total_updates)
     value_scheduler = (
