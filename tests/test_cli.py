@@ -94,6 +94,13 @@ def test_missing_model_and_wrong_data_kind_are_one_line(tmp_path):
         "; the first row has fields: prompt, chosen, rejected; for example format `prompt_completion` is "
         "{prompt, completion} (`rlhf data formats` lists them all)\n"
     )
+    scored = tmp_path / "scored.jsonl"  # ratings under another name would train as demonstrations
+    scored.write_text('{"prompt": "p", "completion": "c", "score": 2}\n')
+    proc = rlhf("sft", "--set", f"logging.output_dir={tmp_path}/c", f"data.path={scored}")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(
+        f"error: {scored}:1: format `prompt_completion` (demonstration) does not read `score` (1 rows)"
+    )
 
 
 @pytest.mark.slow

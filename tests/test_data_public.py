@@ -23,6 +23,8 @@ SCHEMAS = [
     ("helpsteer2.jsonl", "helpsteer", "rating", 3),
     ("ultrafeedback.jsonl", "ultrafeedback", "ranking", 2),
     ("hh_train.jsonl.gz", "hh", "comparison", 2),
+    ("ultrafeedback_binarized.jsonl", "pairwise", "comparison", 3),  # its pair's own scores: understood
+    ("trl_unpaired.jsonl", "label", "label", 4),
 ]
 
 
@@ -143,6 +145,44 @@ def test_fields_a_format_does_not_read_are_never_lost_without_a_word(tmp_path):
     )
     shp = load("shp.jsonl")
     assert shp.report.unread["score_A"] == 3 and shp.report.unread_judgments == []
+
+
+def test_a_stage_refuses_a_file_whose_unread_fields_look_like_judgments(tmp_path):
+    """Every stage loads with an `expect`: fields that would be lost are refused, naming them, the
+    first line that has them and the ways on; `data.ignore_fields` trains without the ones listed."""
+    path = tmp_path / "arena.jsonl"
+    path.write_text(
+        '{"prompt": "Hi", "id": 1}\n'
+        '{"prompt": "Which is better?", "answer_a": "x", "answer_b": "y", "winner": "model_a", "id": 3}\n'
+    )
+    with pytest.raises(DataError) as info:
+        load_records(DataConfig(path=str(path)), expect="prompt")
+    assert str(info.value) == (
+        f"{path}:2: format `prompts` (prompt) does not read `answer_a` (1 rows), `answer_b` (1 rows), "
+        "`winner` (1 rows), which look like judgments; map them onto a format's fields with `data.fields` "
+        "(e.g. `data.fields: {rating: answer_a}`), name the format that reads them in `data.format` "
+        "(`rlhf data formats`), or train without them: `data.ignore_fields: [answer_a, answer_b, winner]`"
+    )
+    with pytest.raises(DataError, match=r"does not read `winner` \(1 rows\), which"):
+        load_records(DataConfig(path=str(path), ignore_fields=["answer_a", "answer_b"]), expect="prompt")
+    ignored = DataConfig(path=str(path), ignore_fields=["answer_a", "answer_b", "winner"])
+    data = load_records(ignored, expect="prompt")
+    assert len(data.records) == 2 and data.report.unread_judgments == []
+
+
+@pytest.mark.parametrize(
+    ("name", "judgment"),
+    [("score_A", True), ("better_response_id", True), ("response_1", True), ("answers", True),
+     ("overallScore", True), ("labels", True), ("summaries", True), ("completion_index", False),
+     ("response_model", False), ("num_responses", False), ("corrected_index", False), ("votes", False),
+     ("rendered_prompt", False), ("helpfulness", False), ("id", False)],
+)  # fmt: skip
+def test_which_field_names_look_like_judgments(name, judgment):
+    """A judgment word anywhere in the name, or a completion's text unless the name is about one
+    (an index, a model, a count): what our own exports carry (`completion_index`) is never flagged."""
+    from rlhf.data.errors import looks_like_judgment
+
+    assert looks_like_judgment(name) is judgment
 
 
 def test_a_field_mapping_reads_a_schema_in_a_few_lines_as_the_built_in_reading_does():

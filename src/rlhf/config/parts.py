@@ -117,6 +117,11 @@ class DataConfig:
     margin the log of its score ratio); PKU-SafeRLHF `better` (default) or `safer`; HelpSteer `helpfulness` (default), `correctness`, `coherence`,
     `complexity`, `verbosity`; UltraFeedback `overall` (default), `fine-grained` or an aspect
     (`helpfulness`, `honesty`, `instruction_following`, `truthfulness`)."""
+    ignore_fields: list[str] | None = None
+    """Fields of the file to leave unread on purpose. A field the format does not read whose name
+    looks like a judgment (score, rating, rank, label, answer, response, ...) stops every stage
+    that loads the file, since its preference information would be lost; list it here to go on
+    without it (or map it with `data.fields`, or name the format that reads it in `data.format`)."""
     limit: int | None = None
     """Use only the first N records (after format checks), e.g. for a quick trial run."""
 

@@ -84,10 +84,24 @@ def _show_lines(lines: list[int]) -> str:
     return shown
 
 
-JUDGMENT_LIKE = re.compile(
-    r"(?i)(answer|response|completion|chosen|rejected|choice|prefer|better|winner|score|rating|rank|label)"
+_JUDGMENT_WORDS = re.compile(
+    r"^(chosen|rejected|choices?|prefer\w*|better|worse|safer|winner|loser|scores?|ratings?|rated|"
+    r"ranks?|ranking|ranked|labels?|labell?ed)$"
 )
-"""A field name that suggests preference data (which a format that does not read it would lose)."""
+_CONTENT_WORDS = re.compile(r"^(answers?|responses?|completions?|outputs?|replies|reply|summar(y|ies))$")
+_METADATA_WORDS = re.compile(
+    r"^(index|idx|ids?|num|count|length|len|tokens|model|models|source|time|date|lang)$"
+)
+
+
+def looks_like_judgment(name: str) -> bool:
+    """Whether a field's name suggests preference data, which a format that does not read it would
+    lose: a judgment word (`score_A`, `better_response_id`, `labels`), or a completion's text
+    (`response_1`, `answers`) unless the name says it is about one (`completion_index`, `response_model`)."""
+    words = [w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", name)]
+    if any(_JUDGMENT_WORDS.match(word) for word in words):
+        return True
+    return any(_CONTENT_WORDS.match(w) for w in words) and not any(_METADATA_WORDS.match(w) for w in words)
 
 
 @dataclass

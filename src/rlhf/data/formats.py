@@ -36,6 +36,9 @@ class FormatSpec:
     """Row -> records; raises DataError naming the field that does not fit."""
     scale: tuple[float, float] | None = None
     """A rating format's own scale (a published dataset's), so `data.rating_scale` is not needed."""
+    understood: tuple[str, ...] = ()
+    """Judgment-like fields its rows often carry that say nothing the records lack (a pair's own
+    scores: the pair already says which is better), so leaving them unread loses nothing."""
     published: bool = False
     """A published dataset's schema (`public.py`): its fields not read are its own, not another
     kind's judgments that a generic format would lose."""
@@ -54,14 +57,15 @@ _SPECS = (
     FormatSpec("text", "demonstration", "{text}", "plain text, learned whole (no prompt)", demonstrations.text),
     FormatSpec("pairwise", "comparison", "{prompt, chosen, rejected, margin?, weight?}",
                "a preferred and a rejected completion; chosen/rejected may be message lists; weight: how much the row counts",
-               preferences.pairwise),
+               preferences.pairwise, understood=("score_chosen", "score_rejected")),
     FormatSpec("hh", "comparison", "{chosen, rejected}",
                "Anthropic HH: two whole Human/Assistant transcripts that differ in the last reply",
                preferences.hh),
     FormatSpec("sharegpt_pairwise", "comparison", "{conversations, chosen: {from, value}, rejected: {from, value}}",
                "ShareGPT conversation with a preferred and a rejected gpt reply", preferences.sharegpt_pairwise),
     FormatSpec("ranking", "ranking", "{prompt, completions: [...], ranks: [...], weight?}",
-               "several completions with one rank each (lower is better, ties allowed); weight: how much the row counts", preferences.ranking),
+               "several completions with one rank each (lower is better, ties allowed); weight: how much the row counts", preferences.ranking,
+               understood=("scores",)),
     FormatSpec("oasst", "ranking", "{message_tree_id, tree_state, prompt: {text, role, replies, rank?}}",
                "OpenAssistant message trees; each group of ranked sibling replies is one ranking", oasst.oasst),
     FormatSpec("candidates", "candidates", "{prompt, completions: [...], rendered_prompt?}",

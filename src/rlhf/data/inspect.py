@@ -62,7 +62,8 @@ def inspect_data(source: str | Path | DataConfig, **overrides: Any) -> str:
         if report.unread_judgments:
             lines.append(
                 f"warning:  {', '.join(report.unread_judgments)} look like judgments that format `{data.format}` does not read: "
-                "if they are, set `data.format` (`rlhf data formats`) or convert the file"
+                "if they are, map them with `data.fields` or set `data.format` (`rlhf data formats`); "
+                "training stages refuse the file until they are read or listed in `data.ignore_fields`"
             )
     if report.skipped:
         lines.append(f"skipped rows (lines {', '.join(map(str, report.skipped_lines[:_MAX_ERRORS_SHOWN]))}):")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from rlhf.config.parts import DataConfig
-from rlhf.data.errors import JUDGMENT_LIKE, DataError, LoadReport
+from rlhf.data.errors import DataError, LoadReport, looks_like_judgment
 from rlhf.data.fields import NormalizeContext, RowView
 from rlhf.data.formats import FormatSpec, resolve_format
 from rlhf.data.judgments import RATING_SCALE_MISSING
@@ -79,6 +79,7 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
     )
     spec: FormatSpec | None = None
     records: list[Record] = []
+    first_unread: dict[str, int | None] = {}  # field -> the line of the first row that has it
     _check_fields(cfg)
     for source, row in iter_rows(cfg.path, cfg.split, cfg.subset):
         report.rows_read += 1
@@ -101,6 +102,7 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
                 records.extend(spec.normalize(view, ctx))
                 for key in row.keys() - view.used:
                     report.unread[key] = report.unread.get(key, 0) + 1
+                    first_unread.setdefault(key, source.line)
             except DataError as err:
                 # A skipped row is reported as skipped, not also as items left out of it.
                 report.left_out = left_out_before
@@ -116,7 +118,12 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
         raise DataError(cfg.path, None, None, f"no records to use ({report.summary(with_path=False)})")
     report.records_kept = len(records)
     if not spec.published:  # a published schema knows its own extra fields
-        report.unread_judgments = sorted(name for name in report.unread if JUDGMENT_LIKE.search(name))
+        ignored = {*(cfg.ignore_fields or ()), *spec.understood}
+        report.unread_judgments = sorted(
+            name for name in report.unread if looks_like_judgment(name) and name not in ignored
+        )
+        if expect is not None and report.unread_judgments:
+            raise _unread_judgments_error(cfg, spec, report, first_unread[report.unread_judgments[0]])
     rating = (scale or spec.scale) if spec.kind == "rating" else None
     return LoadedData(records=records, format=spec.name, kind=spec.kind, report=report, rating_scale=rating)
 
@@ -165,6 +172,22 @@ def _check_spec(
         )  # fmt: skip
     if spec.kind == "rating" and cfg.rating_scale is None and spec.scale is None:
         raise DataError(cfg.path, None, None, RATING_SCALE_MISSING)
+
+
+def _unread_judgments_error(
+    cfg: DataConfig, spec: FormatSpec, report: LoadReport, line: int | None
+) -> DataError:
+    """A stage would train without fields that look like judgments: name them and the ways on."""
+    names = report.unread_judgments
+    shown = ", ".join(f"`{name}` ({report.unread[name]} rows)" for name in names[:6])
+    more = f" and {len(names) - 6} more" if len(names) > 6 else ""
+    return DataError(
+        cfg.path, line, None,
+        f"format `{spec.name}` ({spec.kind}) does not read {shown}{more}, which look like judgments; "
+        f"map them onto a format's fields with `data.fields` (e.g. `data.fields: {{rating: {names[0]}}}`), "
+        f"name the format that reads them in `data.format` (`rlhf data formats`), or train without "
+        f"them: `data.ignore_fields: [{', '.join(names)}]`",
+    )  # fmt: skip
 
 
 def prompts_of(data: LoadedData) -> list[PromptOnly]:
