@@ -279,7 +279,7 @@ def test_format_override(data_dir):
 
 def test_registry_lists_every_format():
     table = format_table()
-    assert len(FORMATS) == 24  # 16 generic, 8 of published datasets (public.py)
+    assert len(FORMATS) == 25  # 16 generic, 9 of published datasets (public.py)
     for name, spec in FORMATS.items():
         assert name in table
         assert spec.description in table

@@ -4,6 +4,7 @@ becomes the kind it is with every record, and a reward model trains on it."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -96,14 +97,52 @@ def test_an_attribute_the_dataset_lacks_is_one_line():
     with pytest.raises(DataError) as info:
         load("helpsteer2.jsonl", attribute="safer")
     assert str(info.value) == (
-        f"{PUBLIC / 'helpsteer2.jsonl'}:1: `data.attribute` 'safer' is not one of this dataset's: "
+        f"{PUBLIC / 'helpsteer2.jsonl'}: `data.attribute` 'safer' is not one of this dataset's: "
         "helpfulness, correctness, coherence, complexity, verbosity"
     )
+    with pytest.raises(DataError) as info:
+        load("pku_saferlhf.jsonl", attribute="kinder")
+    assert str(info.value) == (
+        f"{PUBLIC / 'pku_saferlhf.jsonl'}:1: `data.attribute` 'kinder' is not one of this dataset's: better, safer"
+    )
+    for bad, why in [("helpfulness +", "is neither one of this dataset's"), ("2*helpfulness helpfulness", "is neither"),
+                     ("helpfulness - helpfulness", "'helpfulness' is weighted twice")]:  # fmt: skip
+        with pytest.raises(DataError, match=why):
+            load("helpsteer2.jsonl", attribute=bad)
+
+
+def test_helpsteer_as_a_weighted_sum_of_its_attributes_on_the_sum_s_own_scale():
+    """Nemotron-style weights: the rating is the weighted sum, its scale each weight times 0-4."""
+    rows = [json.loads(line) for line in (PUBLIC / "helpsteer2.jsonl").read_text().splitlines()]
+    data = load("helpsteer2.jsonl", attribute="0.65*helpfulness + 0.8*correctness - 0.4*verbosity")
+    expected = [0.65 * r["helpfulness"] + 0.8 * r["correctness"] + -0.4 * r["verbosity"] for r in rows]
+    assert [r.rating for r in data.records] == expected  # the same float64 operations, in the same order
+    assert data.rating_scale == (-0.4 * 4, 0.65 * 4 + 0.8 * 4)
+    assert load("helpsteer2.jsonl", attribute="-verbosity").rating_scale == (-4.0, 0.0)
+
+
+def test_ultrafeedback_read_as_ratings_on_each_score_s_own_scale():
+    """`data.format: ultrafeedback_ratings`: one rating per scored completion; overall is 1-10,
+    fine-grained and the aspects 1-5; a completion without the score is left out and counted."""
+    overall = load("ultrafeedback.jsonl", format="ultrafeedback_ratings")
+    assert (overall.kind, overall.rating_scale) == ("rating", (1.0, 10.0))
+    assert [r.rating for r in overall.records] == [9.0, 6.0, 2.0, 8.5, 3.0]
+    assert overall.records[0].completion.startswith("Solar: output depends on daylight")
+    honesty = load("ultrafeedback.jsonl", format="ultrafeedback_ratings", attribute="honesty")
+    assert honesty.rating_scale == (1.0, 5.0) and len(honesty.records) == 4
+    assert honesty.report.left_out == {"completions without a honesty score": 1}
+
+
+TRAINED = [(name, []) for name, *_ in SCHEMAS] + [
+    ("helpsteer2.jsonl", ["data.attribute=0.65*helpfulness + 0.8*correctness - 0.4*verbosity"]),
+    ("ultrafeedback.jsonl", ["data.format=ultrafeedback_ratings"]),
+]
+"""Every schema as detected, and the readings a user asks for by name."""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "fmt", "kind", "count"), SCHEMAS, ids=[s[1] for s in SCHEMAS])
-def test_a_reward_model_trains_on_each(name, fmt, kind, count, tmp_path):
+@pytest.mark.parametrize(("name", "extra"), TRAINED, ids=[f"{s[0]}{s[1][:1]}" for s in TRAINED])
+def test_a_reward_model_trains_on_each(name, extra, tmp_path):
     from rlhf.config import load_config
     from rlhf.reward.config import RewardConfig
     from rlhf.reward.train import run_reward
@@ -111,6 +150,7 @@ def test_a_reward_model_trains_on_each(name, fmt, kind, count, tmp_path):
     cfg = load_config(RewardConfig, None, [
         f"data.path={PUBLIC / name}", "data.max_length=96", "prompt.template=raw", "max_steps=2", "batch_size=2",
         "eval.fraction=0", f"logging.output_dir={tmp_path}", "logging.progress=false", "logging.tensorboard=false",
+        *extra,
     ])  # fmt: skip
     summary = run_reward(cfg).summary
     assert len(summary["train_loss"]) == 2 and all(loss == loss for loss in summary["train_loss"])

@@ -115,7 +115,8 @@ class DataConfig:
     attribute: str | None = None
     """Which judgment to read from a public dataset that holds several: SHP `margin` (each pair's
     margin the log of its score ratio); PKU-SafeRLHF `better` (default) or `safer`; HelpSteer `helpfulness` (default), `correctness`, `coherence`,
-    `complexity`, `verbosity`; UltraFeedback `overall` (default), `fine-grained` or an aspect
+    `complexity`, `verbosity`, or a weighted sum (`0.65*helpfulness + 0.8*correctness - 0.4*verbosity`);
+    UltraFeedback `overall` (default), `fine-grained` or an aspect
     (`helpfulness`, `honesty`, `instruction_following`, `truthfulness`)."""
     ignore_fields: list[str] | None = None
     """Fields of the file to leave unread on purpose. A field the format does not read whose name

@@ -34,8 +34,9 @@ class FormatSpec:
     """One line on what the format is and where it comes from."""
     normalize: Callable[[RowView, NormalizeContext], Sequence[Record]]
     """Row -> records; raises DataError naming the field that does not fit."""
-    scale: tuple[float, float] | None = None
-    """A rating format's own scale (a published dataset's), so `data.rating_scale` is not needed."""
+    scale: Callable[[str | None], tuple[float, float]] | None = None
+    """A rating format's own scale (a published dataset's) given `data.attribute`, so
+    `data.rating_scale` is not needed; raises ValueError for an attribute it lacks."""
     understood: tuple[str, ...] = ()
     """Judgment-like fields its rows often carry that say nothing the records lack (a pair's own
     scores: the pair already says which is better), so leaving them unread loses nothing."""
@@ -93,10 +94,13 @@ _SPECS = (
     FormatSpec("nectar", "ranking", "{prompt, answers: [{answer, model, rank}]}",
                "Nectar K-way rankings (rank 1 best)", public.nectar, published=True),
     FormatSpec("helpsteer", "rating", "{prompt, response, helpfulness, correctness, coherence, complexity, verbosity}",
-               "HelpSteer2/3, 0-4 each; data.attribute picks one (default helpfulness)", public.helpsteer,
-               scale=public.HELPSTEER_SCALE, published=True),
+               "HelpSteer2/3, 0-4 each; data.attribute picks one (default helpfulness) or weighs several",
+               public.helpsteer, scale=public.helpsteer_scale, published=True),
     FormatSpec("ultrafeedback", "ranking", "{instruction, completions: [{response, overall_score, annotations}]}",
                "UltraFeedback raw, ranked by data.attribute (default overall_score)", public.ultrafeedback, published=True),
+    FormatSpec("ultrafeedback_ratings", "rating", "{instruction, completions: [{response, overall_score, annotations}]}",
+               "UltraFeedback raw, each completion rated by data.attribute (set data.format; not detected)",
+               public.ultrafeedback_ratings, scale=public.ultrafeedback_scale, published=True),
     FormatSpec("prompts", "prompt", "{prompt}", "prompts only, for RL rollouts", demonstrations.prompts),
 )  # fmt: skip
 

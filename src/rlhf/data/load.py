@@ -124,7 +124,7 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
         )
         if expect is not None and report.unread_judgments:
             raise _unread_judgments_error(cfg, spec, report, first_unread[report.unread_judgments[0]])
-    rating = (scale or spec.scale) if spec.kind == "rating" else None
+    rating = (scale or _own_scale(spec, cfg)) if spec.kind == "rating" else None
     return LoadedData(records=records, format=spec.name, kind=spec.kind, report=report, rating_scale=rating)
 
 
@@ -170,8 +170,18 @@ def _check_spec(
             f"format `{example.name}` is {example.fields} (`rlhf data formats` lists them all)"
             + misspelled_fields(first_row),
         )  # fmt: skip
-    if spec.kind == "rating" and cfg.rating_scale is None and spec.scale is None:
-        raise DataError(cfg.path, None, None, RATING_SCALE_MISSING)
+    if spec.kind == "rating" and cfg.rating_scale is None:
+        if spec.scale is None:
+            raise DataError(cfg.path, None, None, RATING_SCALE_MISSING)
+        _own_scale(spec, cfg)
+
+
+def _own_scale(spec: FormatSpec, cfg: DataConfig) -> tuple[float, float] | None:
+    """A published rating format's scale for `data.attribute`; a bad attribute is one line."""
+    try:
+        return spec.scale(cfg.attribute) if spec.scale else None
+    except ValueError as err:
+        raise DataError(cfg.path, None, None, f"`data.attribute` {err}") from None
 
 
 def _unread_judgments_error(

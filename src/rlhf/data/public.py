@@ -3,15 +3,18 @@ distributed (no conversion script): OpenAI's summarize-from-feedback comparisons
 StackExchange-paired, PKU-SafeRLHF, Nectar, HelpSteer2/3 and UltraFeedback (raw).
 
 `data.attribute` picks the judgment of a dataset that holds several: SHP `margin` (the log
-score ratio as each pair's margin); PKU-SafeRLHF `better` (default) or `safer`; HelpSteer `helpfulness` (default), `correctness`, `coherence`, `complexity` or
-`verbosity`; UltraFeedback `overall` (default, `overall_score`), `fine-grained`
+score ratio as each pair's margin); PKU-SafeRLHF `better` (default) or `safer`; HelpSteer
+`helpfulness` (default), `correctness`, `coherence`, `complexity` or `verbosity`, or a weighted
+sum of them (`0.65*helpfulness + 0.8*correctness - 0.4*verbosity`); UltraFeedback `overall` (default, `overall_score`), `fine-grained`
 (`fine-grained_score`), or one annotated aspect (`helpfulness`, `honesty`,
 `instruction_following`, `truthfulness`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from typing import Any
 
 from rlhf.data.errors import describe_value
@@ -23,6 +26,51 @@ HELPSTEER_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity",
 HELPSTEER_SCALE = (0.0, 4.0)
 """HelpSteer2/3 score each attribute 0-4."""
 ULTRAFEEDBACK_ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
+ULTRAFEEDBACK_SCALES = {"overall": (1.0, 10.0), "fine-grained": (1.0, 5.0)}
+"""UltraFeedback's `overall_score` is its critique's 1-10; `fine-grained_score` and each aspect's
+`Rating` are 1-5."""
+_TERM = re.compile(r"\s*([+-]?)\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([a-z_]+)\s*")
+
+
+@functools.lru_cache(maxsize=32)
+def helpsteer_weights(attribute: str | None) -> dict[str, float]:
+    """`data.attribute` for HelpSteer as weights: one attribute (`correctness`), or a weighted sum
+    (`0.65*helpfulness + 0.8*correctness - 0.4*verbosity`). ValueError says what is wrong."""
+    text = attribute or "helpfulness"
+    weights: dict[str, float] = {}
+    at = 0
+    for match in _TERM.finditer(text):
+        sign, number, name = match.groups()
+        if match.start() != at or (at and not sign):
+            break
+        if name not in HELPSTEER_ATTRIBUTES:
+            raise ValueError(f"{name!r} is not one of this dataset's: {', '.join(HELPSTEER_ATTRIBUTES)}")
+        if name in weights:
+            raise ValueError(f"{name!r} is weighted twice in {text!r}")
+        weights[name] = (-1.0 if sign == "-" else 1.0) * float(number or 1.0)
+        at = match.end()
+    if at != len(text) or not weights:
+        raise ValueError(
+            f"{text!r} is neither one of this dataset's ({', '.join(HELPSTEER_ATTRIBUTES)}) nor a "
+            "weighted sum of them such as `0.65*helpfulness + 0.8*correctness - 0.4*verbosity`"
+        )
+    return weights
+
+
+def helpsteer_scale(attribute: str | None) -> tuple[float, float]:
+    """The scale of `data.attribute`'s score: 0-4 for one attribute, the weighted sum's range
+    for several (each weight times 0 and 4)."""
+    weights = helpsteer_weights(attribute)
+    low, high = HELPSTEER_SCALE
+    return (
+        sum(min(w * low, w * high) for w in weights.values()),
+        sum(max(w * low, w * high) for w in weights.values()),
+    )
+
+
+def ultrafeedback_scale(attribute: str | None) -> tuple[float, float]:
+    """The scale of UltraFeedback's score on `data.attribute` (default overall)."""
+    return ULTRAFEEDBACK_SCALES.get(attribute or "overall", (1.0, 5.0))
 
 
 def _attribute(ctx: NormalizeContext, row: RowView, allowed: tuple[str, ...], default: str) -> str:
@@ -151,14 +199,24 @@ def nectar(row: RowView, ctx: NormalizeContext) -> list[Ranking]:
 
 def helpsteer(row: RowView, ctx: NormalizeContext) -> list[Rating]:
     """HelpSteer2/3: {prompt, response, helpfulness, correctness, coherence, complexity, verbosity},
-    each 0-4: a rating on `data.attribute` (default helpfulness)."""
-    attribute = _attribute(ctx, row, HELPSTEER_ATTRIBUTES, "helpfulness")
+    each 0-4: a rating on `data.attribute` (default helpfulness), or on a weighted sum of them."""
+    try:
+        weights = helpsteer_weights(ctx.attribute)
+    except ValueError as err:
+        raise row.fail(None, f"`data.attribute` {err}") from None
     prompt, response = row.text("prompt"), row.text("response")
-    score = row.number(attribute)
-    low, high = ctx.rating_scale or HELPSTEER_SCALE
+    score = 0.0
+    for name, weight in weights.items():
+        value = row.number(name)
+        if not HELPSTEER_SCALE[0] <= value <= HELPSTEER_SCALE[1]:
+            raise row.fail(name, f"{value:g} is outside HelpSteer's scale [0, 4]")
+        score += weight * value
+    low, high = ctx.rating_scale or helpsteer_scale(ctx.attribute)
     if not low <= score <= high:
-        raise row.fail(attribute, f"{score:g} is outside HelpSteer's scale [{low:g}, {high:g}]")
-    return [Rating(prompt, response, float(score), row.source, meta=row.meta())]
+        raise row.fail(
+            next(iter(weights)), f"the score {score:g} is outside `data.rating_scale` [{low:g}, {high:g}]"
+        )
+    return [Rating(prompt, response, score, row.source, meta=row.meta())]
 
 
 def ultrafeedback(row: RowView, ctx: NormalizeContext) -> list[Ranking]:
@@ -182,6 +240,28 @@ def ultrafeedback(row: RowView, ctx: NormalizeContext) -> list[Ranking]:
     ranks: list[int | float] = [order.index(score) for score in scores]  # 0: the best score
     check_ranking(row, texts, ranks, ctx.allow_ties)
     return [Ranking(prompt, texts, ranks, row.source, meta=row.meta())]
+
+
+def ultrafeedback_ratings(row: RowView, ctx: NormalizeContext) -> list[Rating]:
+    """UltraFeedback (raw) as ratings (`data.format: ultrafeedback_ratings`): each completion its
+    score on `data.attribute` (see `ultrafeedback`), on that score's own scale; completions
+    without one are left out and counted."""
+    attribute = _attribute(ctx, row, ("overall", "fine-grained", *ULTRAFEEDBACK_ASPECTS), "overall")
+    prompt = row.text("instruction")
+    low, high = ctx.rating_scale or ultrafeedback_scale(attribute)
+    ratings = []
+    for i, completion in enumerate(_objects(row, "completions", "{response, overall_score, annotations}")):
+        score = _ultrafeedback_score(completion, attribute, i, row)
+        if score is None:
+            ctx.report.leave_out(f"completions without a {attribute} score")
+            continue
+        if not low <= score <= high:
+            raise row.fail(
+                f"completions[{i}]", f"the {attribute} score {score:g} is outside [{low:g}, {high:g}]"
+            )
+        response = check_text(completion.get("response"), f"completions[{i}].response", row.source)
+        ratings.append(Rating(prompt, response, score, row.source, meta=row.meta()))
+    return ratings
 
 
 def _ultrafeedback_score(completion: dict, attribute: str, index: int, row: RowView) -> float | None:
