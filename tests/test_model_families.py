@@ -1,7 +1,9 @@
 """Every stage on every common model family: tiny random configurations of Llama, Qwen2, Qwen3,
 Mistral, Gemma 2, Gemma 3, Phi-3, GPT-2, OPT and GPT-NeoX (the project's own tiny tokenizer), full
-fine-tuning and LoRA: sft, reward, dpo, ppo with a shared value head and with a separate critic, and
-generate. A few steps each; every loss must be finite and every output written."""
+fine-tuning and LoRA: sft, reward, dpo, rrhf, ppo with a shared value head and with a separate
+critic, eval (the PPO policy against the family's model, judged by the reward model trained here
+and a gold function) and generate. A few steps each; every loss must be finite and every output
+written."""
 
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ FAMILIES = {
 ROOT = Path(__file__).resolve().parent.parent
 DEMOS = str(ROOT / "src" / "rlhf" / "assets" / "demo" / "demonstrations.jsonl")
 PAIRS = str(ROOT / "tests" / "fixtures" / "data" / "public" / "shp.jsonl")
+RANKINGS = str(ROOT / "tests" / "fixtures" / "data" / "public" / "nectar.jsonl")
+GOLD = "examples/rewards.py:letter_e"
 QUIET = ["logging.progress=false", "logging.tensorboard=false"]
 
 
@@ -74,6 +78,8 @@ def test_every_stage_runs_on_the_family(family, peft, families, tmp_path):
     from rlhf.ppo.train import run_ppo
     from rlhf.reward.config import RewardConfig
     from rlhf.reward.train import run_reward
+    from rlhf.rrhf import RrhfConfig
+    from rlhf.rrhf.train import run_rrhf
     from rlhf.sft.config import SftConfig
     from rlhf.sft.train import run_sft
 
@@ -84,9 +90,10 @@ def test_every_stage_runs_on_the_family(family, peft, families, tmp_path):
         "sft": (run_sft, SftConfig, [f"data.path={DEMOS}", *trained], "train_loss"),
         "reward": (run_reward, RewardConfig, [f"data.path={PAIRS}", *trained], "train_loss"),
         "dpo": (run_dpo, DpoConfig, [f"data.path={PAIRS}", *trained], "train_loss"),
+        "rrhf": (run_rrhf, RrhfConfig, [f"data.path={RANKINGS}", *trained], "train_loss"),
     }
     ppo = [f"data.path={DEMOS}", "steps=1", "rollout.prompts_per_step=2", "rollout.completions_per_prompt=2",
-           "minibatch_size=4", "rollout.sampling.max_new_tokens=4", "reward.function=examples/rewards.py:letter_e",
+           "minibatch_size=4", "rollout.sampling.max_new_tokens=4", f"reward.function={GOLD}",
            "samples_every=0"]  # fmt: skip
     runs["ppo"] = (run_ppo, PpoConfig, ppo, "value_loss")
     runs["ppo_separate_critic"] = (run_ppo, PpoConfig, [*ppo, "critic.mode=separate"], "value_loss")
@@ -100,8 +107,29 @@ def test_every_stage_runs_on_the_family(family, peft, families, tmp_path):
             for file in ("config.json", "adapter_config.json")
         ]
         assert any(path.is_file() for path in saved), stage  # a model, or SFT's LoRA adapter
+    _evaluates(model, tmp_path)
     if peft == "none":
         _generates(model, tmp_path)
+
+
+def _evaluates(model: Path, tmp_path: Path) -> None:
+    """`rlhf eval policy`: the PPO policy against the family's model, by the reward model trained
+    above and the gold function: a finite KL, and every prompt scored by both."""
+    from rlhf.config import load_config
+    from rlhf.eval.config import EvalPolicyConfig
+    from rlhf.eval.policy import run_eval_policy
+
+    policy = tmp_path / "ppo" / "policy"
+    cfg = load_config(EvalPolicyConfig, None, [
+        f"model.path={policy}", f"baseline={model}", f"data.path={DEMOS}", "data.limit=3",
+        f"reward={tmp_path / 'reward' / 'model'}", f"gold={GOLD}", "sampling.max_new_tokens=4",
+        f"output_dir={tmp_path / 'eval'}", "progress=false",
+    ])  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = run_eval_policy(cfg)
+    assert math.isfinite(result["kl"]["sequence"]["mean"]), result["kl"]
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(set(row["policy_scores"]) == {"reward", "gold"} for row in rows), rows[0]
 
 
 def _generates(model: Path, tmp_path: Path) -> None:
