@@ -240,6 +240,28 @@ def test_a_field_mapping_reads_a_schema_in_a_few_lines_as_the_built_in_reading_d
         assert [(r.prompt, r.chosen, r.rejected) for r in mapped] == [
             (r.prompt, r.chosen, r.rejected) for r in built_in
         ]
+    shp = {"prompt": "history", "chosen": "human_ref_{labels:B,A}", "rejected": "human_ref_{labels:A,B}"}
+    built_in, mapped = load("shp.jsonl").records, load("shp.jsonl", fields=shp).records
+    assert [(r.prompt, r.chosen, r.rejected) for r in mapped] == [
+        (r.prompt, r.chosen, r.rejected) for r in built_in
+    ]
+    rankings = {  # a field of every item of a list; scores (higher better) in place of ranks
+        "nectar.jsonl": {"prompt": "prompt", "completions": "answers[*].answer", "ranks": "answers[*].rank"},
+        "ultrafeedback.jsonl": {
+            "prompt": "instruction", "completions": "completions[*].response", "scores": "completions[*].overall_score",
+        },
+    }  # fmt: skip
+    for name, fields in rankings.items():
+        built_in, mapped = load(name).records, load(name, fields=fields).records
+        assert load(name, fields=fields).format == "ranking"
+        assert [(r.prompt, r.completions, r.pairs()) for r in mapped] == [
+            (r.prompt, r.completions, r.pairs()) for r in built_in
+        ]
+    helpsteer = {"prompt": "prompt", "completion": "response", "rating": "correctness"}
+    mapped = load("helpsteer2.jsonl", fields=helpsteer, rating_scale=[0, 4]).records
+    assert [r.rating for r in mapped] == [
+        r.rating for r in load("helpsteer2.jsonl", attribute="correctness").records
+    ]
     fields = {
         "prompt": "info.post",
         "chosen": "summaries[choice].text",
@@ -258,3 +280,8 @@ def test_a_field_mapping_reads_a_schema_in_a_few_lines_as_the_built_in_reading_d
     )
     with pytest.raises(DataError, match=r"field `data.fields`: `promt` is not a field any format reads"):
         load("shp.jsonl", fields={"promt": "history"})
+    with pytest.raises(DataError, match=r"field `chosen`: `data.fields` maps it from `human_ref_\{labels:B\}`: "
+                       r"field `labels` is 1, which picks none of \['B'\]"):  # fmt: skip
+        load("shp.jsonl", fields={**shp, "chosen": "human_ref_{labels:B}"})
+    with pytest.raises(DataError, match=r"maps it from `history\[\*\]`: `\[\*\]` needs a list, got a string"):
+        load("shp.jsonl", fields={**shp, "prompt": "history[*]"})

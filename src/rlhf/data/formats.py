@@ -3,7 +3,7 @@
 Detection looks only at which fields the first row has (`data.format` skips it); every later
 row must then fit that format, or its normalizer raises a `DataError` naming the field. The
 checks run from the most specific field set to the least, so a row can match only one way:
-message trees, then pairs (chosen+rejected), rankings, unjudged candidates (prompt+completions
+message trees, then pairs (chosen+rejected), rankings (ranks, or scores), unjudged candidates (prompt+completions
 without ranks), single-completion judgments (rating, label, correction, feedback),
 prompt+completion, chat, ShareGPT, Alpaca, plain text, and finally bare prompts.
 """
@@ -64,8 +64,9 @@ _SPECS = (
                preferences.hh),
     FormatSpec("sharegpt_pairwise", "comparison", "{conversations, chosen: {from, value}, rejected: {from, value}}",
                "ShareGPT conversation with a preferred and a rejected gpt reply", preferences.sharegpt_pairwise),
-    FormatSpec("ranking", "ranking", "{prompt, completions: [...], ranks: [...], weight?}",
-               "several completions with one rank each (lower is better, ties allowed); weight: how much the row counts", preferences.ranking,
+    FormatSpec("ranking", "ranking", "{prompt, completions: [...], ranks | scores: [...], weight?}",
+               "several completions with one rank each (lower is better, ties allowed), or one score each "
+               "(higher is better); weight: how much the row counts", preferences.ranking,
                understood=("scores",)),
     FormatSpec("oasst", "ranking", "{message_tree_id, tree_state, prompt: {text, role, replies, rank?}}",
                "OpenAssistant message trees; each group of ranked sibling replies is one ranking", oasst.oasst),
@@ -134,7 +135,7 @@ def detect_format(row: dict[str, Any], source: Source) -> str:
         if "prompt" in keys or isinstance(row["chosen"], list):
             return "pairwise"
         return "hh"
-    if {"completions", "ranks"} <= keys:
+    if {"completions", "ranks"} <= keys or {"prompt", "completions", "scores"} <= keys:
         return "ranking"
     if {"prompt", "completions"} <= keys:
         return "candidates"
@@ -154,7 +155,7 @@ def detect_format(row: dict[str, Any], source: Source) -> str:
 
 
 KNOWN_FIELDS = (
-    "prompt", "completion", "chosen", "rejected", "completions", "ranks", "messages", "conversations",
+    "prompt", "completion", "chosen", "rejected", "completions", "ranks", "scores", "messages", "conversations",
     "instruction", "input", "output", "text", "rating", "label", "correction", "feedback", "margin", "weight",
     "system", "message_tree_id",
 )  # fmt: skip

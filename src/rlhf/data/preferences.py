@@ -157,16 +157,21 @@ def check_differ(row: RowView, chosen: str, rejected: str) -> None:
 
 
 def ranking(row: RowView, ctx: NormalizeContext) -> list[Ranking]:
-    """{prompt, completions: [...], ranks: [...]}: one rank per completion, lower is better."""
+    """{prompt, completions: [...], ranks: [...]}: one rank per completion, lower is better; or,
+    without `ranks`, `scores: [...]`, higher is better (equal scores tie)."""
     prompt = row.prompt("prompt")
     completions = row.require("completions")
     if not isinstance(completions, list):
         raise row.fail("completions", f"expected a list of completions, got {describe_value(completions)}")
     texts = [check_text(item, f"completions[{i}]", row.source) for i, item in enumerate(completions)]
-    ranks_value = row.require("ranks")
-    if not isinstance(ranks_value, list):
-        raise row.fail("ranks", f"expected a list of numbers, got {describe_value(ranks_value)}")
-    ranks = [check_number(item, f"ranks[{i}]", row.source) for i, item in enumerate(ranks_value)]
+    key = "scores" if row.get("ranks") is None and row.get("scores") is not None else "ranks"
+    values = row.require(key)
+    if not isinstance(values, list):
+        raise row.fail(key, f"expected a list of numbers, got {describe_value(values)}")
+    ranks = [check_number(item, f"{key}[{i}]", row.source) for i, item in enumerate(values)]
+    if key == "scores":
+        order = sorted(set(ranks), reverse=True)
+        ranks = [order.index(score) for score in ranks]  # 0: the highest score
     check_ranking(row, texts, ranks, ctx.allow_ties)
     weight = row_weight(row)
     return [Ranking(prompt, texts, ranks, row.source, meta=row.meta(), weight=weight)]
