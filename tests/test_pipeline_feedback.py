@@ -113,3 +113,46 @@ def test_demo_demonstrations_are_of_mixed_quality():
     assert set(scores["good"]) == {5.0}
     assert max(scores["partial"]) <= 3.0 and max(scores["wrong"]) <= 2.0 and max(scores["verbose"]) < 5.0
     assert 0.15 < len(scores["good"]) / len(rows) < 0.35
+
+
+def test_a_label_budget_picks_the_training_pairs_the_reward_model_is_least_sure_of(tmp_path):
+    """`selection`: only the budget's pairs of the training prompts are labeled (held-out prompts'
+    pairs all are: they measure); `uncertainty` by a hand-built reward takes the closest pairs."""
+    from rlhf.pipeline.feedback import Selection
+
+    rows = [{"prompt": f"p{i}", "completions": ["a", "ab", "abcdefgh", "abcdefghi"]} for i in range(20)]
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    # A reward that only sees length, scaled down: near pairs (1 character apart) are the unsure ones.
+    sources = [lambda prompts, completions: type("Out", (), {"rewards": [len(c) / 4 for c in completions]})()]
+    stats = simulate(path, by_length, tmp_path / "fb", labelers=1, temperature=1e-3, seed=2,
+                     selection=Selection("uncertainty", budget=10, per_prompt=1, sources=sources))  # fmt: skip
+    train = read_jsonl(tmp_path / "fb" / "pairs.jsonl")
+    held = read_jsonl(tmp_path / "fb" / "heldout.jsonl")
+    assert len(train) == 10 and len({r["prompt"] for r in train}) == 10  # one a prompt, 10 prompts
+    assert all(abs(len(r["chosen"]) - len(r["rejected"])) == 1 for r in train)  # (a, ab) or (..h, ..hi)
+    assert len(held) == 6 * stats["heldout_prompts"]  # every pair of 4 candidates
+    assert stats["selection"]["rule"] == "uncertainty" and stats["selection"]["pairs"] == 10
+    # |sigmoid(±1/4) - 1/2| for every chosen pair: the mean of ten equal float64 values.
+    assert stats["selection"]["mean_distance_from_even"] == pytest.approx(
+        1 / (1 + math.exp(-0.25)) - 0.5, abs=1e-15
+    )
+    random_pick = simulate(path, by_length, tmp_path / "fb2", labelers=1, temperature=1e-3, seed=2,
+                           selection=Selection("random", budget=10))  # fmt: skip
+    assert random_pick["train_rows"] == 10 and random_pick["selection"]["mean_distance_from_even"] is None
+
+
+def test_the_selection_config_is_checked_and_loads_its_reward_sources(tmp_path):
+    from rlhf.config.core import ConfigError
+    from rlhf.pipeline.config import FeedbackConfig
+    from rlhf.pipeline.stages import _selection
+
+    with pytest.raises(ConfigError, match=r"`feedback.select: random` needs a positive `feedback.budget`"):
+        FeedbackConfig(select="random")
+    with pytest.raises(ConfigError, match=r"needs 2 or more reward models in `feedback.select_with`"):
+        FeedbackConfig(select="disagreement", budget=5, select_with=["examples/rewards.py:letter_e"])
+    assert _selection(FeedbackConfig()) is None
+    chosen = _selection(
+        FeedbackConfig(select="uncertainty", budget=5, select_with=["examples/rewards.py:letter_e"])
+    )
+    assert chosen is not None and (chosen.rule, chosen.budget) == ("uncertainty", 5)
+    assert chosen.sources[0](["p"], ["eee"]).rewards == [10.0]

@@ -59,9 +59,33 @@ class FeedbackConfig:
     heldout_fraction: float = 0.15
     """Share of prompts whose pairs are kept out of reward training, for its held-out accuracy."""
     seed: int = 0
-    """Seed of the simulated labelers and of the held-out split."""
+    """Seed of the simulated labelers, of the held-out split and of the pair selection."""
+    select: Literal["all", "random", "uncertainty", "disagreement"] = "all"
+    """`simulate`: which pairs of the training prompts' candidates are labeled: `all` of them, or
+    `budget` of them (`rlhf.active`): a seeded `random` sample, the pairs whose preference the
+    reward models of `select_with` predict closest to 1/2 (`uncertainty`), or those they disagree
+    on most (`disagreement`, two or more). Held-out prompts' pairs are all labeled (they measure
+    the reward model; they are not in the budget)."""
+    budget: int | None = None
+    """Pairs of training prompts labeled when `select` is not `all` (each by `labelers` labelers)."""
+    per_prompt: int | None = None
+    """At most this many selected pairs from one prompt (null: no cap), to spread the budget."""
+    select_with: list[str] = field(default_factory=list)
+    """Reward models (directories) or functions (`module:function`) whose scores the `uncertainty`
+    and `disagreement` rules read."""
 
     def __post_init__(self) -> None:
+        if self.select != "all" and (self.budget is None or self.budget < 1):
+            raise ConfigError(
+                f"`feedback.select: {self.select}` needs a positive `feedback.budget` (pairs to label)"
+            )
+        needed = {"uncertainty": 1, "disagreement": 2}.get(self.select, 0)
+        if len(self.select_with) < needed:
+            raise ConfigError(
+                f"`feedback.select: {self.select}` needs {needed} or more reward models in `feedback.select_with`"
+            )
+        if self.per_prompt is not None and self.per_prompt < 1:
+            raise ConfigError(f"`feedback.per_prompt` must be at least 1 (or null), got {self.per_prompt}")
         if self.source == "file" and not self.path:
             raise ConfigError(
                 "`feedback.source: file` needs `feedback.path` (e.g. an `rlhf label export` file)"

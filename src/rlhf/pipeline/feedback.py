@@ -14,6 +14,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,15 @@ def simulate(
     resolve: str = "majority",
     heldout_fraction: float = 0.15,
     seed: int = 0,
+    selection: Selection | None = None,
 ) -> dict[str, Any]:
-    """Judge every pair of distinct candidates; write train/held-out pairs and `feedback.json`."""
+    """Judge every pair of distinct candidates (of the training prompts: those `selection` picks);
+    write train/held-out pairs and `feedback.json`."""
     rows = read_jsonl(candidates_path)
     rng = random.Random(seed)
     out_dir = Path(out_dir)
     held = heldout_prompts([_prompt_key(r.get("prompt")) for r in rows], heldout_fraction, seed)
+    allowed, selected = _selected_pairs(rows, held, selection, seed, str(candidates_path))
     train: list[dict[str, Any]] = []
     heldout: list[dict[str, Any]] = []
     heldout_gold: list[dict[str, Any]] = []
@@ -95,6 +99,8 @@ def simulate(
         scores = _gold_scores(gold, prompt, completions)
         is_held = _prompt_key(prompt) in held
         for a, b in itertools.combinations(range(len(completions)), 2):
+            if allowed is not None and not is_held and (number - 1, a, b) not in allowed:
+                continue  # not chosen for labeling
             if not completions[a].strip() or not completions[b].strip():
                 dropped["empty"] += 1
                 continue
@@ -109,19 +115,10 @@ def simulate(
                 single_right += sum(v == better for v in votes)
                 single_total += labelers
             pair = (completions[a], completions[b])
-            wins_a = votes.count(0)
-            if resolve == "all":
-                made = [_row(prompt, pair[v], pair[1 - v], 1.0 / labelers) for v in votes]
-            elif 2 * wins_a == labelers:  # an even split: no majority, left out
-                dropped.setdefault("split", 0)
-                dropped["split"] += 1
-                made = []
-            else:
-                first = 0 if 2 * wins_a > labelers else 1
-                made = [_row(prompt, pair[first], pair[1 - first])]
-                if scores[a] != scores[b]:
-                    judged_gold += 1
-                    agree_gold += first == (0 if scores[a] > scores[b] else 1)
+            made, first = _resolved(prompt, pair, votes, resolve, dropped)
+            if first is not None and scores[a] != scores[b]:
+                judged_gold += 1
+                agree_gold += first == (0 if scores[a] > scores[b] else 1)
             (heldout if is_held else train).extend(made)
             if is_held and scores[a] != scores[b]:
                 win = 0 if scores[a] > scores[b] else 1
@@ -142,9 +139,70 @@ def simulate(
         "krippendorff_alpha": krippendorff_alpha(units, "nominal") if labelers > 1 else None,
         "labeler_gold_accuracy": single_right / single_total if single_total else None,
         "majority_gold_agreement": agree_gold / judged_gold if judged_gold else None,
+        "selection": selected,
     }  # fmt: skip
     _write_stats(out_dir, stats)
     return stats
+
+
+def _resolved(
+    prompt: Any, pair: tuple[str, str], votes: list[int], resolve: str, dropped: dict[str, int]
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A pair's rows from its votes (0: the first wins), and the majority's pick (None: no majority
+    row, under `resolve: all` or on an even split, which is counted in `dropped`)."""
+    if resolve == "all":
+        return [_row(prompt, pair[v], pair[1 - v], 1.0 / len(votes)) for v in votes], None
+    wins_first = votes.count(0)
+    if 2 * wins_first == len(votes):  # an even split: no majority, left out
+        dropped["split"] = dropped.get("split", 0) + 1
+        return [], None
+    first = 0 if 2 * wins_first > len(votes) else 1
+    return [_row(prompt, pair[first], pair[1 - first])], first
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which training pairs are labeled (see `rlhf.active.select`)."""
+
+    rule: str
+    """random, uncertainty or disagreement."""
+    budget: int
+    """Pairs of training prompts to label."""
+    per_prompt: int | None = None
+    """At most this many pairs from one prompt (None: no cap)."""
+    sources: Sequence[Any] = ()
+    """Reward sources (`rlhf.rewards.sources`) whose scores the rule reads."""
+
+
+def _selected_pairs(
+    rows: list[dict[str, Any]], held: set[str], selection: Selection | None, seed: int, path: str
+) -> tuple[set[tuple[int, int, int]] | None, dict[str, Any]]:
+    """The (row, a, b) training pairs `selection` picks (None: all of them), and what it saw."""
+    if selection is None:
+        return None, {"rule": "all"}
+    from rlhf.active import choose_pairs, score_candidates
+
+    train = [i for i, r in enumerate(rows) if _prompt_key(r.get("prompt")) not in held]
+    for i in train:
+        completions = rows[i].get("completions")
+        if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
+            raise DataError(path, i + 1, "completions", "expected a list of strings")
+    texts = [rows[i]["completions"] for i in train]
+    scores = score_candidates(selection.sources, [rows[i].get("prompt") for i in train], texts) or None
+    chosen = choose_pairs(
+        texts,
+        scores,
+        rule=selection.rule,
+        budget=selection.budget,
+        seed=seed,
+        per_prompt=selection.per_prompt,
+    )
+    certainty = [abs(c.preference - 0.5) for c in chosen if c.preference is not None]
+    return {(train[c.prompt], c.a, c.b) for c in chosen}, {
+        "rule": selection.rule, "budget": selection.budget, "per_prompt": selection.per_prompt,
+        "pairs": len(chosen), "prompts": len({c.prompt for c in chosen}),
+        "mean_distance_from_even": sum(certainty) / len(certainty) if certainty else None,
+    }  # fmt: skip
 
 
 def _gold_scores(gold: GoldFn, prompt: Any, completions: list[str]) -> list[float]:

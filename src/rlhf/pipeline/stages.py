@@ -17,7 +17,7 @@ from typing import Any
 from rlhf.config.core import ConfigError, to_dict
 from rlhf.config.parts import DataConfig
 from rlhf.pipeline import feedback as fb
-from rlhf.pipeline.config import METHODS, PipelineConfig
+from rlhf.pipeline.config import METHODS, FeedbackConfig, PipelineConfig
 from rlhf.rewards.config import RewardSourceConfig
 
 WEIGHT_FILES = (
@@ -292,7 +292,21 @@ def run_feedback_stage(p: Paths) -> dict[str, Any]:
         resolve=f.resolve,
         heldout_fraction=f.heldout_fraction,
         seed=f.seed,
+        selection=_selection(f),
     )
+
+
+def _selection(f: FeedbackConfig) -> fb.Selection | None:
+    """`feedback.select` as the feedback stage's selection (its reward sources loaded)."""
+    if f.select == "all":
+        return None
+    from rlhf.rewards.sources import FunctionSource, RewardModelSource
+
+    sources = [
+        RewardModelSource(spec) if Path(spec).is_dir() else FunctionSource(spec) for spec in f.select_with
+    ]
+    assert f.budget is not None, "FeedbackConfig requires a budget unless select is all"
+    return fb.Selection(f.select, f.budget, f.per_prompt, sources)
 
 
 def run_reward_stage(p: Paths) -> dict[str, Any]:
