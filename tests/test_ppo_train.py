@@ -345,3 +345,33 @@ def test_target_kl_stops_the_epochs_early_and_the_first_update_starts_at_ratio_o
     # sees the moved policy and stops the remaining epochs.
     assert [r["ppo/updates"] for r in steps] == [2, 2]
     assert all(r["ppo/early_stop"] == 1.0 for r in steps)
+
+
+@pytest.mark.parametrize("peft", ["lora", "none"])
+def test_a_reference_of_its_own_is_the_model_the_kl_is_measured_from(tmp_path, peft):
+    """`reference`: PPO starts from one policy and measures its KL from another (an earlier
+    round's policy leashed to the SFT model): the reference reads out as that model, under LoRA
+    too (a frozen copy, not the adapter-off start)."""
+    from rlhf.models import load_causal_lm, load_tokenizer, save_tiny
+    from rlhf.ppo.policy import PolicyValue
+    from rlhf.ppo.setup import build_models
+
+    start, sft = save_tiny(tmp_path / "start", seed=1), save_tiny(tmp_path / "sft", seed=0)
+    cfg = config(tmp_path, model={"path": str(start)}, reference=str(sft), peft={"method": peft})
+    tokenizer = load_tokenizer(cfg.model)
+    built = build_models(cfg, tokenizer, torch.device("cpu"))
+    ids, mask, response = (
+        torch.tensor([[5, 6, 7, 8, 9]]),
+        torch.ones(1, 5, dtype=torch.long),
+        torch.tensor([[8, 9]]),
+    )
+    with torch.no_grad():
+        got = built.reference(ids, mask, response).logprobs
+        sft_lm = load_causal_lm(cfg.model.__class__(path=str(sft)), for_training=False, tokenizer=tokenizer)
+        want = PolicyValue(sft_lm, value_head=False, temperature=cfg.rollout.sampling.temperature)(
+            ids, mask, response, values=False
+        ).logprobs
+        start_logprobs = built.policy(ids, mask, response, values=False).logprobs
+    assert torch.equal(got, want)  # the same weights and the same forward on the same input
+    assert not torch.allclose(got, start_logprobs, atol=1e-3)  # two random models differ
+    assert any("reference: a frozen copy of" in note and str(sft) in note for note in built.notes)

@@ -192,7 +192,12 @@ class GuardConfig:
 class PpoConfig(RunControl):
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy to start from: the SFT model (directory or adapter), a hub id, or `builtin:tiny`.
-    The reference model is this same model, frozen."""
+    The reference model is this same model, frozen, unless `reference` names another."""
+    reference: str | None = None
+    """The frozen model the KL is measured from, when it is not the starting policy: e.g. the SFT
+    model while PPO starts from an earlier round's policy (`rlhf pipeline` with `rounds`), so every
+    round is leashed to the same place. It is loaded as a separate frozen copy (also under LoRA)
+    and needs the policy's tokenizer. None: `model.path`."""
     peft: PeftConfig = field(default_factory=lambda: PeftConfig(method="lora"))
     """`lora` (default) or `qlora`: the reference is the base with the adapter switched off (no second
     copy); `none`: full fine-tuning with a separate frozen reference copy. Prompt tuning is not supported."""

@@ -59,14 +59,17 @@ def build_models(cfg: PpoConfig, tokenizer, device) -> Built:
         if source:
             _copy_head(policy, source)
             notes.append(f"value head initialised from {source}")
-    if cfg.peft.method == "none":
+    own_reference = cfg.reference if cfg.reference not in (None, cfg.model.path) else None
+    if cfg.peft.method == "none" or own_reference:
+        ref_cfg = dataclasses.replace(cfg.model, path=own_reference) if own_reference else cfg.model
+        if own_reference:
+            _check_same_vocabulary(ref_cfg, tokenizer, cfg.model.path, "the reference", "e.g. the SFT model")
         with whole_on_each_process():  # frozen, outside any engine (ZeRO-3 would partition it)
-            ref_lm = load_causal_lm(cfg.model, for_training=False, tokenizer=tokenizer)
+            ref_lm = load_causal_lm(ref_cfg, for_training=False, tokenizer=tokenizer)
         ref = PolicyValue(ref_lm, value_head=False, temperature=cfg.rollout.sampling.temperature)
         ref.to(device)
-        notes.append(
-            "reference: a frozen copy of the starting model (full fine-tuning), whole on each process"
-        )
+        what = f"{cfg.reference}" if own_reference else "the starting model (full fine-tuning)"
+        notes.append(f"reference: a frozen copy of {what}, whole on each process")
 
         def reference(*inputs):
             return ref(*inputs, values=False)
@@ -84,6 +87,17 @@ def build_models(cfg: PpoConfig, tokenizer, device) -> Built:
     elif shared:
         notes.append("critic: a value head on the policy's hidden states")
     return Built(policy, reference, critic, notes)
+
+
+def _check_same_vocabulary(model_cfg, tokenizer, policy_path: str, what: str, hint: str) -> None:
+    """A reference or a separate critic reads the policy's tokens: it must share its vocabulary."""
+    from rlhf.models import load_tokenizer
+
+    if load_tokenizer(dataclasses.replace(model_cfg, tokenizer=None)).get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(
+            f"{what} {model_cfg.path} has a different tokenizer from the policy {policy_path}; it reads the "
+            f"policy's tokens, so it needs the same vocabulary ({hint})"
+        )
 
 
 def _copy_head(policy: PolicyValue, source: str) -> None:
@@ -110,18 +124,17 @@ def _critic_path(cfg: PpoConfig) -> str:
 
 def _load_critic(cfg: PpoConfig, tokenizer):
     """A `ScalarModel` on the policy's tokenizer (its values are read at the policy's token positions)."""
-    from rlhf.models import load_tokenizer
     from rlhf.models.scalar import load_scalar_model
 
     path = _critic_path(cfg)
     model_cfg = dataclasses.replace(cfg.model, path=path, tokenizer=None)
-    own = load_tokenizer(model_cfg)
-    if own.get_vocab() != tokenizer.get_vocab():
-        raise ConfigError(
-            f"the critic {path} has a different tokenizer from the policy {cfg.model.path}; a separate critic "
-            "reads the policy's tokens, so it needs the same vocabulary (use `critic.mode: shared`, or a "
-            "critic built on the policy's model)"
-        )
+    _check_same_vocabulary(
+        model_cfg,
+        tokenizer,
+        cfg.model.path,
+        "the critic",
+        "use `critic.mode: shared`, or a critic on the policy's model",
+    )
     critic = load_scalar_model(model_cfg, cfg.peft, for_training=True, tokenizer=tokenizer)
     disable_dropout(critic)
     return critic
