@@ -148,8 +148,12 @@ def test_the_selection_config_is_checked_and_loads_its_reward_sources(tmp_path):
 
     with pytest.raises(ConfigError, match=r"`feedback.select: random` needs a positive `feedback.budget`"):
         FeedbackConfig(select="random")
-    with pytest.raises(ConfigError, match=r"needs 2 or more reward models in `feedback.select_with`"):
-        FeedbackConfig(select="disagreement", budget=5, select_with=["examples/rewards.py:letter_e"])
+    from rlhf.pipeline.config import PipelineConfig
+
+    one = FeedbackConfig(select="disagreement", budget=5, select_with=["examples/rewards.py:letter_e"])
+    with pytest.raises(ConfigError, match=r"needs 2 or more reward models in `feedback.select_with` \(with"):
+        PipelineConfig(feedback=one, gold="examples/rewards.py:letter_e")
+    assert PipelineConfig(feedback=one, rounds=2, gold="examples/rewards.py:letter_e").rounds == 2
     assert _selection(FeedbackConfig()) is None
     chosen = _selection(
         FeedbackConfig(select="uncertainty", budget=5, select_with=["examples/rewards.py:letter_e"])

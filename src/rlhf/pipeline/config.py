@@ -31,7 +31,7 @@ WIRED = {
     "sft": ("logging.output_dir", "prompt"),
     "generate": ("model.path", "output", "prompt"),
     "reward": ("model.path", "data.path", "eval.path", "eval.fraction", "logging.output_dir", "prompt"),
-    "ppo": ("model.path", "reward.model", "logging.output_dir", "prompt"),
+    "ppo": ("model.path", "reference", "reward.model", "logging.output_dir", "prompt"),
     "dpo": ("model.path", "data.path", "eval.path", "eval.fraction", "logging.output_dir", "prompt"),
     "rrhf": ("model.path", "reward_model", "data.path", "logging.output_dir", "prompt"),
     "rejection_sampling": ("sft.model.path", "sft.data.path", "sft.logging.output_dir", "sft.prompt"),
@@ -72,17 +72,17 @@ class FeedbackConfig:
     """At most this many selected pairs from one prompt (null: no cap), to spread the budget."""
     select_with: list[str] = field(default_factory=list)
     """Reward models (directories) or functions (`module:function`) whose scores the `uncertainty`
-    and `disagreement` rules read."""
+    and `disagreement` rules read. With `rounds`, each round after the first also reads the
+    previous round's reward model; a round with too few models to go on (the first) picks at random."""
+
+    def models_needed(self) -> int:
+        """Reward models the selection rule reads (0 for `all` and `random`)."""
+        return {"uncertainty": 1, "disagreement": 2}.get(self.select, 0)
 
     def __post_init__(self) -> None:
         if self.select != "all" and (self.budget is None or self.budget < 1):
             raise ConfigError(
                 f"`feedback.select: {self.select}` needs a positive `feedback.budget` (pairs to label)"
-            )
-        needed = {"uncertainty": 1, "disagreement": 2}.get(self.select, 0)
-        if len(self.select_with) < needed:
-            raise ConfigError(
-                f"`feedback.select: {self.select}` needs {needed} or more reward models in `feedback.select_with`"
             )
         if self.per_prompt is not None and self.per_prompt < 1:
             raise ConfigError(f"`feedback.per_prompt` must be at least 1 (or null), got {self.per_prompt}")
@@ -187,6 +187,18 @@ class PipelineConfig:
     """Rejection-sampling fine-tuning: the SFT model fine-tuned on its own best-of-n answers."""
     eval: EvalPolicyConfig = field(default_factory=EvalPolicyConfig)
     """The policies against the SFT policy on held-out prompts (`data.path`)."""
+    rounds: int = 1
+    """Rounds of the loop (online RLHF): round r samples candidates from the current policy on
+    prompts not used before (the `generate.data` prompts, split into `rounds` parts), collects
+    feedback on them, retrains the reward model on all feedback so far (warm-started from the
+    previous round's) and runs PPO from the current policy, leashed to the SFT model. Each round
+    in `<output_dir>/round_<r>`; `feedback.budget` is per round."""
+    start_policy: str | None = None
+    """The policy that samples the candidates and that PPO starts from; None: the SFT model.
+    `rounds` sets it to the previous round's policy (PPO's reference stays the SFT model)."""
+    earlier_feedback: str | None = None
+    """A feedback directory of an earlier round whose pairs are added to this run's (the reward
+    model trains on all of them); `rounds` sets it."""
     eval_reward_data: DataConfig = field(default_factory=DataConfig)
     """Held-out feedback for the reward model's accuracy and calibration; default: the feedback
     stage's held-out pairs (judged by `gold` when there is one, else by the labelers)."""
@@ -196,7 +208,34 @@ class PipelineConfig:
             unknown = [s for s in getattr(self, key) if s not in STAGES]
             if unknown:
                 raise ConfigError(f"`{key}`: unknown stage {unknown[0]!r}; stages are {', '.join(STAGES)}")
+        self._check_rounds()
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
             what = f"unknown method {unknown[0]!r}" if unknown else "give each method once, at least one"
             raise ConfigError(f"`methods`: {what}; methods are {', '.join(METHODS)}")
+
+    def _check_rounds(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"`rounds` must be at least 1, got {self.rounds}")
+        available = len(self.feedback.select_with) + (1 if self.rounds > 1 else 0)
+        if available < self.feedback.models_needed():
+            raise ConfigError(
+                f"`feedback.select: {self.feedback.select}` needs {self.feedback.models_needed()} or more "
+                "reward models in `feedback.select_with`"
+                + (
+                    " (with `rounds`, each round after the first adds the previous round's)"
+                    if self.rounds == 1
+                    else ""
+                )
+            )
+        if self.rounds == 1:
+            return
+        if self.methods != ["ppo"]:
+            raise ConfigError(
+                "`rounds` runs PPO in every round (`methods: [ppo]`); compare other methods in a single round"
+            )
+        if self.reward_model or self.feedback.source == "file":
+            raise ConfigError(
+                "`rounds` collects new feedback every round: it takes neither `reward_model` nor "
+                "`feedback.source: file`"
+            )

@@ -141,7 +141,7 @@ def simulate(
         "majority_gold_agreement": agree_gold / judged_gold if judged_gold else None,
         "selection": selected,
     }  # fmt: skip
-    _write_stats(out_dir, stats)
+    write_stats(out_dir, stats)
     return stats
 
 
@@ -246,10 +246,29 @@ def split_file(
         "heldout_rows": len(heldout),
         "heldout_prompts": len(held),
     }
-    _write_stats(out_dir, stats)
+    write_stats(out_dir, stats)
     return stats
 
 
-def _write_stats(out_dir: Path, stats: dict[str, Any]) -> None:
+def write_stats(out_dir: Path, stats: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+
+
+NEW_PREFIX = "new_"
+"""`add_earlier` keeps a round's own rows in `new_<file>` (e.g. `new_heldout_gold.jsonl`)."""
+
+
+def add_earlier(out_dir: Path, earlier: Path) -> dict[str, Any]:
+    """Put an earlier round's pairs (its `pairs.jsonl`, `heldout.jsonl`, `heldout_gold.jsonl`,
+    themselves all rounds before it) ahead of this round's, keeping this round's own rows in
+    `new_<file>`: the reward model trains on all feedback so far, and the new rows alone measure
+    how blind the earlier reward model was to the new policy's samples."""
+    counts: dict[str, Any] = {"earlier_feedback": str(earlier)}
+    for name in (TRAIN_FILE, HELDOUT_FILE, HELDOUT_GOLD_FILE):
+        new_rows = read_jsonl(out_dir / name) if (out_dir / name).is_file() else []
+        old_rows = read_jsonl(earlier / name) if (earlier / name).is_file() else []
+        write_jsonl_atomic(out_dir / f"{NEW_PREFIX}{name}", new_rows)
+        write_jsonl_atomic(out_dir / name, old_rows + new_rows)
+        counts[f"{name.removesuffix('.jsonl')}_rows_all"] = len(old_rows) + len(new_rows)
+    return counts

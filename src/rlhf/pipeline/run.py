@@ -34,6 +34,11 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
             "`rlhf pipeline` runs in one process; for several GPUs or machines, launch the training "
             "stages one by one (`torchrun ... -m rlhf.cli.main sft|reward|ppo`) with the same configs"
         )
+    if cfg.rounds > 1:
+        from rlhf.pipeline.rounds import run_rounds
+
+        check_data(cfg)
+        return run_rounds(cfg, log=log)
     check_data(cfg)
     run = Path(cfg.output_dir)
     run.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,11 @@ class Paths:
         return self.cfg.sft_model or str(self.run / "sft" / "model")
 
     @property
+    def start_policy(self) -> str:
+        """The policy that samples candidates and that PPO starts from (an earlier round's, or SFT)."""
+        return self.cfg.start_policy or self.sft_model
+
+    @property
     def candidates(self) -> Path:
         return self.run / "generate" / "candidates.jsonl"
 
@@ -126,7 +131,9 @@ def sft_config(p: Paths):
 
 
 def generate_config(p: Paths):
-    section = _wired(p.cfg.generate, model__path=p.sft_model, output=str(p.candidates), prompt=p.cfg.prompt)
+    section = _wired(
+        p.cfg.generate, model__path=p.start_policy, output=str(p.candidates), prompt=p.cfg.prompt
+    )
     return _engine(p, section)
 
 
@@ -154,7 +161,8 @@ def ppo_config(p: Paths):
     reward = dataclasses.replace(cfg.reward, model=p.reward_model, function=None, url=None, sources=sources)
     section = _wired(
         cfg,
-        model__path=p.sft_model,
+        model__path=p.start_policy,
+        reference=p.sft_model if p.start_policy != p.sft_model else None,
         reward=reward,
         logging__output_dir=str(p.stage("ppo")),
         prompt=p.cfg.prompt,
@@ -283,7 +291,7 @@ def run_feedback_stage(p: Paths) -> dict[str, Any]:
     from rlhf.rewards.sources import load_function
 
     assert p.cfg.gold, "the pipeline config requires `gold` with feedback source: simulate"
-    return fb.simulate(
+    stats = fb.simulate(
         p.candidates,
         load_function(p.cfg.gold),
         out,
@@ -294,6 +302,10 @@ def run_feedback_stage(p: Paths) -> dict[str, Any]:
         seed=f.seed,
         selection=_selection(f),
     )
+    if p.cfg.earlier_feedback:
+        stats.update(fb.add_earlier(out, Path(p.cfg.earlier_feedback)))
+        fb.write_stats(out, stats)
+    return stats
 
 
 def _selection(f: FeedbackConfig) -> fb.Selection | None:
@@ -321,7 +333,28 @@ def run_reward_stage(p: Paths) -> dict[str, Any]:
         out = Path(held.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"note": f"no held-out feedback in {held.data.path}"}) + "\n")
+    new_gold = p.stage("feedback") / f"{fb.NEW_PREFIX}{fb.HELDOUT_GOLD_FILE}"
+    if p.cfg.earlier_feedback and p.cfg.reward_base and jsonl_ready(new_gold) is None:
+        summary["on_new_samples"] = _on_new_samples(p, held, new_gold)
     return summary
+
+
+def _on_new_samples(p: Paths, held: Any, new_gold: Path) -> dict[str, Any]:
+    """The earlier round's reward model and this round's on this round's new held-out pairs (judged
+    by gold): how blind the old one was to the current policy's samples, and what retraining fixed.
+    Written to `reward_eval/new_samples.json`."""
+    from rlhf.reward.evaluate import run_eval_reward
+
+    out = p.run / "reward_eval"
+    result = {}
+    for name, model in (("before", p.cfg.reward_base), ("after", p.reward_model)):
+        cfg = dataclasses.replace(
+            held, model=model, data=dataclasses.replace(held.data, path=str(new_gold)),
+            output=str(out / f"new_samples_{name}.json"),
+        )  # fmt: skip
+        result[name] = {key: run_eval_reward(cfg).get(key) for key in ("accuracy", "pairs", "ece")}
+    (out / "new_samples.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
 
 
 def run_ppo_stage(p: Paths) -> dict[str, Any]:
@@ -391,6 +424,10 @@ def run_report_stage(p: Paths) -> dict[str, Any]:
     return {"report": str(write_report(p.run))}
 
 
+def _feedback_settings(p: Paths) -> dict[str, Any]:
+    return {"feedback": to_dict(p.cfg.feedback), "earlier_feedback": p.cfg.earlier_feedback}
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -409,7 +446,7 @@ def _feedback_outputs(p: Paths) -> list[str | None]:
 STAGE_LIST = (
     Stage("sft", (), sft_config, lambda p: [model_ready(p.stage("sft") / "model")], run_sft_stage),
     Stage("generate", ("sft",), generate_config, lambda p: [jsonl_ready(p.candidates)], run_generate_stage),
-    Stage("feedback", ("generate",), lambda p: p.cfg.feedback, _feedback_outputs, run_feedback_stage),
+    Stage("feedback", ("generate",), _feedback_settings, _feedback_outputs, run_feedback_stage),
     Stage(
         "reward",
         ("sft", "feedback"),
