@@ -130,6 +130,10 @@ def _cmd_eval_policy(args: argparse.Namespace) -> None:
         run_eval_policy(cfg)
 
 
+WAITING_STATUS = 3
+"""`rlhf pipeline`'s exit status when it stopped to wait for people's judgments (rerun it later)."""
+
+
 def _cmd_pipeline(args: argparse.Namespace) -> None:
     from rlhf.pipeline.config import PipelineConfig
     from rlhf.pipeline.run import run_pipeline
@@ -147,6 +151,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     if cfg is not None:
         quiet_libraries()
         summary = run_pipeline(cfg)
+        if "waiting" in summary:
+            print(f"[pipeline] stopped: {summary['waiting']}")
+            raise SystemExit(WAITING_STATUS)
         print(headline_table(summary["headline"]))
         print(f"[pipeline] {summary['run_dir']} in {summary['seconds']:.0f} s; report: {summary['report']}")
 

@@ -42,20 +42,35 @@ WIRED = {
 
 @dataclass
 class FeedbackConfig:
-    source: Literal["simulate", "file"] = "simulate"
+    source: Literal["simulate", "people", "file"] = "simulate"
     """`simulate`: simulated labelers judge pairs of the generated candidates by the task's `gold`
     function (Bradley-Terry: the better one wins with probability sigmoid(Δgold / temperature));
-    `file`: preferences people gave, e.g. the export of `rlhf label` (`path`)."""
+    `people`: the pairs go into a labeling project (`rlhf label`) and the pipeline stops until
+    `labelers` people have judged each (rerun it then); `file`: preferences people gave, e.g. the
+    export of `rlhf label` (`path`)."""
     path: str | None = None
     """`source: file`: comparisons or rankings (any format the reward stage reads, JSONL)."""
     labelers: int = 3
-    """`simulate`: labelers judging each pair; the pair's label is their majority (`resolve`)."""
+    """`simulate` and `people`: labelers judging each pair (the labeling project's overlap); the
+    pair's label is their majority (`resolve`)."""
     temperature: float = 1.0
     """`simulate`: Bradley-Terry temperature in gold-score units: higher, noisier labelers (1.0 puts
     agreement between two labelers near 75% on the demo task, about what people reach)."""
     resolve: Literal["majority", "all"] = "majority"
-    """`simulate`: one row per pair by majority vote, or every judgment as its own row with weight
-    1/labelers (as `rlhf label export --resolve all`)."""
+    """`simulate` and `people`: one row per pair by majority vote, or every judgment as its own row
+    with weight 1/labelers (as `rlhf label export --resolve all`)."""
+    annotators: list[str] = field(default_factory=lambda: ["annotator"])
+    """`people`: the names to create in the labeling project; each gets a login link, printed once
+    and kept (mode 0600) in `feedback/project/links.txt`."""
+    database: str | None = None
+    """`people`: the PostgreSQL URL of the labeling project (None: SQLite in `feedback/project`).
+    One project per database: with `rounds`, write `{round}` in the database name
+    (`postgresql://me@db/rlhf_round_{round}`); a database not there yet is created."""
+    instructions: str = "Pick the answer that is more helpful, correct and harmless."
+    """`people`: the text shown to labelers above every pair."""
+    take_what_is_there: bool = False
+    """`people`: go on with the judgments given so far instead of waiting for every pair's
+    `labelers` (pairs without any are left out, and counted)."""
     heldout_fraction: float = 0.15
     """Share of prompts whose pairs are kept out of reward training, for its held-out accuracy."""
     seed: int = 0
@@ -233,6 +248,12 @@ class PipelineConfig:
         if self.methods != ["ppo"]:
             raise ConfigError(
                 "`rounds` runs PPO in every round (`methods: [ppo]`); compare other methods in a single round"
+            )
+        database = self.feedback.database
+        if self.feedback.source == "people" and database and "{round}" not in database:
+            raise ConfigError(
+                "`feedback.database`: one labeling project per PostgreSQL database, so with `rounds` write "
+                "`{round}` in the database's name (e.g. postgresql://me@db/rlhf_round_{round})"
             )
         if self.reward_model or self.feedback.source == "file":
             raise ConfigError(

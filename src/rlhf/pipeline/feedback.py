@@ -49,7 +49,7 @@ def bradley_terry(gold_a: float, gold_b: float, temperature: float) -> float:
     return e / (1.0 + e)
 
 
-def _prompt_key(prompt: Any) -> str:
+def prompt_key(prompt: Any) -> str:
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
@@ -84,8 +84,8 @@ def simulate(
     rows = read_jsonl(candidates_path)
     rng = random.Random(seed)
     out_dir = Path(out_dir)
-    held = heldout_prompts([_prompt_key(r.get("prompt")) for r in rows], heldout_fraction, seed)
-    allowed, selected = _selected_pairs(rows, held, selection, seed, str(candidates_path))
+    held = heldout_prompts([prompt_key(r.get("prompt")) for r in rows], heldout_fraction, seed)
+    allowed, selected = selected_pairs(rows, held, selection, seed, str(candidates_path))
     train: list[dict[str, Any]] = []
     heldout: list[dict[str, Any]] = []
     heldout_gold: list[dict[str, Any]] = []
@@ -96,8 +96,8 @@ def simulate(
         prompt, completions = row.get("prompt"), row.get("completions")
         if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
             raise DataError(str(candidates_path), number, "completions", "expected a list of strings")
-        scores = _gold_scores(gold, prompt, completions)
-        is_held = _prompt_key(prompt) in held
+        scores = gold_scores(gold, prompt, completions)
+        is_held = prompt_key(prompt) in held
         for a, b in itertools.combinations(range(len(completions)), 2):
             if allowed is not None and not is_held and (number - 1, a, b) not in allowed:
                 continue  # not chosen for labeling
@@ -122,7 +122,7 @@ def simulate(
             (heldout if is_held else train).extend(made)
             if is_held and scores[a] != scores[b]:
                 win = 0 if scores[a] > scores[b] else 1
-                heldout_gold.append(_row(prompt, pair[win], pair[1 - win]))
+                heldout_gold.append(pair_row(prompt, pair[win], pair[1 - win]))
     if not train:
         raise DataError(
             str(candidates_path), None, None, "no pair of distinct, non-empty candidates to judge"
@@ -151,13 +151,13 @@ def _resolved(
     """A pair's rows from its votes (0: the first wins), and the majority's pick (None: no majority
     row, under `resolve: all` or on an even split, which is counted in `dropped`)."""
     if resolve == "all":
-        return [_row(prompt, pair[v], pair[1 - v], 1.0 / len(votes)) for v in votes], None
+        return [pair_row(prompt, pair[v], pair[1 - v], 1.0 / len(votes)) for v in votes], None
     wins_first = votes.count(0)
     if 2 * wins_first == len(votes):  # an even split: no majority, left out
         dropped["split"] = dropped.get("split", 0) + 1
         return [], None
     first = 0 if 2 * wins_first > len(votes) else 1
-    return [_row(prompt, pair[first], pair[1 - first])], first
+    return [pair_row(prompt, pair[first], pair[1 - first])], first
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class Selection:
     """Reward sources (`rlhf.rewards.sources`) whose scores the rule reads."""
 
 
-def _selected_pairs(
+def selected_pairs(
     rows: list[dict[str, Any]], held: set[str], selection: Selection | None, seed: int, path: str
 ) -> tuple[set[tuple[int, int, int]] | None, dict[str, Any]]:
     """The (row, a, b) training pairs `selection` picks (None: all of them), and what it saw."""
@@ -182,7 +182,7 @@ def _selected_pairs(
         return None, {"rule": "all"}
     from rlhf.active import choose_pairs, score_candidates
 
-    train = [i for i, r in enumerate(rows) if _prompt_key(r.get("prompt")) not in held]
+    train = [i for i, r in enumerate(rows) if prompt_key(r.get("prompt")) not in held]
     for i in train:
         completions = rows[i].get("completions")
         if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
@@ -205,7 +205,7 @@ def _selected_pairs(
     }  # fmt: skip
 
 
-def _gold_scores(gold: GoldFn, prompt: Any, completions: list[str]) -> list[float]:
+def gold_scores(gold: GoldFn, prompt: Any, completions: list[str]) -> list[float]:
     """The gold score of each of a row's completions; a one-line error unless they are finite."""
     scores = [float(s) for s in gold([prompt] * len(completions), completions)]
     if len(scores) != len(completions) or not all(math.isfinite(s) for s in scores):
@@ -215,7 +215,7 @@ def _gold_scores(gold: GoldFn, prompt: Any, completions: list[str]) -> list[floa
     return scores
 
 
-def _row(prompt: Any, chosen: str, rejected: str, weight: float | None = None) -> dict[str, Any]:
+def pair_row(prompt: Any, chosen: str, rejected: str, weight: float | None = None) -> dict[str, Any]:
     row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     if weight is not None:
         row["weight"] = weight
@@ -232,9 +232,9 @@ def split_file(
     missing = [n for n, r in enumerate(rows, 1) if "prompt" not in r]
     if missing:
         raise DataError(str(path), missing[0], "prompt", "missing (the held-out split groups rows by prompt)")
-    held = heldout_prompts([_prompt_key(r["prompt"]) for r in rows], heldout_fraction, seed)
-    train = [r for r in rows if _prompt_key(r["prompt"]) not in held]
-    heldout = [r for r in rows if _prompt_key(r["prompt"]) in held]
+    held = heldout_prompts([prompt_key(r["prompt"]) for r in rows], heldout_fraction, seed)
+    train = [r for r in rows if prompt_key(r["prompt"]) not in held]
+    heldout = [r for r in rows if prompt_key(r["prompt"]) in held]
     out_dir = Path(out_dir)
     write_jsonl_atomic(out_dir / TRAIN_FILE, train)
     write_jsonl_atomic(out_dir / HELDOUT_FILE, heldout)

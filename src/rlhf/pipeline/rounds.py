@@ -49,9 +49,12 @@ def run_rounds(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> di
         round_cfg = round_config(cfg, run, r, chunk, rerun_all=forced)
         summary = run_pipeline(round_cfg, log=log)
         summaries.append(summary)
+        if "waiting" in summary:  # people have not judged this round's pairs yet: stop here
+            summary["waiting"] = f"round {r}: {summary['waiting']}"
+            break
         produced = {"sft", "generate", "feedback", "reward", "ppo"}
         forced = forced or any(summary["stages"].get(s, {}).get("status") == "ran" for s in produced)
-    rows = [round_row(run, r, summary) for r, summary in enumerate(summaries)]
+    rows = [round_row(run, r, summary) for r, summary in enumerate(summaries) if "waiting" not in summary]
     write_json(run / ROUNDS_FILE, {"rounds": rows})
     from rlhf.report.rounds import write_rounds_report
 
@@ -62,7 +65,10 @@ def run_rounds(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> di
         "headline": summaries[-1]["headline"],
         "rounds_summaries": summaries,
         "report": str(report),
+        "seconds": round(sum(s.get("seconds", 0.0) for s in summaries), 1),
     }
+    if "waiting" in summaries[-1]:
+        summary["waiting"] = summaries[-1]["waiting"]
     write_json(run / SUMMARY_FILE, summary)
     return summary
 
@@ -114,8 +120,9 @@ def round_config(cfg: PipelineConfig, run: Path, r: int, prompts: Path, *, rerun
             stages=[s for s in cfg.stages if s != "sft"],
         )
     select = feedback.select if len(models) >= feedback.models_needed() else "random"
+    database = feedback.database.replace("{round}", str(r)) if feedback.database else None
     changes["feedback"] = dataclasses.replace(
-        feedback, select=select, select_with=models, seed=feedback.seed + r
+        feedback, select=select, select_with=models, seed=feedback.seed + r, database=database
     )
     changes["generate"] = dataclasses.replace(
         cfg.generate, data=dataclasses.replace(cfg.generate.data, path=str(prompts), limit=None)

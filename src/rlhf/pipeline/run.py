@@ -18,6 +18,7 @@ import yaml
 
 from rlhf.config.core import ConfigError, to_dict
 from rlhf.pipeline.config import METHODS, PipelineConfig
+from rlhf.pipeline.people import WaitingForPeople
 from rlhf.pipeline.stages import STAGE_LIST, Paths, check_data, config_dict, replaced_by_input
 from rlhf.pipeline.state import STATE_FILE, fingerprint_of, input_files, read_state, write_json
 from rlhf.pipeline.summary import headline
@@ -85,7 +86,14 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
             f"[pipeline] {stage.name}: running" + (f" (missing {missing[0]})" if missing and recorded else "")
         )
         t0 = time.perf_counter()
-        stage.run(paths)
+        try:
+            stage.run(paths)
+        except WaitingForPeople as waiting:  # not finished: a rerun runs it again
+            stages[stage.name] = {"status": "waiting", "message": str(waiting)}
+            log(f"[pipeline] {stage.name}: {waiting}")
+            summary = {**_summary(run, stages, started), "waiting": str(waiting)}
+            write_json(run / SUMMARY_FILE, summary)
+            return summary
         seconds = round(time.perf_counter() - t0, 1)
         output_id = fingerprint_of([fingerprint, time.time()])
         state[stage.name] = {

@@ -290,8 +290,22 @@ def run_feedback_stage(p: Paths) -> dict[str, Any]:
         return fb.split_file(f.path, out, heldout_fraction=f.heldout_fraction, seed=f.seed)
     from rlhf.rewards.sources import load_function
 
+    if f.source == "people":
+        from rlhf.pipeline.people import collect
+
+        gold = load_function(p.cfg.gold) if p.cfg.gold else None
+        stats = collect(out, p.candidates, f, gold, _selection(f), database=f.database)
+    else:
+        stats = _simulated(p, out, f, load_function)
+    if p.cfg.earlier_feedback:
+        stats.update(fb.add_earlier(out, Path(p.cfg.earlier_feedback)))
+        fb.write_stats(out, stats)
+    return stats
+
+
+def _simulated(p: Paths, out: Path, f: FeedbackConfig, load_function) -> dict[str, Any]:
     assert p.cfg.gold, "the pipeline config requires `gold` with feedback source: simulate"
-    stats = fb.simulate(
+    return fb.simulate(
         p.candidates,
         load_function(p.cfg.gold),
         out,
@@ -302,10 +316,6 @@ def run_feedback_stage(p: Paths) -> dict[str, Any]:
         seed=f.seed,
         selection=_selection(f),
     )
-    if p.cfg.earlier_feedback:
-        stats.update(fb.add_earlier(out, Path(p.cfg.earlier_feedback)))
-        fb.write_stats(out, stats)
-    return stats
 
 
 def _selection(f: FeedbackConfig) -> fb.Selection | None:
