@@ -83,8 +83,9 @@ def test_rounds_with_people_wait_then_go_on_with_exactly_their_judgments(tmp_pat
     assert statuses(first["rounds_summaries"][0])["feedback"] == "waiting"
     assert not (run / "round_1").joinpath("generate").exists()
 
+    assert "(ann http://127.0.0.1:8000/login?token=" in first["waiting"]  # the links, once
     again = run_pipeline(cfg, log=lambda _: None)  # nothing judged yet: still waiting, nothing added twice
-    assert again["waiting"] == first["waiting"]
+    assert ", 0 given" in again["waiting"] and f"({project0 / 'links.txt'})" in again["waiting"]
     judged0 = label_every_pair(browser, project0)
 
     second = run_pipeline(cfg, log=lambda _: None)
@@ -111,3 +112,19 @@ def test_rounds_with_people_wait_then_go_on_with_exactly_their_judgments(tmp_pat
         assert set(statuses(round_summary).values()) <= {"skipped (finished)", "input"}
     if backend == "postgresql":
         assert (project0 / "database.json").is_file() and not (project0 / "label.db").exists()
+
+
+def test_the_cli_stops_with_status_3_and_says_what_it_waits_for(tmp_path):
+    import subprocess
+    import sys
+
+    from test_pipeline import tiny_overrides
+
+    gold = tmp_path / "gold.py"
+    gold.write_text("def score(prompts, completions):\n    return [float(len(c)) for c in completions]\n")
+    rlhf = str(Path(sys.executable).with_name("rlhf"))
+    args = [rlhf, "pipeline", "--set", *tiny_overrides(tmp_path / "run", gold), *PEOPLE]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("[pipeline] stopped: round 0: waiting for ") and "rlhf label serve" in last

@@ -39,10 +39,11 @@ def collect(out: Path, candidates: Path, f: FeedbackConfig, gold: Any, selection
     held = fb.heldout_prompts([fb.prompt_key(r.get("prompt")) for r in rows], f.heldout_fraction, f.seed)
     allowed, selected = fb.selected_pairs(rows, held, selection, f.seed, str(candidates))
     items = _items(rows, held, allowed, str(candidates))
-    store = _project(out / "project", items, f, database)
+    store, links = _project(out / "project", items, f, database)
     progress = store.progress()
     if progress["submitted"] < progress["needed"] and not f.take_what_is_there:
-        raise WaitingForPeople(_waiting(out / "project", progress, round_label))
+        store.close()
+        raise WaitingForPeople(_waiting(out / "project", progress, round_label, links))
     stats = _export(out, store, f, held, gold)
     quality = project_stats(store)["questions"]["pairwise"]
     stats.update(
@@ -79,8 +80,9 @@ def _items(rows: list[dict[str, Any]], held: set[str], allowed: set | None, path
 
 
 def _project(directory: Path, items: list[tuple], f: FeedbackConfig, database: str | None):
-    """The round's labeling project: created with its items and annotators the first time, opened
-    (and checked to hold exactly these items) after."""
+    """The round's labeling project and, when it was just made, its login links (`name\tpath`):
+    created with its items and annotators the first time, opened (and checked to hold exactly
+    these items) after."""
     from rlhf.label.backend import DATABASE_FILE, DB_FILE
     from rlhf.label.store import Store
     from rlhf.label.tasks import ProjectConfig
@@ -94,7 +96,7 @@ def _project(directory: Path, items: list[tuple], f: FeedbackConfig, database: s
                 "the labeling project holds other pairs than this round's candidates (they were sampled "
                 "again?): move the project away to start it afresh, or restore the candidates it was made from",
             )  # fmt: skip
-        return store
+        return store, []
     if database is not None:
         _ensure_database(database)
     cfg = ProjectConfig(questions=["pairwise"], overlap=f.labelers, instructions=f.instructions)
@@ -106,7 +108,7 @@ def _project(directory: Path, items: list[tuple], f: FeedbackConfig, database: s
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write("# each person's login link: append it to the served address, e.g. http://HOST:8000\n")
         out.write("\n".join(lines) + "\n")
-    return store
+    return store, lines
 
 
 def _ensure_database(url: str) -> None:
@@ -126,13 +128,18 @@ def _ensure_database(url: str) -> None:
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
 
 
-def _waiting(directory: Path, progress: dict[str, int], round_label: str) -> str:
+def _waiting(directory: Path, progress: dict[str, int], round_label: str, links: list[str]) -> str:
+    """The stop message; with the login links when the project was just made (they are in
+    `links.txt` after)."""
     given, needed = progress["submitted"], progress["needed"]
+    shown = "; ".join(
+        f"{name} http://127.0.0.1:8000{path}" for name, path in (line.split("\t") for line in links)
+    )
     return (
         f"{round_label}waiting for {needed} judgments, {given} given ({progress['items']} pairs in "
-        f"{directory}); serve it with `rlhf label serve {directory}` and send each person their link "
-        f"({directory / LINKS_FILE}); rerun the pipeline when they are in, or set "
-        "`feedback.take_what_is_there: true` to go on with what is there"
+        f"{directory}); serve it with `rlhf label serve {directory}` (add --host 0.0.0.0 for others to reach "
+        f"it) and send each person their link ({shown or directory / LINKS_FILE}); rerun the pipeline when "
+        "they are in, or set `feedback.take_what_is_there: true` to go on with what is there"
     )
 
 
