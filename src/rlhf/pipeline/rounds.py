@@ -35,10 +35,12 @@ def round_dir(run: Path, r: int) -> Path:
     return run / f"round_{r}"
 
 
-def run_rounds(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every round in order; returns (and writes to `summary.json`) the rounds' numbers."""
-    from rlhf.pipeline.run import SUMMARY_FILE, run_pipeline
-    from rlhf.pipeline.state import write_json
+def run_rounds(
+    cfg: PipelineConfig, run_pipeline: Callable[..., dict[str, Any]], *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run every round in order, each a whole `run_pipeline`; returns (and writes to
+    `summary.json`) the rounds' numbers."""
+    from rlhf.pipeline.state import SUMMARY_FILE, write_json
 
     run = Path(cfg.output_dir)
     run.mkdir(parents=True, exist_ok=True)

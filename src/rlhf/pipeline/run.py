@@ -19,15 +19,15 @@ import yaml
 from rlhf.config.core import ConfigError, to_dict
 from rlhf.pipeline.config import METHODS, PipelineConfig
 from rlhf.pipeline.people import WaitingForPeople
+from rlhf.pipeline.rounds import run_rounds
 from rlhf.pipeline.stages import STAGE_LIST, Paths, check_data, config_dict, replaced_by_input
-from rlhf.pipeline.state import STATE_FILE, fingerprint_of, input_files, read_state, write_json
+from rlhf.pipeline.state import STATE_FILE, SUMMARY_FILE, fingerprint_of, input_files, read_state, write_json
 from rlhf.pipeline.summary import headline
-
-SUMMARY_FILE = "summary.json"
 
 
 def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the configured stages; returns (and writes to `summary.json`) what each did and the headline."""
+    """Run the configured stages (with `rounds`, round after round: `rlhf.pipeline.rounds`);
+    returns (and writes to `summary.json`) what each did and the headline."""
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -35,12 +35,9 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
             "`rlhf pipeline` runs in one process; for several GPUs or machines, launch the training "
             "stages one by one (`torchrun ... -m rlhf.cli.main sft|reward|ppo`) with the same configs"
         )
-    if cfg.rounds > 1:
-        from rlhf.pipeline.rounds import run_rounds
-
-        check_data(cfg)
-        return run_rounds(cfg, log=log)
     check_data(cfg)
+    if cfg.rounds > 1:
+        return run_rounds(cfg, run_pipeline, log=log)
     run = Path(cfg.output_dir)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
@@ -89,11 +86,7 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
         try:
             stage.run(paths)
         except WaitingForPeople as waiting:  # not finished: a rerun runs it again
-            stages[stage.name] = {"status": "waiting", "message": str(waiting)}
-            log(f"[pipeline] {stage.name}: {waiting}")
-            summary = {**_summary(run, stages, started), "waiting": str(waiting)}
-            write_json(run / SUMMARY_FILE, summary)
-            return summary
+            return _waiting(run, stage.name, waiting, stages, started, log)
         seconds = round(time.perf_counter() - t0, 1)
         output_id = fingerprint_of([fingerprint, time.time()])
         state[stage.name] = {
@@ -107,6 +100,17 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
         stages[stage.name] = {"status": "ran", "seconds": seconds}
         log(f"[pipeline] {stage.name}: done in {seconds:.1f} s")
     summary = _summary(run, stages, started)
+    write_json(run / SUMMARY_FILE, summary)
+    return summary
+
+
+def _waiting(
+    run: Path, stage: str, waiting: WaitingForPeople, stages: dict[str, Any], started: float, log
+) -> dict[str, Any]:
+    """The summary of a run stopped at `stage` to wait for people's judgments."""
+    stages[stage] = {"status": "waiting", "message": str(waiting)}
+    log(f"[pipeline] {stage}: {waiting}")
+    summary = {**_summary(run, stages, started), "waiting": str(waiting)}
     write_json(run / SUMMARY_FILE, summary)
     return summary
 

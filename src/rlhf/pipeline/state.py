@@ -11,6 +11,10 @@ from typing import Any
 STATE_FILE = "pipeline_state.json"
 
 
+SUMMARY_FILE = "summary.json"
+"""`<output_dir>/summary.json`: what each stage (or round) did, and the headline."""
+
+
 def fingerprint_of(value: Any) -> str:
     """A short, stable hash of a JSON-able value."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
