@@ -151,9 +151,15 @@ def test_the_selection_config_is_checked_and_loads_its_reward_sources(tmp_path):
     from rlhf.pipeline.config import PipelineConfig
 
     one = FeedbackConfig(select="disagreement", budget=5, select_with=["examples/rewards.py:letter_e"])
-    with pytest.raises(ConfigError, match=r"needs 2 or more reward models in `feedback.select_with` \(with"):
+    with pytest.raises(
+        ConfigError, match=r"needs 2 or more reward models: give them in `feedback.select_with`"
+    ):
         PipelineConfig(feedback=one, gold="examples/rewards.py:letter_e")
     assert PipelineConfig(feedback=one, rounds=2, gold="examples/rewards.py:letter_e").rounds == 2
+    alone = FeedbackConfig(select="disagreement", budget=5)
+    with pytest.raises(ConfigError, match=r"\(`reward_ensemble: 3` trains three\)"):
+        PipelineConfig(feedback=alone, rounds=2, gold="examples/rewards.py:letter_e")
+    assert PipelineConfig(feedback=alone, rounds=2, reward_ensemble=2, gold="x.py:f").reward_ensemble == 2
     assert _selection(FeedbackConfig()) is None
     chosen = _selection(
         FeedbackConfig(select="uncertainty", budget=5, select_with=["examples/rewards.py:letter_e"])

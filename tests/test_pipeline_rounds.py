@@ -77,3 +77,22 @@ def _rounds_report_in_chromium(browser, report: Path) -> None:
     page.close()
     assert not seen["console"] and not seen["errors"], seen
     assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
+
+
+def test_disagreement_reads_the_previous_rounds_ensemble(tmp_path):
+    """`reward_ensemble: 2`: each round trains a second reward model on a bootstrap resample; the
+    next round's `disagreement` rule reads both and picks the pairs they split on."""
+    more = ["rounds=2", "reward_ensemble=2", "feedback.select=disagreement", "feedback.budget=3"]
+    cfg = config(tmp_path, *more)
+    run = Path(cfg.output_dir)
+    run_pipeline(cfg, log=lambda _: None)
+    member = run / "round_0" / "reward" / "ensemble_1"
+    assert (member / "model" / "config.json").is_file()
+    resample, pairs = rows(member / "pairs.jsonl"), rows(run / "round_0" / "feedback" / "pairs.jsonl")
+    assert len(resample) == len(pairs) and all(
+        r in pairs for r in resample
+    )  # drawn from them, with replacement
+    fb0, fb1 = (json.loads((run / f"round_{r}" / "feedback" / "feedback.json").read_text()) for r in (0, 1))
+    assert fb0["selection"]["rule"] == "random"  # nothing to disagree with yet
+    assert fb1["selection"]["rule"] == "disagreement" and fb1["selection"]["models"] == 2
+    assert fb1["selection"]["mean_spread"] is not None and fb1["train_rows"] <= 3

@@ -202,6 +202,10 @@ class PipelineConfig:
     """Rejection-sampling fine-tuning: the SFT model fine-tuned on its own best-of-n answers."""
     eval: EvalPolicyConfig = field(default_factory=EvalPolicyConfig)
     """The policies against the SFT policy on held-out prompts (`data.path`)."""
+    reward_ensemble: int = 1
+    """Reward models the reward stage trains: its own and `reward_ensemble - 1` more, each from its
+    own seed on a bootstrap resample of the training pairs (`reward/ensemble_<k>/model`). With
+    `rounds`, the next round's `feedback.select: disagreement` reads their spread."""
     rounds: int = 1
     """Rounds of the loop (online RLHF): round r samples candidates from the current policy on
     prompts not used before (the `generate.data` prompts, split into `rounds` parts), collects
@@ -232,16 +236,14 @@ class PipelineConfig:
     def _check_rounds(self) -> None:
         if self.rounds < 1:
             raise ConfigError(f"`rounds` must be at least 1, got {self.rounds}")
-        available = len(self.feedback.select_with) + (1 if self.rounds > 1 else 0)
+        if self.reward_ensemble < 1:
+            raise ConfigError(f"`reward_ensemble` must be at least 1, got {self.reward_ensemble}")
+        available = len(self.feedback.select_with) + (self.reward_ensemble if self.rounds > 1 else 0)
         if available < self.feedback.models_needed():
             raise ConfigError(
                 f"`feedback.select: {self.feedback.select}` needs {self.feedback.models_needed()} or more "
-                "reward models in `feedback.select_with`"
-                + (
-                    " (with `rounds`, each round after the first adds the previous round's)"
-                    if self.rounds == 1
-                    else ""
-                )
+                "reward models: give them in `feedback.select_with`, or with `rounds` let each round read the "
+                "previous round's (`reward_ensemble: 3` trains three)"
             )
         if self.rounds == 1:
             return

@@ -198,10 +198,12 @@ def selected_pairs(
         per_prompt=selection.per_prompt,
     )
     certainty = [abs(c.preference - 0.5) for c in chosen if c.preference is not None]
+    spreads = [c.spread for c in chosen if c.spread is not None]
     return {(train[c.prompt], c.a, c.b) for c in chosen}, {
         "rule": selection.rule, "budget": selection.budget, "per_prompt": selection.per_prompt,
         "pairs": len(chosen), "prompts": len({c.prompt for c in chosen}),
         "mean_distance_from_even": sum(certainty) / len(certainty) if certainty else None,
+        "mean_spread": sum(spreads) / len(spreads) if spreads else None, "models": len(selection.sources),
     }  # fmt: skip
 
 

@@ -113,7 +113,10 @@ def round_config(cfg: PipelineConfig, run: Path, r: int, prompts: Path, *, rerun
     changes: dict[str, Any] = {"output_dir": str(round_dir(run, r)), "rounds": 1}
     if r > 0:
         previous = round_dir(run, r - 1)
-        models.insert(0, str(previous / "reward" / "model"))
+        from rlhf.pipeline.ensemble import ensemble_dirs
+
+        members = [previous / "reward" / "model", *ensemble_dirs(previous / "reward", cfg.reward_ensemble)]
+        models[:0] = [str(m) for m in members]
         changes.update(
             sft_model=cfg.sft_model or str(round_dir(run, 0) / "sft" / "model"),
             start_policy=str(previous / "ppo" / "policy"),

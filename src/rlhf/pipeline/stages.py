@@ -336,6 +336,13 @@ def run_reward_stage(p: Paths) -> dict[str, Any]:
     from rlhf.reward.train import run_reward
 
     summary = dict(run_reward(reward_config(p)).summary)
+    if p.cfg.reward_ensemble > 1:
+        from rlhf.pipeline.ensemble import train_ensemble
+
+        train = p.stage("feedback") / fb.TRAIN_FILE
+        summary["ensemble"] = train_ensemble(
+            reward_config(p), train, p.stage("reward"), p.cfg.reward_ensemble, p.cfg.feedback.seed
+        )
     held = eval_reward_config(p)
     if jsonl_ready(Path(held.data.path)) is None:
         summary["heldout"] = run_eval_reward(held)
@@ -434,6 +441,19 @@ def run_report_stage(p: Paths) -> dict[str, Any]:
     return {"report": str(write_report(p.run))}
 
 
+def _reward_settings(p: Paths) -> Any:
+    settings = to_dict(reward_config(p))
+    return settings if p.cfg.reward_ensemble == 1 else {"reward": settings, "ensemble": p.cfg.reward_ensemble}
+
+
+def _reward_outputs(p: Paths) -> list[str | None]:
+    from rlhf.pipeline.ensemble import ensemble_dirs
+
+    members = ensemble_dirs(p.stage("reward"), p.cfg.reward_ensemble)
+    return [model_ready(p.stage("reward") / "model"), json_ready(p.run / "reward_eval" / "eval.json"),
+            *(model_ready(m) for m in members)]  # fmt: skip
+
+
 def _feedback_settings(p: Paths) -> dict[str, Any]:
     return {"feedback": to_dict(p.cfg.feedback), "earlier_feedback": p.cfg.earlier_feedback}
 
@@ -460,8 +480,8 @@ STAGE_LIST = (
     Stage(
         "reward",
         ("sft", "feedback"),
-        reward_config,
-        lambda p: [model_ready(p.stage("reward") / "model"), json_ready(p.run / "reward_eval" / "eval.json")],
+        _reward_settings,
+        _reward_outputs,
         run_reward_stage,
     ),
     Stage(
