@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import NoReturn
 
 from rlhf import __version__
 from rlhf.cli.common import (
@@ -414,19 +415,39 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return run_guarded(lambda: args.func(args))
+        code = run_guarded(lambda: args.func(args))
     finally:
-        close_process_group()
+        distributed = close_process_group()
+    if distributed:
+        leave_now(code)
+    return code
 
 
-def close_process_group() -> None:
-    """Leave a torchrun/accelerate process group before the interpreter shuts down. Exiting with
-    it open leaves gloo's worker threads holding tensors, and their clean-up during interpreter
-    finalization can abort the process ("terminate called without an active exception",
-    SIGABRT; pytorch/pytorch#190489), failing a run that had finished its work."""
+def close_process_group() -> bool:
+    """Leave a torchrun/accelerate process group before the interpreter shuts down (True when
+    there was one). Exiting with it open leaves gloo's worker threads holding tensors, and their
+    clean-up during interpreter finalization can abort the process ("terminate called without an
+    active exception", SIGABRT; pytorch/pytorch#190489), failing a run that had finished its work."""
     torch = sys.modules.get("torch")  # a command that never imported torch has no group to close
     if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+        return True
+    return False
+
+
+def leave_now(code: int) -> NoReturn:
+    """End a distributed process without interpreter finalization. Even with the group closed,
+    C++ threads of DeepSpeed ZeRO-3 and gloo can abort the process while Python tears down its
+    objects (SIGABRT, "terminate called without an active exception"; seen once in a CI-like run,
+    after a resumed ZeRO-3 PPO run had written its policy). The run's files are written and
+    closed by now: flush the streams, run the atexit handlers, and exit with the run's status."""
+    import atexit
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 if __name__ == "__main__":
