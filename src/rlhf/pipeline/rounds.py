@@ -25,7 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rlhf.data.errors import DataError
 from rlhf.pipeline.config import STAGES, PipelineConfig
+from rlhf.pipeline.ensemble import ensemble_dirs
+from rlhf.pipeline.summary import read_json_dict
 
 ROUNDS_FILE = "rounds.json"
 """`<output_dir>/rounds.json`: each round's numbers (what the report's rounds section shows)."""
@@ -84,10 +87,11 @@ def split_prompts(cfg: PipelineConfig, run: Path) -> list[Path]:
 
     prompts = prompts_of(load_records(cfg.generate.data, expect="prompt"))
     if len(prompts) < 2 * cfg.rounds:
-        raise ValueError(
-            f"{cfg.generate.data.path}: {len(prompts)} prompts for {cfg.rounds} rounds; each round needs "
-            "2 or more prompts of its own (a held-out one among them)"
-        )
+        raise DataError(
+            cfg.generate.data.path, None, None,
+            f"{len(prompts)} prompts for {cfg.rounds} rounds; each round needs 2 or more prompts of its own "
+            "(a held-out one among them)",
+        )  # fmt: skip
     size, extra = divmod(len(prompts), cfg.rounds)
     paths, at = [], 0
     for r in range(cfg.rounds):
@@ -113,8 +117,6 @@ def round_config(cfg: PipelineConfig, run: Path, r: int, prompts: Path, *, rerun
     changes: dict[str, Any] = {"output_dir": str(round_dir(run, r)), "rounds": 1}
     if r > 0:
         previous = round_dir(run, r - 1)
-        from rlhf.pipeline.ensemble import ensemble_dirs
-
         members = [previous / "reward" / "model", *ensemble_dirs(previous / "reward", cfg.reward_ensemble)]
         models[:0] = [str(m) for m in members]
         changes.update(
@@ -139,11 +141,9 @@ def round_config(cfg: PipelineConfig, run: Path, r: int, prompts: Path, *, rerun
 
 def round_row(run: Path, r: int, summary: dict[str, Any]) -> dict[str, Any]:
     """One round's numbers: labels, agreement, the reward models on the new samples, gold, KL."""
-    from rlhf.pipeline.summary import _load
-
     base = round_dir(run, r)
-    fb = _load(base / "feedback" / "feedback.json")
-    new = _load(base / "reward_eval" / "new_samples.json")
+    fb = read_json_dict(base / "feedback" / "feedback.json")
+    new = read_json_dict(base / "reward_eval" / "new_samples.json")
     head = summary.get("headline") or {}
     return {
         "round": r,

@@ -350,26 +350,28 @@ def run_reward_stage(p: Paths) -> dict[str, Any]:
         out = Path(held.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"note": f"no held-out feedback in {held.data.path}"}) + "\n")
-    new_gold = p.stage("feedback") / f"{fb.NEW_PREFIX}{fb.HELDOUT_GOLD_FILE}"
-    if p.cfg.earlier_feedback and p.cfg.reward_base and jsonl_ready(new_gold) is None:
-        summary["on_new_samples"] = _on_new_samples(p, held, new_gold)
+    # This round's new held-out pairs, judged by gold when there is one, else by the labelers.
+    new = [p.stage("feedback") / f"{fb.NEW_PREFIX}{name}" for name in (fb.HELDOUT_GOLD_FILE, fb.HELDOUT_FILE)]
+    new_pairs = next((path for path in new if jsonl_ready(path) is None), None)
+    if p.cfg.earlier_feedback and p.cfg.reward_base and new_pairs is not None:
+        summary["on_new_samples"] = _on_new_samples(p, held, new_pairs)
     return summary
 
 
-def _on_new_samples(p: Paths, held: Any, new_gold: Path) -> dict[str, Any]:
-    """The earlier round's reward model and this round's on this round's new held-out pairs (judged
-    by gold): how blind the old one was to the current policy's samples, and what retraining fixed.
-    Written to `reward_eval/new_samples.json`."""
+def _on_new_samples(p: Paths, held: Any, new_pairs: Path) -> dict[str, Any]:
+    """The earlier round's reward model and this round's on this round's new held-out pairs: how
+    blind the old one was to the current policy's samples, and what retraining fixed. Written to
+    `reward_eval/new_samples.json`, with the file it scored."""
     from rlhf.reward.evaluate import run_eval_reward
 
     out = p.run / "reward_eval"
     result = {}
     for name, model in (("before", p.cfg.reward_base), ("after", p.reward_model)):
         cfg = dataclasses.replace(
-            held, model=model, data=dataclasses.replace(held.data, path=str(new_gold)),
+            held, model=model, data=dataclasses.replace(held.data, path=str(new_pairs)),
             output=str(out / f"new_samples_{name}.json"),
         )  # fmt: skip
-        result[name] = {key: run_eval_reward(cfg).get(key) for key in ("accuracy", "pairs", "ece")}
+        result[name] = {key: run_eval_reward(cfg).get(key) for key in ("accuracy", "pairs", "ece", "data")}
     (out / "new_samples.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _load(path: Path) -> dict[str, Any]:
+def read_json_dict(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, or {} when it is missing, unreadable or not an object."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -20,10 +21,10 @@ def _load(path: Path) -> dict[str, Any]:
 
 def headline(run: Path) -> dict[str, Any]:
     """The numbers that say whether RLHF worked: SFT vs the policy, the reward model, the labelers."""
-    ev = _load(run / "eval" / "eval.json")
-    comparison = _load(run / "eval" / "comparison.json")
-    fb = _load(run / "feedback" / "feedback.json")
-    rm = _load(run / "reward_eval" / "eval.json")
+    ev = read_json_dict(run / "eval" / "eval.json")
+    comparison = read_json_dict(run / "eval" / "comparison.json")
+    fb = read_json_dict(run / "feedback" / "feedback.json")
+    rm = read_json_dict(run / "reward_eval" / "eval.json")
     out: dict[str, Any] = {}
     for name in ("gold", "reward"):
         pol = ev.get("policy_scores", {}).get(name)
