@@ -415,24 +415,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        code = run_guarded(lambda: args.func(args))
+        return run_guarded(lambda: args.func(args))
     finally:
-        distributed = close_process_group()
-    if distributed:
+        close_process_group()
+
+
+def entry() -> NoReturn:
+    """The `rlhf` command as a process (the console script; `python -m rlhf.cli.main` under
+    torchrun or accelerate): `main()`, then exit with its status. A process of a distributed launch
+    (WORLD_SIZE > 1) exits without interpreter finalization (`leave_now`); `main()` itself never
+    does, so it can be called in a process that goes on (tests)."""
+    import os
+
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         leave_now(code)
-    return code
+    sys.exit(code)
 
 
-def close_process_group() -> bool:
-    """Leave a torchrun/accelerate process group before the interpreter shuts down (True when
-    there was one). Exiting with it open leaves gloo's worker threads holding tensors, and their
-    clean-up during interpreter finalization can abort the process ("terminate called without an
-    active exception", SIGABRT; pytorch/pytorch#190489), failing a run that had finished its work."""
+def close_process_group() -> None:
+    """Leave a torchrun/accelerate process group before the interpreter shuts down. Exiting with
+    it open leaves gloo's worker threads holding tensors, and their clean-up during interpreter
+    finalization can abort the process ("terminate called without an active exception",
+    SIGABRT; pytorch/pytorch#190489), failing a run that had finished its work."""
     torch = sys.modules.get("torch")  # a command that never imported torch has no group to close
     if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-        return True
-    return False
 
 
 def leave_now(code: int) -> NoReturn:
@@ -451,4 +459,4 @@ def leave_now(code: int) -> NoReturn:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
