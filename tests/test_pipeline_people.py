@@ -94,11 +94,13 @@ def test_rounds_with_people_wait_then_go_on_with_exactly_their_judgments(tmp_pat
     assert pairs_of(feedback0 / "pairs.jsonl") | pairs_of(feedback0 / "heldout.jsonl") == judged0
     stats0 = json.loads((feedback0 / "feedback.json").read_text())
     assert stats0["judgments"] == stats0["judgments_needed"] == len(judged0)
+    assert stats0["selection"]["rule"] == "random"  # round 0: no reward model to be unsure with
     judged1 = label_every_pair(browser, run / "round_1" / "feedback" / "project")
 
     done = run_pipeline(cfg, log=lambda _: None)
     assert "waiting" not in done and [r["round"] for r in done["rounds"]] == [0, 1]
     feedback1 = run / "round_1" / "feedback"
+    assert json.loads((feedback1 / "feedback.json").read_text())["selection"]["rule"] == "uncertainty"
     assert pairs_of(feedback1 / "new_pairs.jsonl") | pairs_of(feedback1 / "new_heldout.jsonl") == judged1
     # All feedback so far, each judgment once.
     train_all = [json.loads(line) for line in (feedback1 / "pairs.jsonl").read_text().splitlines()]

@@ -13,7 +13,9 @@ simulated feedback. Judgments live in the project's database, so nothing given i
 from __future__ import annotations
 
 import itertools
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,33 +26,36 @@ from rlhf.pipeline import feedback as fb
 from rlhf.pipeline.config import FeedbackConfig
 
 LINKS_FILE = "links.txt"
+SELECTION_FILE = "selection.json"
+"""In the project folder: what the selection rule saw when it chose the project's pairs."""
 
 
 class WaitingForPeople(Exception):
     """The project's judgments are not all in: the pipeline stops here, and a rerun goes on."""
 
 
-def collect(out: Path, candidates: Path, f: FeedbackConfig, gold: Any, selection: fb.Selection | None,
-            *, round_label: str = "", database: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """The people's pairs of this round, once they are in; `WaitingForPeople` until then."""
+def collect(
+    out: Path, candidates: Path, f: FeedbackConfig, gold: Any, selection: Callable[[], fb.Selection | None]
+) -> dict[str, Any]:
+    """The people's pairs of this round, once they are in; `WaitingForPeople` until then. The
+    pairs are chosen once, when the project is made (`selection()` loads the rule's reward models
+    only then; `selection.json` keeps what the rule saw): a rerun reads the project as it is."""
     from rlhf.label.quality import project_stats
 
     rows = fb.read_jsonl(candidates)
     held = fb.heldout_prompts([fb.prompt_key(r.get("prompt")) for r in rows], f.heldout_fraction, f.seed)
-    allowed, selected = fb.selected_pairs(rows, held, selection, f.seed, str(candidates))
-    items = _items(rows, held, allowed, str(candidates))
-    store, links = _project(out / "project", items, f, database)
+    store, links = _project(out / "project", rows, held, f, selection, str(candidates))
     progress = store.progress()
     if progress["submitted"] < progress["needed"] and not f.take_what_is_there:
         store.close()
-        raise WaitingForPeople(_waiting(out / "project", progress, round_label, links))
+        raise WaitingForPeople(_waiting(out / "project", progress, links))
     stats = _export(out, store, f, held, gold)
     quality = project_stats(store)["questions"]["pairwise"]
     stats.update(
         source="people", project=str(out / "project"), items=progress["items"], judgments=progress["submitted"],
         judgments_needed=progress["needed"], raw_agreement=quality.get("raw_agreement"),
-        krippendorff_alpha=quality.get("krippendorff_alpha"), selection=selected, prompts=len(rows),
-        heldout_prompts=len(held),
+        krippendorff_alpha=quality.get("krippendorff_alpha"), prompts=len(rows), heldout_prompts=len(held),
+        selection=json.loads((out / "project" / SELECTION_FILE).read_text(encoding="utf-8")),
     )  # fmt: skip
     store.close()
     fb.write_stats(out, stats)
@@ -79,29 +84,35 @@ def _items(rows: list[dict[str, Any]], held: set[str], allowed: set | None, path
     return items
 
 
-def _project(directory: Path, items: list[tuple], f: FeedbackConfig, database: str | None):
-    """The round's labeling project and, when it was just made, its login links (`name\tpath`):
-    created with its items and annotators the first time, opened (and checked to hold exactly
-    these items) after."""
+def _project(directory: Path, rows: list[dict[str, Any]], held: set[str], f: FeedbackConfig,
+             selection: Callable[[], fb.Selection | None], path: str) -> tuple[Any, list[str]]:  # fmt: skip
+    """The round's labeling project and, when it was just made, its login links (`name\tpath`).
+    Made the first time: the pairs chosen (`selection`), the items, the annotators; opened after,
+    and checked to hold pairs of these candidates (sampled again, they would not)."""
     from rlhf.label.backend import DATABASE_FILE, DB_FILE
     from rlhf.label.store import Store
     from rlhf.label.tasks import ProjectConfig
 
     if any((directory / name).is_file() for name in (DB_FILE, DATABASE_FILE)):
         store = Store(directory)
-        held = [(item.prompt, item.completions) for item in store.items()]
-        if held != [(prompt, completions) for _, prompt, completions, _ in items]:
+        texts = {fb.prompt_key(r.get("prompt")): set(r.get("completions") or ()) for r in rows}
+        if not all(
+            set(item.completions) <= texts.get(fb.prompt_key(item.prompt), set()) for item in store.items()
+        ):
             raise DataError(
                 str(directory), None, None,
                 "the labeling project holds other pairs than this round's candidates (they were sampled "
                 "again?): move the project away to start it afresh, or restore the candidates it was made from",
             )  # fmt: skip
         return store, []
-    if database is not None:
-        _ensure_database(database)
+    allowed, selected = fb.selected_pairs(rows, held, selection(), f.seed, path)
+    items = _items(rows, held, allowed, path)
+    if f.database is not None:
+        _ensure_database(f.database)
     cfg = ProjectConfig(questions=["pairwise"], overlap=f.labelers, instructions=f.instructions)
-    store = Store.create(directory, cfg, database)
+    store = Store.create(directory, cfg, f.database)
     store.add_items(items)
+    (directory / SELECTION_FILE).write_text(json.dumps(selected, indent=2) + "\n", encoding="utf-8")
     lines = [f"{name}\t/login?token={store.add_annotator(name)}" for name in f.annotators]
     lines.append(f"owner\t/login?token={store.add_annotator('owner', 'owner')}")
     fd = os.open(directory / LINKS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -128,7 +139,7 @@ def _ensure_database(url: str) -> None:
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
 
 
-def _waiting(directory: Path, progress: dict[str, int], round_label: str, links: list[str]) -> str:
+def _waiting(directory: Path, progress: dict[str, int], links: list[str]) -> str:
     """The stop message; with the login links when the project was just made (they are in
     `links.txt` after)."""
     given, needed = progress["submitted"], progress["needed"]
@@ -136,7 +147,7 @@ def _waiting(directory: Path, progress: dict[str, int], round_label: str, links:
         f"{name} http://127.0.0.1:8000{path}" for name, path in (line.split("\t") for line in links)
     )
     return (
-        f"{round_label}waiting for {needed} judgments, {given} given ({progress['items']} pairs in "
+        f"waiting for {needed} judgments, {given} given ({progress['items']} pairs in "
         f"{directory}); serve it with `rlhf label serve {directory}` (add --host 0.0.0.0 for others to reach "
         f"it) and send each person their link ({shown or directory / LINKS_FILE}); rerun the pipeline when "
         "they are in, or set `feedback.take_what_is_there: true` to go on with what is there"

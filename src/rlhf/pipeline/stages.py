@@ -294,7 +294,7 @@ def run_feedback_stage(p: Paths) -> dict[str, Any]:
         from rlhf.pipeline.people import collect
 
         gold = load_function(p.cfg.gold) if p.cfg.gold else None
-        stats = collect(out, p.candidates, f, gold, _selection(f), database=f.database)
+        stats = collect(out, p.candidates, f, gold, lambda: _selection(f))
     else:
         stats = _simulated(p, out, f, load_function)
     if p.cfg.earlier_feedback:
