@@ -55,11 +55,20 @@ def collect(
         source="people", project=str(out / "project"), items=progress["items"], judgments=progress["submitted"],
         judgments_needed=progress["needed"], raw_agreement=quality.get("raw_agreement"),
         krippendorff_alpha=quality.get("krippendorff_alpha"), prompts=len(rows), heldout_prompts=len(held),
-        selection=json.loads((out / "project" / SELECTION_FILE).read_text(encoding="utf-8")),
+        selection=_selection_seen(out / "project"),
     )  # fmt: skip
     store.close()
     fb.write_stats(out, stats)
     return stats
+
+
+def _selection_seen(project: Path) -> dict[str, Any]:
+    """What the selection rule saw when the project was made (`selection.json`), or that it is not
+    known (a project made by hand, or one whose making was cut short)."""
+    try:
+        return json.loads((project / SELECTION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"rule": "not recorded"}
 
 
 def _items(rows: list[dict[str, Any]], held: set[str], allowed: set | None, path: str) -> list[tuple]:
