@@ -84,7 +84,12 @@ CASES = [
     ("trailing_comma.jsonl", {}, 1, None, "invalid JSON at column 35: Expecting property name enclosed in double quotes"),
     ("lone_surrogate.jsonl", {}, 1, "completion", "holds U+D800 at character 7, half of a UTF-16 surrogate pair with no other half"),
     ("unsupported_extension.txt", {}, None, None, "unsupported file type `.txt`; expected one of .jsonl, .ndjson, .json, .csv, .parquet"),
-    ("utf16.jsonl", {}, 1, None, "not UTF-8 text (byte 0xff at byte 1); re-save the file as UTF-8"),
+    ("utf16.jsonl", {}, None, None, "the file is UTF-16-LE text, not UTF-8 (it starts with that encoding's byte-order mark): re-save it as UTF-8"),
+    ("utf32_bom.jsonl", {}, None, None, "the file is UTF-32-LE text, not UTF-8 (it starts with that encoding's byte-order mark)"),
+    ("utf16_be_no_bom.jsonl", {}, None, None, "the file is UTF-16-BE text, not UTF-8 (no byte-order mark, but each character's byte follows zero bytes)"),
+    ("utf16_le_no_bom.jsonl", {}, None, None, "the file is UTF-16-LE text, not UTF-8 (no byte-order mark, but each character's byte is followed by zero bytes)"),
+    ("mixed_files_dir", {}, None, None, "the directory holds files rlhf does not read (notes.txt; pairs.jsonl); give one file, or a directory of files of one format"),
+    ("mixed_formats_dir", {}, None, None, "the directory holds data files of several formats (a.jsonl; b.csv); give one file"),
     ("json_scalar.json", {}, 1, None, "expected a JSON object ({...}) per row, got a number (42)"),
 ]  # fmt: skip
 
@@ -93,6 +98,8 @@ ACCEPTED = {
     "ranking_rank_float.jsonl": "ranks may be any numbers (averaged ranks are fractional); only their order counts",
     "correction_same_as_completion.jsonl": "a correction equal to its completion says it needs none: "
     "a demonstration as good as any other",
+    "cr_line_endings.jsonl": "a lone carriage return ends a line (classic Mac files), as LF and CRLF do",
+    "cr_line_endings.csv": "a lone carriage return ends a line (classic Mac files), as LF and CRLF do",
 }
 """Files of the corpus that load, and why that is right."""
 
@@ -314,3 +321,57 @@ def test_skipped_rows_are_counted_by_problem_in_the_run_summary_and_the_report(t
     }
     page = render_report(load_run(tmp_path / "run"))
     assert "skipped: field `rejected`: missing</td><td>2" in page.replace('<td class="num">', "<td>")
+
+
+def test_carriage_return_line_endings_read_line_by_line(bad_dir):
+    """A file whose lines end in a lone CR is one long line to a binary reader: each line must be
+    its own row, numbered as an editor numbers it (a CR inside a quoted CSV cell stays in it)."""
+    jsonl = load_records(DataConfig(path=str(bad_dir / "cr_line_endings.jsonl")))
+    rows = [(r.prompt, r.completion, r.source.line) for r in jsonl.records]
+    assert rows == [("Say hi.", "Hi!", 1), ("Say bye.", "Bye!", 2), ("Say yes.", "Yes.", 3)]
+    csv = load_records(DataConfig(path=str(bad_dir / "cr_line_endings.csv")))
+    rows = [(r.prompt, r.completion, r.source.line) for r in csv.records]
+    assert rows == [("Say hi.", "Hi!", 2), ("Say, bye.", "Bye\rnow!", 3)]
+
+
+def test_a_symbolic_link_loop_or_dangling_link_says_so(tmp_path):
+    (tmp_path / "a.jsonl").symlink_to("b.jsonl")
+    (tmp_path / "b.jsonl").symlink_to("a.jsonl")
+    with pytest.raises(
+        DataError, match=r"a symbolic link that loops \(.*a\.jsonl -> .*b\.jsonl -> .*a\.jsonl\)"
+    ):
+        load_records(DataConfig(path=str(tmp_path / "a.jsonl")))
+    (tmp_path / "gone.jsonl").symlink_to("moved.jsonl")
+    with pytest.raises(DataError, match="a symbolic link to moved.jsonl, which does not exist"):
+        load_records(DataConfig(path=str(tmp_path / "gone.jsonl")))
+
+
+def test_a_directory_of_files_of_one_format_is_read_file_by_file(tmp_path):
+    """Every row names its own file and line (a row of the wrong schema in the second file is that
+    file's error), and a directory's splits follow the files' names."""
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    (folder / "README.md").write_text("# notes, not data\n")
+    (folder / "part-1.jsonl").write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    (folder / "part-2.jsonl").write_text(
+        json.dumps({"prompt": "q", "chosen": "c", "rejected": "d"})
+        + "\n"
+        + json.dumps({"prompt": "r"})
+        + "\n"
+    )
+    with pytest.raises(DataError) as info:
+        load_records(DataConfig(path=str(folder)))
+    assert str(info.value).startswith(f"{folder / 'part-2.jsonl'}:2: field `chosen`: missing")
+    (folder / "part-2.jsonl").write_text(json.dumps({"prompt": "q", "chosen": "c", "rejected": "d"}) + "\n")
+    loaded = load_records(DataConfig(path=str(folder)))
+    assert [str(r.source) for r in loaded.records] == [
+        f"{folder / 'part-1.jsonl'}:1",
+        f"{folder / 'part-2.jsonl'}:1",
+    ]
+    split = tmp_path / "split"
+    split.mkdir()
+    for name, prompt in (("train.jsonl", "p"), ("test.jsonl", "q")):
+        (split / name).write_text(json.dumps({"prompt": prompt, "chosen": "a", "rejected": "b"}) + "\n")
+    assert [r.prompt for r in load_records(DataConfig(path=str(split), split="test")).records] == ["q"]
+    with pytest.raises(DataError, match=r"split `validation` not found \(available: test, train\)"):
+        load_records(DataConfig(path=str(split), split="validation"))

@@ -149,11 +149,11 @@ def test_datasets_directory_and_splits(tmp_path):
 
 
 def test_directory_that_is_not_a_dataset(tmp_path):
+    (tmp_path / "README.md").write_text("notes\n")  # not data
     with pytest.raises(DataError) as info:
         list(read_rows(tmp_path))
     assert str(info.value) == (
-        f"{tmp_path}: reading the directory as a dataset (not one saved by `datasets`: no state.json) failed: "
-        f"EmptyDatasetError: The directory at {tmp_path} doesn't contain any data files"
+        f"{tmp_path}: the directory holds no data files (.jsonl, .ndjson, .json, .csv, .parquet)"
     )
 
 

@@ -223,7 +223,8 @@ def test_dpo_resumes_to_the_same_run(tmp_path):
 
     shutil.rmtree(tmp_path / "part" / "checkpoints" / "step-000006", ignore_errors=True)
     resumed = run_dpo(config(tmp_path, data, "part", max_steps=6), resume=True).summary
-    assert resumed["resumed_from_step"] == 3
+    assert resumed["resumed_from_step"] == 3 and resumed["resumed"]
+    assert resumed["train_pairs"] == full["train_pairs"]  # the whole run's, not the part after the resume
     # The same operations in the same order (restored weights, optimizer, RNG, data position): only
     # float32 rounding of the ~0.7 losses in the log could differ.
     assert resumed["train_loss"] == pytest.approx(full["train_loss"], abs=reorder_tol(0.7, 1))

@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -226,6 +227,41 @@ def test_a_locked_database_answers_503_at_once_and_the_retry_succeeds(served, da
         holder.close()
     assert list(store.submissions()) == []
     assert client.request("POST", "/api/submit", answer)[0] == 200
+
+
+def test_the_servers_own_writers_wait_their_turn_past_the_lock_timeout(tmp_path, database, monkeypatch):
+    """A writer of the same process in the middle of its transaction (another request's thread)
+    makes a submission wait for it, however long past the database's lock timeout, instead of
+    failing with "locked by another process" (503): only another process can make it fail."""
+    monkeypatch.setattr(label_backend, "LOCK_TIMEOUT_SECONDS", 0.2)  # read when a connection opens
+    store, owner, bob = project(tmp_path / "p", database)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._write():
+            holding.set()
+            release.wait(60)
+
+    answered: list[tuple[int, dict, bytes]] = []
+    with Running(store) as srv:
+        client = srv.client(bob)
+        item = json.loads(client.request("GET", "/api/next")[2])["item"]["id"]
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert holding.wait(30)
+        body = {"item_id": item, "answer": {"pairwise": "A"}, "seconds": 1.0}
+        request = threading.Thread(
+            target=lambda: answered.append(client.request("POST", "/api/submit", body))
+        )
+        request.start()
+        request.join(timeout=1.0)  # 5x the lock timeout: a request racing for the lock has its 503 by now
+        waited = request.is_alive()
+        release.set()
+        holder.join()
+        request.join(60)
+    assert waited, f"the submission did not wait for the writer ahead of it: {answered}"
+    assert answered[0][0] == 200, answered
+    assert [s["annotator"] for s in store.submissions()] == ["bob"]
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])

@@ -71,7 +71,10 @@ def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
     out = finish(sft(tmp_path / "killed", "--resume"))
     assert "[resume] from" in out and "at step 4" in out
     resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())
-    assert resumed["resumed_from_step"] == 4
+    assert resumed["resumed_from_step"] == 4 and resumed["resumed"] and not expected["resumed"]
+    # The summary counts the whole run, the part before the kill included.
+    assert resumed["train_tokens"] == expected["train_tokens"]
+    assert "(resumed at step 4; counts cover the whole run)" in out
     # Resumed = uninterrupted operation for operation (weights, optimizer, RNG, data position restored):
     # nothing is summed in another order, so 1e-6 on losses of ~6 is only the log's rounding.
     assert resumed["train_loss"] == pytest.approx(expected["train_loss"], abs=1e-6)
@@ -112,10 +115,12 @@ def test_a_save_that_dies_midway_leaves_no_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ckpt.save_checkpoint(accelerator, tmp_path, 2, **kwargs)
     monkeypatch.setattr(ckpt.torch, "save", real_save)
-    # Only the complete checkpoint counts; the half-written one is a hidden staging directory.
+    # Only the complete checkpoint counts, and the half-written one is gone: an interrupted save
+    # removes its staging directory.
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000001"]
-    assert list((tmp_path / "checkpoints").glob(".step-000002.tmp-*"))
-    # The next save clears the leftover.
+    assert not list((tmp_path / "checkpoints").glob(".step-000002.tmp-*"))
+    # A process killed outright (SIGKILL) leaves its staging directory: the next save clears it.
+    (tmp_path / "checkpoints" / ".step-000002.tmp-deadbeef" / "model").mkdir(parents=True)
     ckpt.save_checkpoint(accelerator, tmp_path, 3, **kwargs, keep=1)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000003"]
     with pytest.raises(ckpt.CheckpointError, match="not a complete checkpoint"):

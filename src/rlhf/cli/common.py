@@ -43,14 +43,22 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_resume_arg(parser: argparse.ArgumentParser) -> None:
-    """`--resume [CHECKPOINT]` into `args.resume`: True (the newest checkpoint), a path, or None."""
-    parser.add_argument(
+    """`--resume [CHECKPOINT]` into `args.resume`: True (the newest checkpoint), a path, or None;
+    `--overwrite` into `args.overwrite`: start afresh where an earlier run left checkpoints."""
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
         "--resume",
         nargs="?",
         const=True,
         default=None,
         metavar="CHECKPOINT",
         help="continue from the newest checkpoint in logging.output_dir (or from CHECKPOINT)",
+    )
+    start.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a logging.output_dir that holds an earlier run's checkpoints, deleting "
+        "them (without it, such a run is refused)",
     )
 
 
@@ -103,13 +111,26 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def run_guarded(fn: Callable[[], Any]) -> int:
-    """Run `fn`; turn user errors into `error: <one line>` on stderr and exit status 2."""
+    """Run `fn`; turn user errors and a full disk into `error: <one line>` on stderr and exit status 2."""
     try:
         fn()
-    except user_errors() as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
+    except Exception as err:
+        from rlhf.files import DiskFullError, is_disk_full
+
+        if is_disk_full(err) and not isinstance(err, DiskFullError):
+            # met where no `writing(path)` names the file (an OSError says it when it knows it)
+            where = f" writing {err.filename}" if isinstance(err, OSError) and err.filename else ""
+            print(f"error: no space left on device{where}", file=sys.stderr)
+            return 2
+        if not isinstance(err, user_errors()):
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

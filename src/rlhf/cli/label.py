@@ -91,7 +91,7 @@ def add_label_parser(sub) -> None:
         "names",
         nargs="+",
         metavar="[PROJECT] NAME",
-        help="the project (default: --project, $RLHF_LABEL_PROJECT or .) and the name",
+        help="the project (default: --project, $RLHF_LABEL_PROJECT or .) and one name or several",
     )
     add.add_argument("--project", help="the project directory")
     add.add_argument(
@@ -124,7 +124,7 @@ def add_label_parser(sub) -> None:
 def _open(project: str):
     from rlhf.label.store import DATABASE_FILE, DB_FILE, Store, StoreError
 
-    if not any((Path(project) / name).is_file() for name in (DB_FILE, DATABASE_FILE)):
+    if not _is_project(project):
         raise StoreError(
             f"{project} is not a labeling project (no {DB_FILE} or {DATABASE_FILE}); "
             "create one with `rlhf label init`"
@@ -139,7 +139,11 @@ def _init(args: argparse.Namespace) -> None:
 
     instructions = args.instructions
     if args.instructions_file:
-        instructions = Path(args.instructions_file).read_text(encoding="utf-8")
+        try:
+            instructions = Path(args.instructions_file).read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{args.instructions_file}: not UTF-8 text (byte {err.start + 1})") from None
+    _check_text_args(owner=args.owner, url=args.url, instructions=instructions, db=args.db or "")
     step = None if args.scale_step.lower() in ("none", "null", "") else float(args.scale_step)
     try:
         cfg = ProjectConfig(
@@ -157,6 +161,17 @@ def _init(args: argparse.Namespace) -> None:
     print(f"owner {args.owner!r} token (shown once; only its hash is stored): {token}")
     print(f"owner login link: {args.url}/login?token={token}")
     print(f"next: rlhf label add-annotator {args.project} NAME; rlhf label serve {args.project}")
+
+
+def _check_text_args(**texts: str) -> None:
+    """Refuse a command-line text that cannot be stored (bytes that are not UTF-8 reach Python as
+    lone surrogates), before anything is written."""
+    from rlhf.config.core import ConfigError
+    from rlhf.data.text import broken_text
+
+    broken = broken_text(texts)
+    if broken:
+        raise ConfigError(f"the argument {broken}")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -193,22 +208,42 @@ def _revoke(args: argparse.Namespace) -> None:
 
 
 def _add_annotator(args: argparse.Namespace) -> None:
+    """`add-annotator [PROJECT] NAME [NAME ...]`: with --project every argument is a name; else the
+    first of several is the project, unless it is none and $RLHF_LABEL_PROJECT names one."""
     from rlhf.config.core import ConfigError
+    from rlhf.label.store import StoreError
 
-    if len(args.names) > 2:
-        raise ConfigError("give the project and one name: rlhf label add-annotator [PROJECT] NAME")
-    project = (
-        args.names[0] if len(args.names) == 2 else args.project or os.environ.get("RLHF_LABEL_PROJECT", ".")
+    default = os.environ.get("RLHF_LABEL_PROJECT")
+    first_is_project = (
+        not args.project and len(args.names) > 1 and (_is_project(args.names[0]) or not default)
     )
+    project = args.names[0] if first_is_project else args.project or default or "."
+    names = args.names[1:] if first_is_project else args.names
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a name is given twice: {' '.join(names)}")
+    _check_text_args(url=args.url or "", **{f"name {i + 1}": name for i, name in enumerate(names)})
     store = _open(project)
-    name = args.names[-1]
-    token = store.add_annotator(name, "owner" if args.owner else "annotator")
+    taken = {a.name for a in store.annotators()} & set(names)
+    if taken:  # checked before adding any: a command adds all of its names or none
+        named = ", ".join(repr(name) for name in sorted(taken))
+        verb = "already exists" if len(taken) == 1 else "already exist"
+        raise StoreError(f"an annotator named {named} {verb} in {project}; nothing was added")
     url = args.url or store.get_meta("url") or DEFAULT_URL
-    print(f"added {'owner' if args.owner else 'annotator'} {name!r}; token (shown once): {token}")
-    print(f"login link: {url.rstrip('/')}/login?token={token}")
+    role = "owner" if args.owner else "annotator"
+    for name in names:
+        token = store.add_annotator(name, role)
+        print(f"added {role} {name!r}; token (shown once): {token}")
+        print(f"login link: {url.rstrip('/')}/login?token={token}")
+
+
+def _is_project(path: str) -> bool:
+    from rlhf.label.store import DATABASE_FILE, DB_FILE
+
+    return any((Path(path) / name).is_file() for name in (DB_FILE, DATABASE_FILE))
 
 
 def _export(args: argparse.Namespace) -> None:
+    from rlhf.files import write_json_atomic
     from rlhf.label.export import export_rows, write_export
 
     store = _open(args.project)
@@ -216,7 +251,7 @@ def _export(args: argparse.Namespace) -> None:
     output = Path(args.output or Path(args.project) / "exports" / f"{args.format}-{args.resolve}.jsonl")
     write_export(rows, output)
     side = output.with_suffix(".report.json")
-    side.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(side, report.as_dict())
     print(f"wrote {output}: {report.summary()} (report: {side})")
 
 

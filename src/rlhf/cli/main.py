@@ -27,7 +27,7 @@ def _cmd_sft(args: argparse.Namespace) -> None:
     cfg = resolve_config(SftConfig, args)
     if cfg is not None:
         quiet_libraries()
-        run_sft(cfg, resume=args.resume)
+        run_sft(cfg, resume=args.resume, overwrite=args.overwrite)
 
 
 def _cmd_reward(args: argparse.Namespace) -> None:
@@ -37,7 +37,7 @@ def _cmd_reward(args: argparse.Namespace) -> None:
     cfg = resolve_config(RewardConfig, args)
     if cfg is not None:
         quiet_libraries()
-        run_reward(cfg, resume=args.resume)
+        run_reward(cfg, resume=args.resume, overwrite=args.overwrite)
 
 
 def _cmd_ppo(args: argparse.Namespace) -> None:
@@ -46,7 +46,7 @@ def _cmd_ppo(args: argparse.Namespace) -> None:
     cfg = resolve_config(PpoConfig, args)
     if cfg is not None:
         quiet_libraries()
-        run_ppo(cfg, resume=args.resume)
+        run_ppo(cfg, resume=args.resume, overwrite=args.overwrite)
 
 
 def _cmd_dpo(args: argparse.Namespace) -> None:
@@ -55,7 +55,7 @@ def _cmd_dpo(args: argparse.Namespace) -> None:
     cfg = resolve_config(DpoConfig, args)
     if cfg is not None:
         quiet_libraries()
-        run_dpo(cfg, resume=args.resume)
+        run_dpo(cfg, resume=args.resume, overwrite=args.overwrite)
 
 
 def _cmd_rrhf(args: argparse.Namespace) -> None:
@@ -64,7 +64,7 @@ def _cmd_rrhf(args: argparse.Namespace) -> None:
     cfg = resolve_config(RrhfConfig, args)
     if cfg is not None:
         quiet_libraries()
-        run_rrhf(cfg, resume=args.resume)
+        run_rrhf(cfg, resume=args.resume, overwrite=args.overwrite)
 
 
 GENERATE_FLAGS = (

@@ -10,7 +10,7 @@ is read as `ranking` instead (see `formats.detect_format`).
 from __future__ import annotations
 
 from rlhf.data.errors import describe_value
-from rlhf.data.fields import NormalizeContext, RowView
+from rlhf.data.fields import NormalizeContext, RowView, check_storable
 from rlhf.data.records import Candidates
 
 
@@ -29,7 +29,10 @@ def candidates(row: RowView, ctx: NormalizeContext) -> list[Candidates]:
     for index, item in enumerate(completions):
         if not isinstance(item, str):
             raise row.fail(f"completions[{index}]", f"expected a string, got {describe_value(item)}")
+        check_storable(item, f"completions[{index}]", row.source)
     rendered = row.row.get("rendered_prompt")
     if rendered is not None and not isinstance(rendered, str):
         raise row.fail("rendered_prompt", f"expected a string, got {describe_value(rendered)}")
+    if rendered is not None:
+        check_storable(rendered, "rendered_prompt", row.source)
     return [Candidates(prompt, list(completions), row.source, meta=row.meta())]

@@ -14,6 +14,7 @@ from typing import Any
 
 from rlhf.data.errors import DataError, LoadReport, describe_value
 from rlhf.data.records import Message, Prompt, Source
+from rlhf.data.text import lone_surrogate, surrogate_message
 
 ROLE_ALIASES = {
     "system": "system",
@@ -87,7 +88,7 @@ class RowView:
         value = self.get(key, "")
         if not isinstance(value, str):
             raise self.fail(key, f"expected a string, got {describe_value(value)}")
-        return value
+        return check_storable(value, key, self.source)
 
     def number(self, key: str) -> float:
         """A required finite number (numeric text, e.g. from CSV, is accepted)."""
@@ -133,15 +134,15 @@ def check_text(value: Any, field: str, source: Source) -> str:
     """`value` if it is a string with something besides whitespace, else a DataError."""
     if not isinstance(value, str) or not value.strip():
         raise DataError.at(source, field, f"expected a non-empty string, got {describe_value(value)}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as err:  # JSON's `\ud800` escapes decode to such a character
-        raise DataError.at(
-            source,
-            field,
-            f"holds U+{ord(value[err.start]):04X} at character {err.start}, half of a UTF-16 "
-            "surrogate pair with no other half (a broken \\u escape): not text a tokenizer can read",
-        ) from None
+    return check_storable(value, field, source)
+
+
+def check_storable(value: str, field: str, source: Source) -> str:
+    """`value`, unless it holds a lone surrogate (JSON's `\\ud800` escapes decode to one): text
+    no tokenizer reads and no file can hold, refused at its field."""
+    position = lone_surrogate(value)
+    if position is not None:
+        raise DataError.at(source, field, surrogate_message(value, position))
     return value
 
 

@@ -23,6 +23,7 @@ from rlhf.data.judgments import RATING_SCALE_MISSING
 from rlhf.data.mapping import map_fields
 from rlhf.data.readers import iter_rows
 from rlhf.data.records import KINDS, Demonstration, PromptOnly, Record
+from rlhf.data.text import broken_field
 
 R = TypeVar("R")
 
@@ -83,6 +84,8 @@ def load_records(cfg: DataConfig | str | Path, *, expect: str | None = None) -> 
     _check_fields(cfg)
     for source, row in iter_rows(cfg.path, cfg.split, cfg.subset):
         report.rows_read += 1
+        if not isinstance(row, DataError) and (broken := broken_field(row)):
+            row = DataError.at(source, *broken)  # read or not, no field may hold unstorable text
         if not isinstance(row, DataError) and cfg.fields:
             try:
                 row = map_fields(row, cfg.fields, source)

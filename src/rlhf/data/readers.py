@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import bz2
 import csv
+import errno
 import gzip
 import io
 import json
 import lzma
+import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -34,6 +36,7 @@ COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_TEXT_LINE_END = re.compile(r"\r\n|\r|\n")
 _BOM = "\ufeff"
 _PARQUET_BATCH_ROWS = 1024
 _CSV_CELL_LIMIT = 2**31 - 1  # the largest value a C long takes on every platform
@@ -80,9 +83,33 @@ def iter_rows(
             None,
             "not a regular file (a named pipe, device or socket): give a file or a directory",
         )
+    if path.is_symlink():
+        raise DataError(name, None, None, _broken_link(path))
     if suffix in FILE_TYPES or not _HUB_ID.match(name):
         raise DataError(name, None, None, "file not found")
     yield from _hub_rows(name, split, subset)
+
+
+def _broken_link(path: Path) -> str:
+    """Why the symbolic link `path` leads to nothing: a loop, or a target that does not exist."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"a symbolic link that loops ({' -> '.join(_link_chain(path))}): point it at a file"
+    return f"a symbolic link to {os.readlink(path)}, which does not exist"
+
+
+def _link_chain(path: Path, limit: int = 6) -> list[str]:
+    """`path` and the links it leads through, until one repeats (or `limit`)."""
+    chain, seen = [str(path)], {os.path.abspath(path)}
+    while len(chain) <= limit and os.path.islink(path):
+        path = Path(os.path.join(os.path.dirname(path), os.readlink(path)))
+        chain.append(os.path.normpath(str(path)))
+        if os.path.abspath(path) in seen:
+            break
+        seen.add(os.path.abspath(path))
+    return chain
 
 
 def _open(path: Path) -> Any:  # a binary file object (gzip, bz2, lzma, zstandard or plain)
@@ -122,12 +149,74 @@ def _decompressed(
         raise DataError(name, None, None, f"cannot decompress{past}: {_first_line(err)}") from None
 
 
+def _open_text(name: str, path: Path) -> Any:
+    """`_open(path)`, after checking that the file is not UTF-16 or UTF-32 text (the readers
+    decode UTF-8; a file in a wider encoding fails on every line, so it is said once, here)."""
+    handle = _open(path)
+    try:
+        wide = _wide_encoding(handle.peek(64)[:64])
+    except BaseException:
+        handle.close()
+        raise
+    if wide:
+        handle.close()
+        raise DataError(
+            name, None, None, f"the file is {wide[0]} text, not UTF-8 ({wide[1]}): re-save it as UTF-8"
+        )
+    return handle
+
+
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32-LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32-BE"),
+    (b"\xff\xfe", "UTF-16-LE"),
+    (b"\xfe\xff", "UTF-16-BE"),
+)
+
+
+def _wide_encoding(start: bytes) -> tuple[str, str] | None:
+    """(encoding, how it shows) when the first bytes of a file are UTF-16 or UTF-32 text: a
+    byte-order mark, or (without one) ASCII characters padded with zero bytes, which UTF-8 text
+    never has."""
+    for mark, name in _BOMS:
+        if start.startswith(mark):
+            return name, "it starts with that encoding's byte-order mark"
+    if b"\x00" not in start:
+        return None
+    for width in (4, 2):
+        units = [start[i : i + width] for i in range(0, len(start) - width + 1, width)]
+        if len(units) < 2:
+            continue
+        zeros = b"\x00" * (width - 1)
+        if all(u[:-1] == zeros and u[-1:] != b"\x00" for u in units):
+            return f"UTF-{width * 8}-BE", "no byte-order mark, but each character's byte follows zero bytes"
+        if all(u[1:] == zeros and u[:1] != b"\x00" for u in units):
+            return (
+                f"UTF-{width * 8}-LE",
+                "no byte-order mark, but each character's byte is followed by zero bytes",
+            )
+    return None
+
+
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+
+
+def _lines(handle: Iterable[bytes]) -> Iterator[bytes]:
+    """The file's lines with their endings: `\n`, `\r\n`, or a lone `\r` (classic Mac files,
+    which binary reading takes as one long line)."""
+    for raw in handle:
+        if b"\r" in raw.rstrip(b"\r\n"):
+            yield from _LINE.findall(raw)
+        else:
+            yield raw
+
+
 # --- JSON Lines and JSON --------------------------------------------------------------------------
 
 
 def _jsonl_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]]:
-    with _open(path) as handle:
-        for number, raw in enumerate(handle, start=1):
+    with _open_text(name, path) as handle:
+        for number, raw in enumerate(_lines(handle), start=1):
             where = Source(name, number)
             try:
                 text = raw.decode("utf-8")
@@ -198,7 +287,7 @@ def _decode(text: str, pos: int | None = None) -> Any:
 
 
 def _json_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]]:
-    with _open(path) as handle:
+    with _open_text(name, path) as handle:
         data = handle.read()
     try:
         text = data.decode("utf-8").removeprefix(_BOM)
@@ -210,8 +299,8 @@ def _json_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]
     if start < len(text) and text[start] == "[":
         yield from _json_array_rows(name, text, start)
     else:
-        # A .json file holding one object, or JSON Lines under the wrong suffix.
-        for number, text_line in enumerate(text.split("\n"), start=1):
+        # A .json file holding one object, or JSON Lines under the wrong suffix (any line endings).
+        for number, text_line in enumerate(_TEXT_LINE_END.split(text), start=1):
             yield from _json_line(Source(name, number), text_line)
 
 
@@ -287,8 +376,8 @@ def _csv_rows(name: str, path: Path) -> Iterator[tuple[Source, Row | DataError]]
     # The csv module refuses cells over 128 KiB by default; long completions are normal data.
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_CELL_LIMIT))
     bad_lines: dict[int, DataError] = {}
-    with _open(path) as handle:
-        reader = csv.reader(_decoded_lines(name, handle, bad_lines))
+    with _open_text(name, path) as handle:
+        reader = csv.reader(_decoded_lines(name, _lines(handle), bad_lines))
         try:
             header = next(reader, None)
         except csv.Error as err:
@@ -390,7 +479,16 @@ def _datasets_dir_rows(
     import datasets
 
     if not ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
-        yield from _hub_rows(name, split, subset, local=True)
+        files = _flat_data_files(name, path)
+        if files is None:  # a copy of a hub dataset's files (configurations, split folders)
+            yield from _hub_rows(name, split, subset, local=True)
+            return
+        if subset is not None:
+            raise DataError(
+                name, None, None, f"a directory of data files has no subsets; drop `data.subset: {subset}`"
+            )
+        for file in _split_files(name, files, split):
+            yield from iter_rows(file)
         return
     if subset is not None:
         raise DataError(
@@ -401,6 +499,79 @@ def _datasets_dir_rows(
     except (OSError, ValueError) as err:
         raise DataError(name, None, None, f"cannot load the saved dataset: {_first_line(err)}") from None
     yield from _dataset_rows(name, _pick_split(name, loaded, split))
+
+
+NOT_DATA = (".md", ".yaml", ".yml", ".py", ".lock", ".gitattributes", ".gitignore", "")
+"""Suffixes of the files beside data files that hold none (README.md, LICENSE, a loading script)."""
+SPLIT_WORDS = {
+    "train": ("train", "training"),
+    "validation": ("validation", "valid", "val", "dev"),
+    "test": ("test", "testing", "eval", "evaluation"),
+}
+"""Words in a file's name that put it in a split, as `datasets` reads them."""
+
+
+def _flat_data_files(name: str, path: Path) -> list[Path] | None:
+    """The data files of a directory that holds them side by side, all of one format rlhf reads;
+    None for the layout of a hub dataset's copy (a README with `configs:`, or data in subfolders).
+    Files of several formats, or of one rlhf does not read, are one line naming them."""
+    readme = path / "README.md"
+    if readme.is_file() and re.search(r"^configs:", readme.read_text(errors="replace"), re.MULTILINE):
+        return None
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    if any(p.is_dir() for p in entries):
+        return None
+    by_type: dict[str, list[Path]] = {}
+    for file in entries:
+        suffix = file.suffix.lower()
+        inner = Path(file.stem).suffix.lower() if suffix in COMPRESSIONS else suffix
+        if suffix in NOT_DATA and inner == suffix:
+            continue
+        by_type.setdefault(FILE_TYPES.get(inner, inner or suffix), []).append(file)
+    unread = {kind: files for kind, files in by_type.items() if kind not in FILE_TYPES.values()}
+    if unread or len(by_type) > 1:
+        listed = "; ".join(", ".join(f.name for f in files[:3]) for files in by_type.values())
+        why = "files rlhf does not read" if unread else "data files of several formats"
+        raise DataError(
+            name,
+            None,
+            None,
+            f"the directory holds {why} ({listed}); give one file, or a directory of files of one "
+            f"format ({', '.join(FILE_TYPES)}, also compressed)",
+        )
+    if not by_type:
+        raise DataError(name, None, None, f"the directory holds no data files ({', '.join(FILE_TYPES)})")
+    return next(iter(by_type.values()))
+
+
+def _split_files(name: str, files: list[Path], split: str) -> list[Path]:
+    """The files of `split`, by the split words in their names (all of them for `train` when no
+    name has one)."""
+    tokens = {file: set(re.split(r"[-_.\s]+", file.name.lower())) for file in files}
+    splits = {
+        file: next((s for s, words in SPLIT_WORDS.items() if tokens[file] & set(words)), None)
+        for file in files
+    }
+    if all(s is None for s in splits.values()):
+        if split == "train":
+            return files
+        raise DataError(
+            name, None, None, f"no file of split `{split}` (no file names a split); set `data.split: train`"
+        )
+    unnamed = [file.name for file, s in splits.items() if s is None]
+    if unnamed:
+        raise DataError(
+            name,
+            None,
+            None,
+            f"some file names name a split and some do not ({', '.join(unnamed[:3])}); name each file's "
+            "split (train..., validation..., test...) or give one file",
+        )
+    chosen = [file for file, s in splits.items() if s == split]
+    if not chosen:
+        found = ", ".join(sorted({s for s in splits.values() if s}))
+        raise DataError(name, None, None, f"split `{split}` not found (available: {found}); set `data.split`")
+    return chosen
 
 
 def _hub_rows(

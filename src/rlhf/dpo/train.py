@@ -120,7 +120,7 @@ class Reference:
         self.copy = None
 
 
-def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
+def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None, overwrite: bool = False) -> DpoResult:
     """Train the policy on preferences with DPO / conservative DPO / IPO; returns what the run
     measured (also in `summary.json`) and the policy, saved to `<output_dir>/policy`."""
     from rlhf.models import load_causal_lm, load_tokenizer
@@ -129,7 +129,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
     from rlhf.training.loop import items_per_step
     from rlhf.training.stage import Stage
 
-    stage = Stage.start("dpo", cfg)
+    stage = Stage.start("dpo", cfg, resume=resume, overwrite=overwrite)
     accelerator, say = stage.accelerator, stage.say
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     train, held_out, counts, data_summary, stage.data_report = build_data(cfg, tokenizer)
@@ -178,7 +178,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
         result = preference_metrics(cfg, held_out, logps_of(policy_logps, held_out), eval_ref)
         stage.record_eval(step, result, ("loss", "accuracy", "margin", "chosen", "rejected"))
 
-    stream, seen = stage.stream(len(train)), [0]
+    stream = stage.stream(len(train))
 
     def batches():
         for indices in stream:
@@ -187,7 +187,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
                 batch.reference = torch.tensor(
                     [v for i in indices for v in train_ref[i]], dtype=torch.float32
                 )
-            seen[0] += len(batch.layout.need_pairs())
+            stage.seen += len(batch.layout.need_pairs())
             yield batch.to(device)
 
     result, train_seconds = stage.train(
@@ -196,7 +196,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None) -> DpoResult:
         count_fn=lambda batch: batch.count, run_eval=run_eval if held_out else None,
     )  # fmt: skip
     summary = _summary(cfg, stage, result.steps, cache, reference_seconds, pack_width, counts,
-                       stage.total(seen[0]), train_seconds, trainable)  # fmt: skip
+                       stage.totals()["items"], train_seconds, trainable)  # fmt: skip
     rebuild = lambda: load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)  # noqa: E731
     lm = stage.finish_policy(summary, policy, tokenizer, rebuild, rate="pairs_per_second", unit="pairs/s")
     return DpoResult(summary, lm, tokenizer)

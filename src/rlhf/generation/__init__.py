@@ -10,7 +10,8 @@ samples: generate, PPO rollouts, best-of-N) and `run` (`rlhf generate`: prompts 
 function runs.
 """
 
-from rlhf.data.jsonl import prompt_to_json, write_jsonl_atomic
+from rlhf.data.jsonl import prompt_to_json
+from rlhf.files import write_jsonl_atomic
 from rlhf.generation.config import DEFAULT_OUTPUT, GenerateConfig, SamplingConfig
 from rlhf.generation.sampling import (
     Sample,

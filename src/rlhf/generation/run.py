@@ -35,8 +35,9 @@ import time
 from typing import Any
 
 from rlhf.config.core import ConfigError
-from rlhf.data.jsonl import prompt_to_json, write_jsonl_atomic
+from rlhf.data.jsonl import prompt_to_json
 from rlhf.data.records import PromptOnly
+from rlhf.files import write_jsonl_atomic
 from rlhf.generation.best_of import BestOfN, best_of_n
 from rlhf.generation.config import GenerateConfig
 

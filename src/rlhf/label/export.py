@@ -26,13 +26,14 @@ out unless `include_incomplete`. The report counts every item left out, by reaso
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rlhf.data.text import repair_text
+from rlhf.files import write_jsonl_atomic
 from rlhf.label.agreement import majority
 from rlhf.label.quality import pairwise_value
 from rlhf.label.store import Item, Store
@@ -54,12 +55,20 @@ class ExportReport:
     """Items that gave at least one row."""
     left_out: Counter = field(default_factory=Counter)
     """Items (for ratings and labels: completions) left out, by reason."""
+    repaired: int = 0
+    """Texts written with U+FFFD for a lone surrogate: stored before the app refused them, they
+    cannot be written as UTF-8 as they are."""
 
     def summary(self) -> str:
         text = f"{self.rows} rows from {self.used_items} of {self.items} items"
         if self.left_out:
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.left_out.most_common())
             text += f"; left out: {reasons}"
+        if self.repaired:
+            text += (
+                f"; {self.repaired} texts held a lone surrogate (stored by an older rlhf) and were "
+                "written with U+FFFD in its place"
+            )
         return text
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,6 +77,7 @@ class ExportReport:
             "items": self.items,
             "used_items": self.used_items,
             "left_out": dict(self.left_out),
+            "repaired_texts": self.repaired,
         }
 
 
@@ -102,19 +112,18 @@ def export_rows(
         else:
             made = build(item, subs, resolve, report.left_out)
         report.used_items += bool(made)
-        rows.extend(made)
+        for row in made:
+            row, repaired = repair_text(row)
+            report.repaired += repaired
+            rows.append(row)
     report.rows = len(rows)
     return rows, report
 
 
 def write_export(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Write rows as JSONL (UTF-8, one object per line)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-    return path
+    """Write rows as JSONL (UTF-8, one object per line), all at once: a failed write leaves no file
+    (or the earlier one) rather than part of the rows."""
+    return write_jsonl_atomic(path, rows, allow_nan=False)
 
 
 # ---------------------------------------------------------------------- one builder per format

@@ -34,6 +34,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from rlhf.data.text import broken_text
 from rlhf.label.export import ExportError, export_rows
 from rlhf.label.quality import project_stats
 from rlhf.label.store import SESSION_SECONDS, Annotator, Store, StoreError
@@ -254,6 +255,9 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(400, f"the body is not usable JSON: {str(err)[:200]}") from None
         if not isinstance(value, dict):
             raise HttpError(400, "the body must be a JSON object")
+        broken = broken_text(value)  # it would be stored, then break every page and export showing it
+        if broken:
+            raise HttpError(400, f"the body's {broken}")
         return value
 
     def _send(self, status: int, body: bytes, kind: str, headers: dict[str, str] | None = None) -> None:

@@ -2,8 +2,9 @@
 
     <project>/label.db        SQLite, the default. WAL journal; every write is one `BEGIN IMMEDIATE`
                               transaction, so an acknowledged submission is on disk
-                              (synchronous=FULL) before the server answers, and concurrent writers
-                              queue instead of failing.
+                              (synchronous=FULL) before the server answers. Writers of one process
+                              queue on a lock of the process (`_writers`); other processes' writers
+                              wait up to the busy timeout for the database's lock.
     <project>/database.json   PostgreSQL, for teams (`Store.create(..., database_url=...)`, `rlhf
                               label init --db URL`): {"url": ...} (mode 0600) of the database that
                               holds the project, one project per database. Writes are serialized the
@@ -36,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhf.data.text import broken_text
 from rlhf.label.backend import (
     DATABASE_FILE,
     DB_FILE,
@@ -223,10 +225,12 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A write transaction that takes the database's write lock at once (see the module
-        docstring). It commits only while the project's path still names the database it opened
-        with (else the write would be acknowledged into a deleted or replaced file); a database
-        that cannot take the write (locked, read-only) is a 503 `StoreError`, nothing written."""
-        with self._database_faults(), self._conn().write() as conn:
+        docstring). Writers of this process queue on a lock of their own first (`_writers`), so
+        the database's lock is only ever contended by other processes. It commits only while the
+        project's path still names the database it opened with (else the write would be
+        acknowledged into a deleted or replaced file); a database that cannot take the write
+        (locked by another process, read-only) is a 503 `StoreError`, nothing written."""
+        with _writers(self.path), self._database_faults(), self._conn().write() as conn:
             yield conn
             if self.backend.identity() != self.identity:
                 raise self._gone()
@@ -266,7 +270,10 @@ class Store:
     def add_items(self, items: list[tuple[str, Any, list[str], dict | None]]) -> int:
         """Add (source, prompt JSON, completions, gold answer or None) rows; returns how many."""
         low, high = self.config.completions_needed()
-        for source, _prompt, completions, _gold in items:
+        for source, prompt, completions, _gold in items:
+            broken = broken_text({"prompt": prompt, "completions": completions})
+            if broken:
+                raise StoreError(f"{source}: {broken}")
             if len(completions) < low or (high is not None and len(completions) > high):
                 want = f"exactly {low}" if low == high else f"at least {low}"
                 raise StoreError(
@@ -286,6 +293,9 @@ class Store:
         """Register `name`; returns their token (shown once: only its hash is kept)."""
         if not name or not name.strip():
             raise StoreError("an annotator needs a name")
+        broken = broken_text(name, "name")
+        if broken:
+            raise StoreError(f"annotator {broken}")
         token = secrets.token_urlsafe(32)
         try:
             with self._write() as conn:
@@ -555,6 +565,19 @@ class Store:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+_WRITER_LOCKS: dict[str, threading.RLock] = {}
+_WRITER_LOCKS_GUARD = threading.Lock()
+
+
+def _writers(path: Path) -> threading.RLock:
+    """The lock this process's writers of the project at `path` queue on (one per database, shared
+    by every `Store` of it): the server's threads wait their turn here, in order, for as long as the
+    writes ahead take, instead of racing for the database's lock and failing after its timeout."""
+    key = str(path.resolve())
+    with _WRITER_LOCKS_GUARD:
+        return _WRITER_LOCKS.setdefault(key, threading.RLock())
 
 
 def _connect(backend: Backend) -> Connection:

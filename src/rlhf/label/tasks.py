@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhf.data.text import broken_text
+
 QUESTION_TYPES = ("pairwise", "ranking", "rating", "label", "correction", "feedback")
 PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad")
 MAX_TEXT = 100_000
@@ -63,6 +65,9 @@ class ProjectConfig:
             raise ValueError(f"scale_step must be positive (or null), got {self.scale_step}")
         if not self.labels or len(set(self.labels)) != len(self.labels) or not all(self.labels):
             raise ValueError(f"labels must be distinct non-empty names, got {self.labels}")
+        broken = broken_text({"instructions": self.instructions, "labels": self.labels})
+        if broken:
+            raise ValueError(broken)
 
     def completions_needed(self) -> tuple[int, int | None]:
         """(fewest, most) completions an item must have for these questions."""
@@ -193,6 +198,9 @@ def _text(value: Any, question: str) -> str:
         raise AnswerError(f"{question}: answer must be non-empty text")
     if len(value) > MAX_TEXT:
         raise AnswerError(f"{question}: text is {len(value):,} characters, over the limit of {MAX_TEXT:,}")
+    broken = broken_text(value, question)
+    if broken:
+        raise AnswerError(broken)
     return value
 
 

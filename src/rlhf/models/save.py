@@ -6,41 +6,14 @@ at the end, so an interrupted save never leaves a half-written model where a goo
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from rlhf.config.parts import BUILTIN_TINY
+from rlhf.files import atomic_directory
 from rlhf.models.adapters import find_peft_model, merge_adapters
-
-
-@contextlib.contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory; on success it replaces `target` (which may exist)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; a saved model is meant to be shared
-    previous = None
-    if target.exists():
-        # A directory cannot be renamed over a non-empty one: move the old one aside first.
-        previous = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(target, previous)
-    os.rename(staging, target)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
 
 
 def save_model(model: nn.Module, tokenizer, directory: str | Path, *, merge: bool = False) -> nn.Module:

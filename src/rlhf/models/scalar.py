@@ -20,9 +20,10 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from rlhf.config.parts import ModelConfig, PeftConfig
+from rlhf.files import atomic_directory
 from rlhf.models.adapters import AdapterError, find_peft_model, merge_adapters
 from rlhf.models.load import load_pretrained, load_tokenizer
-from rlhf.models.save import atomic_directory, save_pretrained
+from rlhf.models.save import save_pretrained
 
 SCALAR_FILE = "rlhf_scalar.json"
 _HEAD_NAMES = ("score", "classifier")

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from rlhf.data.jsonl import write_jsonl_atomic
+from rlhf.files import write_jsonl_atomic
 
 
 def ensemble_dirs(reward_stage: Path, size: int) -> list[Path]:
@@ -43,5 +43,7 @@ def train_ensemble(
             eval=dataclasses.replace(reward_cfg.eval, path=None, fraction=0.0),
             logging=dataclasses.replace(reward_cfg.logging, output_dir=str(out)),
         )
-        summaries.append({"member": k, "train_loss": run_reward(cfg).summary.get("train_loss", [None])[-1]})
+        summaries.append(
+            {"member": k, "train_loss": run_reward(cfg, overwrite=True).summary.get("train_loss", [None])[-1]}
+        )
     return summaries

@@ -20,8 +20,8 @@ from typing import Any
 
 from rlhf.data.errors import DataError
 from rlhf.data.jsonl import read_jsonl as load_jsonl
-from rlhf.data.jsonl import write_jsonl_atomic
 from rlhf.data.text import seen_as
+from rlhf.files import write_jsonl_atomic
 from rlhf.label.agreement import krippendorff_alpha, raw_agreement
 
 GoldFn = Callable[[Sequence[Any], Sequence[str]], Sequence[float]]

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.data.errors import DataError
-from rlhf.data.jsonl import write_jsonl_atomic
 from rlhf.data.text import seen_as
+from rlhf.files import write_jsonl_atomic
 from rlhf.pipeline import feedback as fb
 from rlhf.pipeline.config import FeedbackConfig
 

@@ -268,12 +268,15 @@ def eval_reward_config(p: Paths):
 
 
 # ----------------------------------------------------------------------------- running
+# The pipeline runs a stage again from its start when it runs it at all (its inputs changed, or it
+# never finished): checkpoints an earlier attempt left in the stage's directory are replaced
+# (`overwrite=True`), as the stage's outputs are.
 
 
 def run_sft_stage(p: Paths) -> dict[str, Any]:
     from rlhf.sft import run_sft
 
-    return run_sft(sft_config(p)).summary
+    return run_sft(sft_config(p), overwrite=True).summary
 
 
 def run_generate_stage(p: Paths) -> dict[str, Any]:
@@ -335,7 +338,7 @@ def run_reward_stage(p: Paths) -> dict[str, Any]:
     from rlhf.reward.evaluate import run_eval_reward
     from rlhf.reward.train import run_reward
 
-    summary = dict(run_reward(reward_config(p)).summary)
+    summary = dict(run_reward(reward_config(p), overwrite=True).summary)
     if p.cfg.reward_ensemble > 1:
         from rlhf.pipeline.ensemble import train_ensemble
 
@@ -379,19 +382,19 @@ def _on_new_samples(p: Paths, held: Any, new_pairs: Path) -> dict[str, Any]:
 def run_ppo_stage(p: Paths) -> dict[str, Any]:
     from rlhf.ppo import run_ppo
 
-    return run_ppo(ppo_config(p)).summary
+    return run_ppo(ppo_config(p), overwrite=True).summary
 
 
 def run_dpo_stage(p: Paths) -> dict[str, Any]:
     from rlhf.dpo import run_dpo
 
-    return run_dpo(dpo_config(p)).summary
+    return run_dpo(dpo_config(p), overwrite=True).summary
 
 
 def run_rrhf_stage(p: Paths) -> dict[str, Any]:
     from rlhf.rrhf import run_rrhf
 
-    return run_rrhf(rrhf_config(p)).summary
+    return run_rrhf(rrhf_config(p), overwrite=True).summary
 
 
 def run_best_of_n_stage(p: Paths) -> dict[str, Any]:
@@ -408,7 +411,7 @@ def run_rejection_sampling_stage(p: Paths) -> dict[str, Any]:
     from rlhf.sft import run_sft
 
     drafts = run_generate(rejection_generate_config(p))
-    summary = {"generate": drafts, "sft": run_sft(rejection_sft_config(p)).summary}
+    summary = {"generate": drafts, "sft": run_sft(rejection_sft_config(p), overwrite=True).summary}
     (p.stage("rejection_sampling") / "summary.json").write_text(
         json.dumps(summary, indent=2, default=str) + "\n"
     )

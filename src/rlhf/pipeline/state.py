@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rlhf.files import write_json_atomic
+
 STATE_FILE = "pipeline_state.json"
 
 
@@ -58,6 +60,4 @@ def read_state(run: Path) -> dict[str, Any]:
 
 def write_json(path: Path, value: Any) -> None:
     """Write `value` as JSON to `path` at once (a temporary file renamed over it)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json_atomic(path, value)

@@ -300,6 +300,7 @@ def save_outputs(cfg: PpoConfig, policy: PolicyValue, critic, tokenizer, run_dir
     """
     from safetensors.torch import save_file
 
+    from rlhf.files import writing
     from rlhf.models import save_model
 
     out: dict[str, Any] = {}
@@ -321,7 +322,8 @@ def save_outputs(cfg: PpoConfig, policy: PolicyValue, critic, tokenizer, run_dir
             critic_dir.mkdir(parents=True, exist_ok=True)
         else:
             _save_shared_critic(policy, head["weight"], tokenizer, critic_dir)
-        save_file(head, str(critic_dir / VALUE_HEAD_FILE))
+        with writing(critic_dir / VALUE_HEAD_FILE):
+            save_file(head, str(critic_dir / VALUE_HEAD_FILE))
         out["critic_dir"] = str(critic_dir)
     return out
 

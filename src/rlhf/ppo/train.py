@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from rlhf.files import write_json_atomic
 from rlhf.ppo.config import PpoConfig
 from rlhf.ppo.experience import Experience
 from rlhf.ppo.rollout import Rollout
@@ -83,20 +84,23 @@ def ptx_stream(cfg: PpoConfig, tokenizer, accelerator, start: int):
         yield {**{k: v.to(accelerator.device) for k, v in batch.items()}, "count": int(total)}
 
 
-def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None) -> PpoResult:
+def run_ppo(
+    cfg: PpoConfig, *, resume: str | bool | None = None, overwrite: bool = False, generator=None
+) -> PpoResult:
     """Train the policy with PPO (or a critic-free estimator); returns the summary and the policy.
 
     `resume`: True continues from the newest checkpoint of `logging.output_dir`, a path from that
     checkpoint. `generator`: a replacement generation engine (see `rlhf.ppo.rollout.Generator`).
     """
     from rlhf.ppo.checkpoint import restore, save
-    from rlhf.tracking import MetricsLogger, progress_bar
+    from rlhf.tracking import MetricsLogger
+    from rlhf.tracking.progress import progress_block
     from rlhf.training.batches import BatchStream
 
     engine_notes: list[str] = []
     engine = _check_config(cfg, engine_notes.append)
     started = time.time()
-    run, prompts, prompt_ids, trainable = _start(cfg, engine)
+    run, prompts, prompt_ids, trainable = _start(cfg, engine, resume=resume, overwrite=overwrite)
     accelerator, main = run.accelerator, run.accelerator.is_main_process
     for note in engine_notes:
         run.say(note)
@@ -115,9 +119,8 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
     )
     generator = generator or _generator(run, engine)
     logger = MetricsLogger(run.run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
-    bar = progress_bar(cfg.steps, "ppo", enabled=cfg.logging.progress and main)
-    bar.update(start_step)
-    with logger:
+    with logger, progress_block(cfg.steps, "ppo", enabled=cfg.logging.progress and main) as bar:
+        bar.update(start_step)
         for step in range(start_step + 1, cfg.steps + 1):
             indices = next(iter(stream))
             row, samples = _step(run, generator, [prompts[i] for i in indices], [prompt_ids[i] for i in indices],
@@ -131,7 +134,6 @@ def run_ppo(cfg: PpoConfig, *, resume: str | bool | None = None, generator=None)
             bar.set_postfix(reward=f"{row['reward/normalized']:.3f}", kl=f"{row.get('kl', float('nan')):.3f}")
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
                 save(run, step)
-    bar.close()
     result = _finish(run, start_step, trainable, started)
     if hasattr(generator, "close"):  # after the run's last collective: vLLM's shutdown touches process groups
         generator.close()
@@ -166,9 +168,12 @@ def _check_config(cfg: PpoConfig, say) -> str:
     return resolve_engine(cfg.rollout.engine, cfg.model, cfg.peft.method, say=say)
 
 
-def _start(cfg: PpoConfig, engine: str) -> tuple[PpoRun, list, list[list[int]], int]:
+def _start(
+    cfg: PpoConfig, engine: str, *, resume: str | bool | None, overwrite: bool
+) -> tuple[PpoRun, list, list[list[int]], int]:
     """The run's accelerator, data, reward and models: (the run, prompts, their token ids, the
-    number of trainable policy parameters). `engine`: the rollout engine (`hf` or `vllm`)."""
+    number of trainable policy parameters). `engine`: the rollout engine (`hf` or `vllm`);
+    `resume`, `overwrite`: see `start_stage`."""
     from rlhf.losses.ppo import MovingBaseline, make_kl_controller
     from rlhf.models import load_tokenizer, trainable_parameter_summary
     from rlhf.ppo.setup import build_models, check_sharded, prepare_models
@@ -178,7 +183,9 @@ def _start(cfg: PpoConfig, engine: str) -> tuple[PpoRun, list, list[list[int]], 
 
     # Accumulation 1: the update accumulates a minibatch's micro-batches itself.
     accumulation_off = dataclasses.replace(cfg.optimizer, gradient_accumulation_steps=1)
-    accelerator, say, run_dir = start_stage("ppo", cfg, accumulation_off, mixed_precision=cfg.mixed_precision)
+    accelerator, say, run_dir = start_stage(
+        "ppo", cfg, accumulation_off, mixed_precision=cfg.mixed_precision, resume=resume, overwrite=overwrite
+    )
     check_sharded(cfg, accelerator, engine)
     device = accelerator.device
     tokenizer = load_tokenizer(cfg.model, padding_side="left")
@@ -355,6 +362,7 @@ def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> Ppo
     summary: dict[str, Any] = {
         "steps": len(history) and history[-1]["step"],
         "resumed_from_step": start_step,
+        "resumed": start_step > 0,
         "estimator": cfg.advantage.estimator,
         "reward": rewards,
         "raw_reward": [row.get("reward/raw") for row in history],
@@ -364,6 +372,7 @@ def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> Ppo
         "value_loss": [row.get("value_loss") for row in history],
         "step_seconds": [row["step_seconds"] for row in history],
         "generation_seconds": [row["time_generate"] for row in history],
+        "train_seconds": round(sum(row["step_seconds"] for row in history), 3),  # the whole run's steps
         "skipped_updates": sum(1 for row in history if row.get("skipped")),
         "kl_flagged_steps": [row["step"] for row in history if row.get("kl_flagged")],
         "kl_guard_limit": kl_guard_limit(cfg),
@@ -377,12 +386,13 @@ def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> Ppo
         with whole_on_each_process():  # the shared critic's classifier is built on this process alone
             summary.update(save_outputs(cfg, policy, run.critic, run.tokenizer, run.run_dir))
         summary["seconds"] = round(time.time() - started, 1)
-        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(run.run_dir / "summary.json", summary)
         if rewards:
             last_kl = summary["kl"][-1] if summary["kl"][-1] is not None else float("nan")
+            resumed = f" (resumed at step {start_step}; the lists cover the whole run)" if start_step else ""
             run.say(
                 f"[done] {summary['steps']} steps, reward {rewards[0]:.4f} -> {rewards[-1]:.4f}, "
-                f"KL {last_kl:.4f}; policy in {summary['policy_dir']}"
+                f"KL {last_kl:.4f}; policy in {summary['policy_dir']}{resumed}"
             )
     accelerator.wait_for_everyone()
     return PpoResult(summary, policy if policy is not None else run.policy, run.tokenizer)

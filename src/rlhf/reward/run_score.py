@@ -89,7 +89,7 @@ def run_score(cfg: ScoreConfig) -> dict[str, Any]:
     import torch
 
     from rlhf.data import load_records
-    from rlhf.data.jsonl import write_jsonl_atomic
+    from rlhf.files import write_jsonl_atomic
     from rlhf.reward.metrics import reward_stats
     from rlhf.reward.score import RewardScorer
 

@@ -132,7 +132,9 @@ class RewardResult:
     """Its tokenizer."""
 
 
-def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> RewardResult:
+def run_reward(
+    cfg: RewardConfig, *, resume: str | bool | None = None, overwrite: bool = False
+) -> RewardResult:
     """Train a reward model; returns what the run measured (also in `summary.json`) and the model.
 
     `resume`: True resumes from the newest checkpoint of `logging.output_dir` (fresh when there is
@@ -143,7 +145,7 @@ def run_reward(cfg: RewardConfig, *, resume: str | bool | None = None) -> Reward
     from rlhf.training import build_optimizer, build_scheduler
     from rlhf.training.stage import Stage
 
-    stage = Stage.start("reward", cfg)
+    stage = Stage.start("reward", cfg, resume=resume, overwrite=overwrite)
     accelerator, say = stage.accelerator, stage.say
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     data = build_data(cfg, tokenizer)

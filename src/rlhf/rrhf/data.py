@@ -185,7 +185,8 @@ def encode_groups(groups: list[Responses], tokenizer, cfg: RrhfConfig) -> tuple[
 def write_responses(path: Path, train: list[Responses], held_out: list[Responses], scored_by: str) -> None:
     """One `ranking` row per group (readable back as data): prompt, responses, ranks (1 = best),
     and what RRHF used: scores, origins, the split."""
-    from rlhf.data.jsonl import prompt_to_json, write_jsonl_atomic
+    from rlhf.data.jsonl import prompt_to_json
+    from rlhf.files import write_jsonl_atomic
 
     rows = []
     for split, groups in (("train", train), ("eval", held_out)):

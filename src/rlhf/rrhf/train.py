@@ -174,14 +174,14 @@ def finish_responses(cfg: RrhfConfig, accelerator, say, run_dir, lm, tokenizer, 
     return train, held_out, counts
 
 
-def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult:
+def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None, overwrite: bool = False) -> RrhfResult:
     """Train the policy with RRHF; returns what the run measured (also in `summary.json`) and the
     policy, saved to `<output_dir>/policy`."""
     from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.training import build_optimizer, build_scheduler
     from rlhf.training.stage import Stage
 
-    stage = Stage.start("rrhf", cfg)
+    stage = Stage.start("rrhf", cfg, resume=resume, overwrite=overwrite)
     accelerator, say = stage.accelerator, stage.say
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     # The data first: a bad file fails before any model loads.
@@ -214,12 +214,12 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
     pack_width = stage.pack_width(
         lambda width: packing_isolates(policy, train[: cfg.batch_size], pad_id, width, device)
     )
-    stream, seen = stage.stream(len(train)), [0]
+    stream = stage.stream(len(train))
     share = accelerator.num_processes * cfg.optimizer.gradient_accumulation_steps
 
     def batches():
         for indices in stream:
-            seen[0] += len(indices)
+            stage.seen += len(indices)
             yield collate([train[i] for i in indices], pad_id, pack_width).to(device)
 
     def run_eval(step: int) -> None:
@@ -241,7 +241,7 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None) -> RrhfResult
         loss_fn=lambda m, b, num_items: rrhf_loss(cfg, m, b, num_items, share),
         count_fn=lambda batch: batch.count, run_eval=run_eval if held_out else None,
     )  # fmt: skip
-    groups_seen = stage.total(seen[0])
+    groups_seen = stage.totals()["items"]
     data = {
         "groups": len(train), "responses": sum(len(g.input_ids) for g in train), "pairs": pairs,
         "eval_groups": len(held_out), "truncated": stats.truncated, **counts,

@@ -143,7 +143,7 @@ class SftResult:
     """Its tokenizer."""
 
 
-def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
+def run_sft(cfg: SftConfig, *, resume: str | bool | None = None, overwrite: bool = False) -> SftResult:
     """Train; returns what the run measured (also written to `summary.json`) and the model.
 
     `resume`: True resumes from the newest checkpoint of `logging.output_dir` (starting fresh when
@@ -154,7 +154,7 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
     from rlhf.training.sharding import is_sharded
     from rlhf.training.stage import Stage
 
-    stage = Stage.start("sft", cfg)
+    stage = Stage.start("sft", cfg, resume=resume, overwrite=overwrite)
     accelerator = stage.accelerator
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     data = build_data(cfg, tokenizer)
@@ -171,12 +171,11 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
 
     stream = stage.stream(len(data.train_rows))
     pad_id, packed, device = tokenizer.pad_token_id, cfg.use_packing, accelerator.device
-    seen_tokens = [0]
 
     def batches():
         for indices in stream:
             batch = collate([data.train_rows[i] for i in indices], pad_id, packed)
-            seen_tokens[0] += sum(len(data.train_rows[i].input_ids) for i in indices)
+            stage.seen += sum(len(data.train_rows[i].input_ids) for i in indices)
             yield {k: v.to(device) for k, v in batch.items()}
 
     def loss_fn(m, batch, num_items: int):
@@ -196,7 +195,7 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None) -> SftResult:
         count_fn=lambda batch: int((batch["labels"][:, 1:] != -100).sum()),
         run_eval=run_eval if data.eval_rows else None,
     )  # fmt: skip
-    tokens = stage.total(seen_tokens[0])
+    tokens = stage.totals()["items"]
     summary: dict[str, Any] = {
         "steps": result.steps,
         "resumed_from_step": stage.start_step,

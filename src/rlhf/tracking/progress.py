@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -23,3 +25,19 @@ def progress_bar(total: int | None, desc: str, *, enabled: bool = True, unit: st
         file=sys.stderr,
         mininterval=0.5,
     )
+
+
+@contextlib.contextmanager
+def progress_block(
+    total: int | None, desc: str, *, enabled: bool = True, unit: str = "step"
+) -> Iterator[Any]:
+    """`progress_bar` for the length of a block, closed when it ends. A block that raises clears
+    its bar instead of leaving it, so a failing run's last line is its error."""
+    bar = progress_bar(total, desc, enabled=enabled, unit=unit)
+    try:
+        yield bar
+    except BaseException:
+        bar.leave = False
+        raise
+    finally:
+        bar.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.core import render_config, to_dict
+from rlhf.files import write_text_atomic
 
 PACKAGES = (
     "rlhf",
@@ -64,9 +65,7 @@ def prepare_run_dir(
     run_dir = Path(output_dir)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(render_config(config) + "\n", encoding="utf-8")
-        (run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n", encoding="utf-8")
-        (run_dir / "environment.json").write_text(
-            json.dumps(environment_info(seed), indent=2) + "\n", encoding="utf-8"
-        )
+        write_text_atomic(run_dir / "config.yaml", render_config(config) + "\n")
+        write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
+        write_text_atomic(run_dir / "environment.json", json.dumps(environment_info(seed), indent=2) + "\n")
     return run_dir

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from rlhf.files import writing
 from rlhf.models.adapters import find_peft_model
 from rlhf.models.save import save_pretrained
 
@@ -87,9 +88,6 @@ def save_checkpoint(
     `state` must be JSON-serialisable; `extra` (tensors, optimizer states) goes to `extra.pt`.
     `prepared`: the model as Accelerate prepared it (`model` may be a part of it), which a sharded
     run's engine writes."""
-    from rlhf.training.sharding import SHARDED_DIR, is_sharded, save_sharded
-
-    sharded = is_sharded(accelerator)
     root = Path(run_dir) / CHECKPOINTS
     final = root / checkpoint_name(step)
     # Every process must write into the same staging directory: the main one names it.
@@ -99,6 +97,56 @@ def save_checkpoint(
 
         broadcast_object_list(token)
     staging = root / f".{final.name}.tmp-{token[0]}"
+    try:
+        with writing(final):
+            _write_files(
+                accelerator,
+                staging,
+                step,
+                state,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                tokenizer=tokenizer,
+                extra=extra,
+                prepared=prepared,
+            )
+    except BaseException:
+        # A failed save (a full disk) leaves no half-written directory taking up the space; the
+        # checkpoints saved before stay as they are.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():  # a checkpoint of this step from an earlier attempt: the new one wins
+            shutil.rmtree(final)
+        staging.rename(final)
+        for stale in root.glob(".step-*.tmp-*"):  # left by a run killed while saving
+            shutil.rmtree(stale, ignore_errors=True)
+        if keep is not None:
+            for old in list_checkpoints(run_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _write_files(
+    accelerator,
+    staging: Path,
+    step: int,
+    state: dict[str, Any],
+    *,
+    model,
+    optimizer,
+    scheduler,
+    tokenizer,
+    extra: dict[str, Any] | None,
+    prepared,
+) -> None:
+    """Every process's part of checkpoint `step`, into the `staging` directory."""
+    from rlhf.training.sharding import SHARDED_DIR, is_sharded, save_sharded
+
+    sharded = is_sharded(accelerator)
     if accelerator.is_main_process:
         (staging / "rng").mkdir(parents=True)
     accelerator.wait_for_everyone()
@@ -119,18 +167,37 @@ def save_checkpoint(
             torch.save(extra, staging / "extra.pt")
         full_state = {"step": step, "num_processes": accelerator.num_processes, **state}
         (staging / "trainer_state.json").write_text(json.dumps(full_state, indent=1) + "\n", encoding="utf-8")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():  # a checkpoint of this step from an earlier attempt: the new one wins
-            shutil.rmtree(final)
-        staging.rename(final)
-        for stale in root.glob(".step-*.tmp-*"):  # left by a run killed while saving
-            shutil.rmtree(stale, ignore_errors=True)
-        if keep is not None:
-            for old in list_checkpoints(run_dir)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
+
+
+def check_fresh_start(run_dir: str | Path, *, resume: str | Path | bool | None, overwrite: bool) -> None:
+    """Before a run writes anything into `run_dir`: a run that does not resume must not silently
+    overwrite the checkpoints an earlier run left there. Without `resume` they are refused in one
+    line (`CheckpointError`) unless `overwrite`, which (with `start_fresh`) deletes them."""
+    if resume:
+        return
+    found = list_checkpoints(run_dir)
+    if not found or overwrite:
+        return
+    summary = Path(run_dir) / "summary.json"
+    finished = summary.is_file() and summary.stat().st_mtime >= found[-1].stat().st_mtime
+    if finished:
+        raise CheckpointError(
+            f"{run_dir} holds the checkpoints of a finished run (newest {found[-1].name}): start over with "
+            "--overwrite (deletes them), or give another logging.output_dir"
+        )
+    raise CheckpointError(
+        f"{run_dir} holds the checkpoints of an unfinished run (newest {found[-1].name}): continue it with "
+        "--resume, or start over with --overwrite (deletes them)"
+    )
+
+
+def start_fresh(run_dir: str | Path) -> None:
+    """Clear what an earlier run left in `run_dir` that a fresh run would mix with its own: its
+    checkpoints, metrics.jsonl and TensorBoard events (main process only)."""
+    run_dir = Path(run_dir)
+    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def load_checkpoint(

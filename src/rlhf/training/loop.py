@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from rlhf.config.parts import OptimizerConfig
-from rlhf.tracking import MetricsLogger, progress_bar
+from rlhf.tracking import MetricsLogger
+from rlhf.tracking.progress import progress_block
 from rlhf.training.guards import NonFiniteError, too_many_message
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
@@ -76,16 +77,31 @@ def make_accelerator(
     return accelerator
 
 
-def start_stage(name: str, cfg, optim_cfg: OptimizerConfig, *, mixed_precision: str = "no"):
+def start_stage(
+    name: str,
+    cfg,
+    optim_cfg: OptimizerConfig,
+    *,
+    mixed_precision: str = "no",
+    resume: str | bool | None = None,
+    overwrite: bool = False,
+):
     """The opening every stage run shares: an Accelerator (`make_accelerator`, seeded with
     `cfg.seed`), a `say` that prints on the main process only, and the run directory
-    (`cfg.logging.output_dir`, with the resolved config and environment written into it).
-    Returns (accelerator, say, run_dir)."""
+    (`cfg.logging.output_dir`, with the resolved config and environment written into it). A run
+    that does not `resume` is refused where an earlier run left checkpoints, unless `overwrite`
+    (`check_fresh_start`), and starts with what that run logged cleared. Returns (accelerator, say,
+    run_dir)."""
     from rlhf.tracking import prepare_run_dir
+    from rlhf.training.checkpoint import check_fresh_start, start_fresh
 
+    check_fresh_start(cfg.logging.output_dir, resume=resume, overwrite=overwrite)
     accelerator = make_accelerator(optim_cfg, seed=cfg.seed, mixed_precision=mixed_precision)
     main = accelerator.is_main_process
     say = print if main else (lambda *a, **k: None)
+    if main and not resume:
+        start_fresh(cfg.logging.output_dir)
+    accelerator.wait_for_everyone()
     run_dir = prepare_run_dir(cfg.logging.output_dir, cfg, seed=cfg.seed, main=main)
     say(f"rlhf {name}: run directory {run_dir}")
     return accelerator, say, run_dir
@@ -262,42 +278,41 @@ def train_loop(
     """
     model.train()
     result = LoopResult(steps=start_step)
-    bar = progress_bar(max_steps, desc, enabled=progress and accelerator.is_main_process)
-    bar.update(start_step)
-    accumulation = optim_cfg.gradient_accumulation_steps
-    # Normalized losses are scaled back up by processes x accumulation, which DDP's gradient mean
-    # and Accelerate's division by the accumulation steps take off again.
-    scale = accelerator.num_processes * accumulation
-    windows = _windows(batches, accumulation)
-    while result.steps < max_steps:
-        # Checked before drawing: a finished loop has taken exactly max_steps windows from `batches`.
-        window = next(windows, None)
-        if window is None:
-            break
-        kwargs = {}
-        if count_fn is not None:
-            count = sum(count_fn(batch) for batch in window)
-            kwargs["num_items"] = max(1, int(_reduce(accelerator, {"n": count}, "sum")["n"]))
-        sums, lr, grad_norm, skipped = _accumulate_and_step(
-            accelerator, model, optimizer, scheduler, optim_cfg, window,
-            functools.partial(loss_fn, model, **kwargs), scale if count_fn is not None else 1,
-        )  # fmt: skip
-        row = _step_row(accelerator, sums, accumulation, shares=count_fn is not None)
-        row["lr"] = lr
-        if grad_norm is not None:
-            row["grad_norm"] = grad_norm
-        result.steps += 1
-        result.history.append(row)
-        if skipped:
-            row["skipped"] = 1.0
-            _count_skipped(accelerator, result, max_nonfinite, optim_cfg.lr)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if logger is not None and (result.steps % log_every == 0 or result.steps == max_steps):
-            logger.log(result.steps, {f"{desc}/{k}": v for k, v in row.items()})
-        if on_step is not None:
-            on_step(result.steps, row)
-    bar.close()
+    with progress_block(max_steps, desc, enabled=progress and accelerator.is_main_process) as bar:
+        bar.update(start_step)
+        accumulation = optim_cfg.gradient_accumulation_steps
+        # Normalized losses are scaled back up by processes x accumulation, which DDP's gradient mean
+        # and Accelerate's division by the accumulation steps take off again.
+        scale = accelerator.num_processes * accumulation
+        windows = _windows(batches, accumulation)
+        while result.steps < max_steps:
+            # Checked before drawing: a finished loop has taken exactly max_steps windows from `batches`.
+            window = next(windows, None)
+            if window is None:
+                break
+            kwargs = {}
+            if count_fn is not None:
+                count = sum(count_fn(batch) for batch in window)
+                kwargs["num_items"] = max(1, int(_reduce(accelerator, {"n": count}, "sum")["n"]))
+            sums, lr, grad_norm, skipped = _accumulate_and_step(
+                accelerator, model, optimizer, scheduler, optim_cfg, window,
+                functools.partial(loss_fn, model, **kwargs), scale if count_fn is not None else 1,
+            )  # fmt: skip
+            row = _step_row(accelerator, sums, accumulation, shares=count_fn is not None)
+            row["lr"] = lr
+            if grad_norm is not None:
+                row["grad_norm"] = grad_norm
+            result.steps += 1
+            result.history.append(row)
+            if skipped:
+                row["skipped"] = 1.0
+                _count_skipped(accelerator, result, max_nonfinite, optim_cfg.lr)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if logger is not None and (result.steps % log_every == 0 or result.steps == max_steps):
+                logger.log(result.steps, {f"{desc}/{k}": v for k, v in row.items()})
+            if on_step is not None:
+                on_step(result.steps, row)
     return result
 
 

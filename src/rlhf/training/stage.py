@@ -13,7 +13,6 @@ the summary file are handled here the same way for all of them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from rlhf.config.core import to_dict
+from rlhf.files import write_json_atomic
 from rlhf.tracking import MetricsLogger
 from rlhf.training.loop import LoopResult, LossFn, stage_on_step, stage_steps, start_stage, train_loop
 
@@ -58,14 +58,26 @@ class Stage:
     """engine (`sharding_kind`), processes, and the share of the trained state each holds (`prepare`)."""
     data_report: dict[str, Any] | None = None
     """The training data's load report (`LoadReport.as_dict`), set by the stage; in summary.json."""
+    seen: int = 0
+    """Training items (tokens, pairs, prompts) this process counted in this part of the run; the
+    stage adds to it as its batches go by."""
+    before: dict[str, float] = field(default_factory=dict)
+    """{items, seconds} of the run's part before the checkpoint it resumed from (empty: fresh)."""
     _checkpoint: dict[str, Any] = field(default_factory=dict)
     """prepared, model, optimizer, scheduler, tokenizer of `save_checkpoint`."""
+    _train_span: list[float] = field(default_factory=list)
+    """When this part's training started (and ended, once it has)."""
 
     @classmethod
-    def start(cls, name: str, cfg: Any) -> Stage:
-        """An Accelerator seeded with `cfg.seed`, and the run directory."""
+    def start(
+        cls, name: str, cfg: Any, *, resume: str | bool | None = None, overwrite: bool = False
+    ) -> Stage:
+        """An Accelerator seeded with `cfg.seed`, and the run directory (see `start_stage`: a run
+        that does not `resume` must `overwrite` an earlier run's checkpoints)."""
         started = time.time()
-        accelerator, say, run_dir = start_stage(name, cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision)
+        accelerator, say, run_dir = start_stage(
+            name, cfg, cfg.optimizer, mixed_precision=cfg.mixed_precision, resume=resume, overwrite=overwrite
+        )
         return cls(name, cfg, accelerator, say, run_dir, started)
 
     @property
@@ -113,6 +125,7 @@ class Stage:
             config=to_dict(self.cfg), say=self.say, prepared=model,
         )  # fmt: skip
         self.start_step, self.history, self.evals = resumed.step, resumed.history, resumed.evals
+        self.before = resumed.state.get("totals", {})
         self._checkpoint = {
             "prepared": model,
             "model": target,
@@ -148,7 +161,12 @@ class Stage:
         """Checkpoint `step`: the model, optimizer, schedule, RNG, history and evaluations."""
         from rlhf.training.checkpoint import save_checkpoint
 
-        state = {"history": self.history, "evals": self.evals, "config": to_dict(self.cfg)}
+        state = {
+            "history": self.history,
+            "evals": self.evals,
+            "config": to_dict(self.cfg),
+            "totals": self.totals(),
+        }
         path = save_checkpoint(
             self.accelerator,
             self.run_dir,
@@ -176,7 +194,8 @@ class Stage:
         count_fn: Callable[[Any], int], run_eval: Callable[[int], None] | None,
     ) -> tuple[LoopResult, float]:  # fmt: skip
         """Evaluate at step 0 (fresh run), train to `steps` with evaluations and checkpoints at their
-        intervals, evaluate at the end. Returns the loop's result and the training seconds."""
+        intervals, evaluate at the end. Returns the loop's result and the training seconds of the
+        whole run (a resumed run's earlier part included)."""
         assert self.logger is not None, "prepare() first"
         cfg = self.cfg
         on_step = stage_on_step(
@@ -186,6 +205,7 @@ class Stage:
         if run_eval is not None and self.start_step == 0:
             run_eval(0)
         started = time.time()
+        self._train_span[:] = [started]
         with self.logger:
             result = train_loop(
                 accelerator=self.accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
@@ -193,10 +213,20 @@ class Stage:
                 logger=self.logger, log_every=cfg.logging.log_every, progress=cfg.logging.progress, desc="train",
                 start_step=self.start_step, count_fn=count_fn, on_step=on_step, max_nonfinite=cfg.max_nonfinite,
             )  # fmt: skip
-            seconds = time.time() - started
             if run_eval is not None:
                 run_eval(result.steps)
-        return result, seconds
+        self._train_span.append(time.time())
+        return result, self.totals()["seconds"]
+
+    def totals(self) -> dict[str, Any]:
+        """{items, seconds} of training over the whole run so far, a resumed run's earlier part
+        included (items: `seen` summed over processes; every process calls this)."""
+        span = self._train_span
+        seconds = ((span[1] if len(span) > 1 else time.time()) - span[0]) if span else 0.0
+        return {
+            "items": int(self.before.get("items", 0)) + self.total(self.seen),
+            "seconds": round(float(self.before.get("seconds", 0.0)) + seconds, 3),
+        }
 
     def total(self, count: int | float) -> int:
         """`count` summed over processes."""
@@ -216,6 +246,7 @@ class Stage:
         from rlhf.training.sharding import memory_line, peak_memory_per_process
 
         peaks = peak_memory_per_process(self.accelerator)
+        summary["resumed"] = self.start_step > 0
         summary["sharding"] = self.sharding
         if self.data_report is not None:
             summary["data_report"] = self.data_report
@@ -225,8 +256,11 @@ class Stage:
         if self.main:
             summary.update(save())
             summary["seconds"] = round(time.time() - self.started, 1)
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-            self.say(done(summary))
+            write_json_atomic(self.run_dir / "summary.json", summary)
+            resumed = (
+                f" (resumed at step {self.start_step}; counts cover the whole run)" if self.start_step else ""
+            )
+            self.say(done(summary) + resumed)
         self.accelerator.wait_for_everyone()
 
     def final_model(self, prepared, part, rebuild: Callable[[], Any]):
