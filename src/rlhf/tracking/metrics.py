@@ -36,11 +36,11 @@ class MetricsLogger:
         self._file: TextIO | None = None
         self._writer: Any = None
         self._hook: Any = None
+        self.path = self.run_dir / "metrics.jsonl"
+        self.events = self.run_dir / "tensorboard"
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.run_dir / "metrics.jsonl"
-        self.events = self.run_dir / "tensorboard"
         with writing(self.path):
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         if tensorboard:
