@@ -3,7 +3,7 @@
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint
+.PHONY: setup demo test test-fast lint docs docs-check
 
 setup:
 	@bash scripts/setup.sh
@@ -11,18 +11,28 @@ setup:
 demo: setup
 	$(VENV)/bin/rlhf demo $(DEMO_ARGS)
 
-# ruff (lint and format) over src, tests and bench; mypy over src (settings in pyproject.toml).
+# ruff (lint and format) over src, tests, bench and docs; mypy over src (settings in pyproject.toml).
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench docs
+	$(VENV)/bin/ruff format --check src tests bench docs
 	$(VENV)/bin/mypy
 
+# The documentation site (site/): the reference pages regenerated from the code, then built strictly.
+docs: setup
+	$(VENV)/bin/python docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+# The strict build of the site as committed (a broken link or page fails; tests/test_docs.py checks
+# that the generated reference pages are current).
+docs-check: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
+
 # The whole suite: every tier, the real multi-process runs and the end-to-end demo included.
-test: lint
+test: lint docs-check
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # What a contributor runs while editing (about 1 min on 2 cores): every test that neither trains a
 # model nor starts a process (those are marked `slow`; tests/conftest.py fails one that is not).
 test-fast: setup
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench docs
 	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)

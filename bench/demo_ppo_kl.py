@@ -37,7 +37,8 @@ import yaml
 from rlhf.config.core import from_dict
 from rlhf.demo import task
 from rlhf.pipeline.config import PipelineConfig
-from rlhf.pipeline.stages import Paths, ppo_config
+from rlhf.pipeline.layout import Paths
+from rlhf.pipeline.wiring import ppo_config
 
 SPIKE = 5.0
 """A training step counts as a KL spike over this many nats per completion."""
@@ -79,7 +80,7 @@ def answers_kl(cfg: PipelineConfig, policy: Path, sft: str, samples: int) -> dic
         cfg.eval, model=dataclasses.replace(cfg.eval.model, path=str(policy)), progress=False
     )
     inputs = EvalInputs.load(ecfg)
-    sampling = dataclasses.replace(inputs.sampling, num_samples=samples, seed=0)
+    sampling = dataclasses.replace(inputs.sampling, seed=0)
     read = {"batch_size": ecfg.batch_size, "temperature": sampling.temperature,
             "pad_id": inputs.tokenizer.pad_token_id or 0}  # fmt: skip
 
@@ -88,7 +89,9 @@ def answers_kl(cfg: PipelineConfig, policy: Path, sft: str, samples: int) -> dic
         return load_causal_lm(model_cfg, for_training=False, tokenizer=inputs.tokenizer).to(inputs.device)
 
     model = load(str(policy))
-    groups = generate_samples(model, inputs.tokenizer, inputs.prompt_ids, sampling, progress=False)
+    groups = generate_samples(
+        model, inputs.tokenizer, inputs.prompt_ids, sampling, per_prompt=samples, unique=True, progress=False
+    )
     flat = [(i, s) for i, group in enumerate(groups) for s in group]
     prompt_ids = [inputs.prompt_ids[i] for i, _ in flat]
     completions = [s.token_ids for _, s in flat]

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the other benchmarks' helpers
-from reward_vs_trl import PairProbe, encode_pairs, prepare  # noqa: E402
-from sft_vs_trl import machine  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the shared probe, the reward bench's data
+from common import PairProbe, machine, sequence_counts  # noqa: E402
+from reward_vs_trl import encode_pairs, prepare  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -89,36 +89,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_ours(args) -> dict:
-    import rlhf.dpo.train as dpo_train
-    import rlhf.training.stage as training  # the stage skeleton calls the loop by this name
     from rlhf.config import load_config
     from rlhf.dpo import DpoConfig, run_dpo
+    from rlhf.training.loop import watch_steps
 
-    probe, collated = PairProbe(), []
-    real_collate, real_loop = dpo_train.collate_sequences, training.train_loop
-
-    def collate(groups, *a, **k):  # real tokens, computed positions and pairs of every training micro-batch
-        batch = real_collate(groups, *a, **k)
-        tokens = sum(len(seq) for group in groups for seq in group.input_ids)
-        collated.append((tokens, batch.input_ids.numel(), len(batch.layout.pairs)))
-        return batch
-
-    def train_loop(**kwargs):
-        on_step = kwargs["on_step"]
-
-        def timed(step, row):
-            tokens, padded, pairs = collated[step - 1]  # one micro-batch per step (no accumulation)
-            probe.step(tokens, pairs, padded)
-            on_step(step, row)
-
-        probe.start()
-        result = real_loop(**{**kwargs, "on_step": timed})
-        probe.end()
-        return result
-
-    # Only the training batches go through `rlhf.dpo.train.collate_sequences`: the packing check and the
-    # reference pass collate through `rlhf.preference.sequences`' own name (and there is no eval here).
-    dpo_train.collate_sequences, training.train_loop = collate, train_loop
+    # The training steps' own micro-batches are counted (the packing check and the reference pass
+    # are not steps of the loop, and there is no eval here).
+    probe = PairProbe(count=sequence_counts)
     overrides = [
         f"model.path={args.model}", f"data.path={args.data}", f"data.max_length={args.max_length}",
         f"model.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
@@ -127,10 +104,11 @@ def run_ours(args) -> dict:
         f"batch_size={args.batch_size}", f"max_steps={args.steps}", "loss_type=sigmoid", f"beta={args.beta}",
         f"optimizer.lr={args.lr}", "optimizer.scheduler=linear", f"optimizer.warmup_steps={args.warmup}",
         "optimizer.warmup_ratio=0", "optimizer.weight_decay=0", "optimizer.max_grad_norm=1.0", f"seed={SEED}",
-        f"logging.output_dir={Path(args.result).with_suffix('')}", "logging.progress=false",
+        f"output_dir={Path(args.result).with_suffix('')}", "logging.progress=false",
         "logging.tensorboard=false",
     ]  # fmt: skip
-    summary = run_dpo(load_config(DpoConfig, None, overrides)).summary
+    with watch_steps(probe):
+        summary = run_dpo(load_config(DpoConfig, None, overrides)).summary
     losses, accuracy = summary["train_loss"], summary["train_accuracy"]
     keys = ("pairs_per_second", "train_seconds", "train_pairs", "reference_logps", "reference_seconds",
             "packed")  # fmt: skip

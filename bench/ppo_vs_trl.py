@@ -52,8 +52,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the SFT benchmark's helpers
-from sft_vs_trl import Probe, machine, prepare_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the shared probe, the SFT bench's model
+from common import Probe, machine  # noqa: E402
+from sft_vs_trl import prepare_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_PROMPTS = ROOT / "src/rlhf/assets/demo/demonstrations.jsonl"
@@ -153,11 +154,11 @@ def run_ours(args) -> dict:
     critic = args.our_critic if args.our_critic != "auto" else ("shared" if lora else "separate")
     peft = {"method": "lora", "lora_rank": LORA["r"], "lora_alpha": LORA["alpha"], "lora_dropout": 0.0}
     sampling = {"max_new_tokens": int(args.new_tokens), "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                "batch_size": r, "unique": False, "seed": None}  # fmt: skip
+                "batch_size": r, "seed": None}  # fmt: skip
     cfg = from_dict(PpoConfig, {
         "model": {"path": args.model, "gradient_checkpointing": False}, "peft": peft if lora else {"method": "none"},
         "data": {"path": args.prompts}, "prompt": {"template": "raw"},  # the prompts are rendered already
-        "rollout": {"prompts_per_step": r, "completions_per_prompt": 1, "forward_batch_size": r, "sampling": sampling},
+        "rollout": {"prompts_per_step": r, "samples_per_prompt": 1, "forward_batch_size": r, "sampling": sampling},
         "reward": {"sources": [{"model": args.reward, "batch_size": r, "normalize": "none"}], "no_eos_penalty": None},
         "kl": {"coef": float(args.kl_coef), "estimator": "k1", "controller": "fixed", "placement": "reward"},
         "advantage": {"estimator": "gae", "gamma": 1.0, "lam": 0.95, "whiten": True},
@@ -165,37 +166,40 @@ def run_ours(args) -> dict:
         "critic": {"mode": critic, **({"model": args.reward} if critic == "separate" else {})},
         "optimizer": {"lr": float(args.lr), "scheduler": "constant", "weight_decay": 0.0, "max_grad_norm": None,
                       "gradient_accumulation_steps": 1},
-        "logging": {"output_dir": str(Path(args.result).with_suffix("")), "progress": False,
-                    "tensorboard": False, "log_every": 1},
-        "steps": int(args.steps), "ppo_epochs": int(args.ppo_epochs), "minibatch_size": int(args.minibatch_size),
+        "output_dir": str(Path(args.result).with_suffix("")),
+        "logging": {"progress": False, "tensorboard": False, "log_every": 1},
+        "max_steps": int(args.steps), "ppo_epochs": int(args.ppo_epochs), "minibatch_size": int(args.minibatch_size),
         "seed": SEED, "samples_every": 0, "save_every": 0,
     })  # fmt: skip
     import rlhf.ppo
-    import rlhf.tracking as tracking
     from rlhf.tracking import read_metrics
+    from rlhf.training.loop import watch_steps
 
     # What run_ppo imports lazily, imported now: the memory growth is then, as TRL's, models and training.
     libraries = ["accelerate", "peft", "transformers", "rlhf.models", "rlhf.training", "rlhf.losses.ppo"]
     for name in libraries + [f"rlhf.ppo.{m.name}" for m in pkgutil.iter_modules(rlhf.ppo.__path__)]:
         importlib.import_module(name)
 
-    probe, real_bar = Probe(), tracking.progress_bar
+    probe = Probe()
 
-    def progress_bar(total, desc, **kwargs):  # run_ppo's loop: update(0) before step 1, update(1) after each
-        bar = real_bar(total, desc, **kwargs)
-        if desc == "ppo":
-            real_update = bar.update
-            bar.update = lambda n=1: (probe.step(None if n == 0 else 0), real_update(n))[1]
-        return bar
+    class LoopClock:  # the loop's start, then the end of every step (the probe started before the models)
+        def started(self) -> None:
+            probe.step(None)
 
-    tracking.progress_bar = progress_bar
+        def stepped(self, step: int, row: dict, window: list) -> None:
+            probe.step(0)
+
+        def ended(self) -> None:
+            pass
+
     probe.start()  # just before the models load, as on the TRL side
-    summary = run_ppo(cfg).summary
+    with watch_steps(LoopClock()):
+        summary = run_ppo(cfg).summary
     probe.end()
     times = probe.times[1:]  # loop start, then the end of every step
     if len(times) != len(summary["step_seconds"]) + 1:  # the loop changed: fall back to run_ppo's own clock
         times = [0.0] + list(itertools.accumulate(summary["step_seconds"]))
-    rows = [row for row in read_metrics(cfg.logging.output_dir) if "ppo/response_length" in row]
+    rows = [row for row in read_metrics(cfg.output_dir) if "ppo/response_length" in row]
     return summarize(
         [b - a for a, b in zip(times, times[1:])], int(args.skip), probe, critic=critic,
         generation_seconds=summary["generation_seconds"], reported_step_seconds=summary["step_seconds"],

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the SFT benchmark's helpers
-from sft_vs_trl import Probe, machine, prepare_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the shared probe, the SFT bench's model
+from common import PairProbe, machine, sequence_counts  # noqa: E402
+from sft_vs_trl import prepare_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -140,91 +141,35 @@ def weight_sum(module: torch.nn.Module) -> float:
     return sum(p.detach().double().sum().item() for p in module.parameters())
 
 
-class PairProbe(Probe):
-    """The SFT probe, also counting the pairs and the padded positions (N x T) of every step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pairs: list[int] = []
-        self.padded: list[int] = []
-
-    def step(self, tokens: int | None, pairs: int = 0, padded: int = 0) -> None:
-        super().step(tokens)
-        if tokens is not None:
-            self.pairs.append(pairs)
-            self.padded.append(padded)
-
-    def report(self, skip: int, **extra) -> dict:
-        out = super().report(skip, **extra)
-        t, skip = self.times, min(skip, len(self.pairs) - 1)
-        return out | {
-            "pairs": sum(self.pairs), "padded_tokens": sum(self.padded),
-            "pairs_per_s": sum(self.pairs) / (t[-1] - t[0]),
-            "steady_pairs_per_s": sum(self.pairs[skip:]) / (t[-1] - t[skip]),
-            "step_seconds": [round(b - a, 4) for a, b in zip(t, t[1:])],
-        }  # fmt: skip
-
-
 def run_ours(args) -> dict:
     import rlhf.models.scalar as scalar
-    import rlhf.reward.train as reward_train
-    import rlhf.training.stage as training  # the stage skeleton calls the loop by this name
     from rlhf.config import load_config
     from rlhf.reward.config import RewardConfig
     from rlhf.reward.train import run_reward
+    from rlhf.training.loop import watch_steps
 
-    probe, collated, head = PairProbe(), [], {}
-    real_collate, real_loop = reward_train.collate_groups, training.train_loop
+    probe, head = PairProbe(count=sequence_counts), {}
     real_load = scalar.load_scalar_model
-
-    def collate(groups, *a, **k):  # real tokens, computed positions and pairs of every micro-batch
-        batch = real_collate(groups, *a, **k)
-        tokens = sum(len(seq) for group in groups for seq in group.input_ids)
-        collated.append((tokens, batch.input_ids.numel(), len(batch.layout.pairs)))
-        return batch
-
-    real_isolates = reward_train.packing_isolates
-
-    def packing_isolates(*a, **k):  # its two check batches are not training steps
-        reward_train.collate_groups = real_collate
-        try:
-            return real_isolates(*a, **k)
-        finally:
-            reward_train.collate_groups = collate
 
     def load_scalar_model(*a, **k):
         model = real_load(*a, **k)
         head["sum"] = weight_sum(model.head)  # the fresh head: the same draw as TRL's?
         return model
 
-    def train_loop(**kwargs):
-        on_step = kwargs["on_step"]
-
-        def timed(step, row):
-            tokens, padded, pairs = collated[step - 1]  # one micro-batch per step (no accumulation)
-            probe.step(tokens, pairs, padded)
-            on_step(step, row)
-
-        probe.start()
-        result = real_loop(**{**kwargs, "on_step": timed})
-        probe.end()
-        return result
-
-    reward_train.collate_groups, training.train_loop = collate, train_loop
-    reward_train.packing_isolates = packing_isolates
     scalar.load_scalar_model = load_scalar_model
     overrides = [
         f"model.path={args.model}", f"data.path={args.data}", f"data.max_length={args.max_length}",
         f"model.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
         "prompt.template=raw",  # the data file holds rendered prompts already
         f"packing={str(args.packing).lower()}",
-        f"batch_size={args.batch_size}", f"max_steps={args.steps}", "loss=pairwise", "centering=0",
+        f"batch_size={args.batch_size}", f"max_steps={args.steps}", "loss_type=pairwise", "centering=0",
         f"optimizer.lr={args.lr}", "optimizer.scheduler=linear", f"optimizer.warmup_steps={args.warmup}",
         "optimizer.weight_decay=0", "optimizer.max_grad_norm=1.0", f"seed={SEED}",
-        f"logging.output_dir={Path(args.result).with_suffix('')}", "logging.progress=false",
+        f"output_dir={Path(args.result).with_suffix('')}", "logging.progress=false",
         "logging.tensorboard=false",
     ]  # fmt: skip
-    summary = run_reward(load_config(RewardConfig, None, overrides)).summary
+    with watch_steps(probe):
+        summary = run_reward(load_config(RewardConfig, None, overrides)).summary
     losses, accuracy = summary["train_loss"], summary["train_accuracy"]
     return probe.report(
         args.skip, loss_first=losses[0], loss_last=losses[-1], train_accuracy_last=accuracy[-1],
@@ -317,8 +262,8 @@ def prepare(args, work: Path) -> None:
     """The model directory and the training / held-out pairs JSONL (rendered prompts)."""
     from rlhf.config.parts import ModelConfig, PromptConfig
     from rlhf.data import PromptRenderer, load_records
+    from rlhf.data.examples import split_eval
     from rlhf.models import load_tokenizer
-    from rlhf.sft.examples import split_eval
 
     prepare_model(args, work)
     tokenizer = load_tokenizer(ModelConfig(path=args.model), padding_side="right")

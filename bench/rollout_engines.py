@@ -70,7 +70,7 @@ def rollout_throughput(args: argparse.Namespace, model_dir: Path) -> dict[str, d
     if torch.cuda.is_available():
         model.to("cuda")
     sampling = SamplingConfig(
-        temperature=1.0, max_new_tokens=args.new_tokens, unique=False, seed=None, batch_size=args.sequences
+        temperature=1.0, max_new_tokens=args.new_tokens, seed=None, batch_size=args.sequences
     )
     ids = prompts(args, args.sequences)
     results = {}
@@ -108,13 +108,14 @@ def ppo_step_seconds(args: argparse.Namespace, model_dir: Path, engine: str, lor
         "prompt": {"template": "raw"},
         "reward": {"function": str(Path(__file__).resolve().parent.parent / "examples/rewards.py:target_length")},
         "rollout": {
-            "prompts_per_step": args.sequences // args.completions, "completions_per_prompt": args.completions,
+            "prompts_per_step": args.sequences // args.completions, "samples_per_prompt": args.completions,
             "sampling": {"max_new_tokens": args.new_tokens, "batch_size": args.sequences},
             "engine": engine, "vllm": {"lora_sync": lora_sync or "merged"},
         },
-        "minibatch_size": args.sequences // 4, "ppo_epochs": 1, "steps": args.ppo_steps + 1,
+        "minibatch_size": args.sequences // 4, "ppo_epochs": 1, "max_steps": args.ppo_steps + 1,
         "optimizer": {"lr": 1e-5},
-        "logging": {"output_dir": str(out), "progress": False, "tensorboard": False, "log_every": 1},
+        "output_dir": str(out),
+        "logging": {"progress": False, "tensorboard": False, "log_every": 1},
     })  # fmt: skip
     run_ppo(cfg)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -65,7 +65,7 @@ def run_arm(base, out: Path, rounds: int, rule: str, labels: int, ppo_steps: int
         stages=[s for s in STAGES if s != "sft"],
         rounds=rounds,
         feedback=dataclasses.replace(base.feedback, select=rule, budget=labels // rounds),
-        ppo=dataclasses.replace(base.ppo, steps=ppo_steps // rounds),
+        ppo=dataclasses.replace(base.ppo, max_steps=ppo_steps // rounds),
     )
     summary = run_pipeline(cfg, log=lambda line: print(f"    {line}", flush=True))
     head = summary["headline"]

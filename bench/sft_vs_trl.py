@@ -19,17 +19,15 @@ import importlib.util
 import json
 import math
 import os
-import platform
-import re
-import resource
 import subprocess
 import sys
 import tempfile
-import time
-from datetime import date
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the shared probe
+from common import Probe, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATA = ROOT / "src/rlhf/assets/demo/demonstrations.jsonl"
@@ -59,84 +57,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- measurement (children)
 
 
-def _status_mib(key: str) -> float:
-    return int(re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
-
-
-class Probe:
-    """Step timestamps, real tokens per step, and the memory peak of the training loop alone."""
-
-    def __init__(self) -> None:
-        self.cuda = torch.cuda.is_available()
-        self.times: list[float] = []
-        self.tokens: list[int] = []  # real (non-pad) tokens of each optimizer step
-        self.memory: dict[str, float] = {}
-
-    def start(self) -> None:
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-            self.memory["before_mib"] = torch.cuda.memory_allocated() / 2**20
-        else:
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (peak RSS) to the current RSS
-            self.memory["before_mib"] = _status_mib("VmRSS")
-        self.cpu, self.load = time.process_time(), [os.getloadavg()[0]]
-        self.step(None)
-
-    def step(self, tokens: int | None) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.times.append(time.perf_counter())
-        if tokens is not None:
-            self.tokens.append(tokens)
-
-    def end(self) -> None:
-        peak = torch.cuda.max_memory_allocated() / 2**20 if self.cuda else _status_mib("VmHWM")
-        self.memory.update(peak_mib=peak, growth_mib=peak - self.memory["before_mib"])
-        self.memory["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        self.cpu, self.load = time.process_time() - self.cpu, self.load + [os.getloadavg()[0]]
-
-    def report(self, skip: int, **extra) -> dict:
-        t, steps, tokens = self.times, len(self.tokens), sum(self.tokens)
-        skip = min(skip, steps - 1)
-        return {
-            "steps": steps, "tokens": tokens, "seconds": t[-1] - t[0],
-            "tokens_per_s": tokens / (t[-1] - t[0]),
-            "steady_tokens_per_s": sum(self.tokens[skip:]) / (t[-1] - t[skip]),
-            "steady_steps_per_s": (steps - skip) / (t[-1] - t[skip]),
-            "first_step_s": t[1] - t[0], "memory": self.memory, **extra,
-            # CPU seconds per wall second of the loop (about the thread count when nothing else runs)
-            # and the 1-minute load average before and after: signs of a disturbed run.
-            "cpu_per_wall": self.cpu / (t[-1] - t[0]), "load_average": self.load,
-            "threads": torch.get_num_threads(),
-        }  # fmt: skip
-
-
 def run_ours(args) -> dict:
     import rlhf.sft.train as sft_train
-    import rlhf.training.stage as training  # the stage skeleton calls the loop by this name
     from rlhf.config import load_config
     from rlhf.sft import SftConfig, run_sft
+    from rlhf.training.loop import watch_steps
 
-    probe, collated = Probe(), []
-    real_collate, real_loop = sft_train.collate, training.train_loop
+    collated: list[int] = []
+    real_collate = sft_train.collate
 
     def collate(rows, *a, **k):  # the real tokens of every micro-batch, in the order they are made
         collated.append(sum(len(row.input_ids) for row in rows))
         return real_collate(rows, *a, **k)
 
-    def train_loop(**kwargs):
-        on_step = kwargs["on_step"]
-
-        def timed(step, row):
-            probe.step(collated[step - 1])  # one micro-batch per step (no accumulation)
-            on_step(step, row)
-
-        probe.start()
-        result = real_loop(**{**kwargs, "on_step": timed})
-        probe.end()
-        return result
-
-    sft_train.collate, training.train_loop = collate, train_loop
+    # One micro-batch per step (no accumulation): a step's tokens are those of the batch made for it.
+    probe = Probe(count=lambda window: collated[len(probe.tokens)])
+    sft_train.collate = collate
     overrides = [
         f"model.path={args.model}", f"data.path={args.data}", f"data.max_length={args.max_length}",
         f"model.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
@@ -144,11 +80,12 @@ def run_ours(args) -> dict:
         f"batch_size={args.batch_size}", f"max_steps={args.steps}", "packing=true", "completion_only=true",
         f"optimizer.lr={LR}", "optimizer.scheduler=linear", f"optimizer.warmup_steps={WARMUP}",
         f"seed={SEED}",
-        f"logging.output_dir={Path(args.result).parent / 'ours'}", "logging.progress=false",
+        f"output_dir={Path(args.result).parent / 'ours'}", "logging.progress=false",
         "logging.tensorboard=false",
     ]  # fmt: skip
     cfg = load_config(SftConfig, None, overrides)
-    summary = run_sft(cfg).summary
+    with watch_steps(probe):
+        summary = run_sft(cfg).summary
     reported = {
         k: summary[k] for k in ("train_tokens", "train_seconds", "tokens_per_second")
     }  # run_sft's own
@@ -163,8 +100,8 @@ def run_trl(args) -> dict:
 
     from rlhf.config.parts import DataConfig, ModelConfig, PromptConfig
     from rlhf.data import PromptRenderer, load_records
+    from rlhf.data.examples import encode_demonstrations
     from rlhf.models import load_tokenizer, resolve_dtype
-    from rlhf.sft.examples import encode_demonstrations
 
     # The very token sequences rlhf trains on: prompt tokens masked, completion + EOS trained.
     tokenizer = load_tokenizer(ModelConfig(path=args.model), padding_side="right")
@@ -231,8 +168,8 @@ def prepare(args, work: Path) -> None:
     """The model directory and a {prompt, completion} JSONL of rendered prompts, long enough for the run."""
     from rlhf.config.parts import ModelConfig, PromptConfig
     from rlhf.data import PromptRenderer, load_records
+    from rlhf.data.examples import encode_demonstrations
     from rlhf.models import load_tokenizer
-    from rlhf.sft.examples import encode_demonstrations
 
     prepare_model(args, work)
     source = args.data or str(SHARED_DATA if SHARED_DATA.is_file() else BUNDLED_DATA)
@@ -249,28 +186,6 @@ def prepare(args, work: Path) -> None:
     args.data = str(work / "data.jsonl")
     Path(args.data).write_text("".join(json.dumps(row) + "\n" for row in rows * repeats), encoding="utf-8")
     args.source = f"{source} ({len(rows)} records x {repeats}, {tokens * repeats:,} tokens)"
-
-
-def machine() -> dict:
-    """The device, library versions, Python and date. TRL's version when this environment has it
-    (bench/ppo_vs_trl.py runs TRL in an environment of its own and fills it in itself)."""
-    import transformers
-
-    if torch.cuda.is_available():
-        device = torch.cuda.get_device_name(0)
-    else:
-        names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        device = f"{names[0] if names else platform.processor()}, {len(names)} cores (CPU)"
-    trl_version = (
-        importlib.metadata.version("trl") if importlib.util.find_spec("trl") else "not installed here"
-    )
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl_version}
-    return {
-        "device": device,
-        **versions,
-        "python": platform.python_version(),
-        "date": date.today().isoformat(),
-    }
 
 
 def main(argv=None) -> int:

@@ -87,14 +87,14 @@ def stage_args(stage: str, steps: int) -> list[str]:
     if stage == "sft":
         return [*common, f"max_steps={steps}", "batch_size=1", "eval.fraction=0"]
     return [
-        *common, f"steps={steps}", "peft.method=none", "rollout.prompts_per_step=1",
-        "rollout.completions_per_prompt=2", "rollout.sampling.max_new_tokens=16", "minibatch_size=2",
+        *common, f"max_steps={steps}", "peft.method=none", "rollout.prompts_per_step=1",
+        "rollout.samples_per_prompt=2", "rollout.sampling.max_new_tokens=16", "minibatch_size=2",
         "reward.function=examples/rewards.py:letter_e", "samples_every=0",
     ]  # fmt: skip
 
 
 def launch(stage: str, engine: str, processes: int, model: Path, out: Path, steps: int) -> dict:
-    args = [f"model.path={model}", *stage_args(stage, steps), f"logging.output_dir={out}"]
+    args = [f"model.path={model}", *stage_args(stage, steps), f"output_dir={out}"]
     port = str(free_port())
     if ENGINES[engine] is None:
         head = [str(BIN / "torchrun"), "--nproc_per_node", str(processes), "--master_port", port]

@@ -78,7 +78,7 @@ def test_a_real_reward_model_scores_every_candidate_as_the_scorer_does(tmp_path)
     from rlhf.config.parts import ModelConfig
     from rlhf.models import load_tokenizer
     from rlhf.models.scalar import load_scalar_model, save_scalar_model
-    from rlhf.reward.score import RewardScorer
+    from rlhf.rewards.scorer import RewardScorer
     from rlhf.rewards.sources import RewardModelSource
 
     cfg = ModelConfig(path="builtin:tiny")

@@ -8,7 +8,6 @@ model saved as `rlhf reward` saves one; the hand-checkable scorer counts the let
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import subprocess
@@ -20,9 +19,11 @@ import pytest
 from rlhf.config import ConfigError, DataConfig, ModelConfig, PromptConfig, load_config
 from rlhf.data import PromptRenderer, encode_prompt, load_records
 from rlhf.eval.config import EvalPolicyConfig
-from rlhf.generation import GenerateConfig, SamplingConfig, generate_samples
+from rlhf.generate import GenerateConfig
+from rlhf.generation import SamplingConfig, generate_samples
 from rlhf.generation.best_of import analytic_kl, best_index, best_of_n
 from rlhf.models import load_causal_lm, load_tokenizer
+from rlhf.rewards.config import RewardSourcesConfig
 from rlhf.rewards.sources import FunctionSource
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
@@ -30,6 +31,7 @@ COUNT_A = """
 def count_a(prompts, completions):
     return [float(c.count("a")) for c in completions]
 """
+RM = RewardSourcesConfig(model="rm")
 WORDS = ["cats", "rain", "bread", "ships", "tea", "snow", "maps", "salt"]
 
 
@@ -91,13 +93,7 @@ def test_best_of_n_keeps_the_argmax_of_each_prompts_draws(tmp_path):
     picks = best_of_n(model, tokenizer, prompt_ids, prompts, sampling, 5, scorer, progress=False)
 
     # The draws are exactly the sampler's 5 independent samples of each prompt.
-    draws = generate_samples(
-        model,
-        tokenizer,
-        prompt_ids,
-        dataclasses.replace(sampling, num_samples=5, unique=False),
-        progress=False,
-    )
+    draws = generate_samples(model, tokenizer, prompt_ids, sampling, per_prompt=5, progress=False)
     assert [pick.candidates for pick in picks] == [[s.text for s in group] for group in draws]
     varied = 0
     for pick in picks:
@@ -151,7 +147,7 @@ def test_generate_best_of_writes_sft_rows_that_train_and_read_as_prompts(tmp_pat
         SftConfig, None,
         [
             f"data.path={out}", "model.path=builtin:tiny", "data.max_length=64", "max_steps=2", "batch_size=4",
-            f"logging.output_dir={tmp_path / 'sft'}", "logging.progress=false", "logging.tensorboard=false",
+            f"output_dir={tmp_path / 'sft'}", "logging.progress=false", "logging.tensorboard=false",
         ],
     )  # fmt: skip
     summary = run_sft(cfg).summary
@@ -200,13 +196,13 @@ def test_eval_policy_best_of_4_beats_plain_sampling_with_the_analytic_kl(tmp_pat
     ("kwargs", "message"),
     [
         ({"best_of": 0}, "`best_of` must be at least 1 (1: off), got 0"),
-        ({"best_of": 4}, "`best_of` 4 needs `reward_model`"),
+        ({"best_of": 4}, "`best_of` 4 needs `reward`"),
         (
-            {"best_of": 4, "reward_model": "rm", "sampling": SamplingConfig(num_samples=2)},
-            "`sampling.num_samples` must be 1 with `best_of` 4",
+            {"best_of": 4, "reward": RM, "samples_per_prompt": 2},
+            "`samples_per_prompt` must be 1 with `best_of` 4",
         ),
-        ({"best_of": 2, "reward_model": "rm", "sampling": SamplingConfig(temperature=0)}, "temperature"),
-        ({"reward_model": "rm"}, "`reward_model` is only used with `best_of` above 1"),
+        ({"best_of": 2, "reward": RM, "sampling": SamplingConfig(temperature=0)}, "temperature"),
+        ({"reward": RM}, "`reward` is only used with `best_of` above 1"),
     ],
 )
 def test_generate_config_errors_are_one_line(kwargs, message):
@@ -220,8 +216,8 @@ def test_generate_config_errors_are_one_line(kwargs, message):
     [
         ({"best_of": 0}, "`best_of` must be at least 1"),
         ({"best_of": 4}, "set `best_of_reward` or `reward`"),
-        ({"best_of": 4, "reward": "rm", "reference": "ref"}, "`reference` cannot be used with `best_of` 4"),
-        ({"best_of_reward": "rm"}, "`best_of_reward` is only used with `best_of` above 1"),
+        ({"best_of": 4, "reward": RM, "reference": "ref"}, "`reference` cannot be used with `best_of` 4"),
+        ({"best_of_reward": RM}, "`best_of_reward` is only used with `best_of` above 1"),
     ],
 )
 def test_eval_config_errors_are_one_line(kwargs, message):

@@ -37,7 +37,9 @@ def test_help_lists_every_stage():
 
 @pytest.mark.slow
 def test_print_config_shows_docs_and_overrides():
-    proc = rlhf("demo", "--print-config", "--set", "pipeline.sft.peft.method=lora", "pipeline.ppo.steps=7")
+    proc = rlhf(
+        "demo", "--print-config", "--set", "pipeline.sft.peft.method=lora", "pipeline.ppo.max_steps=7"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "# LoRA rank r: the width of each adapter's low-rank update." in proc.stdout
     assert "\n      method: lora" in proc.stdout
@@ -82,12 +84,12 @@ def test_data_formats_lists(fmt):
 
 @pytest.mark.slow
 def test_missing_model_and_wrong_data_kind_are_one_line(tmp_path):
-    proc = rlhf("sft", "--set", f"logging.output_dir={tmp_path}/a", "model.path=/no/such/model")
+    proc = rlhf("sft", "--set", f"output_dir={tmp_path}/a", "model.path=/no/such/model")
     assert proc.returncode == 2
     assert proc.stderr == "error: model directory not found: /no/such/model\n"
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
-    proc = rlhf("sft", "--set", f"logging.output_dir={tmp_path}/b", f"data.path={pairs}")
+    proc = rlhf("sft", "--set", f"output_dir={tmp_path}/b", f"data.path={pairs}")
     assert proc.returncode == 2
     assert proc.stderr == (
         f"error: {pairs}: found comparison data (format `pairwise`), but this stage expects sft data (demonstration)"
@@ -96,7 +98,7 @@ def test_missing_model_and_wrong_data_kind_are_one_line(tmp_path):
     )
     scored = tmp_path / "scored.jsonl"  # ratings under another name would train as demonstrations
     scored.write_text('{"prompt": "p", "completion": "c", "score": 2}\n')
-    proc = rlhf("sft", "--set", f"logging.output_dir={tmp_path}/c", f"data.path={scored}")
+    proc = rlhf("sft", "--set", f"output_dir={tmp_path}/c", f"data.path={scored}")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(
         f"error: {scored}:1: format `prompt_completion` (demonstration) does not read `score` (1 rows)"

@@ -211,13 +211,62 @@ def test_the_kl_leash_goes_where_the_estimator_can_assign_it():
     gae = load_config(PpoConfig, None, [])
     assert (gae.kl_placement, gae.kl_estimator) == ("reward", "k1")
     # Critic-free: one advantage per completion, so the leash is a per-token loss term, k2.
-    rloo = load_config(PpoConfig, None, ["advantage.estimator=rloo", "rollout.completions_per_prompt=4"])
+    rloo = load_config(PpoConfig, None, ["advantage.estimator=rloo", "rollout.samples_per_prompt=4"])
     assert (rloo.kl_placement, rloo.kl_estimator) == ("loss", "k2")
-    chosen = load_config(PpoConfig, None, ["advantage.estimator=grpo", "rollout.completions_per_prompt=2",
+    chosen = load_config(PpoConfig, None, ["advantage.estimator=grpo", "rollout.samples_per_prompt=2",
                                            "kl.placement=reward", "kl.estimator=k3"])  # fmt: skip
     assert (chosen.kl_placement, chosen.kl_estimator) == ("reward", "k3")
     with pytest.raises(ConfigError, match="gradient of mean zero"):
         load_config(PpoConfig, None, ["kl.placement=loss", "kl.estimator=k1"])
     with pytest.raises(ConfigError, match="gradient of mean zero"):  # auto resolves to the loss here
-        load_config(PpoConfig, None, ["advantage.estimator=rloo", "rollout.completions_per_prompt=2",
+        load_config(PpoConfig, None, ["advantage.estimator=rloo", "rollout.samples_per_prompt=2",
                                       "kl.estimator=k1"])  # fmt: skip
+
+
+RENAMED = [
+    ("ppo", ["steps=60"], "`steps` was renamed `max_steps`"),
+    ("ppo", ["guards.max_nonfinite=5"], "`guards.max_nonfinite` was renamed `max_nonfinite`"),
+    ("ppo", ["rollout.completions_per_prompt=4"], "`rollout.completions_per_prompt` was renamed `rollout.samples_per_prompt`"),
+    ("ppo", ["rollout.sampling.num_samples=4"], "`rollout.sampling.num_samples` was renamed `rollout.samples_per_prompt`"),
+    ("ppo", ["logging.output_dir=runs/x"], "`logging.output_dir` was renamed `output_dir`"),
+    ("sft", ["logging.output_dir=runs/x"], "`logging.output_dir` was renamed `output_dir`"),
+    ("reward", ["loss=pairwise"], "`loss` was renamed `loss_type`"),
+    ("rrhf", ["reward_model=runs/rm"], "`reward_model` was renamed `reward.model`"),
+    ("rrhf", ["reward_batch_size=8"], "`reward_batch_size` was renamed `reward.batch_size`"),
+    ("rrhf", ["sampling.unique=false"], "`sampling.unique` was renamed `unique`"),
+    ("generate", ["sampling.num_samples=4"], "`sampling.num_samples` was renamed `samples_per_prompt`"),
+    ("generate", ["reward_model=runs/rm"], "`reward_model` was renamed `reward.model`"),
+    ("score", ["model=runs/rm"], "`model` was renamed `reward.model`"),
+    ("eval_reward", ["device=cpu"], "`device` was renamed `reward.device`"),
+    ("pipeline", ["ppo.steps=60"], "`ppo.steps` was renamed `ppo.max_steps`"),
+    ("pipeline", ["dpo.logging.output_dir=x"], "`dpo.logging.output_dir` was renamed `dpo.output_dir`"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides", "message"), RENAMED, ids=[f"{c}:{o[0]}" for c, o, _ in RENAMED]
+)
+def test_a_renamed_key_is_refused_naming_its_new_name(command, overrides, message):
+    from rlhf.dpo.config import DpoConfig
+    from rlhf.generate.config import GenerateConfig
+    from rlhf.pipeline.config import PipelineConfig
+    from rlhf.ppo.config import PpoConfig
+    from rlhf.reward.config import EvalRewardConfig, RewardConfig, ScoreConfig
+    from rlhf.rrhf.config import RrhfConfig
+    from rlhf.sft.config import SftConfig
+
+    classes = {
+        "ppo": PpoConfig, "sft": SftConfig, "reward": RewardConfig, "rrhf": RrhfConfig, "dpo": DpoConfig,
+        "generate": GenerateConfig, "score": ScoreConfig, "eval_reward": EvalRewardConfig,
+        "pipeline": PipelineConfig,
+    }  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        load_config(classes[command], None, overrides)
+    assert str(info.value) == message
+
+
+def test_a_bare_value_for_a_reward_section_says_which_key_it_meant():
+    from rlhf.eval.config import EvalPolicyConfig
+
+    with pytest.raises(ConfigError, match=r"for one value: `reward.model: runs/rm`"):
+        load_config(EvalPolicyConfig, None, ["reward=runs/rm"])

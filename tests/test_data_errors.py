@@ -309,7 +309,7 @@ def test_skipped_rows_are_counted_by_problem_in_the_run_summary_and_the_report(t
     data.write_text("\n".join(rows) + "\n")
     cfg = load_config(RewardConfig, None, [
         f"data.path={data}", "data.on_error=skip", "data.max_length=32", "prompt.template=raw", "max_steps=1",
-        "batch_size=2", "eval.fraction=0", f"logging.output_dir={tmp_path / 'run' / 'reward'}",
+        "batch_size=2", "eval.fraction=0", f"output_dir={tmp_path / 'run' / 'reward'}",
         "logging.progress=false", "logging.tensorboard=false",
     ])  # fmt: skip
     run_reward(cfg)

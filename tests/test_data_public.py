@@ -86,7 +86,7 @@ def test_a_reward_model_trains_on_the_safety_labels(tmp_path):
 
     cfg = load_config(RewardConfig, None, [
         f"data.path={PUBLIC / 'pku_saferlhf.jsonl'}", "data.format=pku_saferlhf_labels", "data.max_length=96",
-        "prompt.template=raw", "max_steps=2", "batch_size=2", "eval.fraction=0", f"logging.output_dir={tmp_path}",
+        "prompt.template=raw", "max_steps=2", "batch_size=2", "eval.fraction=0", f"output_dir={tmp_path}",
         "logging.progress=false", "logging.tensorboard=false",
     ])  # fmt: skip
     summary = run_reward(cfg).summary
@@ -149,7 +149,7 @@ def test_a_reward_model_trains_on_each(name, extra, tmp_path):
 
     cfg = load_config(RewardConfig, None, [
         f"data.path={PUBLIC / name}", "data.max_length=96", "prompt.template=raw", "max_steps=2", "batch_size=2",
-        "eval.fraction=0", f"logging.output_dir={tmp_path}", "logging.progress=false", "logging.tensorboard=false",
+        "eval.fraction=0", f"output_dir={tmp_path}", "logging.progress=false", "logging.tensorboard=false",
         *extra,
     ])  # fmt: skip
     summary = run_reward(cfg).summary

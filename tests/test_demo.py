@@ -20,7 +20,7 @@ def test_smaller_demo_beats_sft_on_two_seeds_with_the_kl_in_check(tmp_path):
     # The demo's own SFT (copying facts must be learned) and PPO; less feedback and fewer PPO steps.
     smaller = [
         f"pipeline.output_dir={out}", "task.candidate_prompts=300", "task.eval_prompts=120",
-        "pipeline.reward.max_steps=250", "pipeline.ppo.steps=40",
+        "pipeline.reward.max_steps=250", "pipeline.ppo.max_steps=40",
     ]  # fmt: skip
     proc = subprocess.run(
         [RLHF, "demo", "--seeds", "2", "--set", *smaller], capture_output=True, text=True, timeout=2400

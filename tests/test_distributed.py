@@ -1,29 +1,17 @@
 """A real 2-process run (torchrun, gloo on CPU) of the shared Accelerate training loop."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import dist_env, planted_rankings
 from rlhf.tracking import read_metrics
 from tolerance import reorder_tol
 
 SCRIPT = Path(__file__).parent / "dist" / "train_step.py"
-
-
-def dist_env() -> dict[str, str]:
-    # Gloo on the loopback interface: a hostname that resolves to another address can stall it.
-    # One thread per process unless OMP_NUM_THREADS says otherwise (the tolerances are checked with
-    # 1 and with 2: another thread count sums in another order).
-    return {
-        **os.environ,
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-        "TOKENIZERS_PARALLELISM": "false",
-        "GLOO_SOCKET_IFNAME": "lo",
-    }
 
 
 @pytest.mark.slow
@@ -76,13 +64,13 @@ def test_two_process_sft_matches_one_process_with_the_same_global_batch(tmp_path
     env = dist_env()
     two = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rlhf.cli.main", "sft", "--set",
-         *SFT_ARGS, "batch_size=2", f"logging.output_dir={tmp_path / 'two'}"],
+         *SFT_ARGS, "batch_size=2", f"output_dir={tmp_path / 'two'}"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-4000:]
     one = subprocess.run(
         [str(Path(sys.executable).with_name("rlhf")), "sft", "--set", *SFT_ARGS, "batch_size=4",
-         f"logging.output_dir={tmp_path / 'one'}"],
+         f"output_dir={tmp_path / 'one'}"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert one.returncode == 0, one.stderr[-4000:]
@@ -101,37 +89,12 @@ def test_two_process_sft_matches_one_process_with_the_same_global_batch(tmp_path
     AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "model")
 
 
-def planted_rankings(n: int) -> list[dict]:
-    """Rankings of 2, 3 or 4 completions (1, 3 or 6 pairs): the more "please", the better. Every
-    other one of 3 or 4 has its two worst tied (a pair fewer with `ties: skip`)."""
-    import random
-
-    from test_reward_train import WORDS
-
-    rng = random.Random(1)
-    rows = []
-    for i in range(n):
-        k = 2 + i % 3
-        ranks = [min(r, k - 2) if k > 2 and i % 2 else r for r in range(k)]
-        words = lambda: [rng.choice(WORDS) for _ in range(rng.randint(2, 5))]  # noqa: E731
-        ranked = [(" ".join([*words(), *["please"] * (k - 1 - r)]), r) for r in ranks]
-        rng.shuffle(ranked)
-        rows.append(
-            {
-                "prompt": f"Say {rng.choice(WORDS)} {rng.choice(WORDS)}.",
-                "completions": [text for text, _ in ranked],
-                "ranks": [rank for _, rank in ranked],
-            }
-        )
-    return rows
-
-
 @pytest.mark.slow
 def test_two_process_reward_matches_one_process_with_the_same_global_batch(tmp_path):
     """torchrun x2 with batch 2 per process = one process with batch 4: every prompt weighs 1 whatever
     its number of pairs and wherever it lands (in the loss and in the centering penalty), and
     evaluation gathers every held-out score."""
-    from test_reward_train import write_jsonl
+    from helpers import write_jsonl
 
     data = write_jsonl(tmp_path / "rankings.jsonl", planted_rankings(40))
     args = [
@@ -144,13 +107,13 @@ def test_two_process_reward_matches_one_process_with_the_same_global_batch(tmp_p
     env = dist_env()
     two = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rlhf.cli.main", "reward", "--set",
-         *args, "batch_size=2", f"logging.output_dir={tmp_path / 'two'}"],
+         *args, "batch_size=2", f"output_dir={tmp_path / 'two'}"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-4000:]
     one = subprocess.run(
         [str(Path(sys.executable).with_name("rlhf")), "reward", "--set", *args, "batch_size=4",
-         f"logging.output_dir={tmp_path / 'one'}"],
+         f"output_dir={tmp_path / 'one'}"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert one.returncode == 0, one.stderr[-4000:]
@@ -192,9 +155,9 @@ PPO_ARGS = [
     "model.path=builtin:tiny",
     "data.path=src/rlhf/assets/demo/demonstrations.jsonl",
     "data.max_length=96",
-    "steps=4",
+    "max_steps=4",
     "rollout.prompts_per_step=2",  # per process
-    "rollout.completions_per_prompt=2",
+    "rollout.samples_per_prompt=2",
     "rollout.sampling.max_new_tokens=6",
     "minibatch_size=2",
     "ppo_epochs=2",
@@ -224,7 +187,7 @@ def test_two_process_ppo_keeps_the_processes_in_sync(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     args = [
         *PPO_ARGS, 'reward.sources=[{function: "examples/rewards.py:letter_e", normalize: running}]',
-        "save_every=2", f"logging.output_dir={run_dir}",
+        "save_every=2", f"output_dir={run_dir}",
     ]  # fmt: skip
     proc = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", str(PPO_SCRIPT), str(tmp_path), *args],
@@ -282,7 +245,7 @@ def test_two_process_critic_free_ppo_from_the_cli(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rlhf.cli.main", "ppo", "--set",
-         *PPO_ARGS, "reward.function=examples/rewards.py:letter_e", "advantage.estimator=reinforce", "save_every=3", f"logging.output_dir={run_dir}"],
+         *PPO_ARGS, "reward.function=examples/rewards.py:letter_e", "advantage.estimator=reinforce", "save_every=3", f"output_dir={run_dir}"],
         capture_output=True, text=True, env=dist_env(), timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-6000:]
@@ -312,7 +275,7 @@ def test_two_process_ppo_matches_one_process_with_greedy_rollouts(tmp_path):
     whitening statistics and running reward statistics are all taken over both processes."""
     args = [
         "model.path=builtin:tiny", "data.path=src/rlhf/assets/demo/demonstrations.jsonl", "data.max_length=96",
-        "steps=3", "rollout.completions_per_prompt=1", "rollout.sampling.temperature=0",
+        "max_steps=3", "rollout.samples_per_prompt=1", "rollout.sampling.temperature=0",
         "rollout.sampling.max_new_tokens=6", "ppo_epochs=2", "optimizer.lr=1e-3", "peft.method=lora",
         'reward.sources=[{function: "examples/rewards.py:letter_e", normalize: running}]',
         "samples_every=0", "logging.progress=false", "logging.tensorboard=false",
@@ -320,13 +283,13 @@ def test_two_process_ppo_matches_one_process_with_greedy_rollouts(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     two = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rlhf.cli.main", "ppo", "--set", *args,
-         "rollout.prompts_per_step=2", "minibatch_size=2", f"logging.output_dir={tmp_path / 'two'}"],
+         "rollout.prompts_per_step=2", "minibatch_size=2", f"output_dir={tmp_path / 'two'}"],
         capture_output=True, text=True, env=dist_env(), timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-4000:]
     one = subprocess.run(
         [str(Path(sys.executable).with_name("rlhf")), "ppo", "--set", *args, "rollout.prompts_per_step=4",
-         "minibatch_size=4", f"logging.output_dir={tmp_path / 'one'}"],
+         "minibatch_size=4", f"output_dir={tmp_path / 'one'}"],
         capture_output=True, text=True, env=dist_env(), timeout=300,
     )  # fmt: skip
     assert one.returncode == 0, one.stderr[-4000:]

@@ -55,8 +55,8 @@ def config(tmp_path: Path, data: Path, name: str = "run", **fields) -> DpoConfig
         "beta": 0.5,
         "batch_size": 8,
         "max_steps": 12,
+        "output_dir": str(tmp_path / name),
         "logging": {
-            "output_dir": str(tmp_path / name),
             "progress": False,
             "tensorboard": False,
             "log_every": 1,
@@ -170,7 +170,7 @@ def test_lora_changes_only_the_adapted_weights_and_the_reference_is_the_base(tmp
 
 @pytest.mark.slow
 def test_rankings_expand_to_pairs_and_a_separate_reference_loads(tmp_path):
-    from test_distributed import planted_rankings
+    from helpers import planted_rankings
 
     data = write_jsonl(tmp_path / "rankings.jsonl", planted_rankings(24))
     summary = run_dpo(config(tmp_path, data, reference="builtin:tiny", max_steps=4)).summary
@@ -197,7 +197,7 @@ def test_cli_rejects_data_without_preferences(tmp_path):
     data = write_jsonl(tmp_path / "labels.jsonl", [{"prompt": "p", "completion": "c", "label": "good"}] * 3)
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("rlhf")), "dpo", "--set", f"data.path={data}",
-         f"logging.output_dir={tmp_path / 'out'}"],
+         f"output_dir={tmp_path / 'out'}"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
@@ -207,7 +207,7 @@ def test_cli_rejects_data_without_preferences(tmp_path):
     )
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("rlhf")), "dpo", "--set", f"data.path={tied}",
-         f"logging.output_dir={tmp_path / 'out'}"],
+         f"output_dir={tmp_path / 'out'}"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
@@ -232,7 +232,7 @@ def test_dpo_resumes_to_the_same_run(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_dpo_matches_one_process_with_the_same_global_batch(tmp_path):
-    from test_distributed import dist_env, planted_rankings
+    from helpers import dist_env, planted_rankings
 
     data = write_jsonl(tmp_path / "rankings.jsonl", planted_rankings(40))
     args = [
@@ -243,13 +243,13 @@ def test_two_process_dpo_matches_one_process_with_the_same_global_batch(tmp_path
     env = dist_env()
     two = subprocess.run(
         [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2", "-m",
-         "rlhf.cli.main", "dpo", "--set", *args, "batch_size=2", f"logging.output_dir={tmp_path / 'two'}"],
+         "rlhf.cli.main", "dpo", "--set", *args, "batch_size=2", f"output_dir={tmp_path / 'two'}"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-4000:]
     one = subprocess.run(
         [str(Path(sys.executable).with_name("rlhf")), "dpo", "--set", *args, "batch_size=4",
-         f"logging.output_dir={tmp_path / 'one'}"],
+         f"output_dir={tmp_path / 'one'}"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert one.returncode == 0, one.stderr[-4000:]

@@ -79,7 +79,7 @@ def _pair(model, tokenizer, sampling, tmp_path, **vllm):
 
 def test_greedy_stop_strings_and_eos_match_the_builtin_engine(vllm_model, tmp_path):
     model, tokenizer, prompts = _load(vllm_model)
-    greedy = SamplingConfig(temperature=0, max_new_tokens=24, unique=False, batch_size=8)
+    greedy = SamplingConfig(temperature=0, max_new_tokens=24, batch_size=8)
     hf, engine = _pair(model, tokenizer, greedy, tmp_path)
     for a, b in zip(hf.generate(prompts), engine.generate(prompts), strict=True):
         assert (b.token_ids, b.text, b.finish) == (a.token_ids, a.text, a.finish)
@@ -107,10 +107,10 @@ def test_samples_several_per_prompt_reproduce_with_a_seed_and_logprobs_agree(vll
     from rlhf.generation.sampling import generate_samples
 
     model, tokenizer, prompts = _load(vllm_model)
-    sampling = SamplingConfig(temperature=0.7, max_new_tokens=12, num_samples=3, seed=7)
+    sampling = SamplingConfig(temperature=0.7, max_new_tokens=12, seed=7)
     _, engine = _pair(model, tokenizer, sampling, tmp_path)
-    first = generate_samples(engine, tokenizer, prompts, sampling, progress=False)
-    again = generate_samples(engine, tokenizer, prompts, sampling, progress=False)
+    first = generate_samples(engine, tokenizer, prompts, sampling, per_prompt=3, unique=True, progress=False)
+    again = generate_samples(engine, tokenizer, prompts, sampling, per_prompt=3, unique=True, progress=False)
     assert [[s.text for s in g] for g in first] == [[s.text for s in g] for g in again]
     assert all(len(group) == 3 for group in first) and len({s.text for g in first for s in g}) > len(prompts)
     # The engine's log-probs are the trainer's read-out of the same tokens at the same temperature.
@@ -129,7 +129,7 @@ def test_samples_several_per_prompt_reproduce_with_a_seed_and_logprobs_agree(vll
 @pytest.mark.parametrize(("peft", "lora_sync"), [("none", "merged"), ("lora", "merged"), ("lora", "adapter")])
 def test_after_an_update_the_engine_samples_from_the_trained_weights(vllm_model, tmp_path, peft, lora_sync):
     model, tokenizer, prompts = _load(vllm_model, peft, train=True)
-    greedy = SamplingConfig(temperature=0, max_new_tokens=16, unique=False, batch_size=8)
+    greedy = SamplingConfig(temperature=0, max_new_tokens=16, batch_size=8)
     hf, engine = _pair(model, tokenizer, greedy, tmp_path, lora_sync=lora_sync)
     before = [s.token_ids for s in engine.generate(prompts)]
     # A few real optimizer steps that change what the model says: push up the logits of token 42.
@@ -159,16 +159,17 @@ def _ppo_config(tmp_path: Path, model: str, **overrides):
         "reward": {"function": LETTER_E},
         "rollout": {
             "prompts_per_step": 4,
-            "completions_per_prompt": 2,
+            "samples_per_prompt": 2,
             "sampling": {"max_new_tokens": 8},
             "engine": "vllm",
             "tis_cap": 2.0,
         },  # fmt: skip
         "minibatch_size": 8,
         "ppo_epochs": 4,
-        "steps": 20,
+        "max_steps": 20,
         "optimizer": {"lr": 1e-3},
-        "logging": {"output_dir": str(tmp_path / "run"), "progress": False, "tensorboard": False},
+        "output_dir": str(tmp_path / "run"),
+        "logging": {"progress": False, "tensorboard": False},
     }
     return from_dict(PpoConfig, merge(base, overrides))
 
@@ -211,16 +212,16 @@ def test_engine_errors_are_one_line_before_any_model_loads(vllm_model, capsys):
 def test_generate_and_eval_policy_give_the_same_greedy_answers_on_either_engine(vllm_model, tmp_path):
     from rlhf.eval.config import EvalPolicyConfig
     from rlhf.eval.policy import run_eval_policy
-    from rlhf.generation.config import GenerateConfig
-    from rlhf.generation.run import run_generate
+    from rlhf.generate import GenerateConfig, run_generate
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in TEXTS))
-    greedy = {"temperature": 0, "max_new_tokens": 16, "num_samples": 2, "unique": False}
+    greedy = {"temperature": 0, "max_new_tokens": 16}
     outputs = {}
     for engine in ("hf", "vllm"):
         cfg = from_dict(GenerateConfig, {
             "model": {"path": vllm_model}, "data": {"path": str(prompts)}, "sampling": greedy,
+            "samples_per_prompt": 2, "unique": False,
             "output": str(tmp_path / f"{engine}.jsonl"), "engine": engine, "progress": False,
         })  # fmt: skip
         summary = run_generate(cfg)
@@ -256,9 +257,9 @@ def test_two_processes_each_sample_from_their_own_synced_engine(ppo_model, tmp_p
     torchrun = Path(sys.executable).with_name("torchrun")
     args = [
         f"model.path={ppo_model}", f"data.path={PROMPTS}", "data.max_length=64", f"reward.function={LETTER_E}",
-        "peft.method=none", "rollout.engine=vllm", "rollout.prompts_per_step=2", "rollout.completions_per_prompt=2",
-        "rollout.sampling.max_new_tokens=8", "minibatch_size=4", "steps=3", "optimizer.lr=1e-3",
-        f"logging.output_dir={run_dir}", "logging.progress=false", "logging.tensorboard=false",
+        "peft.method=none", "rollout.engine=vllm", "rollout.prompts_per_step=2", "rollout.samples_per_prompt=2",
+        "rollout.sampling.max_new_tokens=8", "minibatch_size=4", "max_steps=3", "optimizer.lr=1e-3",
+        f"output_dir={run_dir}", "logging.progress=false", "logging.tensorboard=false",
     ]  # fmt: skip
     env = {
         **os.environ,
@@ -301,8 +302,8 @@ def test_sharded_policy_syncs_its_gathered_weights_into_each_engine(ppo_model, c
     args = [
         f"model.path={ppo_model}", f"data.path={PROMPTS}", "data.max_length=64", f"reward.function={LETTER_E}",
         f"peft.method={peft}", "rollout.engine=vllm", "rollout.prompts_per_step=2",
-        "rollout.completions_per_prompt=2", "rollout.sampling.max_new_tokens=8", "minibatch_size=4", "steps=3",
-        "optimizer.lr=1e-3", f"logging.output_dir={run_dir}", "logging.progress=false", "logging.tensorboard=false",
+        "rollout.samples_per_prompt=2", "rollout.sampling.max_new_tokens=8", "minibatch_size=4", "max_steps=3",
+        "optimizer.lr=1e-3", f"output_dir={run_dir}", "logging.progress=false", "logging.tensorboard=false",
     ]  # fmt: skip
     env = {
         **os.environ,
@@ -336,7 +337,7 @@ def test_best_of_n_draws_n_samples_from_the_engine_and_keeps_the_best(vllm_model
     from rlhf.rewards.sources import FunctionSource
 
     model, tokenizer, prompts = _load(vllm_model)
-    sampling = SamplingConfig(temperature=1.0, max_new_tokens=12, seed=3, unique=False)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=12, seed=3)
     _, engine = _pair(model, tokenizer, sampling, tmp_path)
     scorer = FunctionSource(LETTER_E)
     picks = best_of_n(engine, tokenizer, prompts, TEXTS, sampling, 4, scorer, progress=False)

@@ -17,16 +17,15 @@ import pytest
 from rlhf.config import ConfigError, DataConfig, ModelConfig, PromptConfig
 from rlhf.config.core import load_config, undocumented_fields
 from rlhf.data import Message, PromptRenderer, encode_prompt, inspect_data, load_records, prompts_of
+from rlhf.files import write_jsonl_atomic
+from rlhf.generate import GenerateConfig, run_generate
 from rlhf.generation import (
-    GenerateConfig,
     SamplingConfig,
     count_repeats,
     generate_samples,
     repeated_indices,
     sample_sequences,
-    write_jsonl_atomic,
 )
-from rlhf.generation.run import run_generate
 from rlhf.models import load_causal_lm, load_tokenizer
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
@@ -58,6 +57,11 @@ def prompts_file(tmp_path: Path) -> Path:
 
 
 def generate(prompts: Path, output: Path, model: str = "builtin:tiny", prompt=None, data=None, **sampling):
+    """`rlhf generate` with `sampling` settings; `samples_per_prompt`, `unique` and `max_retries`
+    go to the command's own fields."""
+    draws = {
+        key: sampling.pop(key) for key in ("samples_per_prompt", "unique", "max_retries") if key in sampling
+    }
     cfg = GenerateConfig(
         model=ModelConfig(path=model, dtype="float32"),
         prompt=prompt or PromptConfig(),
@@ -65,6 +69,7 @@ def generate(prompts: Path, output: Path, model: str = "builtin:tiny", prompt=No
         sampling=SamplingConfig(**{"max_new_tokens": 8, **sampling}),
         output=str(output),
         progress=False,
+        **draws,
     )
     return run_generate(cfg)
 
@@ -79,8 +84,8 @@ def tinystories(tinystories_path: Path):
 # ----------------------------------------------------------------------------- the required test
 
 
-def test_num_samples_4_gives_4_distinct_completions_reproducible_from_the_seed(prompts_file, tmp_path):
-    first = generate(prompts_file, tmp_path / "a.jsonl", num_samples=4, seed=7)
+def test_4_samples_per_prompt_give_4_distinct_completions_reproducible_from_the_seed(prompts_file, tmp_path):
+    first = generate(prompts_file, tmp_path / "a.jsonl", samples_per_prompt=4, seed=7)
     rows = read_jsonl(tmp_path / "a.jsonl")
     assert len(rows) == len(PROMPTS) and first["completions"] == 12 and first["repeats_left"] == 0
     for row in rows:
@@ -88,9 +93,9 @@ def test_num_samples_4_gives_4_distinct_completions_reproducible_from_the_seed(p
         assert len(set(row["completions"])) == 4, row["completions"]
         assert all(isinstance(text, str) for text in row["completions"])
     # Same seed: the same file, byte for byte. Another seed: other completions for every prompt.
-    generate(prompts_file, tmp_path / "b.jsonl", num_samples=4, seed=7)
+    generate(prompts_file, tmp_path / "b.jsonl", samples_per_prompt=4, seed=7)
     assert (tmp_path / "b.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
-    generate(prompts_file, tmp_path / "c.jsonl", num_samples=4, seed=8)
+    generate(prompts_file, tmp_path / "c.jsonl", samples_per_prompt=4, seed=8)
     for row, other in zip(rows, read_jsonl(tmp_path / "c.jsonl")):
         assert set(row["completions"]).isdisjoint(other["completions"])
         assert {key: value for key, value in row.items() if key != "completions"} == {
@@ -105,11 +110,11 @@ def test_unique_redraws_repeats_that_plain_sampling_keeps(tinystories):
     model, tokenizer = tinystories
     # Two new tokens after these prompts: the model's favourite (" were", " was") comes up often.
     ids = [encode_prompt(tokenizer, text) for text in ("Lily and Tom", "The dog")]
-    settings = {"num_samples": 4, "max_new_tokens": 2, "seed": 5}
-    plain = generate_samples(model, tokenizer, ids, SamplingConfig(**settings, unique=False), progress=False)
+    sampling = SamplingConfig(max_new_tokens=2, seed=5)
+    plain = generate_samples(model, tokenizer, ids, sampling, per_prompt=4, progress=False)
     assert count_repeats(plain) >= 2
     unique = generate_samples(
-        model, tokenizer, ids, SamplingConfig(**settings, max_retries=10), progress=False
+        model, tokenizer, ids, sampling, per_prompt=4, unique=True, max_retries=10, progress=False
     )
     assert count_repeats(unique) == 0
     assert all(len({sample.text for sample in group}) == 4 for group in unique)
@@ -174,9 +179,11 @@ def test_sampled_stops_match_the_unstopped_draws_cut(tinystories):
     # The same seed draws the same tokens; a stop string only ends each sequence where it appears.
     model, tokenizer = tinystories
     ids = [encode_prompt(tokenizer, text) for text in ("Once upon a time", "Tom had a red")]
-    settings = {"num_samples": 4, "max_new_tokens": 40, "unique": False, "seed": 3}
-    free = generate_samples(model, tokenizer, ids, SamplingConfig(**settings), progress=False)
-    stopped = generate_samples(model, tokenizer, ids, SamplingConfig(**settings, stop=["."]), progress=False)
+    settings = {"max_new_tokens": 40, "seed": 3}
+    free = generate_samples(model, tokenizer, ids, SamplingConfig(**settings), per_prompt=4, progress=False)
+    stopped = generate_samples(
+        model, tokenizer, ids, SamplingConfig(**settings, stop=["."]), per_prompt=4, progress=False
+    )
     for free_group, stopped_group in zip(free, stopped):
         for whole, cut in zip(free_group, stopped_group):
             assert cut.text == whole.text.split(".")[0]
@@ -203,7 +210,7 @@ def test_rendered_prompts_are_saved_for_instruction_chat_and_few_shot(prompts_fi
         PromptConfig(template="instruction", few_shot_path=str(shots), few_shot_count=2),
         PromptConfig(template="chat", few_shot_path=str(shots), system_prompt="You are kind."),
     ):
-        generate(prompts_file, tmp_path / "out.jsonl", prompt=prompt_cfg, num_samples=2)
+        generate(prompts_file, tmp_path / "out.jsonl", prompt=prompt_cfg, samples_per_prompt=2)
         renderer = PromptRenderer(prompt_cfg, tokenizer)
         rows = read_jsonl(tmp_path / "out.jsonl")
         for row, record in zip(rows, prompts_of(load_records(prompts_file))):
@@ -225,7 +232,7 @@ def test_rendered_prompts_are_saved_for_instruction_chat_and_few_shot(prompts_fi
 
 def test_output_is_candidates_data_with_the_prompt_rows_fields(prompts_file, tmp_path):
     output = tmp_path / "runs" / "gen" / "out.jsonl"  # the directory is made
-    generate(prompts_file, output, num_samples=3)
+    generate(prompts_file, output, samples_per_prompt=3)
     rows = read_jsonl(output)
     assert list(rows[0]) == ["prompt", "completions", "rendered_prompt", "source", "id"]
     assert rows[0]["prompt"] == "Once upon a time" and rows[0]["source"] == f"{prompts_file}:1"
@@ -270,9 +277,14 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 
 def test_config_checks_are_one_line():
     assert undocumented_fields(GenerateConfig) == []
+    greedy = SamplingConfig(temperature=0)
     with pytest.raises(ConfigError, match="greedy decoding, which cannot give 4 distinct samples"):
-        SamplingConfig(temperature=0, num_samples=4)
-    SamplingConfig(temperature=0, num_samples=4, unique=False)  # repeats asked for: allowed
+        GenerateConfig(sampling=greedy, samples_per_prompt=4)
+    GenerateConfig(sampling=greedy, samples_per_prompt=4, unique=False)  # repeats asked for: allowed
+    with pytest.raises(ConfigError, match="`sampling.num_samples` was renamed `samples_per_prompt`"):
+        load_config(GenerateConfig, overrides=["sampling.num_samples=4"])
+    with pytest.raises(ConfigError, match="`reward_model` was renamed `reward.model`"):
+        load_config(GenerateConfig, overrides=["reward_model=rm"])
     with pytest.raises(ConfigError, match=r"`sampling.top_p` must be in \(0, 1\]"):
         load_config(GenerateConfig, overrides=["sampling.top_p=0"])
     with pytest.raises(ConfigError, match="empty string"):
@@ -291,11 +303,11 @@ def rlhf(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_cli_writes_candidates_and_its_flags_win_over_set(prompts_file, tmp_path):
     config = tmp_path / "generate.yaml"
-    config.write_text("sampling:\n  num_samples: 2\n  max_new_tokens: 6\n  seed: 5\n")
+    config.write_text("samples_per_prompt: 2\nsampling:\n  max_new_tokens: 6\n  seed: 5\n")
     proc = rlhf(
-        "generate", "--config", str(config), "--set", "sampling.num_samples=3", "progress=false",
+        "generate", "--config", str(config), "--set", "samples_per_prompt=3", "progress=false",
         "--model", "builtin:tiny", "--prompts", str(prompts_file), "--output", "out/c.jsonl",
-        "--num-samples", "4", "--stop", "\n\n", "--stop", "###",
+        "--samples-per-prompt", "4", "--stop", "\n\n", "--stop", "###",
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -167,7 +167,7 @@ def test_label_in_a_real_browser_then_train_a_reward_model(browser, tmp_path):
     run = tmp_path / "reward"
     proc = subprocess.run(
         [RLHF, "reward", "--set", f"data.path={export}", "max_steps=3", "batch_size=2", "data.max_length=96",
-         "eval.fraction=0", "save_every=0", f"logging.output_dir={run}", "logging.progress=false",
+         "eval.fraction=0", "save_every=0", f"output_dir={run}", "logging.progress=false",
          "logging.tensorboard=false"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

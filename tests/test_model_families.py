@@ -92,14 +92,14 @@ def test_every_stage_runs_on_the_family(family, peft, families, tmp_path):
         "dpo": (run_dpo, DpoConfig, [f"data.path={PAIRS}", *trained], "train_loss"),
         "rrhf": (run_rrhf, RrhfConfig, [f"data.path={RANKINGS}", *trained], "train_loss"),
     }
-    ppo = [f"data.path={DEMOS}", "steps=1", "rollout.prompts_per_step=2", "rollout.completions_per_prompt=2",
+    ppo = [f"data.path={DEMOS}", "max_steps=1", "rollout.prompts_per_step=2", "rollout.samples_per_prompt=2",
            "minibatch_size=4", "rollout.sampling.max_new_tokens=4", f"reward.function={GOLD}",
            "samples_every=0"]  # fmt: skip
     runs["ppo"] = (run_ppo, PpoConfig, ppo, "value_loss")
     runs["ppo_separate_critic"] = (run_ppo, PpoConfig, [*ppo, "critic.mode=separate"], "value_loss")
     for stage, (run, cls, args, key) in runs.items():
         out = tmp_path / stage
-        summary = quietly(run, load_config(cls, None, [*common, *args, f"logging.output_dir={out}"]))
+        summary = quietly(run, load_config(cls, None, [*common, *args, f"output_dir={out}"]))
         assert finite(summary[key]), (stage, summary[key])
         saved = [
             out / name / file
@@ -134,13 +134,12 @@ def _evaluates(model: Path, tmp_path: Path) -> None:
 
 def _generates(model: Path, tmp_path: Path) -> None:
     from rlhf.config import load_config
-    from rlhf.generation.config import GenerateConfig
-    from rlhf.generation.run import run_generate
+    from rlhf.generate import GenerateConfig, run_generate
 
     output = tmp_path / "candidates.jsonl"
     cfg = load_config(GenerateConfig, None, [
         f"model.path={model}", f"data.path={DEMOS}", "data.limit=3", "sampling.max_new_tokens=4",
-        "sampling.num_samples=2", f"output={output}", "progress=false",
+        "samples_per_prompt=2", f"output={output}", "progress=false",
     ])  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         run_generate(cfg)

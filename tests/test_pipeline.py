@@ -7,45 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import pipeline_config as config
+from helpers import statuses
 from rlhf.config.core import ConfigError, load_config
 from rlhf.pipeline.config import PipelineConfig
 from rlhf.pipeline.run import run_pipeline
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 DEMOS = str(Path(__file__).parents[1] / "src" / "rlhf" / "assets" / "demo" / "demonstrations.jsonl")
-
-GOLD = '''
-def score(prompts, completions):
-    """Test gold: the share of letters that are `e` (any rule would do)."""
-    return [sum(ch == "e" for ch in c) / max(1, len(c)) for c in completions]
-'''
-
-
-def tiny_overrides(run_dir: Path, gold: Path) -> list[str]:
-    return [
-        f"output_dir={run_dir}",
-        f"gold={gold}:score",
-        "sft.model.path=builtin:tiny", "sft.peft.method=none", f"sft.data.path={DEMOS}", "sft.data.max_length=96",
-        "sft.max_steps=3", "sft.batch_size=4", "sft.logging.progress=false", "sft.logging.tensorboard=false",
-        f"generate.data.path={DEMOS}", "generate.data.limit=8", "generate.sampling.num_samples=3",
-        "generate.sampling.max_new_tokens=8", "generate.progress=false",
-        "reward.peft.method=none", "reward.data.max_length=96", "reward.max_steps=3", "reward.batch_size=4",
-        "reward.logging.progress=false", "reward.logging.tensorboard=false", "feedback.heldout_fraction=0.25",
-        "ppo.peft.method=none", f"ppo.data.path={DEMOS}", "ppo.data.max_length=96", "ppo.steps=2",
-        "ppo.rollout.prompts_per_step=4", "ppo.rollout.completions_per_prompt=2", "ppo.minibatch_size=4",
-        "ppo.rollout.sampling.max_new_tokens=8", "ppo.logging.progress=false", "ppo.logging.tensorboard=false",
-        f"eval.data.path={DEMOS}", "eval.data.limit=6", "eval.sampling.max_new_tokens=8", "eval.progress=false",
-    ]  # fmt: skip
-
-
-def config(tmp_path: Path, *more: str) -> PipelineConfig:
-    gold = tmp_path / "gold.py"
-    gold.write_text(GOLD)
-    return load_config(PipelineConfig, None, [*tiny_overrides(tmp_path / "run", gold), *more])
-
-
-def statuses(summary) -> dict[str, str]:
-    return {name: s["status"] for name, s in summary["stages"].items()}
 
 
 @pytest.mark.slow
@@ -145,7 +114,7 @@ def test_the_repo_config_runs_on_a_real_pretrained_model(tmp_path, tinystories_p
         "sft.max_steps=3", "sft.eval.every=0", "sft.logging.progress=false",
         f"generate.data.path={data['candidates']}", "generate.data.limit=8", "generate.progress=false",
         "reward.max_steps=3", "reward.eval.every=0", "reward.logging.progress=false",
-        f"ppo.data.path={data['ppo']}", "ppo.steps=2", "ppo.logging.progress=false",
+        f"ppo.data.path={data['ppo']}", "ppo.max_steps=2", "ppo.logging.progress=false",
         f"eval.data.path={data['eval']}", "eval.data.limit=6", "eval.progress=false",
     ]  # fmt: skip
     cfg = load_config(PipelineConfig, example, short)
@@ -159,7 +128,8 @@ def test_the_repo_config_runs_on_a_real_pretrained_model(tmp_path, tinystories_p
 def test_reward_stage_wiring_without_held_out_pairs(tmp_path):
     """When no held-out pair survived (a held-out prompt's candidates all alike), reward trains without an
     eval split instead of failing on an empty file; with held-out pairs it evaluates on them."""
-    from rlhf.pipeline.stages import Paths, reward_config
+    from rlhf.pipeline.layout import Paths
+    from rlhf.pipeline.wiring import reward_config
 
     cfg = config(tmp_path)
     paths = Paths(Path(cfg.output_dir), cfg)
@@ -179,13 +149,8 @@ def test_the_pipelines_engine_reaches_every_stage_that_samples(tmp_path):
     import dataclasses
 
     from rlhf.config.engine import VllmConfig
-    from rlhf.pipeline.stages import (
-        Paths,
-        eval_config,
-        generate_config,
-        ppo_config,
-        rejection_generate_config,
-    )
+    from rlhf.pipeline.layout import Paths
+    from rlhf.pipeline.wiring import eval_config, generate_config, ppo_config, rejection_generate_config
 
     cfg = config(tmp_path)
     paths = Paths(Path(cfg.output_dir), cfg)

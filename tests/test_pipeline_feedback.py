@@ -144,7 +144,7 @@ def test_a_label_budget_picks_the_training_pairs_the_reward_model_is_least_sure_
 def test_the_selection_config_is_checked_and_loads_its_reward_sources(tmp_path):
     from rlhf.config.core import ConfigError
     from rlhf.pipeline.config import FeedbackConfig
-    from rlhf.pipeline.stages import _selection
+    from rlhf.pipeline.runners import _selection
 
     with pytest.raises(ConfigError, match=r"`feedback.select: random` needs a positive `feedback.budget`"):
         FeedbackConfig(select="random")

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import pipeline_config as config
+from helpers import statuses
 from rlhf.config.core import ConfigError
-from rlhf.pipeline.compare import compare, comparison_table
+from rlhf.eval.compare import compare, comparison_table
 from rlhf.pipeline.run import run_pipeline
-from test_pipeline import config, statuses
 
 ALL = "methods=[ppo, dpo, rrhf, best_of_n, rejection_sampling]"
 SMALL = [

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers import pipeline_config as config
+from helpers import statuses
 from label_helpers import Running
 from rlhf.pipeline.run import run_pipeline
-from test_pipeline import config, statuses
 
 pytestmark = pytest.mark.slow
 
 PEOPLE = ["rounds=2", "feedback.source=people", "feedback.labelers=1", "feedback.annotators=[ann]",
-          "generate.data.limit=8", "generate.sampling.num_samples=3", "feedback.select=uncertainty",
+          "generate.data.limit=8", "generate.samples_per_prompt=3", "feedback.select=uncertainty",
           "feedback.budget=3"]  # fmt: skip
 
 
@@ -120,7 +121,7 @@ def test_the_cli_stops_with_status_3_and_says_what_it_waits_for(tmp_path):
     import subprocess
     import sys
 
-    from test_pipeline import tiny_overrides
+    from helpers import tiny_overrides
 
     gold = tmp_path / "gold.py"
     gold.write_text("def score(prompts, completions):\n    return [float(len(c)) for c in completions]\n")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import pipeline_config as config
+from helpers import statuses
 from rlhf.pipeline.run import run_pipeline
-from test_pipeline import config, statuses
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def test_two_rounds_of_simulated_feedback_then_a_rerun_skips_both(tmp_path, brow
 def _rounds_report_in_chromium(browser, report: Path) -> None:
     """The rounds page in headless Chromium: its table, both figures decoded, nothing fetched but
     its own file and `data:` URIs, no error; each round's report one click away."""
-    from test_report_browser import open_report
+    from helpers import open_report
 
     page, seen = open_report(browser, report)
     assert page.locator("h1").inner_text() == "RLHF in rounds"

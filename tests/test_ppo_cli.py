@@ -21,7 +21,7 @@ def rlhf(*args: str) -> subprocess.CompletedProcess:
 def test_the_bundled_example_runs(tmp_path):
     run = tmp_path / "run"
     proc = rlhf(
-        "ppo", "--config", "examples/ppo.yaml", "--set", "steps=3", "save_every=2", f"logging.output_dir={run}",
+        "ppo", "--config", "examples/ppo.yaml", "--set", "max_steps=3", "save_every=2", f"output_dir={run}",
         "logging.progress=false",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -56,8 +56,8 @@ def test_a_broken_reward_function_is_one_line(tmp_path):
     module.write_text("def score(prompts, completions):\n    return [1.0]\n")
     proc = rlhf(
         "ppo", "--set", "data.path=src/rlhf/assets/demo/demonstrations.jsonl", f"reward.function={module}:score",
-        "peft.method=none", "steps=1", "rollout.prompts_per_step=2", "minibatch_size=2",
-        f"logging.output_dir={tmp_path / 'run'}", "logging.progress=false",
+        "peft.method=none", "max_steps=1", "rollout.prompts_per_step=2", "minibatch_size=2",
+        f"output_dir={tmp_path / 'run'}", "logging.progress=false",
     )  # fmt: skip
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -70,7 +70,7 @@ def test_no_reward_is_a_config_error(tmp_path):
         "ppo",
         "--set",
         "data.path=src/rlhf/assets/demo/demonstrations.jsonl",
-        f"logging.output_dir={tmp_path}",
+        f"output_dir={tmp_path}",
     )
     assert proc.returncode == 2
     assert not (tmp_path / "config.yaml").exists()  # refused before anything was written

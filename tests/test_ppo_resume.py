@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import kill_at_first_checkpoint
 from rlhf.tracking import read_metrics
 from rlhf.training import checkpoint as ckpt
-from test_sft_resume import kill_at_first_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RLHF = str(Path(sys.executable).with_name("rlhf"))
@@ -51,10 +51,10 @@ def args(reward: str) -> list[str]:
         "data.max_length=96",
         # running normalization: its statistics must come back from the checkpoint
         f'reward.sources=[{{function: "{reward}", normalize: running}}]',
-        f"steps={STEPS}",
+        f"max_steps={STEPS}",
         "save_every=3",
         "rollout.prompts_per_step=4",
-        "rollout.completions_per_prompt=2",
+        "rollout.samples_per_prompt=2",
         "rollout.sampling.max_new_tokens=6",
         "minibatch_size=4",
         "ppo_epochs=2",
@@ -75,7 +75,7 @@ def args(reward: str) -> list[str]:
 def ppo(
     run_dir: Path, reward: str, *flags: str, overrides: tuple[str, ...] = (), stall_at: int = 0
 ) -> subprocess.Popen:
-    cmd = [RLHF, "ppo", *flags, "--set", *args(reward), *overrides, f"logging.output_dir={run_dir}"]
+    cmd = [RLHF, "ppo", *flags, "--set", *args(reward), *overrides, f"output_dir={run_dir}"]
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -176,7 +176,7 @@ def test_killed_ppo_run_resumes_on_the_same_curve(tmp_path):
 def test_resuming_from_a_checkpoint_without_extra_pt_is_a_one_line_error(tmp_path):
     run_dir = tmp_path / "run"
     reward = f"{REPO / 'examples' / 'rewards.py'}:letter_e"
-    short = ("steps=2", "save_every=1")
+    short = ("max_steps=2", "save_every=1")
     finish(ppo(run_dir, reward, overrides=short))
     checkpoint = run_dir / "checkpoints" / "step-000001"
     (checkpoint / "extra.pt").unlink()

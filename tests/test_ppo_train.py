@@ -29,13 +29,14 @@ def config(tmp_path: Path, **overrides) -> PpoConfig:
         "peft": {"method": "none"},
         "data": {"path": PROMPTS, "max_length": 64},
         "reward": {"function": LETTER_E},
-        "rollout": {"prompts_per_step": 4, "completions_per_prompt": 2, "sampling": {"max_new_tokens": 8}},
+        "rollout": {"prompts_per_step": 4, "samples_per_prompt": 2, "sampling": {"max_new_tokens": 8}},
         "minibatch_size": 8,
         "ppo_epochs": 4,
-        "steps": 20,
+        "max_steps": 20,
         "optimizer": {"lr": 1e-3},
         "samples_every": 5,
-        "logging": {"output_dir": str(tmp_path / "run"), "progress": False, "tensorboard": False},
+        "output_dir": str(tmp_path / "run"),
+        "logging": {"progress": False, "tensorboard": False},
     }
     return from_dict(PpoConfig, merge(base, overrides))
 
@@ -75,7 +76,7 @@ def test_ppo_with_a_critic_climbs_a_rule_reward_and_logs_every_signal(tmp_path):
 def test_critic_free_estimators_climb_too(tmp_path, estimator):
     cfg = config(
         tmp_path, advantage={"estimator": estimator}, optimizer={"lr": 3e-3},
-        rollout={"prompts_per_step": 4, "completions_per_prompt": 4},
+        rollout={"prompts_per_step": 4, "samples_per_prompt": 4},
     )  # fmt: skip
     summary = run_ppo(cfg).summary
     assert climbs(summary["reward"], 0.5), summary["reward"]
@@ -127,7 +128,7 @@ def run_capturing(cfg: PpoConfig, monkeypatch) -> dict:
 def test_lora_trains_only_the_adapter_and_value_head_and_the_reference_stays_the_base(tmp_path, monkeypatch):
     from rlhf.models import load_causal_lm, load_tokenizer
 
-    cfg = config(tmp_path, peft={"method": "lora"}, steps=3, optimizer={"lr": 1e-2})
+    cfg = config(tmp_path, peft={"method": "lora"}, max_steps=3, optimizer={"lr": 1e-2})
     captured = run_capturing(cfg, monkeypatch)
     changed = captured["changed"]
     assert all("lora_" in name or name.startswith("value_head") for name in changed), sorted(changed)[:5]
@@ -142,7 +143,7 @@ def test_lora_trains_only_the_adapter_and_value_head_and_the_reference_stays_the
 @pytest.mark.slow
 def test_critic_warmup_keeps_the_policy_frozen(tmp_path, monkeypatch):
     cfg = config(
-        tmp_path, peft={"method": "lora"}, steps=2, critic={"warmup_steps": 2}, optimizer={"lr": 1e-2}
+        tmp_path, peft={"method": "lora"}, max_steps=2, critic={"warmup_steps": 2}, optimizer={"lr": 1e-2}
     )
     captured = run_capturing(cfg, monkeypatch)
     assert captured["changed"] == {"value_head.weight"}
@@ -153,7 +154,7 @@ def test_critic_warmup_keeps_the_policy_frozen(tmp_path, monkeypatch):
 def test_qlora_with_gradient_checkpointing_runs_and_saves_the_adapter(tmp_path, monkeypatch):
     cfg = config(
         tmp_path, model={"path": "builtin:tiny", "gradient_checkpointing": True}, peft={"method": "qlora"},
-        steps=2, optimizer={"lr": 1e-2},
+        max_steps=2, optimizer={"lr": 1e-2},
     )  # fmt: skip
     captured = run_capturing(cfg, monkeypatch)
     # bitsandbytes re-packs 4-bit weights when they move to their device; they are frozen throughout.
@@ -172,7 +173,7 @@ def test_saved_shared_critic_reloads_on_its_own_and_can_start_a_later_run(tmp_pa
     from rlhf.models.scalar import load_scalar_model
     from rlhf.ppo.policy import VALUE_HEAD_FILE, read_head_weight
 
-    cfg = config(tmp_path, peft={"method": "lora"}, steps=2)
+    cfg = config(tmp_path, peft={"method": "lora"}, max_steps=2)
     result = run_ppo(cfg)
     critic_dir = Path(result.summary["critic_dir"])
     critic = load_scalar_model(ModelConfig(path=str(critic_dir)), for_training=False)
@@ -189,7 +190,9 @@ def test_saved_shared_critic_reloads_on_its_own_and_can_start_a_later_run(tmp_pa
     head = read_head_weight(critic_dir)
     assert (critic_dir / VALUE_HEAD_FILE).is_file()
     # A later run starts its value head from the saved critic.
-    later = config(tmp_path / "later", peft={"method": "lora"}, critic={"model": str(critic_dir)}, steps=1)
+    later = config(
+        tmp_path / "later", peft={"method": "lora"}, critic={"model": str(critic_dir)}, max_steps=1
+    )
     from rlhf.models import load_tokenizer
     from rlhf.ppo.setup import build_models
 
@@ -209,7 +212,7 @@ def test_separate_critic_from_the_reward_model(tmp_path):
     save_scalar_model(rm, tmp_path / "rm", tokenizer, extra={"reward_mean": 0.0, "reward_std": 1.0})
     cfg = config(
         tmp_path, reward={"function": None, "model": str(tmp_path / "rm")},
-        critic={"mode": "separate", "init_from_reward": True, "lr": 1e-3}, steps=3,
+        critic={"mode": "separate", "init_from_reward": True, "lr": 1e-3}, max_steps=3,
     )  # fmt: skip
     result = run_ppo(cfg)
     summary = result.summary
@@ -223,7 +226,7 @@ def test_separate_critic_from_the_reward_model(tmp_path):
 @pytest.mark.slow
 def test_ptx_kl_in_the_loss_and_the_adaptive_controller(tmp_path):
     cfg = config(
-        tmp_path, steps=4,
+        tmp_path, max_steps=4,
         loss={"ptx_coef": 0.5, "ptx_data": {"path": PROMPTS, "max_length": 64}, "ptx_batch_size": 2},
         kl={"placement": "loss", "controller": "adaptive", "target": 0.01, "horizon": 10},
     )  # fmt: skip
@@ -243,7 +246,7 @@ def test_nan_rewards_skip_updates_then_stop_with_a_clear_error(tmp_path):
 
     module = tmp_path / "bad_reward.py"
     module.write_text("def nan(prompts, completions):\n    return [float('nan')] * len(completions)\n")
-    cfg = config(tmp_path, reward={"function": f"{module}:nan"}, guards={"max_nonfinite": 2}, steps=5)
+    cfg = config(tmp_path, reward={"function": f"{module}:nan"}, max_nonfinite=2, max_steps=5)
     with pytest.raises(NonFiniteError, match=r"3 updates had a NaN or infinite"):
         run_ppo(cfg)
     log = (tmp_path / "run" / "metrics.jsonl").read_text()
@@ -266,7 +269,7 @@ def test_a_generation_engine_can_be_swapped_in(tmp_path):
             Counting.calls += 1
             return super().generate(prompt_ids)
 
-    cfg = config(tmp_path, steps=2)
+    cfg = config(tmp_path, max_steps=2)
     from rlhf.models import load_tokenizer
 
     run_ppo(cfg, generator=Counting(load_tokenizer(cfg.model), cfg.rollout.sampling))
@@ -277,8 +280,8 @@ def test_a_generation_engine_can_be_swapped_in(tmp_path):
     ("overrides", "message"),
     [
         (
-            {"advantage": {"estimator": "rloo"}, "rollout": {"completions_per_prompt": 1}},
-            "completions_per_prompt",
+            {"advantage": {"estimator": "rloo"}, "rollout": {"samples_per_prompt": 1}},
+            "samples_per_prompt",
         ),
         ({"minibatch_size": 3}, "must divide the rollout"),
         ({"peft": {"method": "prompt_tuning"}}, "not supported by PPO"),
@@ -337,7 +340,7 @@ def test_policy_readout_matches_the_full_model_and_ignores_padding():
 
 @pytest.mark.slow
 def test_target_kl_stops_the_epochs_early_and_the_first_update_starts_at_ratio_one(tmp_path):
-    run_ppo(config(tmp_path, steps=2, loss={"target_kl": 1e-6}))
+    run_ppo(config(tmp_path, max_steps=2, loss={"target_kl": 1e-6}))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "ppo/updates" in r]
     # One minibatch per epoch: the first update starts from the rollout's own policy (approximate

@@ -14,97 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import FULL_IMAGES, make_run, write_json, write_jsonl
 from rlhf.data.errors import DataError
 from rlhf.report import load_run, write_report
 from rlhf.report.load import last_run, running_mean, series
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
-XSS = "<script>alert(1)</script>"
-ANSWER = f"Line one {XSS}\n    indented & <b>kept</b>"
 # Images of a full run: SFT curves, reward curves, reliability diagram, PPO curves, over-optimization.
-FULL_IMAGES = 5
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-
-
-def write_json(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2), encoding="utf-8")
-
-
-def make_run(root: Path, *, gold: bool = True, skip: tuple[str, ...] = ()) -> Path:
-    """A run directory with every stage (except those in `skip`), tiny but in the real formats."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.yaml").write_text(f"model: {{path: builtin:tiny}}\nnote: '{XSS}'\nsteps: 40\n")
-    write_json(root / "summary.json", {"headline": {"gold win rate": 0.64, "policy": "ppo/policy"}})
-    if "sft" not in skip:
-        sft = [
-            {"step": s, "elapsed_s": 0.1 * s, "train/loss": 2.0 / s, "train/lr": 1e-3} for s in range(1, 11)
-        ]
-        sft[4]["eval/loss"] = 0.9
-        sft[9]["eval/loss"] = 0.5
-        sft.append({"step": 10, "eval/samples": "| prompt | answer |\n| hi | hello |"})  # text: ignored
-        write_jsonl(root / "sft" / "metrics.jsonl", sft)
-    if "feedback" not in skip:
-        write_json(
-            root / "feedback" / "feedback.json",
-            {"labelers": 3, "judgments": 30, "pairs": 10, "raw_agreement": 0.8, "krippendorff_alpha": 0.5,
-             "gold_agreement": 0.9},
-        )  # fmt: skip
-    if "reward" not in skip:
-        rows = [
-            {"step": s, "train/loss": 0.7 - 0.01 * s, "train/accuracy": 0.5 + 0.01 * s} for s in range(1, 21)
-        ]
-        rows += [{"step": 20, "eval/loss": 0.6, "eval/accuracy": 0.7, "eval/margin": 0.4, "eval/ece": 0.05}]
-        write_jsonl(root / "reward" / "metrics.jsonl", rows)
-    if "reward_eval" not in skip:
-        bins = [
-            {"lower": 0.5, "upper": 0.75, "count": 30, "predicted": 0.6, "observed": 0.62},
-            {"lower": 0.75, "upper": 1.0, "count": 10, "predicted": 0.85, "observed": 0.8},
-            {"lower": 0.25, "upper": 0.5, "count": 0, "predicted": None, "observed": None},
-        ]
-        write_json(
-            root / "reward_eval" / "eval.json",
-            {"accuracy": 0.725, "margin": 0.77, "ece": 0.04, "pairs": 40,
-             "calibration": {"bins": bins, "ece": 0.04, "pairs": 40},
-             "accuracy_by_position": [{"position": 0, "pairs": 20, "accuracy": 0.8}]},
-        )  # fmt: skip
-    if "ppo" not in skip:
-        rows = []
-        for s in range(1, 41):
-            row = {"step": s, "ppo/reward/raw": 0.02 * s, "ppo/reward/normalized": 0.01 * s, "ppo/kl": 0.3 * s,
-                   "ppo/beta": 0.05, "ppo/entropy": 1.0 - 0.01 * s, "ppo/response_length": 20.0,
-                   "ppo/clip_frac": 0.1}  # fmt: skip
-            if gold:
-                row["ppo/reward/gold"] = 3.0 - abs(s - 20) * 0.05  # rises, then falls: over-optimized
-            rows.append(row)
-        rows.append({"step": 40, "ppo/samples": "| reward | prompt |"})
-        write_jsonl(root / "ppo" / "metrics.jsonl", rows)
-        samples = [
-            {"step": s, "prompt": f"Prompt {s}", "completion": ANSWER, "reward": 0.5} for s in (1, 1, 20, 40)
-        ]
-        write_jsonl(root / "ppo" / "samples.jsonl", samples)
-    if "eval" not in skip:
-        stat = {"mean": 1.5, "stderr": 0.1, "n": 12}
-        write_json(
-            root / "eval" / "eval.json",
-            {"prompts": 12, "policy": "ppo/policy", "baseline": "sft/model", "judge": "gold",
-             "win_rate": {"gold": {"n": 12, "wins": 7, "ties": 2, "losses": 3, "rate": 0.667, "low": 0.45,
-                                   "high": 0.88}},
-             "policy_scores": {"gold": stat}, "baseline_scores": {"gold": {"mean": 1.0, "stderr": 0.2, "n": 12}},
-             "kl": {"sequence": {"mean": 2.5, "stderr": 0.5, "n": 12}, "per_token": 0.2, "reference": "sft/model"},
-             "policy_length": {"mean": 12.0}, "baseline_length": {"mean": 14.0}},
-        )  # fmt: skip
-        samples = [
-            {"prompt": f"Question {i}?", "policy": ANSWER, "policy_scores": {"gold": 2.0},
-             "baseline": f"Old answer {i}", "baseline_scores": {"gold": 1.0}}
-            for i in range(12)
-        ]  # fmt: skip
-        write_jsonl(root / "eval" / "samples.jsonl", samples)
-    return root
 
 
 def png_sizes(page: str) -> list[tuple[int, int]]:
@@ -279,7 +195,7 @@ def test_sparse_files_still_make_a_page(tmp_path):
 
 
 def test_comparison_section_shows_every_policy_the_win_rates_and_the_score_against_kl(tmp_path):
-    from rlhf.pipeline.compare import write_comparison
+    from rlhf.eval.compare import write_comparison
     from rlhf.report.comparison import comparison_section
     from rlhf.report.load import load_run
 

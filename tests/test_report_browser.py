@@ -11,24 +11,11 @@ import os
 import shutil
 from pathlib import Path
 
+from helpers import FULL_IMAGES, XSS, make_run, open_report
 from rlhf.report import write_report
-from rlhf.report.browser import VIEWPORT
-from test_report import FULL_IMAGES, XSS, make_run
 
 HEADINGS = ["Configuration", "Supervised fine-tuning", "Human feedback", "Reward model", "PPO", "Evaluation", "Methods compared",
             "Samples"]  # fmt: skip
-
-
-def open_report(browser, path: Path):
-    """The report loaded in a new page, with the console errors, page errors and requests it made."""
-    page = browser.new_page(viewport=VIEWPORT)
-    seen = {"console": [], "errors": [], "requests": []}
-    page.on("console", lambda m: seen["console"].append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
-    page.on("request", lambda r: seen["requests"].append(r.url))
-    page.goto(path.resolve().as_uri())
-    page.wait_for_load_state("load")
-    return page, seen
 
 
 def test_report_in_a_real_browser(browser, tmp_path):

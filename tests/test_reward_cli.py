@@ -28,7 +28,7 @@ def test_train_checkpoint_resume(tmp_path):
     run = tmp_path / "run"
     common = (
         f"data.path={data}", "data.max_length=32", "batch_size=4", "save_every=2", "eval.fraction=0.25",
-        f"logging.output_dir={run}", "logging.progress=false", "logging.tensorboard=false",
+        f"output_dir={run}", "logging.progress=false", "logging.tensorboard=false",
     )  # fmt: skip
     proc = rlhf("reward", "--set", *common, "max_steps=3")  # checkpoints before the last step only
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,7 +46,7 @@ def test_train_checkpoint_resume(tmp_path):
 @pytest.mark.slow
 def test_unknown_label_is_one_line(tmp_path):
     data = write_jsonl(tmp_path / "labels.jsonl", [{"prompt": "Q", "completion": "A", "label": "meh"}])
-    proc = rlhf("reward", "--set", f"data.path={data}", f"logging.output_dir={tmp_path / 'run'}")
+    proc = rlhf("reward", "--set", f"data.path={data}", f"output_dir={tmp_path / 'run'}")
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "labels.jsonl:1" in lines[0] and "`label`" in lines[0] and "meh" in lines[0], (
@@ -60,7 +60,7 @@ def test_example_config_learns_the_bundled_rankings_then_score_and_eval(tmp_path
     run = tmp_path / "run"
     proc = rlhf(
         "reward", "--config", "examples/reward.yaml", "--set", "max_steps=50", "eval.every=0", "save_every=0",
-        f"logging.output_dir={run}", "logging.progress=false", "logging.tensorboard=false",
+        f"output_dir={run}", "logging.progress=false", "logging.tensorboard=false",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())

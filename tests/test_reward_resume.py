@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import kill_at_first_checkpoint, planted_comparisons, write_jsonl
 from rlhf.tracking import read_metrics
 from rlhf.training import checkpoint as ckpt
-from test_reward_train import planted_comparisons, write_jsonl
-from test_sft_resume import kill_at_first_checkpoint
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 ARGS = [
@@ -37,7 +36,7 @@ ARGS = [
 
 
 def reward(data: str, run_dir: Path, *extra: str) -> subprocess.Popen:
-    cmd = [RLHF, "reward", *extra, "--set", f"data.path={data}", *ARGS, f"logging.output_dir={run_dir}"]
+    cmd = [RLHF, "reward", *extra, "--set", f"data.path={data}", *ARGS, f"output_dir={run_dir}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 

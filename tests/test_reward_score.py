@@ -9,9 +9,9 @@ import shutil
 import pytest
 import torch
 
+from helpers import planted_comparisons, write_jsonl
 from rlhf.cli.main import main
-from rlhf.reward.score import RewardScorer
-from test_reward_train import planted_comparisons, write_jsonl
+from rlhf.rewards.scorer import RewardScorer
 from tolerance import TINY_TERMS, reorder_tol
 
 TRAIN = [
@@ -28,7 +28,7 @@ def planted(tmp_path_factory):
     train = write_jsonl(root / "train.jsonl", rows[:160])
     held = write_jsonl(root / "held.jsonl", rows[160:])
     run = root / "run"
-    args = ["reward", "--set", f"data.path={train}", f"eval.path={held}", f"logging.output_dir={run}", *TRAIN]
+    args = ["reward", "--set", f"data.path={train}", f"eval.path={held}", f"output_dir={run}", *TRAIN]
     assert main(args) == 0
     summary = json.loads((run / "summary.json").read_text())
     return {
@@ -153,17 +153,16 @@ def test_policy_and_reward_model_with_different_tokenizers(planted, tmp_path, ti
     from rlhf.config import load_config
     from rlhf.config.parts import ModelConfig
     from rlhf.data.tokenize import encode_example
-    from rlhf.generation import GenerateConfig
-    from rlhf.generation.run import run_generate
+    from rlhf.generate import GenerateConfig, run_generate
     from rlhf.models import load_tokenizer
 
     run = tmp_path / "rm"
-    args = ["reward", "--set", f"data.path={planted['train']}", f"logging.output_dir={run}", f"model.path={tinystories_path}",
+    args = ["reward", "--set", f"data.path={planted['train']}", f"output_dir={run}", f"model.path={tinystories_path}",
             *TRAIN, "max_steps=2", "prompt.template=chat", "prompt.system_prompt=Be kind."]  # fmt: skip
     assert main(args) == 0
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say the cat."}, {"prompt": "Say a dog."}])
     cands = tmp_path / "cands.jsonl"
-    gen = load_config(GenerateConfig, None, [f"data.path={prompts}", f"output={cands}", "sampling.num_samples=2",
+    gen = load_config(GenerateConfig, None, [f"data.path={prompts}", f"output={cands}", "samples_per_prompt=2",
                                              "sampling.max_new_tokens=8", "sampling.seed=0", "progress=false"])  # fmt: skip
     run_generate(gen)
     policy_tok = load_tokenizer(ModelConfig())
@@ -230,7 +229,7 @@ def test_qlora_reward_model_saves_an_adapter_that_scores_the_same(planted, tmp_p
     from rlhf.reward.train import run_reward
 
     cfg = load_config(
-        RewardConfig, None, [f"data.path={planted['train']}", f"logging.output_dir={tmp_path / 'q'}", *TRAIN,
+        RewardConfig, None, [f"data.path={planted['train']}", f"output_dir={tmp_path / 'q'}", *TRAIN,
                              "max_steps=3", "peft.method=qlora", "data.limit=24"],
     )  # fmt: skip
     result = run_reward(cfg)

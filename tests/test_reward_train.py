@@ -9,49 +9,11 @@ import random
 import pytest
 import torch
 
+from helpers import WORDS, planted_comparisons, write_jsonl
 from rlhf.config import load_config
 from rlhf.reward.config import RewardConfig
 from rlhf.reward.train import run_reward
 from tolerance import TINY_TERMS, reorder_tol
-
-WORDS = [
-    "the",
-    "cat",
-    "dog",
-    "sun",
-    "tree",
-    "blue",
-    "red",
-    "big",
-    "small",
-    "runs",
-    "jumps",
-    "sees",
-    "a",
-    "happy",
-    "sad",
-    "old",
-    "new",
-]
-
-
-def write_jsonl(path, rows) -> str:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return str(path)
-
-
-def planted_comparisons(n: int = 200) -> list[dict]:
-    """Chosen completions say "please", rejected ones do not; otherwise random words."""
-    rng = random.Random(0)
-    rows = []
-    for _ in range(n):
-        words = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
-        chosen = words(rng.randint(2, 5)).split()
-        chosen.insert(rng.randint(0, len(chosen)), "please")
-        rows.append(
-            {"prompt": f"Say {words(2)}.", "chosen": " ".join(chosen), "rejected": words(rng.randint(3, 6))}
-        )
-    return rows
 
 
 def config(tmp_path, data_path: str, *overrides: str) -> RewardConfig:
@@ -63,7 +25,7 @@ def config(tmp_path, data_path: str, *overrides: str) -> RewardConfig:
         "optimizer.warmup_steps=0",
         "optimizer.warmup_ratio=0",
         "batch_size=8",
-        f"logging.output_dir={tmp_path / 'run'}",
+        f"output_dir={tmp_path / 'run'}",
         "logging.progress=false",
         "logging.tensorboard=false",
     ]
@@ -150,7 +112,7 @@ def test_pointwise_modes_loss_falls(tmp_path, kind):
     data = write_jsonl(tmp_path / "points.jsonl", rows)
     extra = ["data.rating_scale=[1,5]"] if kind == "regression" else []
     summary = run_reward(config(tmp_path, data, "max_steps=30", *extra)).summary
-    assert summary["loss"] == kind
+    assert summary["loss_type"] == kind
     losses = summary["train_loss"]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 * 0.7, losses
 
@@ -185,7 +147,7 @@ def test_packed_training_follows_the_padded_run(tmp_path):
     for packing in (True, False):
         out = tmp_path / f"packing-{packing}"
         cfg = config(tmp_path, data, "max_steps=6", "batch_size=4", f"packing={str(packing).lower()}",
-                     f"logging.output_dir={out}", "logging.log_every=1")  # fmt: skip
+                     f"output_dir={out}", "logging.log_every=1")  # fmt: skip
         runs[packing] = run_reward(cfg).summary
     assert runs[True]["packed"] and not runs[False]["packed"]
     # Pair losses (~log 2) over a step's 4 rankings of 3 pairs, and rewards (head sums over the 64

@@ -20,7 +20,6 @@ from rlhf.data.records import Message
 from rlhf.rewards import FunctionSource, HttpSource, RewardSourceError, RunningMoments, build_reward_function
 from rlhf.rewards.config import RewardSourceConfig, RewardSourcesConfig
 from rlhf.rewards.function import source_names
-from rlhf.training.checkpoint import CheckpointError
 
 MODULE = "ppo_reward_fns"
 FUNCTIONS = '''
@@ -308,7 +307,7 @@ def test_config_errors():
     with pytest.raises(ConfigError) as err:
         build_reward_function(RewardSourcesConfig())
     assert str(err.value) == (
-        "rlhf ppo needs a reward: set reward.model, reward.function, reward.url or reward.sources"
+        "no reward given: set reward.model, reward.function, reward.url or reward.sources"
     )
     with pytest.raises(ConfigError, match="`normalize: saved` needs a reward model"):
         build_reward_function(function_cfg(normalize="saved"))
@@ -413,7 +412,7 @@ def test_running_normalization_includes_the_batch_and_resumes(fns):
     resumed.load_state_dict(state)
     batch = (["p"] * 3, ["0", "10", "4"], [True] * 3)
     assert resumed(*batch).rewards.tolist() == reward_fn(*batch).rewards.tolist()
-    with pytest.raises(CheckpointError, match="running reward statistics"):
+    with pytest.raises(RewardSourceError, match="running reward statistics"):
         build_reward_function(function_cfg()).load_state_dict(state)
 
 
@@ -447,7 +446,7 @@ COMPLETIONS = ["the cat sat", "Rex", "one two three four"]
 
 
 def test_reward_model_source_scores_like_the_scorer_with_saved_stats(tiny_rm):
-    from rlhf.reward.score import RewardScorer
+    from rlhf.rewards.scorer import RewardScorer
 
     with_stats, _ = tiny_rm
     reward_fn = build_reward_function(

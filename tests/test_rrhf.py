@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import WORDS, write_jsonl
 from rlhf.config.core import ConfigError, load_config
 from rlhf.rrhf import RrhfConfig
-from test_reward_train import WORDS, write_jsonl
 from tolerance import LOGPROB, reorder_tol
 
 QUIET = ["logging.progress=false", "logging.tensorboard=false", "logging.log_every=1"]
@@ -24,7 +24,7 @@ def rrhf_config(tmp_path, *overrides: str) -> RrhfConfig:
     return load_config(
         RrhfConfig, None,
         ["prompt.template=raw", "data.max_length=64", "optimizer.warmup_ratio=0", *QUIET,
-         f"logging.output_dir={tmp_path / 'run'}", *overrides],
+         f"output_dir={tmp_path / 'run'}", *overrides],
     )  # fmt: skip
 
 
@@ -162,8 +162,10 @@ def mean_gold_reward(path: str, seeds=(1,)) -> float:
     prompt_ids = [encode_prompt(tokenizer, p) for p in PROMPTS]  # the raw template
     values = []
     for seed in seeds:
-        sampling = SamplingConfig(num_samples=4, max_new_tokens=8, seed=seed, batch_size=32)
-        for group in generate_samples(model, tokenizer, prompt_ids, sampling, progress=False):
+        sampling = SamplingConfig(max_new_tokens=8, seed=seed, batch_size=32)
+        for group in generate_samples(
+            model, tokenizer, prompt_ids, sampling, per_prompt=4, unique=True, progress=False
+        ):
             values += [e_share(sample.text) for sample in group]
     return sum(values) / len(values)
 
@@ -272,7 +274,7 @@ def test_candidates_and_policy_samples_scored_by_a_reward_model(tmp_path, tiny_r
     from rlhf.data import encode_prompt, load_records
     from rlhf.generation.sampling import generate_samples
     from rlhf.models import load_causal_lm, load_tokenizer
-    from rlhf.reward.score import RewardScorer
+    from rlhf.rewards.scorer import RewardScorer
     from rlhf.rrhf.train import run_rrhf
 
     rows = [
@@ -282,7 +284,7 @@ def test_candidates_and_policy_samples_scored_by_a_reward_model(tmp_path, tiny_r
     ]
     data = write_jsonl(tmp_path / "candidates.jsonl", rows)
     args = [
-        f"data.path={data}", f"reward_model={tiny_rm}", "samples_per_prompt=2", "sampling.max_new_tokens=5",
+        f"data.path={data}", f"reward.model={tiny_rm}", "samples_per_prompt=2", "sampling.max_new_tokens=5",
         "sampling.seed=7", "max_steps=2", "batch_size=1", "optimizer.lr=1e-2", "save_every=1",
     ]  # fmt: skip
     full = run_rrhf(rrhf_config(tmp_path, *args)).summary
@@ -301,7 +303,9 @@ def test_candidates_and_policy_samples_scored_by_a_reward_model(tmp_path, tiny_r
     policy = load_causal_lm(ModelConfig(), for_training=False, tokenizer=tokenizer).eval()
     prompt_ids = [encode_prompt(tokenizer, p) for p in ("Name a fruit.", "Say hello.")]
     cfg = rrhf_config(tmp_path, *args)
-    drawn = generate_samples(policy, tokenizer, prompt_ids, cfg.sampling_for_run, progress=False)
+    drawn = generate_samples(
+        policy, tokenizer, prompt_ids, cfg.sampling, per_prompt=2, unique=True, max_retries=3, progress=False
+    )
     assert [fruit["completions"][4:], hello["completions"][2:]] == [[s.text for s in g] for g in drawn]
     # Every response is scored by the reward model; ranks follow the scores (1 = best).
     scorer = RewardScorer.load(tiny_rm, device="cpu")
@@ -309,7 +313,7 @@ def test_candidates_and_policy_samples_scored_by_a_reward_model(tmp_path, tiny_r
         expected = scorer.score([row["prompt"]] * len(row["completions"]), row["completions"])
         assert row["scores"] == pytest.approx(expected, abs=1e-5)
         assert row["ranks"][row["scores"].index(max(row["scores"]))] == 1
-        assert row["scored_by"] == "reward_model" and row["split"] == "train"
+        assert row["scored_by"] == "reward" and row["split"] == "train"
     assert load_records(str(tmp_path / "run" / "responses.jsonl")).kind == "ranking"
 
     # Resuming from step 1 reads the responses back (no sampling) and repeats step 2's loss.
@@ -337,11 +341,15 @@ def test_candidates_and_policy_samples_scored_by_a_reward_model(tmp_path, tiny_r
         (["sft_weight=-1"], "`sft_weight` must be >= 0"),
         (["sft_weight=0", "rank_weight=0"], "both 0"),
         (["peft.method=prompt_tuning"], "`peft.method: prompt_tuning` is not supported"),
-        (["samples_per_prompt=2"], "set `reward_model` to score them"),
+        (["samples_per_prompt=2"], "set `reward` (e.g. `reward.model`) to score them"),
         (["samples_per_prompt=-1"], "`samples_per_prompt` must be >= 0"),
-        (["reward_model=rm", "samples_per_prompt=2", "sampling.num_samples=2"], "`samples_per_prompt`"),
-        (["reward_model=rm", "samples_per_prompt=3", "sampling.temperature=0"], "sampling.temperature"),
-        (["reward_model=rm", "include_data_responses=false", "samples_per_prompt=1"], "2 or more"),
+        (
+            ["reward.model=rm", "sampling.num_samples=2"],
+            "`sampling.num_samples` was renamed `samples_per_prompt`",
+        ),
+        (["reward_model=rm"], "`reward_model` was renamed `reward.model`"),
+        (["reward.model=rm", "samples_per_prompt=3", "sampling.temperature=0"], "sampling.temperature"),
+        (["reward.model=rm", "include_data_responses=false", "samples_per_prompt=1"], "2 or more"),
         (["eval.fraction=1.5"], "`eval.fraction` must be in [0, 1)"),
         (["max_steps=0"], "`max_steps` must be at least 1"),
     ],
@@ -355,7 +363,7 @@ def test_config_errors_name_the_field(tmp_path, overrides, message):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"prompt": "Hi.", "completions": ["a", "b"]}, "candidates carry no ranks: set `reward_model`"),
+        ({"prompt": "Hi.", "completions": ["a", "b"]}, "candidates carry no ranks: set `reward`"),
         ({"prompt": "Hi."}, "rrhf needs ranked responses"),
         ({"prompt": "Hi.", "completion": "a", "label": "good"}, "holds label data; rrhf needs ranked"),
     ],
@@ -377,8 +385,8 @@ def test_two_processes_with_batch_2_equal_one_with_batch_4(tmp_path):
     """torchrun x2 (gloo, CPU) with 2 groups per process = 1 process with 4: the same loss, terms,
     accuracy and held-out metrics at every step, with groups of 2 to 4 responses and row weights
     (the loss is normalized over the step's groups, not per micro-batch)."""
-    from test_distributed import dist_env
-    from test_distributed import planted_rankings as varied_rankings
+    from helpers import dist_env
+    from helpers import planted_rankings as varied_rankings
 
     rows = [{**row, "weight": (1.0, 0.5, 2.0)[i % 3]} for i, row in enumerate(varied_rankings(24))]
     data = write_jsonl(tmp_path / "rankings.jsonl", rows)
@@ -389,12 +397,12 @@ def test_two_processes_with_batch_2_equal_one_with_batch_4(tmp_path):
     bin_dir = Path(sys.executable).parent
     two = subprocess.run(
         [str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "rlhf.cli.main", "rrhf",
-         "--set", *args, "batch_size=2", f"logging.output_dir={tmp_path / 'two'}"],
+         "--set", *args, "batch_size=2", f"output_dir={tmp_path / 'two'}"],
         capture_output=True, text=True, env=dist_env(), timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-4000:]
     one = subprocess.run(
-        [str(bin_dir / "rlhf"), "rrhf", "--set", *args, "batch_size=4", f"logging.output_dir={tmp_path / 'one'}"],
+        [str(bin_dir / "rlhf"), "rrhf", "--set", *args, "batch_size=4", f"output_dir={tmp_path / 'one'}"],
         capture_output=True, text=True, env=dist_env(), timeout=300,
     )  # fmt: skip
     assert one.returncode == 0, one.stderr[-4000:]

@@ -41,7 +41,7 @@ STAGES = {
         "save_every=1",
         "keep_checkpoints=null",
         "rollout.prompts_per_step=2",
-        "rollout.completions_per_prompt=2",
+        "rollout.samples_per_prompt=2",
         "minibatch_size=4",
         "rollout.sampling.max_new_tokens=4",
         "reward.function=examples/rewards.py:letter_e",
@@ -55,7 +55,7 @@ def steps(stage: str, n: int) -> str:
 
 
 def run(stage: str, out: Path, n: int, *flags: str, tensorboard: bool = True) -> int:
-    sets = [*COMMON, *STAGES[stage], steps(stage, n), f"logging.output_dir={out}"]
+    sets = [*COMMON, *STAGES[stage], steps(stage, n), f"output_dir={out}"]
     if not tensorboard:
         sets.append("logging.tensorboard=false")
     return main([stage, *flags, "--set", *sets])

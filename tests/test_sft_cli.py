@@ -22,7 +22,7 @@ def test_example_config_then_export_then_generate(tmp_path):
     run = tmp_path / "sft"
     proc = rlhf(
         "sft", "--config", "examples/sft.yaml", "--set", "max_steps=6", "eval.every=3", "save_every=3",
-        f"eval.path={DEMO}", "eval.generations=1", "eval.max_new_tokens=4", f"logging.output_dir={run}",
+        f"eval.path={DEMO}", "eval.generations=1", "eval.max_new_tokens=4", f"output_dir={run}",
         "logging.progress=false",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -39,7 +39,7 @@ def test_example_config_then_export_then_generate(tmp_path):
 
     out = tmp_path / "candidates.jsonl"
     proc = rlhf(
-        "generate", "--model", str(merged), "--prompts", DEMO, "--num-samples", "2",
+        "generate", "--model", str(merged), "--prompts", DEMO, "--samples-per-prompt", "2",
         "--max-new-tokens", "6", "--output", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -53,7 +53,7 @@ def test_example_config_then_export_then_generate(tmp_path):
 def test_bad_data_is_one_line_naming_file_line_and_field(tmp_path):
     bad = tmp_path / "demos.jsonl"
     bad.write_text('{"prompt": "Hi", "completion": "Hello"}\n{"prompt": "Yo", "completion": 3}\n')
-    proc = rlhf("sft", "--set", f"data.path={bad}", f"logging.output_dir={tmp_path / 'run'}")
+    proc = rlhf("sft", "--set", f"data.path={bad}", f"output_dir={tmp_path / 'run'}")
     assert proc.returncode == 2
     error = proc.stderr.strip().splitlines()[-1]
     assert error.startswith(f"error: {bad}:2: field `completion`"), proc.stderr
@@ -64,7 +64,7 @@ def test_bad_data_is_one_line_naming_file_line_and_field(tmp_path):
 def test_wrong_kind_and_impossible_settings_are_one_line(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "Hi", "chosen": "Hello", "rejected": "Go away"}\n')
-    proc = rlhf("sft", "--set", f"data.path={pairs}", f"logging.output_dir={tmp_path / 'run'}")
+    proc = rlhf("sft", "--set", f"data.path={pairs}", f"output_dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and "expects sft data" in proc.stderr, proc.stderr
     proc = rlhf("sft", "--set", "peft.method=prompt_tuning", "packing=true")
     assert proc.returncode == 2 and "packing" in proc.stderr.strip().splitlines()[-1]
@@ -81,7 +81,7 @@ def test_a_diverging_run_stops_with_an_error_and_writes_no_model(tmp_path):
     proc = rlhf(
         "sft", "--set", "data.path=src/rlhf/assets/demo/demonstrations.jsonl", "optimizer.lr=1e30",
         "optimizer.max_grad_norm=null", "max_steps=6", "max_nonfinite=2", "batch_size=2", "eval.fraction=0",
-        "logging.progress=false", "logging.tensorboard=false", f"logging.output_dir={out}",
+        "logging.progress=false", "logging.tensorboard=false", f"output_dir={out}",
     )  # fmt: skip
     assert proc.returncode != 0
     assert "[guard] warning: step 2: a NaN or infinite loss or gradient; the step was skipped" in proc.stdout

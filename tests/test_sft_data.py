@@ -9,10 +9,10 @@ import torch
 
 from rlhf.config import PromptConfig
 from rlhf.data import IGNORE_INDEX, Demonstration, Message, PromptRenderer, Source, load_records
+from rlhf.data.examples import collate, encode_demonstrations, to_rows
 from rlhf.data.split import split_eval
 from rlhf.losses import token_nll
 from rlhf.models import build_tiny_model, build_tiny_tokenizer
-from rlhf.sft.examples import collate, encode_demonstrations, to_rows
 from rlhf.training.batches import BatchStream
 
 SRC = Source("mem", 1)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import kill_at_first_checkpoint
 from rlhf.training import checkpoint as ckpt
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
@@ -34,7 +33,7 @@ ARGS = [
 
 
 def sft(run_dir: Path, *extra: str, **popen) -> subprocess.Popen:
-    cmd = [RLHF, "sft", *extra, "--set", *ARGS, f"logging.output_dir={run_dir}"]
+    cmd = [RLHF, "sft", *extra, "--set", *ARGS, f"output_dir={run_dir}"]
     return subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
@@ -42,18 +41,6 @@ def finish(proc: subprocess.Popen) -> dict:
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     return out
-
-
-def kill_at_first_checkpoint(proc: subprocess.Popen, *, group: bool = False) -> None:
-    """SIGKILL a run (no cleanup at all) as soon as it reports its first checkpoint; `group`: the
-    whole process group (a launcher and its ranks, started with `start_new_session=True`)."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "[checkpoint] saved" in line:
-            (os.killpg if group else os.kill)(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
 
 
 @pytest.mark.slow

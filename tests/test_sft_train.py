@@ -20,7 +20,7 @@ def config(tmp_path, *overrides: str) -> SftConfig:
         "optimizer.warmup_steps=0",
         "max_steps=12",
         "batch_size=4",
-        f"logging.output_dir={tmp_path / 'run'}",
+        f"output_dir={tmp_path / 'run'}",
         "logging.progress=false",
         "logging.tensorboard=false",
     ]

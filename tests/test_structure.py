@@ -1,5 +1,6 @@
-"""The shape of the code: no import cycles among rlhf's modules (imports inside functions count too),
-and no function longer than about a screen, except declarative tables such as argument parsers."""
+"""The shape of the code: packages import only packages of the layers below their own (imports inside
+functions count too), no import cycles among rlhf's modules, no function longer than about a screen
+(except declarative tables such as argument parsers) and no file longer than about 600 lines."""
 
 from __future__ import annotations
 
@@ -8,6 +9,22 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_FUNCTION_LINES = 80
+MAX_FILE_LINES = 600
+LAYERS = (
+    ("rlhf", "config", "files"),  # the version; typed configs; writing files whole
+    ("data", "tracking", "losses"),  # records and readers; run directory and metrics; pure tensor math
+    ("models",),  # loading, adapters, heads, saving
+    ("training", "generation", "label"),  # the shared loop; sampling primitives; the labeling app
+    ("engines", "rewards", "preference"),  # rollout engines; reward sources; preference batches
+    ("active", "sft", "reward", "dpo", "rrhf", "ppo", "eval", "generate"),  # the stages and commands
+    ("report",),  # plots and the HTML report over run directories
+    ("pipeline",),  # stages run in order (and in rounds)
+    ("demo",),  # the end-to-end demo
+    ("cli",),  # the command line
+)
+"""Which package may import which: only those of lower layers (each package is `rlhf.<name>`; `rlhf`
+is the top package itself, `files` the module `rlhf.files`). A package of a layer never imports
+another of its own layer."""
 TABLES = {"rlhf.cli.main.build_parser", "rlhf.cli.label.add_label_parser", "rlhf.demo.demo_pipeline"}
 """Argument parsers (one `add_argument` per flag) and the demo's pipeline settings (one config literal):
 read as tables; splitting them helps no reader."""
@@ -126,4 +143,48 @@ def test_no_function_is_longer_than_a_screen():
                 lines = (node.end_lineno or node.lineno) - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES and f"{name}.{node.name}" not in TABLES:
                     too_long.append(f"{name}.{node.name}: {lines} lines")
+    assert too_long == []
+
+
+def layer_of(package: str) -> int:
+    for index, names in enumerate(LAYERS):
+        if package in names:
+            return index
+    raise AssertionError(f"package `{package}` is in no layer of LAYERS: add it")
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_packages_import_only_the_layers_below():
+    known = modules()
+    wrong = []
+    for name, path in known.items():
+        mine = package_of(name)
+        for target in imported(name, path, known):
+            theirs = package_of(target)
+            if theirs != mine and layer_of(theirs) >= layer_of(mine):
+                wrong.append(
+                    f"{name} imports {target} (layer {layer_of(theirs)} from layer {layer_of(mine)})"
+                )
+    assert wrong == []
+
+
+def test_the_layer_check_finds_an_upward_import(tmp_path):
+    """A planted module of `data` importing `pipeline`: the check must see it."""
+    module = tmp_path / "planted.py"
+    module.write_text("def f():\n    from rlhf.pipeline.run import run_pipeline\n")
+    known = {**modules(), "rlhf.data.planted": module}
+    targets = imported("rlhf.data.planted", module, known)
+    assert any(layer_of(package_of(t)) > layer_of("data") for t in targets), targets
+
+
+def test_no_file_is_longer_than_about_600_lines():
+    too_long = []
+    for name, path in modules().items():
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        if lines > MAX_FILE_LINES:
+            too_long.append(f"{name}: {lines} lines")
     assert too_long == []

@@ -90,7 +90,7 @@ def _guard_run(losses: list[float], max_nonfinite: int):
     """train_loop over a one-weight model whose loss at step i is `losses[i]` x w (NaN/inf as given)."""
     from accelerate import Accelerator
 
-    from rlhf.training.loop import train_loop
+    from rlhf.training.loop import LoopOptions, train_loop
 
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.ones_(model.weight)
@@ -101,11 +101,12 @@ def _guard_run(losses: list[float], max_nonfinite: int):
         seen.append(float(m.weight.detach()))
         return m.weight.sum() * losses[batch], {}
 
-    result = train_loop(
-        accelerator=Accelerator(cpu=True), model=model, optimizer=optimizer, scheduler=None,
-        batches=list(range(len(losses))), loss_fn=loss_fn, max_steps=len(losses),
-        optim_cfg=OptimizerConfig(lr=0.1, max_grad_norm=None), progress=False, max_nonfinite=max_nonfinite,
+    options = LoopOptions(
+        max_steps=len(losses), optim_cfg=OptimizerConfig(lr=0.1, max_grad_norm=None), progress=False,
+        max_nonfinite=max_nonfinite,
     )  # fmt: skip
+    batches = list(range(len(losses)))
+    result = train_loop(Accelerator(cpu=True), model, optimizer, None, batches, loss_fn, options)
     return result, seen, float(model.weight.detach())
 
 
@@ -126,9 +127,43 @@ def test_past_max_nonfinite_the_run_stops_with_a_one_line_error():
     from rlhf.training.guards import NonFiniteError
 
     with pytest.raises(
-        NonFiniteError, match=r"^2 optimizer steps had a NaN or infinite loss or gradient \(limit"
+        NonFiniteError, match=r"^2 optimizer steps had a NaN or infinite loss, reward or gradient \(limit"
     ):
         _guard_run([1.0, math.nan, math.nan, 1.0], max_nonfinite=1)
+
+
+@pytest.mark.slow
+def test_a_step_watcher_sees_every_step_with_its_micro_batches():
+    """What benchmarks time and count through (`watch_steps`): the loop's start, each step with its
+    row and micro-batches (2 per step with accumulation 2), its end; nothing once the block ends."""
+    from accelerate import Accelerator
+
+    from rlhf.training.loop import LoopOptions, train_loop, watch_steps
+
+    events: list = []
+
+    class Watcher:
+        def started(self) -> None:
+            events.append("started")
+
+        def stepped(self, step: int, row: dict, window: list) -> None:
+            events.append((step, round(row["loss"], 6), window))
+
+        def ended(self) -> None:
+            events.append("ended")
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.ones_(model.weight)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: every loss stays w x batch = batch
+    optim_cfg = OptimizerConfig(lr=1e-3, gradient_accumulation_steps=2)  # (the SGD above steps at lr 0)
+    options = LoopOptions(max_steps=2, optim_cfg=optim_cfg, progress=False)
+    loss_fn = lambda m, batch: (m.weight.sum() * batch, {})  # noqa: E731
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=2)
+    with watch_steps(Watcher()):
+        train_loop(accelerator, model, optimizer, None, [1.0, 3.0, 5.0, 7.0], loss_fn, options)
+    train_loop(accelerator, model, optimizer, None, [1.0, 3.0, 5.0, 7.0], loss_fn, options)  # unwatched
+    # A step's loss is the mean of its 2 micro-batches: (1 + 3) / 2 and (5 + 7) / 2.
+    assert events == ["started", (1, 2.0, [1.0, 3.0]), (2, 6.0, [5.0, 7.0]), "ended"]
 
 
 def test_a_model_with_nonfinite_weights_is_never_saved(tmp_path):

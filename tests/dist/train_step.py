@@ -16,7 +16,7 @@ from rlhf.config import ModelConfig, OptimizerConfig
 from rlhf.data import pad_batch
 from rlhf.models import load_causal_lm, load_tokenizer
 from rlhf.tracking import MetricsLogger
-from rlhf.training import build_optimizer, build_scheduler, make_accelerator, train_loop
+from rlhf.training import LoopOptions, build_optimizer, build_scheduler, make_accelerator, train_loop
 
 
 def main(out_dir: Path) -> None:
@@ -44,10 +44,9 @@ def main(out_dir: Path) -> None:
     scheduler = build_scheduler(optimizer, optim_cfg, total_steps=4)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     with MetricsLogger(out_dir, tensorboard=False, enabled=accelerator.is_main_process) as logger:
+        options = LoopOptions(max_steps=4, optim_cfg=optim_cfg, logger=logger, log_every=1, progress=False)
         result = train_loop(
-            accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-            batches=loader, loss_fn=lambda m, b: (m(**b).loss, {}), max_steps=4, optim_cfg=optim_cfg,
-            logger=logger, log_every=1, progress=False,
+            accelerator, model, optimizer, scheduler, loader, lambda m, b: (m(**b).loss, {}), options
         )
     unwrapped = accelerator.unwrap_model(model)
     changed = sum(not torch.equal(before[n], p.detach()) for n, p in unwrapped.named_parameters())

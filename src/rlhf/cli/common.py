@@ -52,12 +52,12 @@ def add_resume_arg(parser: argparse.ArgumentParser) -> None:
         const=True,
         default=None,
         metavar="CHECKPOINT",
-        help="continue from the newest checkpoint in logging.output_dir (or from CHECKPOINT)",
+        help="continue from the newest checkpoint in output_dir (or from CHECKPOINT)",
     )
     start.add_argument(
         "--overwrite",
         action="store_true",
-        help="start afresh in a logging.output_dir that holds an earlier run's checkpoints, deleting "
+        help="start afresh in a output_dir that holds an earlier run's checkpoints, deleting "
         "them (without it, such a run is refused)",
     )
 

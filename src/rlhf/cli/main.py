@@ -69,20 +69,19 @@ def _cmd_rrhf(args: argparse.Namespace) -> None:
 
 GENERATE_FLAGS = (
     ("model", "model.path"), ("prompts", "data.path"), ("output", "output"),
-    ("num_samples", "sampling.num_samples"), ("seed", "sampling.seed"),
+    ("samples_per_prompt", "samples_per_prompt"), ("seed", "sampling.seed"),
     ("temperature", "sampling.temperature"), ("top_p", "sampling.top_p"), ("top_k", "sampling.top_k"),
     ("max_new_tokens", "sampling.max_new_tokens"), ("stop", "sampling.stop"),
-    ("best_of", "best_of"), ("reward_model", "reward_model"),
+    ("best_of", "best_of"), ("reward_model", "reward.model"),
 )  # fmt: skip
 SCORE_FLAGS = (
-    ("model", "model"), ("data", "data.path"), ("output", "output"), ("batch_size", "batch_size"),
-    ("format", "data.format"), ("device", "device"),
+    ("model", "reward.model"), ("data", "data.path"), ("output", "output"), ("batch_size", "reward.batch_size"),
+    ("format", "data.format"), ("device", "reward.device"),
 )  # fmt: skip
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
-    from rlhf.generation import GenerateConfig
-    from rlhf.generation.run import run_generate
+    from rlhf.generate import GenerateConfig, run_generate
 
     add_shortcut_overrides(args, GENERATE_FLAGS)
     cfg = resolve_config(GenerateConfig, args)
@@ -115,7 +114,7 @@ def _cmd_eval_reward(args: argparse.Namespace) -> None:
 
 EVAL_POLICY_FLAGS = (
     ("model", "model.path"), ("baseline", "baseline"), ("reference", "reference"), ("prompts", "data.path"),
-    ("reward", "reward"), ("gold", "gold"), ("output_dir", "output_dir"), ("limit", "data.limit"),
+    ("reward", "reward.model"), ("gold", "gold"), ("output_dir", "output_dir"), ("limit", "data.limit"),
     ("best_of", "best_of"),
 )  # fmt: skip
 
@@ -138,7 +137,7 @@ WAITING_STATUS = 3
 def _cmd_pipeline(args: argparse.Namespace) -> None:
     from rlhf.pipeline.config import PipelineConfig
     from rlhf.pipeline.run import run_pipeline
-    from rlhf.pipeline.summary import headline_table
+    from rlhf.report.headline import headline_table
 
     if args.config_file:
         if args.config:
@@ -209,12 +208,12 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 def add_score_flags(parser: argparse.ArgumentParser, *, output: str) -> None:
     for flag, kind, metavar, what in (
-        ("--model", str, "DIR", "model: the reward model directory"),
+        ("--model", str, "DIR", "reward.model: the reward model directory"),
         ("--data", str, "FILE", "data.path: the file to read (any format with completions)"),
         ("--output", str, "FILE", output),
-        ("--batch-size", int, "N", "batch_size: completions per forward pass"),
+        ("--batch-size", int, "N", "reward.batch_size: completions per forward pass"),
         ("--format", str, "NAME", "data.format: skip detection and read the file as this format"),
-        ("--device", str, "DEV", "device: cpu, cuda, cuda:1 (default: the GPU when there is one)"),
+        ("--device", str, "DEV", "reward.device: cpu, cuda, cuda:1 (default: the GPU when there is one)"),
     ):
         parser.add_argument(flag, type=kind, metavar=metavar, help=f"sets {what}")
 
@@ -302,14 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("--model", str, "PATH", "model.path: hub id, directory or builtin:tiny"),
         ("--prompts", str, "FILE", "data.path: the prompts file (any format with prompts)"),
         ("--output", str, "FILE", "output: the JSONL file to write"),
-        ("--num-samples", int, "K", "sampling.num_samples: completions per prompt"),
+        ("--samples-per-prompt", int, "K", "samples_per_prompt: completions per prompt"),
         ("--seed", int, "N", "sampling.seed: same seed, same completions"),
         ("--temperature", float, "T", "sampling.temperature (0: greedy)"),
         ("--top-p", float, "P", "sampling.top_p (1: off)"),
         ("--top-k", int, "K", "sampling.top_k (0: off)"),
         ("--max-new-tokens", int, "N", "sampling.max_new_tokens"),
         ("--best-of", int, "N", "best_of: keep the best of N draws per prompt (SFT rows out)"),
-        ("--reward-model", str, "DIR", "reward_model: the reward model that picks the best of N"),
+        ("--reward-model", str, "DIR", "reward.model: the reward model that picks the best of N"),
     ):
         generate.add_argument(flag, type=kind, metavar=metavar, help=f"sets {what}")
     generate.add_argument(
@@ -357,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--baseline", str, "DIR", "baseline: the policy to compare with (e.g. the SFT model)"),
         ("--reference", str, "DIR", "reference: the KL reference (default: the baseline)"),
         ("--prompts", str, "FILE", "data.path: held-out prompts"),
-        ("--reward", str, "DIR", "reward: a reward model that scores every answer"),
+        ("--reward", str, "DIR", "reward.model: a reward model that scores every answer"),
         ("--gold", str, "MODULE:FN", "gold: a gold scoring function fn(prompts, completions)"),
         ("--output-dir", str, "DIR", "output_dir: where eval.json and samples.jsonl go"),
         ("--limit", int, "N", "data.limit: the first N prompts only"),

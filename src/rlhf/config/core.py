@@ -69,15 +69,15 @@ def field_docs(cls: type) -> dict[str, str]:
 # ----------------------------------------------------------------------------- type checking
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
     if origin in (list, tuple, dict):
         return (
-            f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp) if a is not Ellipsis)}]"
+            f"{origin.__name__}[{', '.join(type_name(a) for a in typing.get_args(tp) if a is not Ellipsis)}]"
         )
     if tp is type(None):
         return "null"
@@ -98,14 +98,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"`{key}` must be a mapping of {tp.__name__} fields, got {_describe(value)}")
+            usual = vars(tp).get("USUAL_KEY")  # the key a bare value most likely meant
+            hint = f" (for one value: `{key}.{usual}: {value}`)" if usual and isinstance(value, str) else ""
+            raise ConfigError(
+                f"`{key}` must be a mapping of {tp.__name__} fields, got {_describe(value)}{hint}"
+            )
         return from_dict(tp, value, prefix=key)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None:
             if type(None) in args:
                 return None
-            raise ConfigError(f"`{key}` must not be null; expected {_type_name(tp)}")
+            raise ConfigError(f"`{key}` must not be null; expected {type_name(tp)}")
         errors = []
         for arg in args:
             if arg is type(None):
@@ -114,7 +118,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(err)
-        raise ConfigError(f"`{key}` expects {_type_name(tp)}, got {_describe(value)}")
+        raise ConfigError(f"`{key}` expects {type_name(tp)}, got {_describe(value)}")
     if origin is Literal:
         choices = typing.get_args(tp)
         if value in choices and type(value) is type(choices[choices.index(value)]):
@@ -123,7 +127,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"`{key}` must be one of {_type_name(tp)}, got {value!r}{hint}")
+        raise ConfigError(f"`{key}` must be one of {type_name(tp)}, got {value!r}{hint}")
     if origin in (list, tuple, dict):
         return _coerce_container(value, tp, origin, key)
     return _coerce_scalar(value, tp, key)
@@ -135,7 +139,7 @@ def _coerce_container(value: Any, tp: Any, origin: Any, key: str) -> Any:
         if isinstance(value, str) and origin is list:
             value = [value]  # `--set peft.target_modules=q_proj` means a list of one
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"`{key}` expects a list ({_type_name(tp)}), got {_describe(value)}")
+            raise ConfigError(f"`{key}` expects a list ({type_name(tp)}), got {_describe(value)}")
         (item_tp, *rest) = typing.get_args(tp) or (Any,)
         if origin is tuple and rest and rest[0] is not Ellipsis:
             if len(value) != len(typing.get_args(tp)):
@@ -202,8 +206,11 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
+    renamed = renamed_keys(cls)
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields and key in renamed:
+            raise ConfigError(f"`{dotted}` was renamed `{renamed_path(prefix, renamed[key])}`")
         if key not in fields:
             names = list(fields)
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
@@ -240,6 +247,24 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             message = message.replace(f"`{tail}.", f"`{prefix}.")
         named = not prefix or f"`{prefix}." in message
         raise ConfigError(message if named else f"{prefix}: {message}") from None
+
+
+def renamed_keys(cls: type) -> dict[str, str]:
+    """The keys of dataclass `cls` that were renamed: old key -> its new path, relative to `cls`
+    (`../x`: the field `x` of the config holding it). From the `RENAMED` class attribute of `cls`
+    and its bases; a renamed key is refused naming the new one."""
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        found.update(vars(klass).get("RENAMED", {}))
+    return found
+
+
+def renamed_path(prefix: str, new: str) -> str:
+    """The full dotted key a renamed key's new path (relative to the config at `prefix`) names."""
+    parts = prefix.split(".") if prefix else []
+    while new.startswith("../"):
+        parts, new = parts[:-1], new[3:]
+    return ".".join([*parts, new])
 
 
 def _default_of(f: dataclasses.Field) -> Any:

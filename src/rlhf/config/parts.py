@@ -8,7 +8,7 @@ its documentation as a string right under it; `rlhf <stage> --print-config` show
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rlhf.config.core import ConfigError
 
@@ -179,8 +179,8 @@ class OptimizerConfig:
 
 @dataclass
 class LoggingConfig:
-    output_dir: str = "runs/run"
-    """Run directory: the resolved config, environment, metrics (JSONL, TensorBoard) and outputs go here."""
+    RENAMED: ClassVar[dict[str, str]] = {"output_dir": "../output_dir"}
+
     log_every: int = 10
     """Write metrics every N optimizer steps."""
     tensorboard: bool = True
@@ -256,6 +256,10 @@ class RunControl:
     """The run-control fields every training stage (sft, reward, dpo, rrhf, ppo) shares; a stage's
     config inherits them, so they sit at its top level (`--set seed=1`)."""
 
+    output_dir: str = "runs/run"
+    """Run directory: the resolved config, environment, metrics (JSONL, TensorBoard), checkpoints and
+    outputs go here. A run that does not resume refuses one holding an earlier run's checkpoints
+    (`--overwrite` starts afresh)."""
     seed: int = 0
     """Seed for everything random in the run: weights that start random, the held-out split, the data
     order, dropout and sampling."""
@@ -266,12 +270,19 @@ class RunControl:
     final model (policy, critic) is always saved."""
     keep_checkpoints: int | None = 2
     """Keep only the newest N checkpoints (null: keep all)."""
+    max_nonfinite: int = 3
+    """Optimizer steps (PPO: updates) that may be skipped for a NaN or infinite loss, reward or
+    gradient (each with a warning) before the run stops with an error; 0 stops at the first."""
 
     def __post_init__(self) -> None:
         if self.save_every < 0:
             raise ConfigError(f"`save_every` must be >= 0, got {self.save_every}")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise ConfigError("`keep_checkpoints` must be at least 1 (or null to keep all)")
+        if self.max_nonfinite < 0:
+            raise ConfigError(f"`max_nonfinite` must be >= 0, got {self.max_nonfinite}")
+        if not self.output_dir:
+            raise ConfigError("`output_dir` must not be empty")
 
 
 @dataclass
@@ -282,15 +293,39 @@ class EpochRunControl(RunControl):
     """Passes over the training items (rows or groups; fractions allowed); ignored when `max_steps` is set."""
     max_steps: int | None = None
     """Optimizer steps to train; default: as many as `epochs` takes."""
-    max_nonfinite: int = 3
-    """Optimizer steps that may be skipped for a NaN or infinite loss or gradient (each with a
-    warning) before the run stops with an error; 0 stops at the first."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_nonfinite < 0:
-            raise ConfigError(f"`max_nonfinite` must be >= 0, got {self.max_nonfinite}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"`max_steps` must be at least 1, got {self.max_steps}")
         if self.epochs <= 0:
             raise ConfigError(f"`epochs` must be positive, got {self.epochs}")
+
+
+@dataclass
+class HeldOutConfig:
+    """The held-out evaluation every trainer that passes over data shares (`eval` of sft, reward,
+    dpo and rrhf): where the held-out items come from and how often they are scored. A stage adds
+    its own measures (SFT's greedy answers, the reward model's calibration bins)."""
+
+    path: str | None = None
+    """Held-out data of the same kind as `data`, read (and scored) like it; overrides `fraction`."""
+    fraction: float = 0.0
+    """Without `path`: this share of the training records (chosen with `seed`) is held out instead."""
+    every: int = 0
+    """Evaluate every N optimizer steps (0: only at the start and the end). Needs `path` or `fraction`."""
+    batch_size: int = 8
+    """Items (rows, or a prompt with its completions) per evaluation forward pass on each process."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 1.0:
+            raise ConfigError(f"`eval.fraction` must be in [0, 1), got {self.fraction}")
+        if self.every < 0:
+            raise ConfigError(f"`eval.every` must be >= 0, got {self.every}")
+        if self.batch_size < 1:
+            raise ConfigError(f"`eval.batch_size` must be at least 1, got {self.batch_size}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether there is anything held out to evaluate on."""
+        return bool(self.path) or self.fraction > 0

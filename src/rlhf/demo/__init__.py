@@ -21,7 +21,8 @@ from rlhf.config.core import ConfigError
 from rlhf.config.parts import DataConfig, LoggingConfig, OptimizerConfig, PeftConfig
 from rlhf.dpo.config import DpoConfig
 from rlhf.eval.config import EvalPolicyConfig
-from rlhf.generation.config import GenerateConfig, SamplingConfig
+from rlhf.generate.config import GenerateConfig
+from rlhf.generation.config import SamplingConfig
 from rlhf.pipeline.config import (
     METHODS,
     BestOfNConfig,
@@ -43,7 +44,7 @@ class DemoTaskConfig:
     sft_examples: int = 1500
     """Documents with one demonstration each, for SFT (a quarter of them good; see `rlhf.demo.task`)."""
     candidate_prompts: int = 600
-    """Documents the SFT model writes `pipeline.generate.sampling.num_samples` summaries of, for the labelers."""
+    """Documents the SFT model writes `pipeline.generate.samples_per_prompt` summaries of, for the labelers."""
     ppo_prompts: int = 400
     """Documents PPO samples from."""
     eval_prompts: int = 200
@@ -88,7 +89,9 @@ def demo_pipeline() -> PipelineConfig:
             packing=True,
         ),
         generate=GenerateConfig(
-            sampling=SamplingConfig(num_samples=4, max_new_tokens=MAX_NEW_TOKENS, unique=False, batch_size=64)
+            sampling=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, batch_size=64),
+            samples_per_prompt=4,
+            unique=False,
         ),
         feedback=FeedbackConfig(labelers=3, temperature=1.0),
         reward=RewardConfig(
@@ -106,10 +109,8 @@ def demo_pipeline() -> PipelineConfig:
             data=DataConfig(max_length=128),
             rollout=RolloutConfig(
                 prompts_per_step=8,
-                completions_per_prompt=4,
-                sampling=SamplingConfig(
-                    max_new_tokens=MAX_NEW_TOKENS, unique=False, seed=None, batch_size=64
-                ),
+                samples_per_prompt=4,
+                sampling=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, seed=None, batch_size=64),
             ),
             # PPO's clipped objective with leave-one-out advantages over the 4 samples of a prompt:
             # in this budget it beats a learned critic (GAE), which has 60 steps to learn values.
@@ -120,7 +121,7 @@ def demo_pipeline() -> PipelineConfig:
             kl=KLConfig(coef=0.2),
             optimizer=OptimizerConfig(lr=1e-4, scheduler="constant"),
             logging=LoggingConfig(log_every=1, progress=False),
-            steps=60,
+            max_steps=60,
             minibatch_size=8,
             samples_every=10,
         ),
@@ -147,7 +148,7 @@ def demo_pipeline() -> PipelineConfig:
         best_of_n=BestOfNConfig(n=4),
         rejection_sampling=RejectionSamplingConfig(
             n=4,
-            sampling=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, unique=False, batch_size=64),
+            sampling=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, batch_size=64),
             sft=SftConfig(
                 peft=PeftConfig(method="none"),
                 data=DataConfig(max_length=128),
@@ -267,7 +268,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
         return run_sweep(dataclasses.replace(cfg, seeds=1), cfg.seeds, run_demo)
     from rlhf.pipeline.run import run_pipeline
-    from rlhf.pipeline.summary import headline_table
+    from rlhf.report.headline import headline_table
 
     pipeline = demo_config_for_run(cfg)
     if cfg.data_only:

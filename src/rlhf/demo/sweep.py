@@ -83,7 +83,7 @@ def kl_flags(run: Path) -> list[int]:
 
 def aggregate(runs: dict[int, Path]) -> dict[str, Any]:
     """The sweep's result from each seed's run directory: per policy and quantity its spread."""
-    from rlhf.pipeline.compare import COMPARISON_FILE, LABELS
+    from rlhf.eval.compare import COMPARISON_FILE, LABELS
 
     spreads: dict[str, dict[str, Spread]] = {}
     labels: dict[str, str] = {}

@@ -9,13 +9,13 @@ from rlhf.config.core import ConfigError
 from rlhf.config.parts import (
     DataConfig,
     EpochRunControl,
+    HeldOutConfig,
     LoggingConfig,
     ModelConfig,
     OptimizerConfig,
     PeftConfig,
     PromptConfig,
 )
-from rlhf.preference.config import PreferenceEvalConfig
 
 
 @dataclass
@@ -33,12 +33,15 @@ class DpoConfig(EpochRunControl):
     as in the reward stage; e.g. OpenAssistant trees or an `rlhf label export`)."""
     prompt: PromptConfig = field(default_factory=PromptConfig)
     """How prompts are laid out: the settings the SFT model was trained with."""
-    eval: PreferenceEvalConfig = field(default_factory=PreferenceEvalConfig)
+    eval: HeldOutConfig = field(default_factory=HeldOutConfig)
     """Held-out preferences: loss and implicit-reward accuracy and margin."""
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=5e-7, warmup_ratio=0.1))
     """AdamW, learning-rate schedule, gradient clipping and accumulation."""
-    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/dpo"))
-    """Run directory, metric frequency, TensorBoard, progress bar."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Metric frequency, TensorBoard, progress bar."""
+    output_dir: str = "runs/dpo"
+    """Run directory: the resolved config, metrics, checkpoints and the trained model go here. A run
+    that does not resume refuses one that holds an earlier run's checkpoints (`--overwrite`)."""
     loss_type: Literal["sigmoid", "conservative", "ipo"] = "sigmoid"
     """`sigmoid`: DPO, -log σ(β h) with h the chosen-minus-rejected log-ratio margin against the
     reference. `conservative`: DPO that takes each label to be wrong with probability

@@ -9,6 +9,7 @@ from rlhf.config.core import ConfigError
 from rlhf.config.engine import EngineName, VllmConfig
 from rlhf.config.parts import DataConfig, ModelConfig, PromptConfig
 from rlhf.generation.config import SamplingConfig
+from rlhf.rewards.config import RewardSourcesConfig
 
 
 @dataclass
@@ -30,15 +31,16 @@ class EvalPolicyConfig:
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=64))
     """How both policies answer (one sample per prompt by default). The KL is measured on the
     temperature-scaled distributions the samples were drawn from."""
-    reward: str | None = None
-    """A reward model directory that scores every answer (its own tokenizer)."""
+    reward: RewardSourcesConfig = field(default_factory=RewardSourcesConfig)
+    """What scores every answer as the `reward` judge: a reward model (`reward.model`, in its own
+    tokenizer), a function, an endpoint, or a weighted sum (their raw scores)."""
     best_of: int = 1
     """The policy answers each prompt with the best of N of its own samples, as `best_of_reward`
-    scores them (best-of-N; the baseline still answers with one plain sample). Its KL is then not
+    (default: `reward`) scores them (best-of-N; the baseline still answers with one plain sample). Its KL is then not
     measured but reported as the analytic KL(best-of-N ‖ policy) = log N − (N−1)/N, exact for
     distinct samples and an upper bound in general. 1: one plain sample."""
-    best_of_reward: str | None = None
-    """The reward model directory that picks the best of the N samples; default: `reward`. Picking
+    best_of_reward: RewardSourcesConfig = field(default_factory=RewardSourcesConfig)
+    """What picks the best of the N samples (the same shape as `reward`); unset: `reward`. Picking
     and judging with the same model overstates the gain (the pick exploits its errors): a separate
     model, or a `gold` function, gives the honest score."""
     gold: str | None = None
@@ -72,17 +74,19 @@ class EvalPolicyConfig:
             raise ConfigError("`tie_tolerance` must be 0 or more")
         if self.judge == "gold" and not self.gold:
             raise ConfigError("`judge: gold` needs `gold: module:function`")
-        if self.judge == "reward" and not self.reward:
-            raise ConfigError("`judge: reward` needs `reward: <reward model directory>`")
+        if self.judge == "reward" and not self.reward.all_sources():
+            raise ConfigError(
+                "`judge: reward` needs `reward` (e.g. `reward.model: <reward model directory>`)"
+            )
         if self.best_of < 1:
             raise ConfigError(f"`best_of` must be at least 1 (1: off), got {self.best_of}")
         if self.best_of == 1:
-            if self.best_of_reward:
+            if self.best_of_reward.all_sources():
                 raise ConfigError("`best_of_reward` is only used with `best_of` above 1")
             return
-        if not (self.best_of_reward or self.reward):
+        if not self.picker.all_sources():
             raise ConfigError(
-                f"`best_of` {self.best_of} needs a reward model to pick with: set `best_of_reward` or `reward`"
+                f"`best_of` {self.best_of} needs a reward to pick with: set `best_of_reward` or `reward`"
             )
         if self.reference:
             raise ConfigError(
@@ -94,3 +98,8 @@ class EvalPolicyConfig:
                 f"`best_of` {self.best_of} needs `sampling.temperature` above 0: greedy decoding draws "
                 "the same answer every time"
             )
+
+    @property
+    def picker(self) -> RewardSourcesConfig:
+        """What picks the best of N: `best_of_reward`, else `reward`."""
+        return self.best_of_reward if self.best_of_reward.all_sources() else self.reward

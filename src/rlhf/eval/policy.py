@@ -54,7 +54,8 @@ class EvalInputs:
         from rlhf.data import PromptRenderer, encode_prompt, load_records, prompts_of
         from rlhf.engines import resolve_engine
         from rlhf.models import load_tokenizer
-        from rlhf.rewards.sources import FunctionSource, RewardModelSource
+        from rlhf.rewards.function import RawScorer
+        from rlhf.rewards.sources import FunctionSource
 
         if not cfg.data.path:
             raise ConfigError("no prompts given: set `data.path`")
@@ -70,10 +71,8 @@ class EvalInputs:
         prompt_ids = [encode_prompt(tokenizer, renderer.render(r.prompt), limit) for r in prompts]
         picker = None
         if cfg.best_of > 1:  # loaded before any policy: a bad directory fails before sampling
-            picker_path = cfg.best_of_reward or cfg.reward
-            assert picker_path, "EvalPolicyConfig requires a reward model with best_of > 1"
-            picker = RewardModelSource(picker_path, batch_size=cfg.batch_size, device=device)
-        sampling = dataclasses.replace(cfg.sampling, num_samples=1)
+            picker = RawScorer(cfg.picker, device=device)
+        sampling = cfg.sampling
         texts = [r.prompt for r in prompts]
         return cls(cfg, prompts, texts, prompt_ids, tokenizer, device, sampling, gold, picker, engine)
 
@@ -116,7 +115,7 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
         "prompts": len(inputs.prompts), "policy": cfg.model.path, "baseline": cfg.baseline, "best_of": cfg.best_of,
     }  # fmt: skip
     if inputs.picker is not None:
-        result["best_of_reward"] = inputs.picker.path
+        result["best_of_reward"] = inputs.picker.label
         result["kl"] = {
             "reference": cfg.model.path, "analytic": True, "formula": "log N - (N-1)/N",
             "sequence": {"mean": analytic_kl(cfg.best_of), "stderr": None, "n": len(inputs.prompts)},
@@ -194,17 +193,14 @@ def _scores(
     inputs: EvalInputs, answers: dict[str, list]
 ) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
     """Every answer's score by each judge (reward model, gold): ({policy: {judge: (P,)}}, judges)."""
-    from rlhf.rewards.sources import RewardModelSource
+    from rlhf.rewards.function import RawScorer
 
     cfg, picker, texts = inputs.cfg, inputs.picker, inputs.texts
     scores: dict[str, dict[str, list[float]]] = {name: {} for name in answers}
     judges = []
-    if cfg.reward:
-        reuse = picker is not None and picker.path == cfg.reward
-        if picker is not None and reuse:
-            scorer = picker
-        else:
-            scorer = RewardModelSource(cfg.reward, batch_size=cfg.batch_size, device=inputs.device)
+    if cfg.reward.all_sources():
+        reuse = picker is not None and cfg.picker is cfg.reward
+        scorer = picker if picker is not None and reuse else RawScorer(cfg.reward, device=inputs.device)
         for name, samples in answers.items():
             if reuse and name == "policy":  # the picker scored every candidate already
                 scores[name]["reward"] = [pick.reward for pick in samples]

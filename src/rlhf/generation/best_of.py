@@ -8,7 +8,7 @@ reward, keep the one scored highest.
 `rlhf generate --best-of N` writes the picks as SFT data (rejection-sampling fine-tuning is SFT on
 them), and `rlhf eval policy` with `best_of` evaluates the best-of-N policy.
 
-The N draws of a prompt are independent samples of the policy (`sampling.unique` is not applied:
+The N draws of a prompt are independent samples of the policy (no re-draw of repeats:
 best-of-N is defined on i.i.d. draws). Ties go to the earliest draw; a non-finite reward never
 wins over a finite one.
 
@@ -20,7 +20,6 @@ when the N draws are distinct, and an upper bound in general (Beirami et al. 202
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,16 +77,15 @@ def best_of_n(
 
     `prompt_ids` are the rendered, encoded prompts the model continues; `prompts` the same prompts
     as the scorer reads them (text or messages, not rendered: a reward model applies its own
-    layout). `sampling` is used with `num_samples = n` and without `unique` re-draws; its seed
-    makes the draws reproducible. `skip_blank`: a whitespace-only draw is kept only when every draw
+    layout). `n` draws are made with `sampling`, repeats kept; its seed makes the draws
+    reproducible. `skip_blank`: a whitespace-only draw is kept only when every draw
     of the prompt is blank (SFT data cannot hold an empty completion).
     """
     if n < 1:
         raise ValueError(f"best-of-N needs n >= 1, got {n}")
     if len(prompts) != len(prompt_ids):
         raise ValueError(f"{len(prompt_ids)} encoded prompts but {len(prompts)} prompts")
-    draws = dataclasses.replace(sampling, num_samples=n, unique=False)
-    groups = generate_samples(model, tokenizer, prompt_ids, draws, progress=progress)
+    groups = generate_samples(model, tokenizer, prompt_ids, sampling, per_prompt=n, progress=progress)
     flat_prompts = [prompt for prompt in prompts for _ in range(n)]
     flat_texts = [sample.text for group in groups for sample in group]
     rewards = [float(value) for value in scorer(flat_prompts, flat_texts).rewards]

@@ -1,6 +1,6 @@
 """Sampling completions from a causal LM: batched, left padded, with the KV cache.
 
-    completions = generate_completions(model, tokenizer, prompt_ids, SamplingConfig(num_samples=4))
+    completions = generate_completions(model, tokenizer, prompt_ids, SamplingConfig(), per_prompt=4)
     # -> [[4 texts of prompt 0], [4 texts of prompt 1], ...]
 
 Pure functions of (model, tokenizer, token ids, settings), for every stage that samples:
@@ -47,10 +47,13 @@ def generate_completions(
     prompt_ids: list[list[int]],
     sampling: SamplingConfig,
     *,
+    per_prompt: int = 1,
     progress: bool = True,
 ) -> list[list[str]]:
-    """`sampling.num_samples` completion texts per prompt, in prompt order (see `generate_samples`)."""
-    groups = generate_samples(model, tokenizer, prompt_ids, sampling, progress=progress)
+    """`per_prompt` completion texts per prompt, in prompt order (see `generate_samples`)."""
+    groups = generate_samples(
+        model, tokenizer, prompt_ids, sampling, per_prompt=per_prompt, progress=progress
+    )
     return [[sample.text for sample in group] for group in groups]
 
 
@@ -60,15 +63,18 @@ def generate_samples(
     prompt_ids: list[list[int]],
     sampling: SamplingConfig,
     *,
+    per_prompt: int = 1,
+    unique: bool = False,
+    max_retries: int = 3,
     progress: bool = True,
 ) -> list[list[Sample]]:
-    """K = `sampling.num_samples` samples per prompt, each prompt's in draw order.
+    """K = `per_prompt` samples per prompt, each prompt's in draw order.
 
     `model` is a causal LM (sampled with `generate`, `sampling.batch_size` sequences at a time) or
     a generation engine already synced and set up with `sampling` (`rlhf.engines.Generator`, e.g.
     vLLM). Seeds torch with `sampling.seed` (unless null) first; engines draw their seeds from
-    torch's stream, so the seed reproduces their samples too. With `sampling.unique`, a sample whose
-    text repeats an earlier one of the same prompt is drawn again, for up to `max_retries` rounds;
+    torch's stream, so the seed reproduces their samples too. With `unique`, a sample whose text
+    repeats an earlier one of the same prompt is drawn again, for up to `max_retries` rounds;
     any repeats left after that are kept (count them with `count_repeats`).
     """
     import torch
@@ -81,13 +87,13 @@ def generate_samples(
             return model.generate(ids, desc=desc)
         return sample_sequences(model, tokenizer, ids, sampling, progress=progress, desc=desc)
 
-    k = sampling.num_samples
+    k = per_prompt
     # The K copies of a prompt sit next to each other: batches then hold few distinct lengths.
     flat = draw([ids for ids in prompt_ids for _ in range(k)], "generate")
     groups = [flat[index * k : (index + 1) * k] for index in range(len(prompt_ids))]
-    if not sampling.unique:
+    if not unique:
         return groups
-    for _ in range(sampling.max_retries):
+    for _ in range(max_retries):
         slots = [(index, j) for index, group in enumerate(groups) for j in repeated_indices(group)]
         if not slots:
             break
@@ -126,8 +132,8 @@ def sample_sequences(
     """One sample per entry of `prompt_ids` (repeat an entry to draw it several times), in order.
 
     Runs `model.generate` on `sampling.batch_size` sequences at a time, left padded so that every
-    prompt ends at the last column and the new tokens line up. Ignores `num_samples`, `unique` and
-    `seed`: it draws from torch's random stream as it stands.
+    prompt ends at the last column and the new tokens line up. Ignores `seed`: it draws from
+    torch's random stream as it stands.
     """
     import torch
 

@@ -3,5 +3,5 @@
     from rlhf.pipeline.config import PipelineConfig
     from rlhf.pipeline.run import run_pipeline
 
-The package itself imports nothing, so `rlhf.pipeline.summary` stays light for the report.
+The package itself imports nothing: importing one of its modules loads only what that one needs.
 """

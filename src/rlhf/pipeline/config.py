@@ -15,7 +15,8 @@ from rlhf.config.engine import EngineName, VllmConfig
 from rlhf.config.parts import DataConfig, LoggingConfig, PromptConfig
 from rlhf.dpo.config import DpoConfig
 from rlhf.eval.config import EvalPolicyConfig
-from rlhf.generation.config import GenerateConfig, SamplingConfig
+from rlhf.generate.config import GenerateConfig
+from rlhf.generation.config import SamplingConfig
 from rlhf.ppo.config import PpoConfig
 from rlhf.reward.config import RewardConfig
 from rlhf.rrhf.config import RrhfConfig
@@ -28,13 +29,13 @@ STAGES = ("sft", "generate", "feedback", "reward", *METHODS, "eval", "report")
 A method stage runs only when `methods` names it (best-of-N trains nothing: it is evaluated)."""
 
 WIRED = {
-    "sft": ("logging.output_dir", "prompt"),
+    "sft": ("output_dir", "prompt"),
     "generate": ("model.path", "output", "prompt"),
-    "reward": ("model.path", "data.path", "eval.path", "eval.fraction", "logging.output_dir", "prompt"),
-    "ppo": ("model.path", "reference", "reward.model", "logging.output_dir", "prompt"),
-    "dpo": ("model.path", "data.path", "eval.path", "eval.fraction", "logging.output_dir", "prompt"),
-    "rrhf": ("model.path", "reward_model", "data.path", "logging.output_dir", "prompt"),
-    "rejection_sampling": ("sft.model.path", "sft.data.path", "sft.logging.output_dir", "sft.prompt"),
+    "reward": ("model.path", "data.path", "eval.path", "eval.fraction", "output_dir", "prompt"),
+    "ppo": ("model.path", "reference", "reward.model", "output_dir", "prompt"),
+    "dpo": ("model.path", "data.path", "eval.path", "eval.fraction", "output_dir", "prompt"),
+    "rrhf": ("model.path", "reward.model", "data.path", "output_dir", "prompt"),
+    "rejection_sampling": ("sft.model.path", "sft.data.path", "sft.output_dir", "sft.prompt"),
     "eval": ("model.path", "baseline", "reference", "reward", "gold", "output_dir", "prompt", "best_of"),
 }
 """Fields of each stage's section that the pipeline sets itself (a value given there is replaced)."""
@@ -132,8 +133,8 @@ class RejectionSamplingConfig:
     """Samples the SFT policy draws per prompt; the best by the reward model becomes a demonstration."""
     data: DataConfig = field(default_factory=DataConfig)
     """Prompts to draw for; without `path`: the PPO prompts (`ppo.data`), cut to `limit` if set here."""
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=64, unique=False))
-    """How the samples are drawn (`num_samples` is set to 1: `n` draws per prompt are made)."""
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=64))
+    """How each of the `n` draws of a prompt is decoded (repeats are kept)."""
     sft: SftConfig = field(default_factory=_rejection_sft)
     """Fine-tuning of the SFT model on the best-of-n answers (its learning rate, steps, LoRA, ...)."""
 
@@ -143,7 +144,7 @@ class RejectionSamplingConfig:
 
 
 def _generate_defaults() -> GenerateConfig:
-    return GenerateConfig(sampling=SamplingConfig(num_samples=4, max_new_tokens=64, unique=False))
+    return GenerateConfig(sampling=SamplingConfig(max_new_tokens=64), samples_per_prompt=4, unique=False)
 
 
 @dataclass
@@ -175,7 +176,7 @@ class PipelineConfig:
     sft: SftConfig = field(default_factory=lambda: SftConfig(logging=LoggingConfig(log_every=10)))
     """Supervised fine-tuning: `model.path` is the base model, `data.path` the demonstrations."""
     generate: GenerateConfig = field(default_factory=_generate_defaults)
-    """Candidates for feedback: `data.path` holds the prompts; `sampling.num_samples` per prompt."""
+    """Candidates for feedback: `data.path` holds the prompts; `samples_per_prompt` per prompt."""
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     """Where the preferences come from."""
     reward: RewardConfig = field(default_factory=RewardConfig)

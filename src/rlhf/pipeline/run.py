@@ -17,12 +17,14 @@ from typing import Any
 import yaml
 
 from rlhf.config.core import ConfigError, to_dict
+from rlhf.pipeline.checks import check_data, replaced_by_input
 from rlhf.pipeline.config import METHODS, PipelineConfig
+from rlhf.pipeline.layout import Paths
 from rlhf.pipeline.people import WaitingForPeople
 from rlhf.pipeline.rounds import run_rounds
-from rlhf.pipeline.stages import STAGE_LIST, Paths, check_data, config_dict, replaced_by_input
+from rlhf.pipeline.stages import STAGE_LIST, config_dict
 from rlhf.pipeline.state import STATE_FILE, SUMMARY_FILE, fingerprint_of, input_files, read_state, write_json
-from rlhf.pipeline.summary import headline
+from rlhf.report.headline import headline
 
 
 def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:

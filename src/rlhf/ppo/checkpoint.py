@@ -41,7 +41,7 @@ def save(run: PpoRun, step: int) -> Path:
         "kl_controller": run.kl_ctl.state_dict(),
         "baseline": state.baseline.state_dict(),
         "reward": run.reward_fn.state_dict(),
-        "skipped": state.skipped,
+        "skipped": state.guard.skipped,
         "ptx_position": state.ptx_position,
     }
     path = save_checkpoint(
@@ -80,6 +80,6 @@ def restore(run: PpoRun, resume: str | bool | None) -> int:
     run.kl_ctl.load_state_dict(extra["kl_controller"])
     state.baseline.load_state_dict(extra["baseline"])
     run.reward_fn.load_state_dict(extra["reward"])
-    state.skipped, state.ptx_position = extra["skipped"], extra["ptx_position"]
+    state.guard.skipped, state.ptx_position = extra["skipped"], extra["ptx_position"]
     run.history[:] = resumed.history
     return resumed.step

@@ -1,18 +1,18 @@
 """Configuration of `rlhf ppo`: the shared parts plus one group per concern of the algorithm.
 
-rollout    what each step samples (prompts, completions per prompt, sampling) and with what engine
+rollout    what each step samples (prompts, samples per prompt, sampling) and with what engine
 reward     where r(x, y) comes from (reward model, Python function, HTTP, weighted sum) and its shaping
 kl         the leash to the reference model (coefficient, estimator, controller, placement)
 advantage  GAE with a critic, or a critic-free estimator (REINFORCE, RLOO, GRPO)
 loss       PPO's clipped objectives, entropy bonus, PPO-ptx, early stop
 critic     the value function: a head on the policy or a model of its own
-guards     what happens on NaN/inf and runaway KL
+guards     when a runaway KL is flagged (NaN/inf: the top-level `max_nonfinite`)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rlhf.config.core import ConfigError
 from rlhf.config.engine import EngineName, VllmConfig
@@ -31,17 +31,19 @@ from rlhf.rewards.config import RewardSourcesConfig
 
 @dataclass
 class RolloutConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"completions_per_prompt": "samples_per_prompt"}
+
     prompts_per_step: int = 8
-    """Prompts each process samples per PPO step (the step's rollout is prompts x completions)."""
-    completions_per_prompt: int = 1
+    """Prompts each process samples per PPO step (the step's rollout is prompts x samples)."""
+    samples_per_prompt: int = 1
     """Completions drawn per prompt. RLOO and GRPO compare the completions of a prompt with each
     other, so they need at least 2; PPO with a critic usually uses 1."""
     sampling: SamplingConfig = field(
-        default_factory=lambda: SamplingConfig(max_new_tokens=32, unique=False, seed=None, batch_size=64)
+        default_factory=lambda: SamplingConfig(max_new_tokens=32, seed=None, batch_size=64)
     )
     """Temperature, top-p/top-k, max new tokens, stop strings, and `batch_size` (sequences per
-    `generate` call). `num_samples`, `unique` and `seed` are not used here: see
-    `completions_per_prompt` and the top-level `seed`."""
+    `generate` call). `seed` must stay null: rollouts draw from the run's random stream, which the
+    top-level `seed` starts."""
     forward_batch_size: int = 16
     """Sequences per forward pass when computing the rollout's old log-probabilities, reference
     log-probabilities and values (no gradients): bounds the memory of the scoring passes."""
@@ -59,9 +61,13 @@ class RolloutConfig:
     either way (`ppo/engine_kl`)."""
 
     def __post_init__(self) -> None:
-        if self.prompts_per_step < 1 or self.completions_per_prompt < 1 or self.forward_batch_size < 1:
+        if self.prompts_per_step < 1 or self.samples_per_prompt < 1 or self.forward_batch_size < 1:
             raise ConfigError(
-                "`rollout.prompts_per_step`, `completions_per_prompt` and `forward_batch_size` must be >= 1"
+                "`rollout.prompts_per_step`, `samples_per_prompt` and `forward_batch_size` must be >= 1"
+            )
+        if self.sampling.seed is not None:
+            raise ConfigError(
+                "`rollout.sampling.seed` must be null: rollouts draw from the run's random stream (set `seed`)"
             )
         if self.tis_cap is not None and self.tis_cap < 1.0:
             raise ConfigError(f"`rollout.tis_cap` must be at least 1 (or null: off), got {self.tis_cap}")
@@ -178,9 +184,8 @@ class CriticConfig:
 
 @dataclass
 class GuardConfig:
-    max_nonfinite: int = 5
-    """A NaN or infinite loss or reward skips that update with a warning; after this many skipped
-    updates the run stops with an error."""
+    RENAMED: ClassVar[dict[str, str]] = {"max_nonfinite": "../max_nonfinite"}
+
     kl_warn_factor: float = 3.0
     """Flag a step whose KL to the reference exceeds this many times `kl.target` (adaptive
     controller) or `kl_warn_above` (fixed)."""
@@ -190,6 +195,8 @@ class GuardConfig:
 
 @dataclass
 class PpoConfig(RunControl):
+    RENAMED: ClassVar[dict[str, str]] = {"steps": "max_steps"}
+
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy to start from: the SFT model (directory or adapter), a hub id, or `builtin:tiny`.
     The reference model is this same model, frozen, unless `reference` names another."""
@@ -219,19 +226,22 @@ class PpoConfig(RunControl):
     critic: CriticConfig = field(default_factory=CriticConfig)
     """The value function (`advantage.estimator: gae` only)."""
     guards: GuardConfig = field(default_factory=GuardConfig)
-    """NaN/inf and KL guards."""
+    """When a runaway KL is flagged."""
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-5, scheduler="constant"))
     """AdamW for the policy (and, unless `critic.lr`, the critic), clipping, and
     `gradient_accumulation_steps`: micro-batches each minibatch is split into."""
-    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/ppo", log_every=1))
-    """Run directory, metric frequency, TensorBoard, progress bar."""
-    steps: int = 100
-    """PPO steps: each samples a rollout and runs `ppo_epochs` passes of updates over it."""
+    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(log_every=1))
+    """Metric frequency, TensorBoard, progress bar."""
+    output_dir: str = "runs/ppo"
+    """Run directory: the resolved config, metrics, checkpoints and the trained model go here. A run
+    that does not resume refuses one that holds an earlier run's checkpoints (`--overwrite`)."""
+    max_steps: int = 100
+    """PPO steps to train: each samples a rollout and runs `ppo_epochs` passes of updates over it."""
     ppo_epochs: int = 4
     """Passes over each rollout (the rollout's sequences are reshuffled into minibatches every pass)."""
     minibatch_size: int = 8
     """Sequences per optimizer step on each process; split into `optimizer.gradient_accumulation_steps`
-    micro-batches. Must divide the rollout (prompts_per_step x completions_per_prompt)."""
+    micro-batches. Must divide the rollout (prompts_per_step x samples_per_prompt)."""
     samples_every: int = 10
     """Every N steps log a table of sampled prompts, completions and rewards (`samples.jsonl` and
     TensorBoard text); 0: never."""
@@ -240,22 +250,22 @@ class PpoConfig(RunControl):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.steps < 1 or self.ppo_epochs < 1 or self.minibatch_size < 1:
-            raise ConfigError("`steps`, `ppo_epochs` and `minibatch_size` must be at least 1")
+        if self.max_steps < 1 or self.ppo_epochs < 1 or self.minibatch_size < 1:
+            raise ConfigError("`max_steps`, `ppo_epochs` and `minibatch_size` must be at least 1")
         if self.peft.method == "prompt_tuning":
             raise ConfigError("`peft.method: prompt_tuning` is not supported by PPO; use lora, qlora or none")
-        rollout = self.rollout.prompts_per_step * self.rollout.completions_per_prompt
+        rollout = self.rollout.prompts_per_step * self.rollout.samples_per_prompt
         if rollout % self.minibatch_size:
             raise ConfigError(
                 f"`minibatch_size` {self.minibatch_size} must divide the rollout of {rollout} sequences "
-                "(`rollout.prompts_per_step` x `rollout.completions_per_prompt`)"
+                "(`rollout.prompts_per_step` x `rollout.samples_per_prompt`)"
             )
         if self.minibatch_size % self.optimizer.gradient_accumulation_steps:
             raise ConfigError("`optimizer.gradient_accumulation_steps` must divide `minibatch_size`")
-        if self.advantage.estimator in ("rloo", "grpo") and self.rollout.completions_per_prompt < 2:
+        if self.advantage.estimator in ("rloo", "grpo") and self.rollout.samples_per_prompt < 2:
             raise ConfigError(
                 f"`advantage.estimator: {self.advantage.estimator}` compares the completions of a prompt: "
-                "set `rollout.completions_per_prompt` to 2 or more"
+                "set `rollout.samples_per_prompt` to 2 or more"
             )
         if self.samples_every < 0 or self.samples_count < 0:
             raise ConfigError("`samples_every` and `samples_count` must be >= 0")

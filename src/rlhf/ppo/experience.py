@@ -150,10 +150,10 @@ def _advantages(
             rank = run.accelerator.process_index
             seq_adv = run.state.baseline.advantages(everything)[rank * len(seq) : (rank + 1) * len(seq)]
         elif estimator == "rloo":
-            seq_adv = ppo_losses.rloo_advantages(seq, cfg.rollout.completions_per_prompt)
+            seq_adv = ppo_losses.rloo_advantages(seq, cfg.rollout.samples_per_prompt)
         else:
             seq_adv = ppo_losses.grpo_advantages(
-                seq, cfg.rollout.completions_per_prompt, scale=cfg.advantage.grpo_scale
+                seq, cfg.rollout.samples_per_prompt, scale=cfg.advantage.grpo_scale
             )
         advantages = ppo_losses.broadcast_to_tokens(seq_adv, mask)
     if cfg.advantage.whiten:

@@ -16,6 +16,7 @@ import torch
 
 from rlhf.losses.ppo import MovingBaseline
 from rlhf.ppo.config import PpoConfig
+from rlhf.training.guards import NonFiniteGuard
 
 
 @dataclass
@@ -48,8 +49,8 @@ class UpdateState:
 
     baseline: MovingBaseline
     """REINFORCE's moving baseline of the sequence rewards."""
-    skipped: int = 0
-    """Updates skipped for a NaN/inf loss, reward or gradient so far."""
+    guard: NonFiniteGuard
+    """Counts the updates skipped for a NaN/inf loss, reward or gradient (`max_nonfinite`)."""
     ptx_position: int = 0
     """PPO-ptx batches consumed so far."""
 
@@ -63,7 +64,7 @@ class PpoRun:
     accelerator: Any
     """The run's Accelerator (processes, device, DDP)."""
     run_dir: Path
-    """`logging.output_dir`, created."""
+    """`output_dir`, created."""
     models: Models
     """The trained models, optimizers and schedules, as prepared."""
     policy: Any

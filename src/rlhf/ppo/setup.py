@@ -148,9 +148,9 @@ def prepare_models(cfg: PpoConfig, accelerator, built: Built, pad_id: int):
     from rlhf.training.sharding import is_deepspeed
 
     policy, critic = built.policy, built.critic
-    rollout = cfg.rollout.prompts_per_step * cfg.rollout.completions_per_prompt
+    rollout = cfg.rollout.prompts_per_step * cfg.rollout.samples_per_prompt
     total_updates = (
-        cfg.steps * cfg.ppo_epochs * (rollout // cfg.minibatch_size)
+        cfg.max_steps * cfg.ppo_epochs * (rollout // cfg.minibatch_size)
     )  # at most: target_kl may stop early
     if is_deepspeed(accelerator):
         return _prepare_on_deepspeed(cfg, accelerator, policy, pad_id, total_updates)

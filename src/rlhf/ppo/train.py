@@ -25,6 +25,7 @@ from rlhf.ppo.config import PpoConfig
 from rlhf.ppo.experience import Experience
 from rlhf.ppo.rollout import Rollout
 from rlhf.ppo.run_state import PpoRun, UpdateState
+from rlhf.training.guards import NonFiniteGuard
 
 
 @dataclass
@@ -59,7 +60,7 @@ def load_prompt_ids(cfg: PpoConfig, tokenizer) -> tuple[list, list[list[int]], s
 def ptx_stream(cfg: PpoConfig, tokenizer, accelerator, start: int):
     """Endless PPO-ptx batches (input_ids, attention_mask, labels, count = the global target tokens)."""
     from rlhf.data import PromptRenderer, load_records
-    from rlhf.sft.examples import collate, encode_demonstrations, to_rows
+    from rlhf.data.examples import collate, encode_demonstrations, to_rows
     from rlhf.training.batches import BatchStream
 
     data = cfg.loss.ptx_data
@@ -89,13 +90,14 @@ def run_ppo(
 ) -> PpoResult:
     """Train the policy with PPO (or a critic-free estimator); returns the summary and the policy.
 
-    `resume`: True continues from the newest checkpoint of `logging.output_dir`, a path from that
+    `resume`: True continues from the newest checkpoint of `output_dir`, a path from that
     checkpoint. `generator`: a replacement generation engine (see `rlhf.ppo.rollout.Generator`).
     """
     from rlhf.ppo.checkpoint import restore, save
     from rlhf.tracking import MetricsLogger
     from rlhf.tracking.progress import progress_block
     from rlhf.training.batches import BatchStream
+    from rlhf.training.loop import notify
 
     engine_notes: list[str] = []
     engine = _check_config(cfg, engine_notes.append)
@@ -119,21 +121,24 @@ def run_ppo(
     )
     generator = generator or _generator(run, engine)
     logger = MetricsLogger(run.run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
-    with logger, progress_block(cfg.steps, "ppo", enabled=cfg.logging.progress and main) as bar:
+    with logger, progress_block(cfg.max_steps, "ppo", enabled=cfg.logging.progress and main) as bar:
         bar.update(start_step)
-        for step in range(start_step + 1, cfg.steps + 1):
+        notify("started")
+        for step in range(start_step + 1, cfg.max_steps + 1):
             indices = next(iter(stream))
             row, samples = _step(run, generator, [prompts[i] for i in indices], [prompt_ids[i] for i in indices],
                                  step, ptx)  # fmt: skip
             run.history.append({"step": step, **row})
-            if step % cfg.logging.log_every == 0 or step == cfg.steps:
+            if step % cfg.logging.log_every == 0 or step == cfg.max_steps:
                 logger.log(step, {f"ppo/{k}": v for k, v in row.items()})
             if cfg.samples_every and (step % cfg.samples_every == 0 or step == 1) and main:
                 _log_samples(logger, run.run_dir, step, *samples, cfg.samples_count)
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward/normalized']:.3f}", kl=f"{row.get('kl', float('nan')):.3f}")
-            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps:
                 save(run, step)
+            notify("stepped", step, row, [])
+        notify("ended")
     result = _finish(run, start_step, trainable, started)
     if hasattr(generator, "close"):  # after the run's last collective: vLLM's shutdown touches process groups
         generator.close()
@@ -211,7 +216,8 @@ def _start(
         cfg=cfg, accelerator=accelerator, run_dir=run_dir, models=models,
         policy=accelerator.unwrap_model(models.policy), reference=built.reference,
         kl_ctl=make_kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon),
-        state=UpdateState(baseline=MovingBaseline(cfg.advantage.baseline_decay)), reward_fn=reward_fn,
+        state=UpdateState(MovingBaseline(cfg.advantage.baseline_decay), NonFiniteGuard(cfg.max_nonfinite, cfg.optimizer.lr, "updates")),
+        reward_fn=reward_fn,
         tokenizer=tokenizer, say=say, sharding=sharding, data_report=data_report,
     )  # fmt: skip
     return run, prompts, prompt_ids, trainable
@@ -233,7 +239,7 @@ def _step(
     tokenizer = run.tokenizer
     eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
     with root_gathered(run.models.policy):  # FSDP2: generate calls the LM inside the sharded root
-        rollout = sample_rollout(generator, prompts, prompt_ids, cfg.rollout.completions_per_prompt, eos_id)
+        rollout = sample_rollout(generator, prompts, prompt_ids, cfg.rollout.samples_per_prompt, eos_id)
     t_gen = time.time()
     rewards = run.reward_fn(rollout.prompts, rollout.texts, rollout.finished, reduce_sum=run.reduce_sum)
     scores = rewards.rewards.float()  # (R,)
@@ -265,17 +271,10 @@ def _step(
 def _rewards_finite(run: PpoRun, scores: torch.Tensor, step: int) -> bool:
     """False (and the step's update skipped, counted, maybe the run stopped) when any process has a
     NaN or infinite reward."""
-    from rlhf.ppo.update import NonFiniteError, nonfinite_message
-
     bad = run.reduce_sum((~torch.isfinite(scores)).sum().double().reshape(1))
     if float(bad[0]) == 0:
         return True
-    run.state.skipped += 1
-    run.say(
-        f"[guard] warning: step {step}: a reward is NaN or infinite; update skipped ({run.state.skipped} so far)"
-    )
-    if run.state.skipped > run.cfg.guards.max_nonfinite:
-        raise NonFiniteError(nonfinite_message(run.state.skipped, run.cfg))
+    run.state.guard.skip(f"step {step}: a reward is NaN or infinite", run.say)
     return False
 
 

@@ -20,7 +20,6 @@ from rlhf.ppo.config import PpoConfig
 from rlhf.ppo.experience import Experience
 from rlhf.ppo.rollout import collate
 from rlhf.ppo.run_state import Models, PpoRun
-from rlhf.training.guards import NonFiniteError
 
 
 @dataclass
@@ -111,10 +110,7 @@ def _minibatch(run: PpoRun, step: MicroStep, indices: list[int], ptx_batches) ->
     bad += sum(0 if math.isfinite(v) else 1 for v in norms.values())
     if float(run.reduce_sum(bad)[0]) > 0:
         _zero(models)
-        run.state.skipped += 1
-        run.say(f"[guard] warning: non-finite loss or gradient, update skipped ({run.state.skipped} so far)")
-        if run.state.skipped > cfg.guards.max_nonfinite:
-            raise NonFiniteError(nonfinite_message(run.state.skipped, cfg))
+        run.state.guard.skip("a NaN or infinite loss or gradient in an update", run.say)
         return None
     if not step.warmup:
         models.policy_optimizer.step()
@@ -233,9 +229,8 @@ def _deepspeed_backward(run: PpoRun, loss: torch.Tensor, bad: torch.Tensor, *, l
     reaches the weights (the micro-batches before it are already in the engine's buffers, so the
     minibatch cannot be skipped as on other engines)."""
     if float(run.reduce_sum(bad)[0]) > 0:
-        raise NonFiniteError(
-            "a NaN or infinite PPO loss under DeepSpeed, whose engine steps inside the backward pass: the "
-            f"update could not be skipped, and the run stops. {_causes(run.cfg)}"
+        raise run.state.guard.unskippable(
+            "a NaN or infinite PPO loss under DeepSpeed, whose engine steps inside the backward pass"
         )
     engine = run.accelerator.deepspeed_engine_wrapped
     engine.backward(loss * run.accelerator.num_processes, sync_gradients=last)
@@ -250,9 +245,8 @@ def _deepspeed_norm(run: PpoRun) -> dict[str, float]:
     if not math.isfinite(norm):
         if run.accelerator.mixed_precision == "fp16":
             return {}
-        raise NonFiniteError(
-            "a NaN or infinite gradient under DeepSpeed, whose engine steps inside the backward pass: the "
-            f"update could not be skipped, and the run stops. {_causes(run.cfg)}"
+        raise run.state.guard.unskippable(
+            "a NaN or infinite gradient under DeepSpeed, whose engine steps inside the backward pass"
         )
     return {"grad_norm": norm}
 
@@ -261,17 +255,3 @@ def _zero(models: Models) -> None:
     models.policy_optimizer.zero_grad(set_to_none=True)
     if models.value_optimizer is not None:
         models.value_optimizer.zero_grad(set_to_none=True)
-
-
-def nonfinite_message(skipped: int, cfg: PpoConfig) -> str:
-    return (
-        f"{skipped} updates had a NaN or infinite loss, reward or gradient (limit `guards.max_nonfinite` "
-        f"{cfg.guards.max_nonfinite}); the run stops. {_causes(cfg)}"
-    )
-
-
-def _causes(cfg: PpoConfig) -> str:
-    return (
-        f"Usual causes: a learning rate too high (optimizer.lr {cfg.optimizer.lr}), fp16 overflow (try bf16 "
-        "or float32), or a reward source returning NaN"
-    )

@@ -35,7 +35,7 @@ ALLOWED_LOSSES: dict[str, tuple[str, ...]] = {
     "rating": ("regression", "rating_pairs"),
     "label": ("label",),
 }
-"""Losses each record kind supports; the first is what `loss: auto` picks."""
+"""Losses each record kind supports; the first is what `loss_type: auto` picks."""
 
 DEFAULT_POSITIVE = ("good", "okay", "safe", "true", "yes", "chosen", "1", "positive", "acceptable")
 DEFAULT_NEGATIVE = ("bad", "harmful", "unsafe", "false", "no", "rejected", "0", "negative", "unacceptable")
@@ -49,7 +49,9 @@ def resolve_loss(loss: str, kind: str) -> str:
     if loss == "auto":
         return allowed[0]
     if loss not in allowed:
-        raise ConfigError(f"`loss: {loss}` does not fit {kind} data; use {' or '.join(allowed)} (or auto)")
+        raise ConfigError(
+            f"`loss_type: {loss}` does not fit {kind} data; use {' or '.join(allowed)} (or auto)"
+        )
     return loss
 
 
@@ -265,7 +267,7 @@ def layout_groups(groups: list[Group], mode: str, ties: Ties = "skip") -> Layout
         out.ranks = ranks
     if mode == "plackett_luce":
         if any(g.weight != 1.0 for g in groups):
-            raise ConfigError("rows with a `weight` train with `loss: pairwise`, not plackett_luce")
+            raise ConfigError("rows with a `weight` train with `loss_type: pairwise`, not plackett_luce")
         out.counted = [len(set(g.need("ranks"))) > 1 for g in groups]
     else:
         out.counted = [n > 0 for n in out.pair_counts]

@@ -116,7 +116,7 @@ def headline(run: RunData) -> str:
     """The key numbers of `summary.json` (its `headline`, else its top-level numbers)."""
     if run.summary is None:
         return ""
-    from rlhf.pipeline.summary import headline_table
+    from rlhf.report.headline import headline_table
 
     data = run.summary.get("headline")
     if not isinstance(data, dict):

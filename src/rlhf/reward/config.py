@@ -3,46 +3,39 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import (
     DataConfig,
     EpochRunControl,
+    HeldOutConfig,
     LoggingConfig,
     ModelConfig,
     OptimizerConfig,
     PeftConfig,
     PromptConfig,
 )
+from rlhf.rewards.config import RewardSourcesConfig
 
 
 @dataclass
-class RewardEvalConfig:
-    path: str | None = None
-    """Held-out feedback (same kind as `data`, read like it); overrides `fraction`."""
-    fraction: float = 0.0
-    """Without `path`: this share of the training records (chosen with `seed`) is held out instead."""
-    every: int = 0
-    """Evaluate every N optimizer steps (0: only at the start and the end). Needs `path` or `fraction`."""
-    batch_size: int = 8
-    """Groups per evaluation (and final scoring) forward pass on each process."""
+class RewardEvalConfig(HeldOutConfig):
+    """The held-out evaluation (`HeldOutConfig`): accuracy, margin and calibration."""
+
     bins: int = 10
     """Bins of the calibration table (reward gap -> how often the model is right)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.fraction < 1.0:
-            raise ConfigError(f"`eval.fraction` must be in [0, 1), got {self.fraction}")
-        if self.every < 0 or self.batch_size < 1 or self.bins < 1:
-            raise ConfigError("`eval.every` must be >= 0, `eval.batch_size` and `eval.bins` >= 1")
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.path) or self.fraction > 0
+        super().__post_init__()
+        if self.bins < 1:
+            raise ConfigError(f"`eval.bins` must be at least 1, got {self.bins}")
 
 
 @dataclass
 class RewardConfig(EpochRunControl):
+    RENAMED: ClassVar[dict[str, str]] = {"loss": "loss_type"}
+
     model: ModelConfig = field(default_factory=ModelConfig)
     """The model to start from (usually the SFT model, a hub id, or `builtin:tiny`); it gets a
     scalar head (a one-label sequence classifier)."""
@@ -56,12 +49,15 @@ class RewardConfig(EpochRunControl):
     """Held-out evaluation: pairwise accuracy, margin, calibration, reward statistics."""
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-5, warmup_ratio=0.03))
     """AdamW, learning-rate schedule, gradient clipping and accumulation."""
-    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/reward"))
-    """Run directory, metric frequency, TensorBoard, progress bar."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Metric frequency, TensorBoard, progress bar."""
+    output_dir: str = "runs/reward"
+    """Run directory: the resolved config, metrics, checkpoints and the trained model go here. A run
+    that does not resume refuses one that holds an earlier run's checkpoints (`--overwrite`)."""
     batch_size: int = 8
     """Groups (prompts with their completions) per micro-batch on each process; all completions of
     a micro-batch go through the model in one forward pass."""
-    loss: Literal["auto", "pairwise", "plackett_luce", "regression", "rating_pairs", "label"] = "auto"
+    loss_type: Literal["auto", "pairwise", "plackett_luce", "regression", "rating_pairs", "label"] = "auto"
     """`auto`: comparisons and rankings -> pairwise (Bradley-Terry over all K(K-1)/2 pairs of a
     ranking, each prompt weighing 1, as InstructGPT), ratings -> regression, labels -> label (BCE).
     `plackett_luce`: listwise over rankings. `rating_pairs`: pairs from the ratings of each prompt."""
@@ -101,37 +97,39 @@ class RewardConfig(EpochRunControl):
 class ScoreConfig:
     """`rlhf score`: rewards for the completions of a file, written as JSONL."""
 
-    model: str = ""
-    """Reward model directory (from `rlhf reward`, or any one-label sequence classifier)."""
+    RENAMED: ClassVar[dict[str, str]] = {
+        "model": "reward.model",
+        "batch_size": "reward.batch_size",
+        "device": "reward.device",
+        "dtype": "reward.dtype",
+    }
+
+    reward: RewardSourcesConfig = field(default_factory=RewardSourcesConfig)
+    """What scores: a reward model (`reward.model`: from `rlhf reward`, or any one-label sequence
+    classifier), a Python function, an endpoint, or a weighted sum of them (their raw scores), with
+    the batch size, device and dtype of reward models."""
     data: DataConfig = field(default_factory=DataConfig)
     """What to score: prompt/completion rows, comparisons, rankings, candidates (from `rlhf
     generate`), ratings or labels. The judgments in the file are kept in the output, not used."""
     output: str = "scores.jsonl"
     """JSONL written here: each input row with its reward(s) added."""
-    batch_size: int = 16
-    """Completions per forward pass (sorted by length, so a batch pads only to its own longest)."""
     normalize: bool = False
-    """Write (r - mean) / std with the statistics saved with the model instead of raw rewards."""
-    device: str | None = None
-    """`cpu`, `cuda`, `cuda:1`, ...; default: the GPU when there is one."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights' dtype: `auto` is bf16 on a GPU that supports it, else float32."""
+    """Write (r - mean) / std with the statistics saved with the reward model instead of raw rewards
+    (`reward.model` alone)."""
     max_length: int | None = None
-    """Token limit per prompt + completion; default: the one the model was trained with."""
+    """Token limit per prompt + completion of a reward model; default: the one it was trained with."""
     progress: bool = True
     """Show a progress bar (on stderr)."""
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
 
 
 @dataclass
 class EvalRewardConfig:
     """`rlhf eval reward`: held-out metrics of a reward model on human feedback."""
 
-    model: str = ""
-    """Reward model directory."""
+    RENAMED: ClassVar[dict[str, str]] = ScoreConfig.RENAMED
+
+    reward: RewardSourcesConfig = field(default_factory=RewardSourcesConfig)
+    """The reward model to evaluate (`reward.model`), with its batch size, device and dtype."""
     data: DataConfig = field(default_factory=DataConfig)
     """Held-out feedback: comparisons, rankings, ratings (give `data.rating_scale`) or labels."""
     output: str | None = None
@@ -140,17 +138,11 @@ class EvalRewardConfig:
     """Ranking/rating ties: left out of the pairs (`skip`) or kept as tie pairs in the loss (`half`)."""
     bins: int = 10
     """Bins of the calibration table and the reward histogram."""
-    batch_size: int = 16
-    """Completions per forward pass."""
-    device: str | None = None
-    """`cpu`, `cuda`, ...; default: the GPU when there is one."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights' dtype: `auto` is bf16 on a GPU that supports it, else float32."""
     max_length: int | None = None
     """Token limit per prompt + completion; default: the one the model was trained with."""
     progress: bool = True
     """Show a progress bar (on stderr)."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.bins < 1:
-            raise ConfigError("`batch_size` and `bins` must be at least 1")
+        if self.bins < 1:
+            raise ConfigError("`bins` must be at least 1")

@@ -9,12 +9,12 @@ the label?).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from rlhf.config.core import ConfigError
+from rlhf.files import write_json_atomic
 from rlhf.reward.config import EvalRewardConfig
 
 EVAL_LOSS = {"comparison": "pairwise", "ranking": "pairwise", "rating": "rating_pairs", "label": "label"}
@@ -22,21 +22,30 @@ EVAL_LOSS = {"comparison": "pairwise", "ranking": "pairwise", "rating": "rating_
 
 
 def run_eval_reward(cfg: EvalRewardConfig) -> dict[str, Any]:
-    """Score `cfg.data` with `cfg.model`; print a short table and return (and maybe write) the metrics."""
+    """Score `cfg.data` with the reward model `cfg.reward.model`; print a short table and return (and
+    maybe write) the metrics."""
     from rlhf.data import load_records
     from rlhf.preference.groups import build_groups, label_targets, loss_mode
-    from rlhf.reward.score import RewardScorer
     from rlhf.reward.train import reward_metrics
+    from rlhf.rewards.scorer import RewardScorer
 
     started = time.time()
-    if not cfg.model:
-        raise ConfigError("no reward model given: set `model` (`rlhf eval reward --model DIR`)")
+    model = cfg.reward.single_model()
+    if model is None:
+        raise ConfigError(
+            "`rlhf eval reward` evaluates one reward model: set `reward.model` (`--model DIR`); for a "
+            "function or endpoint, `rlhf score` reports its agreement with the file's judgments"
+        )
     if not cfg.data.path:
         raise ConfigError("no feedback given: set `data.path` (`rlhf eval reward --data FILE`)")
     loaded = load_records(cfg.data, expect="reward")
     loss = EVAL_LOSS[loaded.kind]
     scorer = RewardScorer.load(
-        cfg.model, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length
+        model,
+        batch_size=cfg.reward.batch_size,
+        device=cfg.reward.device,
+        dtype=cfg.reward.dtype,
+        max_length=cfg.max_length,
     )
     extra = scorer.model.extra
     labels = label_targets(extra.get("positive_labels"), extra.get("negative_labels"))
@@ -54,7 +63,7 @@ def run_eval_reward(cfg: EvalRewardConfig) -> dict[str, Any]:
         at += len(group.input_ids)
     metrics = reward_metrics(groups, scores, loss_mode(loss), cfg.ties, cfg.bins)
     result = {
-        "model": cfg.model,
+        "model": model,
         "data": cfg.data.path,
         "kind": loaded.kind,
         "records": len(loaded.records),
@@ -64,9 +73,7 @@ def run_eval_reward(cfg: EvalRewardConfig) -> dict[str, Any]:
         "seconds": round(time.time() - started, 1),
     }
     if cfg.output:
-        path = Path(cfg.output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(Path(cfg.output), result)
     print(report(result, loaded.report.summary(with_path=False)))
     return result
 

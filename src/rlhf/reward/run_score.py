@@ -91,28 +91,20 @@ def run_score(cfg: ScoreConfig) -> dict[str, Any]:
     from rlhf.data import load_records
     from rlhf.files import write_jsonl_atomic
     from rlhf.reward.metrics import reward_stats
-    from rlhf.reward.score import RewardScorer
 
     started = time.time()
-    if not cfg.model:
-        raise ConfigError("no reward model given: set `model` (`rlhf score --model DIR`)")
+    if not cfg.reward.all_sources():
+        raise ConfigError(
+            "no reward given: set `reward.model` (`rlhf score --model DIR`), or a function or url"
+        )
     if not cfg.data.path:
         raise ConfigError("nothing to score: set `data.path` (`rlhf score --data FILE`)")
     # The data first: a bad file fails in milliseconds, before the model loads.
     loaded = load_records(cfg.data, expect="score")
     records = loaded.records
-    scorer = RewardScorer.load(
-        cfg.model, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length
-    )
-    if cfg.normalize and scorer.stats is None:
-        raise ConfigError(
-            f"`normalize: true` needs the reward statistics saved by `rlhf reward`; {cfg.model} has none"
-        )
     texts = [completions_of(record) for record in records]
     prompts = [record.prompt for record, group in zip(records, texts) for _ in group]
-    flat = scorer.score(prompts, [c for group in texts for c in group], progress=cfg.progress)
-    if cfg.normalize:
-        flat = scorer.normalize(flat)
+    flat, truncated, max_length = _scores(cfg, prompts, [c for group in texts for c in group])
     rewards, at = [], 0
     for group in texts:
         rewards.append(flat[at : at + len(group)])
@@ -129,8 +121,8 @@ def run_score(cfg: ScoreConfig) -> dict[str, Any]:
         "reward_std": stats["std"] if stats else None,
         "reward_min": stats["min"] if stats else None,
         "reward_max": stats["max"] if stats else None,
-        "truncated": scorer.truncated,
-        "max_length": scorer.max_length,
+        "truncated": truncated,
+        "max_length": max_length,
         "rows_skipped": len(loaded.report.skipped),
         "seconds": round(time.time() - started, 1),
         "output": str(output),
@@ -140,6 +132,37 @@ def run_score(cfg: ScoreConfig) -> dict[str, Any]:
         summary.update(pairs=agree["pairs"], accuracy=agree["accuracy"])
     print(summary_line(summary, loaded.report.summary(with_path=False)))
     return summary
+
+
+def _scores(cfg: ScoreConfig, prompts: list, completions: list[str]) -> tuple[list[float], int, int | None]:
+    """(the score of every completion, how many were cut to fit, the token limit): by the reward
+    model (`reward.model` alone: its own batching, `max_length`, saved statistics for `normalize`)
+    or by any reward sources' raw weighted sum."""
+    from rlhf.rewards.function import RawScorer
+    from rlhf.rewards.scorer import RewardScorer
+
+    model = cfg.reward.single_model()
+    if model is None:
+        if cfg.normalize or cfg.max_length is not None:
+            raise ConfigError(
+                "`normalize` and `max_length` apply to one reward model (`reward.model` alone), not to "
+                "functions, endpoints or weighted sums"
+            )
+        return RawScorer(cfg.reward)(prompts, completions).rewards, 0, None
+    reward = cfg.reward
+    scorer = RewardScorer.load(
+        model,
+        batch_size=reward.batch_size,
+        device=reward.device,
+        dtype=reward.dtype,
+        max_length=cfg.max_length,
+    )
+    if cfg.normalize and scorer.stats is None:
+        raise ConfigError(
+            f"`normalize: true` needs the reward statistics saved by `rlhf reward`; {model} has none"
+        )
+    flat = scorer.score(prompts, completions, progress=cfg.progress)
+    return (scorer.normalize(flat) if cfg.normalize else flat), scorer.truncated, scorer.max_length
 
 
 def summary_line(summary: dict[str, Any], load_report: str) -> str:

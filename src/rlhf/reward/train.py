@@ -27,7 +27,7 @@ def build_data(cfg: RewardConfig, tokenizer) -> PreferenceData:
     """The training and held-out groups `cfg` asks for (`rlhf.preference.data`)."""
     spec = PreferenceDataSpec(
         cfg.data, cfg.prompt, cfg.seed, eval_path=cfg.eval.path, eval_fraction=cfg.eval.fraction,
-        loss=cfg.loss, ties=cfg.ties, margin=cfg.margin, positive_labels=cfg.positive_labels,
+        loss=cfg.loss_type, ties=cfg.ties, margin=cfg.margin, positive_labels=cfg.positive_labels,
         negative_labels=cfg.negative_labels,
     )  # fmt: skip
     return build_preference_data(spec, tokenizer)
@@ -137,7 +137,7 @@ def run_reward(
 ) -> RewardResult:
     """Train a reward model; returns what the run measured (also in `summary.json`) and the model.
 
-    `resume`: True resumes from the newest checkpoint of `logging.output_dir` (fresh when there is
+    `resume`: True resumes from the newest checkpoint of `output_dir` (fresh when there is
     none), a path resumes from that checkpoint.
     """
     from rlhf.models import load_tokenizer
@@ -211,7 +211,7 @@ def _summary(stage, steps: int, data: PreferenceData, pack_width, mean: float, s
     return {
         "steps": steps,
         "resumed_from_step": stage.start_step,
-        "loss": data.loss,
+        "loss_type": data.loss,
         "packed": pack_width is not None,
         "data": data.counts,
         "train_loss": [row["loss"] for row in history],
@@ -259,7 +259,7 @@ def _done_line(summary: dict[str, Any]) -> str:
 def _save(cfg: RewardConfig, model, tokenizer, run_dir: Path, data: PreferenceData, mean, std, n) -> dict:
     """Write the model (LoRA merged; QLoRA as an adapter: a 4-bit base cannot take the merge)."""
     from rlhf.models.scalar import save_scalar_model
-    from rlhf.reward.score import scorer_metadata
+    from rlhf.rewards.scorer import scorer_metadata
 
     merge = cfg.peft.method != "qlora"
     extra = {

@@ -7,7 +7,7 @@ policy`, `rlhf rrhf` and the pipeline.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rlhf.config.core import ConfigError
 
@@ -52,6 +52,13 @@ class RewardSourceConfig:
 
 @dataclass
 class RewardSourcesConfig:
+    """Where a reward comes from, the same shape wherever one is used (`reward` of ppo, rrhf,
+    generate, eval policy, score, eval reward): a reward model, a Python function, an HTTP endpoint,
+    or a weighted sum of several."""
+
+    USUAL_KEY: ClassVar[str] = "model"
+    """What a bare value given for the whole section most likely meant (said in the error)."""
+
     model: str | None = None
     """Shortcut for one reward-model source (see `sources`)."""
     function: str | None = None
@@ -67,19 +74,38 @@ class RewardSourcesConfig:
     no_eos_penalty: float | None = None
     """Subtract this from the reward of a completion that hit `max_new_tokens` without ending (no
     EOS or stop string): discourages rambling that the reward model might not punish."""
+    batch_size: int = 16
+    """Completions per forward pass (reward models) or request (endpoints) of the `model`, `function`
+    and `url` shortcuts (a source of `sources` sets its own)."""
     device: str | None = None
     """Device of the reward models; default: the process's device."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Reward models' weight dtype."""
 
+    def describe(self) -> str | None:
+        """The sources as a short text (their model paths, functions or URLs, with `+` between,
+        weights other than 1 shown); None when there is none."""
+        parts = []
+        for source in self.all_sources():
+            where = source.model or source.function or source.url or "?"
+            parts.append(where if source.weight == 1.0 else f"{source.weight:g} x {where}")
+        return " + ".join(parts) or None
+
+    def single_model(self) -> str | None:
+        """The reward model directory when the sources are one reward model and nothing else."""
+        sources = self.all_sources()
+        return sources[0].model if len(sources) == 1 and sources[0].weight == 1.0 else None
+
     def all_sources(self) -> list[RewardSourceConfig]:
         shortcuts = [
-            RewardSourceConfig(**{key: getattr(self, key)})
+            RewardSourceConfig(**{key: getattr(self, key)}, batch_size=self.batch_size)
             for key in ("model", "function", "url")
             if getattr(self, key)
         ]
         return shortcuts + list(self.sources)
 
     def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"`reward.batch_size` must be at least 1, got {self.batch_size}")
         if self.clip is not None and self.clip <= 0:
             raise ConfigError(f"`reward.clip` must be positive (or null), got {self.clip}")

@@ -33,6 +33,7 @@ from rlhf.rewards.sources import (
     HttpSource,
     RewardModelSource,
     RewardSource,
+    RewardSourceError,
     SourceOutput,
 )
 
@@ -231,12 +232,10 @@ class RewardFunction:
         return {"moments": {s.name: s.moments.state_dict() for s in self.sources if s.moments is not None}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from rlhf.training.checkpoint import CheckpointError
-
         saved = state.get("moments", {})
         running = {s.name: s.moments for s in self.sources if s.moments is not None}
         if set(saved) != set(running):
-            raise CheckpointError(
+            raise RewardSourceError(
                 f"the checkpoint has running reward statistics for {sorted(saved) or 'no source'}, "
                 f"this config normalizes {sorted(running) or 'no source'} with running statistics"
             )
@@ -297,15 +296,13 @@ def build_source(
 def build_reward_function(
     cfg: RewardSourcesConfig, *, device: str | torch.device | None = None
 ) -> RewardFunction:
-    """The reward function of `rlhf ppo`: every source of `cfg` loaded, its normalization resolved.
+    """The reward function of `cfg`: every source loaded, its normalization resolved.
 
     `device` (for reward models) is used unless `cfg.device` says otherwise.
     """
     configs = cfg.all_sources()
     if not configs:
-        raise ConfigError(
-            "rlhf ppo needs a reward: set reward.model, reward.function, reward.url or reward.sources"
-        )
+        raise ConfigError("no reward given: set reward.model, reward.function, reward.url or reward.sources")
     names = source_names(configs)
     for name, source_cfg in zip(names, configs):
         if source_cfg.normalize == "saved" and not source_cfg.model:
@@ -327,3 +324,18 @@ def build_reward_function(
         moments = RunningMoments() if mode == "running" else None
         sources.append(WeightedSource(name, source, source_cfg.weight, mode, moments))
     return RewardFunction(sources, clip=cfg.clip, no_eos_penalty=cfg.no_eos_penalty)
+
+
+class RawScorer:
+    """Reward sources as a plain scorer, `scorer(prompts, completions).rewards`: the weighted sum of
+    the sources' raw rewards, neither normalized nor shaped. What ranks completions (best-of-N,
+    rrhf) and scores them for evaluation: a reward model's own scores, as it gives them."""
+
+    def __init__(self, cfg: RewardSourcesConfig, *, device: str | torch.device | None = None) -> None:
+        self.function = build_reward_function(cfg, device=device)
+        self.label = cfg.describe()
+        """The sources (paths, functions, URLs), for messages and summaries."""
+
+    def __call__(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> SourceOutput:
+        out = self.function(prompts, completions, [True] * len(completions))
+        return SourceOutput(out.raw.tolist(), out.extras)

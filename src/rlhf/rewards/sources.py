@@ -112,7 +112,7 @@ class RewardModelSource:
         device: str | torch.device | None = None,
         dtype: str = "auto",
     ) -> None:
-        from rlhf.reward.score import RewardScorer
+        from rlhf.rewards.scorer import RewardScorer
 
         self.path = str(path)
         self.label = f"reward model {path}"

@@ -3,25 +3,31 @@ how the ranking and SFT terms are weighed."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import (
     DataConfig,
     EpochRunControl,
+    HeldOutConfig,
     LoggingConfig,
     ModelConfig,
     OptimizerConfig,
     PeftConfig,
     PromptConfig,
 )
-from rlhf.generation.config import SamplingConfig
-from rlhf.preference.config import PreferenceEvalConfig
+from rlhf.generation.config import SamplingConfig, check_draws
+from rlhf.rewards.config import RewardSourcesConfig
 
 
 @dataclass
 class RrhfConfig(EpochRunControl):
+    RENAMED: ClassVar[dict[str, str]] = {
+        "reward_model": "reward.model",
+        "reward_batch_size": "reward.batch_size",
+    }
+
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy to start from: the SFT model (directory, hub id, or `builtin:tiny`)."""
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -29,24 +35,27 @@ class RrhfConfig(EpochRunControl):
     data: DataConfig = field(default_factory=DataConfig)
     """Prompts and their responses. Rankings or comparisons (e.g. an `rlhf label export`) bring
     responses ranked by people; candidates (`rlhf generate` output, e.g. other models' answers)
-    bring unscored responses for `reward_model` to score; any other kind brings only its prompts
+    bring unscored responses for `reward` to score; any other kind brings only its prompts
     (for `samples_per_prompt`)."""
     prompt: PromptConfig = field(default_factory=PromptConfig)
     """How prompts are laid out: the settings the SFT model was trained with."""
-    reward_model: str | None = None
-    """Reward model directory (`rlhf reward` output; its own tokenizer and template) that scores every
-    response of a prompt, data and samples alike; people's ranks are then not used. Unset: the
+    reward: RewardSourcesConfig = field(default_factory=RewardSourcesConfig)
+    """What scores every response of a prompt, data and samples alike: a reward model
+    (`reward.model`: `rlhf reward` output, in its own tokenizer and template), a function, an
+    endpoint, or a weighted sum (their raw scores); people's ranks are then not used. Unset: the
     responses are scored by people's ranks (score = -rank), which needs rankings or comparisons."""
-    reward_batch_size: int = 16
-    """Responses per reward-model forward pass."""
     samples_per_prompt: int = 0
     """K responses sampled from the starting policy for every prompt, before training, and added to
-    the prompt's responses (needs `reward_model` to score them). With a reward model the responses
-    of a prompt are pooled over every record of that prompt; the samples depend on the number of
-    processes (each samples its share of the prompts)."""
+    the prompt's responses (needs `reward` to score them). With a reward the responses of a prompt
+    are pooled over every record of that prompt; the samples depend on the number of processes
+    (each samples its share of the prompts)."""
+    unique: bool = True
+    """Re-draw a sample whose text equals an earlier one of the same prompt (up to `max_retries`
+    more rounds); any still repeated then are kept."""
+    max_retries: int = 3
+    """Rounds of re-drawing repeated samples (with `unique`); 0: never re-draw."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    """How the samples are drawn (temperature, top-p, max_new_tokens, seed, ...); their number is
-    `samples_per_prompt` (leave `sampling.num_samples` at 1)."""
+    """How each sample is decoded (temperature, top-p, max_new_tokens, seed, ...)."""
     include_data_responses: bool = True
     """Train on the responses found in `data` (false: only on the samples; the file gives prompts)."""
     rank_weight: float = 1.0
@@ -57,13 +66,16 @@ class RrhfConfig(EpochRunControl):
     length_normalize: bool = True
     """p_i = the mean token log-prob of response i (the paper's choice; false: the summed log-prob,
     which favors short responses in the ranking)."""
-    eval: PreferenceEvalConfig = field(default_factory=PreferenceEvalConfig)
+    eval: HeldOutConfig = field(default_factory=HeldOutConfig)
     """Held-out prompts: the same loss terms and ranking accuracy, without gradients."""
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-6, warmup_ratio=0.1))
     """AdamW, learning-rate schedule, gradient clipping and accumulation (the paper fine-tunes with a
     small learning rate; raise it for adapters or tiny models)."""
-    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/rrhf"))
-    """Run directory, metric frequency, TensorBoard, progress bar."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Metric frequency, TensorBoard, progress bar."""
+    output_dir: str = "runs/rrhf"
+    """Run directory: the resolved config, metrics, checkpoints and the trained model go here. A run
+    that does not resume refuses one that holds an earlier run's checkpoints (`--overwrite`)."""
     batch_size: int = 4
     """Groups (a prompt with its K responses) per micro-batch on each process; every response of a
     micro-batch goes through the model in one forward pass."""
@@ -74,9 +86,8 @@ class RrhfConfig(EpochRunControl):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("batch_size", "reward_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
         for name in ("rank_weight", "sft_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}")
@@ -89,22 +100,13 @@ class RrhfConfig(EpochRunControl):
     def _check_responses(self) -> None:
         if self.samples_per_prompt < 0:
             raise ConfigError(f"`samples_per_prompt` must be >= 0, got {self.samples_per_prompt}")
-        if self.samples_per_prompt and not self.reward_model:
+        if self.samples_per_prompt and not self.reward.all_sources():
             raise ConfigError(
-                "`samples_per_prompt` draws responses nobody ranked: set `reward_model` to score them"
+                "`samples_per_prompt` draws responses nobody ranked: set `reward` (e.g. `reward.model`) to score them"
             )
-        if self.sampling.num_samples != 1:
-            raise ConfigError(
-                "`sampling.num_samples` is not used by rrhf: set the number of samples with `samples_per_prompt`"
-            )
-        if self.samples_per_prompt > 1:
-            dataclasses.replace(self.sampling, num_samples=self.samples_per_prompt)  # checks greedy + unique
+        if self.samples_per_prompt:
+            check_draws(self.sampling, self.samples_per_prompt, self.unique, self.max_retries)
         if not self.include_data_responses and self.samples_per_prompt < 2:
             raise ConfigError(
                 "`include_data_responses: false` trains on samples only: set `samples_per_prompt` to 2 or more"
             )
-
-    @property
-    def sampling_for_run(self) -> SamplingConfig:
-        """`sampling` with `num_samples` = `samples_per_prompt`."""
-        return dataclasses.replace(self.sampling, num_samples=max(1, self.samples_per_prompt))

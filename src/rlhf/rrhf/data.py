@@ -63,12 +63,12 @@ class Responses:
 
 
 def collect_responses(records: list, cfg: RrhfConfig, renderer: PromptRenderer, path: str) -> list[Responses]:
-    """The prompts of `records` with the data's responses. With a reward model, the responses of
-    every record of one prompt are pooled (its scores compare across records); with people's ranks,
-    each record is a group of its own, scored -rank."""
+    """The prompts of `records` with the data's responses. With a reward, the responses of every
+    record of one prompt are pooled (its scores compare across records); with people's ranks, each
+    record is a group of its own, scored -rank."""
     if not records:
         return []
-    if cfg.reward_model:
+    if cfg.reward.all_sources():
         pooled: dict[str, Responses] = {}
         for record in records:
             rendered = renderer.render(record.prompt)
@@ -81,9 +81,9 @@ def collect_responses(records: list, cfg: RrhfConfig, renderer: PromptRenderer, 
     kind = records[0].kind
     if kind not in ("comparison", "ranking"):
         hint = (
-            "candidates carry no ranks: set `reward_model` to score them"
+            "candidates carry no ranks: set `reward` (e.g. `reward.model`) to score them"
             if kind == "candidates"
-            else "rrhf needs ranked responses: use rankings or comparisons, or set `reward_model` "
+            else "rrhf needs ranked responses: use rankings or comparisons, or set `reward` "
             "and `samples_per_prompt` to score samples of the policy"
         )
         raise ConfigError(f"{path} holds {kind} data; {hint}")
@@ -117,9 +117,15 @@ def add_samples(accelerator, groups: list[Responses], lm, tokenizer, cfg: RrhfCo
     was_training = lm.training
     lm.eval()
     drawn = generate_samples(
-        lm, tokenizer, prompt_ids, cfg.sampling_for_run,
+        lm,
+        tokenizer,
+        prompt_ids,
+        cfg.sampling,
+        per_prompt=cfg.samples_per_prompt,
+        unique=cfg.unique,
+        max_retries=cfg.max_retries,
         progress=cfg.logging.progress and accelerator.is_main_process,
-    )  # fmt: skip
+    )
     lm.train(was_training)
     found = [(i, [(s.text, s.finish != "length") for s in samples]) for i, samples in zip(mine, drawn)]
     for i, samples in _share(accelerator, found):
@@ -128,13 +134,12 @@ def add_samples(accelerator, groups: list[Responses], lm, tokenizer, cfg: RrhfCo
 
 
 def score_responses(accelerator, groups: list[Responses], cfg: RrhfConfig) -> None:
-    """Every response's reward-model score; each process scores its share of the groups."""
+    """Every response's score by `reward` (raw); each process scores its share of the groups."""
     import torch
 
-    from rlhf.rewards.sources import RewardModelSource
+    from rlhf.rewards.function import RawScorer
 
-    assert cfg.reward_model, "called only when the config names a reward model"
-    scorer = RewardModelSource(cfg.reward_model, batch_size=cfg.reward_batch_size, device=accelerator.device)
+    scorer = RawScorer(cfg.reward, device=accelerator.device)
     mine = [i for i in range(accelerator.process_index, len(groups), accelerator.num_processes)]
     prompts = [groups[i].prompt for i in mine for _ in groups[i].texts]
     rewards = scorer(prompts, [t for i in mine for t in groups[i].texts]).rewards if prompts else []

@@ -149,12 +149,12 @@ def finish_responses(cfg: RrhfConfig, accelerator, say, run_dir, lm, tokenizer, 
         add_samples(accelerator, train + held_out, lm, tokenizer, cfg)
         sample_seconds = time.time() - started
         say(f"[samples] {cfg.samples_per_prompt} per prompt from {cfg.model.path} in {sample_seconds:.1f} s")
-    if cfg.reward_model:
+    if cfg.reward.all_sources():
         started = time.time()
         score_responses(accelerator, train + held_out, cfg)
         score_seconds = time.time() - started
         count = sum(len(g.texts) for g in train + held_out)
-        say(f"[score] {count} responses by {cfg.reward_model} in {score_seconds:.1f} s")
+        say(f"[score] {count} responses by {cfg.reward.describe()} in {score_seconds:.1f} s")
     train, dropped = usable(train)
     held_out, eval_dropped = usable(held_out)
     if not train:
@@ -164,7 +164,7 @@ def finish_responses(cfg: RrhfConfig, accelerator, say, run_dir, lm, tokenizer, 
             f"[data] {dropped + eval_dropped} prompts left out: fewer than two responses, or all scored equal"
         )
     if accelerator.is_main_process:
-        scored_by = "reward_model" if cfg.reward_model else "people's ranks"
+        scored_by = "reward" if cfg.reward.all_sources() else "people's ranks"
         write_responses(run_dir / RESPONSES_FILE, train, held_out, scored_by)
     accelerator.wait_for_everyone()
     counts = {
@@ -293,8 +293,8 @@ def _summary(cfg: RrhfConfig, stage, steps: int, reuse: bool, pack_width, data: 
     return {
         "steps": steps,
         "resumed_from_step": stage.start_step,
-        "scored_by": "reward_model" if cfg.reward_model else "people's ranks",
-        "reward_model": cfg.reward_model,
+        "scored_by": "reward" if cfg.reward.all_sources() else "people's ranks",
+        "reward": cfg.reward.describe(),
         "samples_per_prompt": cfg.samples_per_prompt,
         "responses_read_back": reuse,
         "packed": pack_width is not None,

@@ -9,6 +9,7 @@ from rlhf.config.parts import (
     DataConfig,
     EpochRunControl,
     FreezeConfig,
+    HeldOutConfig,
     LoggingConfig,
     ModelConfig,
     OptimizerConfig,
@@ -18,15 +19,9 @@ from rlhf.config.parts import (
 
 
 @dataclass
-class SftEvalConfig:
-    path: str | None = None
-    """Held-out demonstrations (any demonstration format, read like `data`); overrides `fraction`."""
-    fraction: float = 0.0
-    """Without `path`: this share of the training records (chosen with `seed`) is held out instead."""
-    every: int = 0
-    """Evaluate every N optimizer steps (0: only at the end). Needs `path` or `fraction`."""
-    batch_size: int = 8
-    """Rows per evaluation forward pass on each process."""
+class SftEvalConfig(HeldOutConfig):
+    """The held-out evaluation (`HeldOutConfig`): loss and perplexity, plus a few greedy answers."""
+
     generations: int = 3
     """After each evaluation, answer this many held-out prompts (greedy) and log prompt, answer and
     reference as text (TensorBoard and metrics.jsonl): a look at what the loss means."""
@@ -34,16 +29,9 @@ class SftEvalConfig:
     """Length limit of those answers."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.fraction < 1.0:
-            raise ConfigError(f"`eval.fraction` must be in [0, 1), got {self.fraction}")
-        if self.every < 0 or self.batch_size < 1 or self.generations < 0 or self.max_new_tokens < 1:
-            raise ConfigError(
-                "`eval.every` and `eval.generations` must be >= 0, `eval.batch_size` and `eval.max_new_tokens` >= 1"
-            )
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.path) or self.fraction > 0
+        super().__post_init__()
+        if self.generations < 0 or self.max_new_tokens < 1:
+            raise ConfigError("`eval.generations` must be >= 0 and `eval.max_new_tokens` >= 1")
 
 
 @dataclass
@@ -63,8 +51,11 @@ class SftConfig(EpochRunControl):
     """Held-out evaluation: loss, perplexity and sample answers at intervals."""
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=2e-5, warmup_ratio=0.03))
     """AdamW, learning-rate schedule, gradient clipping and accumulation."""
-    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(output_dir="runs/sft"))
-    """Run directory, metric frequency, TensorBoard, progress bar."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Metric frequency, TensorBoard, progress bar."""
+    output_dir: str = "runs/sft"
+    """Run directory: the resolved config, metrics, checkpoints and the trained model go here. A run
+    that does not resume refuses one that holds an earlier run's checkpoints (`--overwrite`)."""
     batch_size: int = 8
     """Rows per micro-batch on each process. One optimizer step sees batch_size x processes x
     gradient_accumulation_steps rows."""

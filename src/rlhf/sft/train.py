@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from rlhf.data.examples import Row, collate, encode_demonstrations, to_rows
 from rlhf.data.split import split_eval
 from rlhf.sft.config import SftConfig
-from rlhf.sft.examples import Row, collate, encode_demonstrations, to_rows
 
 
 @dataclass
@@ -115,9 +115,7 @@ def sample_answers(model, tokenizer, prompts: list[tuple[list[int], str]], max_n
     model.eval()
     ids = [prompt_ids for prompt_ids, _ in prompts]
     # seed None: sampling must not reseed (and so replay) the training run's random stream.
-    sampling = SamplingConfig(
-        temperature=0.0, max_new_tokens=max_new_tokens, num_samples=1, unique=False, seed=None
-    )
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens, seed=None)
     answers = generate_completions(model, tokenizer, ids, sampling, progress=False)
     model.train(was_training)
     return [
@@ -146,7 +144,7 @@ class SftResult:
 def run_sft(cfg: SftConfig, *, resume: str | bool | None = None, overwrite: bool = False) -> SftResult:
     """Train; returns what the run measured (also written to `summary.json`) and the model.
 
-    `resume`: True resumes from the newest checkpoint of `logging.output_dir` (starting fresh when
+    `resume`: True resumes from the newest checkpoint of `output_dir` (starting fresh when
     there is none), a path resumes from that checkpoint.
     """
     from rlhf.models import load_tokenizer

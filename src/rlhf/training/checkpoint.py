@@ -183,7 +183,7 @@ def check_fresh_start(run_dir: str | Path, *, resume: str | Path | bool | None, 
     if finished:
         raise CheckpointError(
             f"{run_dir} holds the checkpoints of a finished run (newest {found[-1].name}): start over with "
-            "--overwrite (deletes them), or give another logging.output_dir"
+            "--overwrite (deletes them), or give another output_dir"
         )
     raise CheckpointError(
         f"{run_dir} holds the checkpoints of an unfinished run (newest {found[-1].name}): continue it with "

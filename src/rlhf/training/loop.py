@@ -6,20 +6,21 @@ mechanics every stage needs the same way, so each stage's module stays about its
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from rlhf.config.parts import OptimizerConfig
 from rlhf.tracking import MetricsLogger
 from rlhf.tracking.progress import progress_block
-from rlhf.training.guards import NonFiniteError, too_many_message
+from rlhf.training.guards import NonFiniteGuard
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
 """`loss_fn(model, batch)` or, with a `count_fn`, `loss_fn(model, batch, num_items=N)`: (loss, metrics)."""
@@ -88,21 +89,21 @@ def start_stage(
 ):
     """The opening every stage run shares: an Accelerator (`make_accelerator`, seeded with
     `cfg.seed`), a `say` that prints on the main process only, and the run directory
-    (`cfg.logging.output_dir`, with the resolved config and environment written into it). A run
+    (`cfg.output_dir`, with the resolved config and environment written into it). A run
     that does not `resume` is refused where an earlier run left checkpoints, unless `overwrite`
     (`check_fresh_start`), and starts with what that run logged cleared. Returns (accelerator, say,
     run_dir)."""
     from rlhf.tracking import prepare_run_dir
     from rlhf.training.checkpoint import check_fresh_start, start_fresh
 
-    check_fresh_start(cfg.logging.output_dir, resume=resume, overwrite=overwrite)
+    check_fresh_start(cfg.output_dir, resume=resume, overwrite=overwrite)
     accelerator = make_accelerator(optim_cfg, seed=cfg.seed, mixed_precision=mixed_precision)
     main = accelerator.is_main_process
     say = print if main else (lambda *a, **k: None)
     if main and not resume:
-        start_fresh(cfg.logging.output_dir)
+        start_fresh(cfg.output_dir)
     accelerator.wait_for_everyone()
-    run_dir = prepare_run_dir(cfg.logging.output_dir, cfg, seed=cfg.seed, main=main)
+    run_dir = prepare_run_dir(cfg.output_dir, cfg, seed=cfg.seed, main=main)
     say(f"rlhf {name}: run directory {run_dir}")
     return accelerator, say, run_dir
 
@@ -165,9 +166,8 @@ def _optimizer_step(accelerator, optimizer, scheduler, optim_cfg: OptimizerConfi
         bad += 1
     if _reduce(accelerator, {"bad": float(bad)}, "sum")["bad"] > 0:
         if is_deepspeed(accelerator):
-            raise NonFiniteError(
-                "a NaN or infinite loss or gradient under DeepSpeed, whose engine steps inside the backward "
-                "pass: the step could not be skipped, and the run stops (lower optimizer.lr, or check the data)"
+            raise NonFiniteGuard(0, lr).unskippable(
+                "a NaN or infinite loss or gradient under DeepSpeed, whose engine steps inside the backward pass"
             )
         if accelerator.scaler is not None:
             # fp16: the loss scaler must see the non-finite gradients: it skips the step itself and
@@ -203,18 +203,6 @@ def _accumulate_and_step(
     return sums, lr, grad_norm, skipped
 
 
-def _count_skipped(accelerator, result: LoopResult, max_nonfinite: int, lr: float) -> None:
-    """Count the step just skipped, warn, and stop the run past `max_nonfinite`."""
-    result.skipped += 1
-    accelerator.print(
-        f"[guard] warning: step {result.steps}: a NaN or infinite loss or gradient; the step was skipped "
-        f"({result.skipped} so far)",
-        flush=True,
-    )
-    if result.skipped > max_nonfinite:
-        raise NonFiniteError(too_many_message(result.skipped, max_nonfinite, lr))
-
-
 def _step_row(accelerator, sums: dict[str, float], accumulation: int, *, shares: bool) -> dict[str, float]:
     """The step's row from its micro-batches' summed loss and metrics: metrics averaged over
     micro-batches and processes; the loss added up when each micro-batch's loss is its share of the
@@ -238,26 +226,77 @@ def _windows(batches: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield window
 
 
+class StepWatcher(Protocol):
+    """What `watch_steps` calls: a benchmark's or tool's view of the training loops of this process."""
+
+    def started(self) -> None:
+        """A loop is about to take its first step (models loaded, data ready)."""
+
+    def stepped(self, step: int, row: dict[str, float], window: list[Any]) -> None:
+        """Optimizer step `step` is done: its logged `row`, and its micro-batches (`window`; PPO: [])."""
+
+    def ended(self) -> None:
+        """The loop took its last step."""
+
+
+_WATCHERS: list[StepWatcher] = []
+
+
+@contextlib.contextmanager
+def watch_steps(watcher: StepWatcher) -> Iterator[StepWatcher]:
+    """Let `watcher` see every step of every training loop (`train_loop`, PPO's) run in this process
+    while the block runs: how benchmarks time and count steps without changing any stage."""
+    _WATCHERS.append(watcher)
+    try:
+        yield watcher
+    finally:
+        _WATCHERS.remove(watcher)
+
+
+def notify(event: str, *args: Any) -> None:
+    """Tell the watchers (see `watch_steps`) that a loop `started`, `stepped` or `ended`."""
+    for watcher in list(_WATCHERS):
+        getattr(watcher, event)(*args)
+
+
+@dataclass
+class LoopOptions:
+    """How `train_loop` runs, besides what it trains: its length, the optimizer settings it steps
+    with, what it logs and shows, where it resumes, and its hooks."""
+
+    max_steps: int
+    """Optimizer steps to reach (counting `start_step`)."""
+    optim_cfg: OptimizerConfig
+    """Gradient accumulation and clipping (the optimizer itself is built by the stage)."""
+    logger: MetricsLogger | None = None
+    """Where each step's row is logged (every `log_every` steps and the last)."""
+    log_every: int = 10
+    """Log every N optimizer steps."""
+    progress: bool = True
+    """Show a progress bar (on the main process)."""
+    desc: str = "train"
+    """The progress bar's label and the logged metrics' prefix (`train/loss`)."""
+    start_step: int = 0
+    """Steps already taken (a resumed run)."""
+    count_fn: Callable[[Any], int] | None = None
+    """Items of a micro-batch the loss is normalized by over the whole step (see `train_loop`)."""
+    on_step: Callable[[int, dict[str, float]], None] | None = None
+    """Called after every optimizer step with (step, row): evaluation, checkpoints, timing."""
+    max_nonfinite: int = 3
+    """Steps that may be skipped for a NaN or infinite loss or gradient (`NonFiniteGuard`)."""
+
+
 def train_loop(
-    *,
     accelerator,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     batches: Iterable[Any],
     loss_fn: LossFn,
-    max_steps: int,
-    optim_cfg: OptimizerConfig,
-    logger: MetricsLogger | None = None,
-    log_every: int = 10,
-    progress: bool = True,
-    desc: str = "train",
-    start_step: int = 0,
-    count_fn: Callable[[Any], int] | None = None,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
-    max_nonfinite: int = 3,
+    options: LoopOptions,
 ) -> LoopResult:
-    """Run optimizer steps until `max_steps`, cycling over `batches` (micro-batches of this process).
+    """Run optimizer steps until `options.max_steps`, cycling over `batches` (this process's
+    micro-batches).
 
     One optimizer step consumes `gradient_accumulation_steps` micro-batches on every process,
     drawn from `batches` in order and nothing more, so a resumable stream knows its position.
@@ -270,50 +309,63 @@ def train_loop(
     the same however items fall into micro-batches and processes, so 2 processes x batch 2, or
     accumulation 2 x batch 2, give the loss and gradient of 1 process x batch 4.
 
-    `on_step(step, row)` runs after every optimizer step (evaluation, checkpoints).
-
-    A step with a NaN or infinite loss or gradient on any process is skipped (`rlhf.training.guards`):
+    A step with a NaN or infinite loss or gradient on any process is skipped (`NonFiniteGuard`):
     its row says `skipped: 1`, a warning is printed, and past `max_nonfinite` skipped steps the run
     stops with `NonFiniteError`.
     """
+    o = options
     model.train()
-    result = LoopResult(steps=start_step)
-    with progress_block(max_steps, desc, enabled=progress and accelerator.is_main_process) as bar:
-        bar.update(start_step)
-        accumulation = optim_cfg.gradient_accumulation_steps
-        # Normalized losses are scaled back up by processes x accumulation, which DDP's gradient mean
-        # and Accelerate's division by the accumulation steps take off again.
-        scale = accelerator.num_processes * accumulation
-        windows = _windows(batches, accumulation)
-        while result.steps < max_steps:
+    result = LoopResult(steps=o.start_step)
+    guard = NonFiniteGuard(o.max_nonfinite, o.optim_cfg.lr)
+    accumulation = o.optim_cfg.gradient_accumulation_steps
+    # Normalized losses are scaled back up by processes x accumulation, which DDP's gradient mean
+    # and Accelerate's division by the accumulation steps take off again.
+    scale = accelerator.num_processes * accumulation if o.count_fn is not None else 1
+    windows = _windows(batches, accumulation)
+    with progress_block(o.max_steps, o.desc, enabled=o.progress and accelerator.is_main_process) as bar:
+        bar.update(o.start_step)
+        notify("started")
+        while result.steps < o.max_steps:
             # Checked before drawing: a finished loop has taken exactly max_steps windows from `batches`.
             window = next(windows, None)
             if window is None:
                 break
-            kwargs = {}
-            if count_fn is not None:
-                count = sum(count_fn(batch) for batch in window)
-                kwargs["num_items"] = max(1, int(_reduce(accelerator, {"n": count}, "sum")["n"]))
-            sums, lr, grad_norm, skipped = _accumulate_and_step(
-                accelerator, model, optimizer, scheduler, optim_cfg, window,
-                functools.partial(loss_fn, model, **kwargs), scale if count_fn is not None else 1,
-            )  # fmt: skip
-            row = _step_row(accelerator, sums, accumulation, shares=count_fn is not None)
-            row["lr"] = lr
-            if grad_norm is not None:
-                row["grad_norm"] = grad_norm
+            row = _loop_step(accelerator, model, optimizer, scheduler, o, window, loss_fn, scale)
             result.steps += 1
             result.history.append(row)
-            if skipped:
-                row["skipped"] = 1.0
-                _count_skipped(accelerator, result, max_nonfinite, optim_cfg.lr)
+            if row.get("skipped"):
+                guard.skip(f"step {result.steps}: a NaN or infinite loss or gradient", accelerator.print)
+                result.skipped = guard.skipped
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if logger is not None and (result.steps % log_every == 0 or result.steps == max_steps):
-                logger.log(result.steps, {f"{desc}/{k}": v for k, v in row.items()})
-            if on_step is not None:
-                on_step(result.steps, row)
+            if o.logger is not None and (result.steps % o.log_every == 0 or result.steps == o.max_steps):
+                o.logger.log(result.steps, {f"{o.desc}/{k}": v for k, v in row.items()})
+            if o.on_step is not None:
+                o.on_step(result.steps, row)
+            notify("stepped", result.steps, row, window)
+        notify("ended")
     return result
+
+
+def _loop_step(
+    accelerator, model, optimizer, scheduler, o: LoopOptions, window: list[Any], loss_fn: LossFn, scale: float
+) -> dict[str, float]:
+    """One optimizer step over `window`: its row (loss, metrics, lr, grad norm, `skipped`)."""
+    kwargs = {}
+    if o.count_fn is not None:
+        count = sum(o.count_fn(batch) for batch in window)
+        kwargs["num_items"] = max(1, int(_reduce(accelerator, {"n": count}, "sum")["n"]))
+    loss_of = functools.partial(loss_fn, model, **kwargs)
+    sums, lr, grad_norm, skipped = _accumulate_and_step(
+        accelerator, model, optimizer, scheduler, o.optim_cfg, window, loss_of, scale
+    )
+    row = _step_row(accelerator, sums, o.optim_cfg.gradient_accumulation_steps, shares=o.count_fn is not None)
+    row["lr"] = lr
+    if grad_norm is not None:
+        row["grad_norm"] = grad_norm
+    if skipped:
+        row["skipped"] = 1.0
+    return row
 
 
 def stage_on_step(

@@ -24,7 +24,15 @@ import torch
 from rlhf.config.core import to_dict
 from rlhf.files import write_json_atomic
 from rlhf.tracking import MetricsLogger
-from rlhf.training.loop import LoopResult, LossFn, stage_on_step, stage_steps, start_stage, train_loop
+from rlhf.training.loop import (
+    LoopOptions,
+    LoopResult,
+    LossFn,
+    stage_on_step,
+    stage_steps,
+    start_stage,
+    train_loop,
+)
 
 
 @dataclass
@@ -41,7 +49,7 @@ class Stage:
     say: Callable[..., None]
     """`print` on the main process, nothing elsewhere."""
     run_dir: Path
-    """`logging.output_dir`, created, with the config and environment written."""
+    """`output_dir`, created, with the config and environment written."""
     started: float
     """time.time() when the stage started."""
     steps: int = 0
@@ -207,12 +215,18 @@ class Stage:
         started = time.time()
         self._train_span[:] = [started]
         with self.logger:
-            result = train_loop(
-                accelerator=self.accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                batches=batches, loss_fn=loss_fn, max_steps=self.steps, optim_cfg=cfg.optimizer,
-                logger=self.logger, log_every=cfg.logging.log_every, progress=cfg.logging.progress, desc="train",
-                start_step=self.start_step, count_fn=count_fn, on_step=on_step, max_nonfinite=cfg.max_nonfinite,
-            )  # fmt: skip
+            options = LoopOptions(
+                max_steps=self.steps,
+                optim_cfg=cfg.optimizer,
+                logger=self.logger,
+                log_every=cfg.logging.log_every,
+                progress=cfg.logging.progress,
+                start_step=self.start_step,
+                count_fn=count_fn,
+                on_step=on_step,
+                max_nonfinite=cfg.max_nonfinite,
+            )
+            result = train_loop(self.accelerator, model, optimizer, scheduler, batches, loss_fn, options)
             if run_eval is not None:
                 run_eval(result.steps)
         self._train_span.append(time.time())

@@ -1,4 +1,4 @@
-"""SFT data: demonstrations -> token rows (templated, completion-only labels), packing, batches.
+"""SFT examples: demonstrations -> token rows (templated, completion-only labels), packing, batches.
 
 A *row* is what one batch slot holds: one example, or with packing several examples laid end to
 end. Packed rows carry position ids that restart at 0 for every example and no attention mask;
@@ -13,15 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rlhf.data import (
-    IGNORE_INDEX,
-    Demonstration,
-    EncodedExample,
-    PromptRenderer,
-    TruncationStats,
-    encode_example,
-)
 from rlhf.data.packing import best_fit, packed_positions
+from rlhf.data.records import Demonstration
+from rlhf.data.templates import PromptRenderer
+from rlhf.data.tokenize import IGNORE_INDEX, EncodedExample, TruncationStats, encode_example
 
 
 @dataclass

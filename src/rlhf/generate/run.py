@@ -13,7 +13,8 @@ This is the `candidates` data format: the labeling app and `rlhf data inspect` r
 stage that takes prompts can take it back (`load_records(path, expect="prompt")`).
 
 With `best_of` N > 1 (best-of-N, `rlhf.generation.best_of`) each line is instead the kept
-completion of N draws, scored by `reward_model`:
+completion of N draws, scored by `reward` (a reward model's own scores, or a weighted sum of
+sources' raw rewards):
 
     {"prompt": "Name a fruit.",                       # as above
      "completion": "An apple.",                       # the draw the reward model scored highest
@@ -38,8 +39,8 @@ from rlhf.config.core import ConfigError
 from rlhf.data.jsonl import prompt_to_json
 from rlhf.data.records import PromptOnly
 from rlhf.files import write_jsonl_atomic
+from rlhf.generate.config import GenerateConfig
 from rlhf.generation.best_of import BestOfN, best_of_n
-from rlhf.generation.config import GenerateConfig
 
 OUTPUT_FIELDS = ("prompt", "completions", "rendered_prompt", "source", "prompt_tokens_cut")
 """Fields generate writes itself; a prompt row's own field of one of these names is not copied
@@ -61,7 +62,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
 
     from rlhf.data import load_records, prompts_of
     from rlhf.engines import resolve_engine, sampler_for
-    from rlhf.generation.sampling import count_repeats, generate_samples
+    from rlhf.generation.sampling import count_repeats
     from rlhf.models import load_causal_lm, load_tokenizer
 
     started = time.time()
@@ -76,42 +77,23 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
 
     scorer = None
     if cfg.best_of > 1:
-        from rlhf.rewards.sources import RewardModelSource
+        from rlhf.rewards.function import RawScorer
 
         # Loaded before the policy: a bad reward model directory fails before any sampling.
-        assert cfg.reward_model, "GenerateConfig requires reward_model with best_of > 1"
-        scorer = RewardModelSource(cfg.reward_model, batch_size=cfg.sampling.batch_size)
+        scorer = RawScorer(cfg.reward)
     model = load_causal_lm(cfg.model, for_training=False, tokenizer=tokenizer)
     if torch.cuda.is_available() and cfg.model.quantization == "none":
         model.to("cuda")  # a quantized model was already placed on its GPU while loading
     source = sampler_for(engine, model, tokenizer, cfg.sampling, cfg.vllm, progress=cfg.progress)
 
-    picks: list[BestOfN] = []
-    if scorer is not None:
-        prompt_texts = [record.prompt for record in prompts]
-        picks = best_of_n(
-            source, tokenizer, prompt_ids, prompt_texts, cfg.sampling, cfg.best_of, scorer,
-            skip_blank=True, progress=cfg.progress,
-        )  # fmt: skip
-        groups = [pick.samples for pick in picks]
-        rows = [
-            best_of_row(record, pick, text, cut)
-            for record, pick, text, cut in zip(prompts, picks, rendered, cuts)
-            if pick.text.strip()
-        ]
-    else:
-        groups = generate_samples(source, tokenizer, prompt_ids, cfg.sampling, progress=cfg.progress)
-        rows = [
-            candidates_row(record, [sample.text for sample in group], text, cut)
-            for record, group, text, cut in zip(prompts, groups, rendered, cuts)
-        ]
+    picks, groups, rows = _draw(cfg, source, tokenizer, prompts, prompt_ids, rendered, cuts, scorer)
     if source is not model:
         source.close()
     output = write_jsonl_atomic(cfg.output, rows)
     samples = [sample for group in groups for sample in group]
     summary = {
         "prompts": len(prompts),
-        "num_samples": cfg.best_of if picks else cfg.sampling.num_samples,
+        "samples_per_prompt": cfg.best_of if picks else cfg.samples_per_prompt,
         "completions": len(samples),
         "repeats_left": count_repeats(groups),
         "empty": sum(not sample.text.strip() for sample in samples),
@@ -125,7 +107,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     if picks:
         summary.update(
             best_of=cfg.best_of,
-            reward_model=cfg.reward_model,
+            reward=scorer.label if scorer is not None else None,
             mean_best_reward=finite_mean([pick.reward for pick in picks]),
             mean_reward=finite_mean([reward for pick in picks for reward in pick.rewards]),
             rows_written=len(rows),
@@ -133,6 +115,56 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         )
     print(summary_line(summary, loaded.report.summary(with_path=False)))
     return summary
+
+
+def _draw(
+    cfg: GenerateConfig,
+    source: Any,
+    tokenizer: Any,
+    prompts: list[PromptOnly],
+    prompt_ids: list[list[int]],
+    rendered: list[str],
+    cuts: list[int],
+    scorer: Any,
+) -> tuple[list[BestOfN], list[list[Any]], list[dict[str, Any]]]:
+    """(best-of-N picks or [], every prompt's draws, the rows to write): best-of-N rows with a
+    `scorer`, else `candidates` rows of `samples_per_prompt` draws."""
+    from rlhf.generation.sampling import generate_samples
+
+    if scorer is not None:
+        texts = [record.prompt for record in prompts]
+        picks = best_of_n(
+            source,
+            tokenizer,
+            prompt_ids,
+            texts,
+            cfg.sampling,
+            cfg.best_of,
+            scorer,
+            skip_blank=True,
+            progress=cfg.progress,
+        )
+        rows = [
+            best_of_row(record, pick, text, cut)
+            for record, pick, text, cut in zip(prompts, picks, rendered, cuts)
+            if pick.text.strip()
+        ]
+        return picks, [pick.samples for pick in picks], rows
+    groups = generate_samples(
+        source,
+        tokenizer,
+        prompt_ids,
+        cfg.sampling,
+        per_prompt=cfg.samples_per_prompt,
+        unique=cfg.unique,
+        max_retries=cfg.max_retries,
+        progress=cfg.progress,
+    )
+    rows = [
+        candidates_row(record, [sample.text for sample in group], text, cut)
+        for record, group, text, cut in zip(prompts, groups, rendered, cuts)
+    ]
+    return [], groups, rows
 
 
 def _encode_prompts(
@@ -220,7 +252,7 @@ def summary_line(summary: dict[str, Any], load_summary: str) -> str:
             f"{fmt(summary['mean_reward'])} of all samples ({'; '.join(notes)})"
         )
     return (
-        f"[generate] {summary['prompts']} prompts x {summary['num_samples']} samples = "
+        f"[generate] {summary['prompts']} prompts x {summary['samples_per_prompt']} samples = "
         f"{summary['completions']} completions in {summary['seconds']} s -> {summary['output']} "
         f"({'; '.join(notes)})"
     )

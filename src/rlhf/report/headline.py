@@ -1,6 +1,6 @@
-"""The pipeline's headline: the numbers that say whether RLHF worked, as data and as a short table.
+"""A pipeline run's headline: the numbers that say whether RLHF worked, as data and as a short table.
 
-Plain Python (no torch), so the report can use it too.
+Plain Python (no torch): `rlhf pipeline`, `rlhf demo` and the report print it.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def headline(run: Path) -> dict[str, Any]:
             out[f"labeler_{key}" if not key.startswith("labeler") else key] = fb[key]
     methods = comparison.get("methods") or []
     if methods:
-        from rlhf.pipeline.compare import LABELS
+        from rlhf.eval.compare import LABELS
 
         out["method"] = LABELS.get(methods[0], methods[0])
     if len(methods) > 1:
@@ -84,7 +84,7 @@ def headline_table(head: dict[str, Any]) -> str:
             f"{num('labeler_krippendorff_alpha')}; a single labeler agrees with gold {num('labeler_gold_accuracy')})"
         )
     if isinstance(head.get("comparison"), dict):
-        from rlhf.pipeline.compare import comparison_table
+        from rlhf.eval.compare import comparison_table
 
         lines += ["", "the methods side by side (same SFT model, feedback and held-out prompts):"]
         lines.append(comparison_table(head["comparison"]))
