@@ -122,7 +122,7 @@ def _evaluates(model: Path, tmp_path: Path) -> None:
     policy = tmp_path / "ppo" / "policy"
     cfg = load_config(EvalPolicyConfig, None, [
         f"model.path={policy}", f"baseline={model}", f"data.path={DEMOS}", "data.limit=3",
-        f"reward={tmp_path / 'reward' / 'model'}", f"gold={GOLD}", "sampling.max_new_tokens=4",
+        f"reward.model={tmp_path / 'reward' / 'model'}", f"gold={GOLD}", "sampling.max_new_tokens=4",
         f"output_dir={tmp_path / 'eval'}", "progress=false",
     ])  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
