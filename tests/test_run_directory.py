@@ -51,7 +51,7 @@ STAGES = {
 
 
 def steps(stage: str, n: int) -> str:
-    return f"{'steps' if stage == 'ppo' else 'max_steps'}={n}"
+    return f"max_steps={n}"
 
 
 def run(stage: str, out: Path, n: int, *flags: str, tensorboard: bool = True) -> int:
