@@ -60,9 +60,7 @@ def train_kl_in_reward(cfg: PipelineConfig, out: Path) -> Path:
 
     ppo = ppo_config(Paths(Path(cfg.output_dir), cfg))
     kl = dataclasses.replace(ppo.kl, placement="reward", estimator="k1")
-    ppo = dataclasses.replace(
-        ppo, kl=kl, logging=dataclasses.replace(ppo.logging, output_dir=str(out / "ppo-kl-in-reward"))
-    )
+    ppo = dataclasses.replace(ppo, kl=kl, output_dir=str(out / "ppo-kl-in-reward"))
     policy = out / "ppo-kl-in-reward" / "policy"
     if not (policy / "config.json").is_file():
         run_ppo(ppo)

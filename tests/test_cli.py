@@ -43,7 +43,7 @@ def test_print_config_shows_docs_and_overrides():
     assert proc.returncode == 0, proc.stderr
     assert "# LoRA rank r: the width of each adapter's low-rank update." in proc.stdout
     assert "\n      method: lora" in proc.stdout
-    assert "\n    steps: 7" in proc.stdout
+    assert "\n    max_steps: 7" in proc.stdout
 
 
 @pytest.mark.slow

@@ -90,7 +90,7 @@ def test_a_reward_model_trains_on_the_safety_labels(tmp_path):
         "logging.progress=false", "logging.tensorboard=false",
     ])  # fmt: skip
     summary = run_reward(cfg).summary
-    assert summary["loss"] == "label" and all(loss == loss for loss in summary["train_loss"])
+    assert summary["loss_type"] == "label" and all(loss == loss for loss in summary["train_loss"])
 
 
 def test_an_attribute_the_dataset_lacks_is_one_line():

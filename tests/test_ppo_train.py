@@ -242,7 +242,7 @@ def test_ptx_kl_in_the_loss_and_the_adaptive_controller(tmp_path):
 
 @pytest.mark.slow
 def test_nan_rewards_skip_updates_then_stop_with_a_clear_error(tmp_path):
-    from rlhf.ppo.update import NonFiniteError
+    from rlhf.training.guards import NonFiniteError
 
     module = tmp_path / "bad_reward.py"
     module.write_text("def nan(prompts, completions):\n    return [float('nan')] * len(completions)\n")

@@ -192,7 +192,7 @@ def test_score_errors_are_one_line(planted, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "prompts.jsonl" in err[0] and "prompt data" in err[0], err
     assert main(["score", "--data", prompts]) == 2
-    assert "no reward model given" in capsys.readouterr().err
+    assert "no reward given: set `reward.model`" in capsys.readouterr().err
     bare = tmp_path / "no-stats"
     shutil.copytree(planted["model"], bare)
     extra = json.loads((bare / "rlhf_scalar.json").read_text())

@@ -86,7 +86,7 @@ def test_a_diverging_run_stops_with_an_error_and_writes_no_model(tmp_path):
     assert proc.returncode != 0
     assert "[guard] warning: step 2: a NaN or infinite loss or gradient; the step was skipped" in proc.stdout
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert errors and "3 optimizer steps had a NaN or infinite loss or gradient" in errors[0], proc.stderr[
-        -2000:
-    ]
+    assert errors and "3 optimizer steps had a NaN or infinite loss, reward or gradient" in errors[0], (
+        proc.stderr[-2000:]
+    )
     assert not (out / "model").exists()

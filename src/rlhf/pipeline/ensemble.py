@@ -41,7 +41,7 @@ def train_ensemble(
             seed=reward_cfg.seed + k,
             data=dataclasses.replace(reward_cfg.data, path=str(sample)),
             eval=dataclasses.replace(reward_cfg.eval, path=None, fraction=0.0),
-            logging=dataclasses.replace(reward_cfg.logging, output_dir=str(out)),
+            output_dir=str(out),
         )
         summaries.append(
             {"member": k, "train_loss": run_reward(cfg, overwrite=True).summary.get("train_loss", [None])[-1]}
