@@ -107,8 +107,23 @@ def load_causal_lm(
     """A causal LM (a `PeftModel` when `peft_cfg` asks for adapters) ready to train or to run.
 
     `for_training=False` returns it frozen in eval mode and ignores `peft_cfg`. `tokenizer`, when
-    given, sets the model's pad id to the tokenizer's (and initialises a prompt from text).
+    given, sets the model's pad id to the tokenizer's (and initialises a prompt from text). A
+    checkpoint that is not a decoder-only LM is refused in one line, before any weights load
+    (an encoder-decoder would otherwise load as its decoder alone, an encoder as a language head).
     """
+    from rlhf.models.kind import kind_of
+
+    kind = kind_of(model_cfg.path, trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision)
+    if kind == "encoder":
+        raise ModelLoadError(
+            f"{model_cfg.path} is an encoder-only model: it cannot write text, so it cannot be a policy; "
+            "it can be a reward model (`rlhf reward`, `reward.model`)"
+        )
+    if kind == "seq2seq":
+        raise ModelLoadError(
+            f"{model_cfg.path} is an encoder-decoder model (T5, BART, ...): this stage trains decoder-only "
+            "policies; encoder-decoder policies are not supported yet"
+        )
     return load_pretrained(
         AutoModelForCausalLM,
         model_cfg,
@@ -116,6 +131,19 @@ def load_causal_lm(
         for_training=for_training,
         task_type="CAUSAL_LM",
         tokenizer=tokenizer,
+    )
+
+
+def read_config(path: str, *, trust_remote_code: bool = False, revision: str | None = None):
+    """The transformers config of the checkpoint at `path` (a directory or a hub id)."""
+    from transformers import AutoConfig
+
+    _check_local_path(path)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision and not os.path.isdir(os.path.expanduser(path)):
+        kwargs["revision"] = revision
+    return _load_or_raise(
+        "config", path, lambda: AutoConfig.from_pretrained(os.path.expanduser(path), **kwargs)
     )
 
 

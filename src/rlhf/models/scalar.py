@@ -52,10 +52,20 @@ class ScalarModel(nn.Module):
     e.g. the reward mean and std used for normalisation.
     """
 
-    def __init__(self, seq_model: nn.Module, extra: dict | None = None) -> None:
+    def __init__(self, seq_model: nn.Module, extra: dict | None = None, *, note: str | None = None) -> None:
         super().__init__()
         self.seq_model = seq_model
         self.extra = dict(extra or {})
+        self.note = note
+        """What loading changed that the run should say (a classifier's head replaced), or None."""
+
+    @property
+    def encoder(self) -> bool:
+        """An encoder-only classifier (BERT, RoBERTa, DeBERTa, ...): its own head reads its own
+        pooled (first) token, so it gives one value per sequence, not one per token."""
+        from rlhf.models.kind import kind_of_config
+
+        return kind_of_config(self.config) == "encoder"
 
     @property
     def classifier(self) -> Any:
@@ -94,6 +104,8 @@ class ScalarModel(nn.Module):
         each row's value at its last real token. Packed rows (see `rlhf.data.packing`): no mask,
         `position_ids` (B, T) restarting at each sequence, and `last_index` = (row, column) of each
         sequence's last token, (N,) each; `last` holds those N values and `values` is not masked."""
+        if self.encoder:
+            return self._sequence_values(input_ids, attention_mask)
         if attention_mask is None:
             if position_ids is None or last_index is None:
                 raise ValueError("packed input needs position_ids and last_index (or pass attention_mask)")
@@ -104,6 +116,15 @@ class ScalarModel(nn.Module):
         position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
         values = self._values(input_ids, attention_mask, position_ids).masked_fill(attention_mask == 0, 0.0)
         last = values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)  # (B,)
+        return ScalarOutput(values=values, last=last)
+
+    def _sequence_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> ScalarOutput:
+        """An encoder's value: its classifier's output, pooled where the architecture pools (its
+        first token, through its own pooler); `values` repeats it at every real position."""
+        if attention_mask is None:
+            raise ValueError("an encoder-only model reads padded rows (with attention_mask), not packed ones")
+        last = self.seq_model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()  # (B,)
+        values = last[:, None].expand(input_ids.shape).masked_fill(attention_mask == 0, 0.0)  # (B, T)
         return ScalarOutput(values=values, last=last)
 
     def _values(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
@@ -130,6 +151,7 @@ def load_scalar_model(
     if peft_cfg is not None and peft_cfg.method == "prompt_tuning":
         raise AdapterError("prompt tuning is not supported for reward/value models; use lora or qlora")
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_cfg)
+    labels = _checkpoint_labels(model_cfg)
     seq_model = load_pretrained(
         AutoModelForSequenceClassification,
         model_cfg,
@@ -138,11 +160,34 @@ def load_scalar_model(
         task_type="SEQ_CLS",
         tokenizer=tokenizer,
         num_labels=1,
+        **({"ignore_mismatched_sizes": True} if len(labels) > 1 else {}),
     )
     extra_file = Path(model_cfg.path).expanduser() / SCALAR_FILE
     extra = json.loads(extra_file.read_text()) if extra_file.is_file() else {}
-    model = ScalarModel(seq_model, extra)
+    note = None
+    if len(labels) > 1:
+        note = (
+            f"{model_cfg.path} classifies into {len(labels)} labels ({', '.join(labels)}): its head is replaced "
+            "by a new one-label head"
+        )
+    model = ScalarModel(seq_model, extra, note=note)
     return model if for_training else model.eval()
+
+
+def _checkpoint_labels(model_cfg: ModelConfig) -> list[str]:
+    """The label names of a classifier checkpoint's head ([] for a checkpoint without one)."""
+    from rlhf.config.parts import BUILTIN_TINY
+    from rlhf.models.load import adapter_base_path, read_config
+
+    base = adapter_base_path(model_cfg.path)
+    if base == BUILTIN_TINY or (Path(model_cfg.path).expanduser() / "adapter_config.json").is_file():
+        return []
+    config = read_config(base, trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision)
+    architectures = getattr(config, "architectures", None) or []
+    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+        return []  # a language model: transformers adds a fresh head of the asked size
+    id2label = getattr(config, "id2label", None) or {}
+    return [str(id2label[key]) for key in sorted(id2label, key=int)]
 
 
 def save_scalar_model(

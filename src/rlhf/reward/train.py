@@ -83,6 +83,8 @@ def packing_isolates(
     """
     if not groups:
         return True
+    if getattr(model, "encoder", False) or getattr(getattr(model, "module", None), "encoder", False):
+        return False  # an encoder attends both ways over a whole row: packed completions would meet
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -157,7 +159,10 @@ def run_reward(
         load_scalar_model, cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer
     )
     model = build_model()
-    trainable = stage.report_model(model, note=", scalar head")
+    reads = "its classifier's pooled first token" if model.encoder else "the last token"
+    trainable = stage.report_model(model, note=f", scalar head reading {reads}")
+    if model.note:
+        say(f"[model] {model.note}")
     steps = stage.plan(len(data.train))
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.optimizer, steps)

@@ -15,8 +15,19 @@ from rlhf.config.core import ConfigError
 @dataclass
 class RewardSourceConfig:
     model: str | None = None
-    """A reward model directory (from `rlhf reward`, or any one-label sequence classifier). It keeps
-    its own tokenizer and prompt layout: the policy's text is re-encoded for it."""
+    """A reward model directory (from `rlhf reward`), or any sequence-classification checkpoint
+    (a hub id or a directory: a reward model such as OpenAssistant's DeBERTa ones, a sentiment or
+    toxicity classifier). It keeps its own tokenizer: the policy's text is re-encoded for it."""
+    label: str | None = None
+    """`model` is a classifier: the label whose output is the reward, by name (from the model's
+    config, e.g. `nothate`) or index. Needed when it has several labels."""
+    output: Literal["logit", "probability", "log_probability"] = "logit"
+    """`model` is a classifier: the reward is its label's logit, its probability (softmax over the
+    labels; sigmoid for one label) or that probability's log."""
+    input: Literal["auto", "completion", "prompt_and_completion"] = "auto"
+    """What a classifier reads: the completion alone, or the prompt and the completion (as a text
+    pair). `auto`: a reward model trained by `rlhf reward` reads both in the layout it was trained
+    with; another one-label model reads both; a classifier of several labels reads the completion."""
     function: str | None = None
     """A Python callable `module:function(prompts, completions) -> list[float]` (the module is
     imported from the working directory or the Python path; `path/to/file.py:function` also works).
@@ -48,6 +59,13 @@ class RewardSourceConfig:
             )
         if self.batch_size < 1 or self.retries < 0 or self.timeout_s <= 0:
             raise ConfigError("reward source: `batch_size` >= 1, `retries` >= 0, `timeout_s` > 0")
+        if not self.model and (self.label is not None or self.output != "logit" or self.input != "auto"):
+            raise ConfigError("reward source: `label`, `output` and `input` read a classifier: give `model`")
+
+    @property
+    def reads_classifier(self) -> bool:
+        """Whether `label`, `output` or `input` ask for a classifier's own reading."""
+        return self.label is not None or self.output != "logit" or self.input != "auto"
 
 
 @dataclass
@@ -60,7 +78,13 @@ class RewardSourcesConfig:
     """What a bare value given for the whole section most likely meant (said in the error)."""
 
     model: str | None = None
-    """Shortcut for one reward-model source (see `sources`)."""
+    """Shortcut for one reward-model or classifier source (see `sources`)."""
+    label: str | None = None
+    """With `model`: the classifier's label whose output is the reward (see a source's `label`)."""
+    output: Literal["logit", "probability", "log_probability"] = "logit"
+    """With `model`: the label's logit, probability or log-probability (see a source's `output`)."""
+    input: Literal["auto", "completion", "prompt_and_completion"] = "auto"
+    """With `model`: what a classifier reads (see a source's `input`)."""
     function: str | None = None
     """Shortcut for one Python-function source `module:function`."""
     url: str | None = None
@@ -92,20 +116,37 @@ class RewardSourcesConfig:
         return " + ".join(parts) or None
 
     def single_model(self) -> str | None:
-        """The reward model directory when the sources are one reward model and nothing else."""
+        """The reward model directory when the sources are one reward model, read as a reward
+        model (no classifier label or output), and nothing else."""
         sources = self.all_sources()
-        return sources[0].model if len(sources) == 1 and sources[0].weight == 1.0 else None
+        if len(sources) == 1 and sources[0].weight == 1.0 and not sources[0].reads_classifier:
+            return sources[0].model
+        return None
 
     def all_sources(self) -> list[RewardSourceConfig]:
-        shortcuts = [
-            RewardSourceConfig(**{key: getattr(self, key)}, batch_size=self.batch_size)
-            for key in ("model", "function", "url")
-            if getattr(self, key)
-        ]
+        shortcuts = []
+        if self.model:
+            shortcuts.append(
+                RewardSourceConfig(
+                    model=self.model,
+                    label=self.label,
+                    output=self.output,
+                    input=self.input,
+                    batch_size=self.batch_size,
+                )  # fmt: skip
+            )
+        if self.function:
+            shortcuts.append(RewardSourceConfig(function=self.function, batch_size=self.batch_size))
+        if self.url:
+            shortcuts.append(RewardSourceConfig(url=self.url, batch_size=self.batch_size))
         return shortcuts + list(self.sources)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"`reward.batch_size` must be at least 1, got {self.batch_size}")
+        if not self.model and (self.label is not None or self.output != "logit" or self.input != "auto"):
+            raise ConfigError(
+                "`reward.label`, `reward.output` and `reward.input` read a classifier: set `reward.model`"
+            )
         if self.clip is not None and self.clip <= 0:
             raise ConfigError(f"`reward.clip` must be positive (or null), got {self.clip}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from rlhf.rewards.config import RewardSourceConfig, RewardSourcesConfig
 from rlhf.rewards.sources import (
     RESERVED_NAMES,
     STD_FLOOR,
+    ClassifierSource,
     FunctionSource,
     HttpSource,
     RewardModelSource,
@@ -283,14 +285,40 @@ def _default_name(source: RewardSourceConfig) -> str:
 
 def build_source(
     cfg: RewardSourceConfig, *, device: str | torch.device | None = None, dtype: str = "auto"
-) -> RewardModelSource | FunctionSource | HttpSource:
-    """The source `cfg` describes (loads the reward model, imports the function)."""
+) -> RewardModelSource | ClassifierSource | FunctionSource | HttpSource:
+    """The source `cfg` describes (loads the reward model or classifier, imports the function)."""
+    if cfg.model and reads_as_classifier(cfg):
+        return ClassifierSource(
+            cfg.model, label=cfg.label, output=cfg.output, input=cfg.input, batch_size=cfg.batch_size,
+            device=device, dtype=dtype,
+        )  # fmt: skip
     if cfg.model:
         return RewardModelSource(cfg.model, batch_size=cfg.batch_size, device=device, dtype=dtype)
     if cfg.function:
         return FunctionSource(cfg.function)
     assert cfg.url
     return HttpSource(cfg.url, batch_size=cfg.batch_size, timeout_s=cfg.timeout_s, retries=cfg.retries)
+
+
+def reads_as_classifier(cfg: RewardSourceConfig) -> bool:
+    """Whether `cfg.model` is read through its own classifier head (`ClassifierSource`) rather than
+    as a reward model of `rlhf reward`'s kind: when the config asks for a label, an output or an
+    input, or the checkpoint is not one `rlhf reward` wrote and has several labels or is an
+    encoder (its own text-pair reading, not a causal reward model's prompt layout)."""
+    from rlhf.config.parts import BUILTIN_TINY
+    from rlhf.models.kind import kind_of_config
+    from rlhf.models.load import adapter_base_path, read_config
+    from rlhf.models.scalar import SCALAR_FILE
+
+    if cfg.reads_classifier:
+        return True
+    assert cfg.model is not None
+    if cfg.model == BUILTIN_TINY or (Path(cfg.model).expanduser() / SCALAR_FILE).is_file():
+        return False
+    if adapter_base_path(cfg.model) != cfg.model:
+        return False
+    config = read_config(cfg.model)
+    return getattr(config, "num_labels", 1) > 1 or kind_of_config(config) == "encoder"
 
 
 def build_reward_function(

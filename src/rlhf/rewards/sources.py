@@ -124,6 +124,95 @@ class RewardModelSource:
         return SourceOutput(self.scorer.score(list(prompts), list(completions)))
 
 
+class ClassifierSource:
+    """Any sequence-classification checkpoint read at one label: a sentiment or toxicity classifier,
+    a hate-speech model (the reward of "less toxic"), or a reward model published as a classifier
+    (OpenAssistant's DeBERTa ones). Its own head and pooling read its own tokenization of the text;
+    the reward is the label's logit, probability or log-probability (see `RewardSourceConfig`)."""
+
+    stats: tuple[float, float] | None = None
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        label: str | None = None,
+        output: str = "logit",
+        input: str = "auto",  # noqa: A002 (the config field's name)
+        batch_size: int = 16,
+        device: str | torch.device | None = None,
+        dtype: str = "auto",
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification
+
+        from rlhf.config.parts import ModelConfig
+        from rlhf.models.load import load_pretrained, load_tokenizer
+
+        self.path, self.label = str(path), f"classifier {path}"
+        model_cfg = ModelConfig(path=str(path), dtype=dtype)  # type: ignore[arg-type]
+        self.tokenizer = load_tokenizer(model_cfg, padding_side="right")
+        self.model = load_pretrained(
+            AutoModelForSequenceClassification,
+            model_cfg,
+            for_training=False,
+            task_type="SEQ_CLS",
+            tokenizer=self.tokenizer,
+        )
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+        id2label = getattr(self.model.config, "id2label", None) or {0: "LABEL_0"}
+        self.labels = [str(id2label[key]) for key in sorted(id2label, key=int)][
+            : self.model.config.num_labels
+        ]
+        self.index = self._label_index(label)
+        self.output, self.batch_size = output, batch_size
+        self.pairs = input == "prompt_and_completion" or (input == "auto" and len(self.labels) == 1)
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        self.max_length = min(self.tokenizer.model_max_length, positions - 2 if positions else 512)
+
+    def _label_index(self, label: str | None) -> int:
+        names = ", ".join(self.labels)
+        if label is None:
+            if len(self.labels) > 1:
+                raise RewardSourceError(
+                    f"{self.label}: it has {len(self.labels)} labels ({names}): name the one that rewards "
+                    f"with `label` (e.g. `reward.label: {self.labels[0]}`)"
+                )
+            return 0
+        lowered = [name.lower() for name in self.labels]
+        if str(label).lower() in lowered:
+            return lowered.index(str(label).lower())
+        if str(label).isdigit() and int(label) < len(self.labels):
+            return int(label)
+        raise RewardSourceError(f"{self.label}: no label `{label}`; its labels are {names} (or an index)")
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> SourceOutput:
+        from rlhf.data.tokenize import render_prompt
+
+        rewards: list[float] = []
+        for start in range(0, len(completions), self.batch_size):
+            texts = list(completions[start : start + self.batch_size])
+            firsts = [render_prompt(p, self.tokenizer) for p in prompts[start : start + self.batch_size]]
+            inputs = (firsts, texts) if self.pairs else (texts,)
+            encoded = self.tokenizer(
+                *inputs, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            logits = self.model(**encoded.to(self.device)).logits.float()  # (B, L)
+            rewards += self._read(logits).cpu().tolist()
+        return SourceOutput(rewards)
+
+    def _read(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B,) the chosen label's output from the classifier's (B, L) logits."""
+        if self.output == "logit":
+            return logits[:, self.index]
+        if logits.shape[1] == 1:  # one label: its probability is a sigmoid
+            log_p = torch.nn.functional.logsigmoid(logits[:, 0])
+        else:
+            log_p = torch.log_softmax(logits, dim=-1)[:, self.index]
+        return log_p if self.output == "log_probability" else log_p.exp()
+
+
 def load_function(spec: str) -> Callable[..., Any]:
     """The callable named by `module:function` or `path/to/file.py:function`.
 
