@@ -13,8 +13,7 @@ import torch
 
 from rlhf.config import ModelConfig, load_config
 from rlhf.models import load_scalar_model
-from rlhf.models.kind import kind_of
-from rlhf.models.load import ModelLoadError, load_causal_lm
+from rlhf.models.load import ModelLoadError, kind_of, load_causal_lm
 from rlhf.rewards import build_reward_function
 from rlhf.rewards.config import RewardSourcesConfig
 from rlhf.rewards.sources import ClassifierSource, RewardSourceError

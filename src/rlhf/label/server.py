@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from http.cookies import SimpleCookie
@@ -71,6 +73,28 @@ class HttpError(Exception):
 
 def _asset(name: str) -> bytes:
     return resources.files("rlhf.assets").joinpath("label").joinpath(name).read_bytes()
+
+
+LINGER_SECONDS = 2.0
+"""How long a closing connection with an unread request body keeps reading it (see `Handler.finish`)."""
+LINGER_BYTES = 4 * MAX_BODY
+"""How much of an unread request body a closing connection reads and discards at most."""
+
+
+def _linger(connection: socket.socket) -> None:
+    """Half-close `connection` (the response is out) and discard what the client still sends, until it
+    closes, `LINGER_SECONDS` pass or `LINGER_BYTES` arrive."""
+    deadline, seen = time.monotonic() + LINGER_SECONDS, 0
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        while seen < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            chunk = connection.recv(65536)
+            if not chunk:
+                return
+            seen += len(chunk)
+    except OSError:  # the client went away or was too slow: nothing more to do
+        return
 
 
 class LabelServer(ThreadingHTTPServer):
@@ -131,6 +155,20 @@ class Handler(BaseHTTPRequestHandler):
             self._route(method)
         finally:
             self._drain()
+
+    def finish(self) -> None:
+        """After the response: a connection closed with the request's body unread (refused as too
+        large or unreadable) lingers before it closes, reading and discarding what the client still
+        sends, for at most `LINGER_SECONDS` and `LINGER_BYTES`. Closed at once with unread input, the
+        socket would be reset, and a client still sending would lose the response (a broken pipe)
+        instead of reading the 413 that explains it."""
+        super().finish()
+        try:
+            unread = int(self.headers.get("Content-Length") or 0) > 0 and not self.body_read
+        except (AttributeError, ValueError):
+            unread = True  # no headers parsed, or a length that is not a number
+        if self.close_connection and unread:
+            _linger(self.connection)
 
     def _drain(self) -> None:
         """Read a body the route did not (a refused request's): the next request on this kept-alive

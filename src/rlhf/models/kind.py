@@ -5,7 +5,8 @@ never policies).
 
 transformers registers a causal-LM class for some encoders too (`BertLMHeadModel`) and loads an
 encoder-decoder's decoder alone as a causal LM (`BartForCausalLM`): the kind comes from the config
-(`is_encoder_decoder`, the model type), never from which class happens to load.
+(`is_encoder_decoder`, the model type), never from which class happens to load. The kind of a
+checkpoint on disk or on the hub: `rlhf.models.load.kind_of`.
 """
 
 from __future__ import annotations
@@ -59,15 +60,3 @@ def kind_of_config(config: Any) -> Kind:
     if getattr(config, "model_type", None) in ENCODER_ONLY:
         return "encoder"
     return "causal"
-
-
-def kind_of(path: str, *, trust_remote_code: bool = False, revision: str | None = None) -> Kind:
-    """The kind of the checkpoint at `path` (a directory, an adapter directory, a hub id or
-    `builtin:tiny`), from its config alone: no weights are read."""
-    from rlhf.config.parts import BUILTIN_TINY
-    from rlhf.models.load import adapter_base_path, read_config
-
-    base = adapter_base_path(path)
-    if base == BUILTIN_TINY:
-        return "causal"
-    return kind_of_config(read_config(base, trust_remote_code=trust_remote_code, revision=revision))

@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from rlhf.config.parts import BUILTIN_TINY, ModelConfig, PeftConfig
 from rlhf.models.adapters import apply_peft, merge_adapters, prepare_quantized_base
+from rlhf.models.kind import Kind, kind_of_config
 from rlhf.models.tiny import build_tiny_tokenizer, save_tiny
 
 logger = logging.getLogger(__name__)
@@ -111,8 +112,6 @@ def load_causal_lm(
     checkpoint that is not a decoder-only LM is refused in one line, before any weights load
     (an encoder-decoder would otherwise load as its decoder alone, an encoder as a language head).
     """
-    from rlhf.models.kind import kind_of
-
     kind = kind_of(model_cfg.path, trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision)
     if kind == "encoder":
         raise ModelLoadError(
@@ -132,6 +131,15 @@ def load_causal_lm(
         task_type="CAUSAL_LM",
         tokenizer=tokenizer,
     )
+
+
+def kind_of(path: str, *, trust_remote_code: bool = False, revision: str | None = None) -> Kind:
+    """The kind of the checkpoint at `path` (a directory, an adapter directory, a hub id or
+    `builtin:tiny`), from its config alone: no weights are read (see `rlhf.models.kind`)."""
+    base = adapter_base_path(path)
+    if base == BUILTIN_TINY:
+        return "causal"
+    return kind_of_config(read_config(base, trust_remote_code=trust_remote_code, revision=revision))
 
 
 def read_config(path: str, *, trust_remote_code: bool = False, revision: str | None = None):
