@@ -71,7 +71,7 @@ def answers_kl(cfg: PipelineConfig, policy: Path, sft: str, samples: int) -> dic
     """`samples` answers per held-out document from `policy`: per-answer KL from `sft`, gold, endings."""
     from rlhf.eval.policy import EvalInputs
     from rlhf.generation.sampling import generate_samples
-    from rlhf.models import load_causal_lm
+    from rlhf.models import load_lm
     from rlhf.models.readout import completion_logprobs
 
     ecfg = dataclasses.replace(
@@ -84,7 +84,7 @@ def answers_kl(cfg: PipelineConfig, policy: Path, sft: str, samples: int) -> dic
 
     def load(path: str):
         model_cfg = dataclasses.replace(ecfg.model, path=path)
-        return load_causal_lm(model_cfg, for_training=False, tokenizer=inputs.tokenizer).to(inputs.device)
+        return load_lm(model_cfg, for_training=False, tokenizer=inputs.tokenizer).to(inputs.device)
 
     model = load(str(policy))
     groups = generate_samples(

@@ -62,11 +62,11 @@ def rollout_throughput(args: argparse.Namespace, model_dir: Path) -> dict[str, d
     from rlhf.config.parts import ModelConfig
     from rlhf.engines import make_generator
     from rlhf.generation.config import SamplingConfig
-    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.models import load_lm, load_tokenizer
 
     model_cfg = ModelConfig(path=str(model_dir), dtype=args.dtype)
     tokenizer = load_tokenizer(model_cfg, padding_side="left")
-    model = load_causal_lm(model_cfg, for_training=False, tokenizer=tokenizer)
+    model = load_lm(model_cfg, for_training=False, tokenizer=tokenizer)
     if torch.cuda.is_available():
         model.to("cuda")
     sampling = SamplingConfig(

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -100,6 +101,13 @@ def dist_env() -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false",
         "GLOO_SOCKET_IFNAME": "lo",
     }
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for a launcher's rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def kill_at_first_checkpoint(proc: subprocess.Popen, *, group: bool = False) -> None:

@@ -22,7 +22,7 @@ from rlhf.eval.config import EvalPolicyConfig
 from rlhf.generate import GenerateConfig
 from rlhf.generation import SamplingConfig, generate_samples
 from rlhf.generation.best_of import analytic_kl, best_index, best_of_n
-from rlhf.models import load_causal_lm, load_tokenizer
+from rlhf.models import load_lm, load_tokenizer
 from rlhf.rewards.config import RewardSourcesConfig
 from rlhf.rewards.sources import FunctionSource
 
@@ -84,7 +84,7 @@ def test_best_of_n_keeps_the_argmax_of_each_prompts_draws(tmp_path):
     scorer = FunctionSource(f"{tmp_path / 'count.py'}:count_a")
     cfg = ModelConfig(path="builtin:tiny", dtype="float32")
     tokenizer = load_tokenizer(cfg, padding_side="left")
-    model = load_causal_lm(cfg, for_training=False, tokenizer=tokenizer)
+    model = load_lm(cfg, for_training=False, tokenizer=tokenizer)
     renderer = PromptRenderer(PromptConfig(template="raw"), tokenizer)
     prompts = [f"Tell me about {w}." for w in WORDS[:4]]
     prompt_ids = [encode_prompt(tokenizer, renderer.render(p)) for p in prompts]

@@ -60,12 +60,12 @@ def ppo_model(tmp_path_factory) -> str:
 
 
 def _load(path: str, peft: str = "none", *, train: bool = False):
-    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.models import load_lm, load_tokenizer
 
     model_cfg = ModelConfig(path=path)
     tokenizer = load_tokenizer(model_cfg, padding_side="left")
     peft_cfg = PeftConfig(method=peft) if peft != "none" else None
-    model = load_causal_lm(model_cfg, peft_cfg, for_training=train, tokenizer=tokenizer)
+    model = load_lm(model_cfg, peft_cfg, for_training=train, tokenizer=tokenizer)
     return model, tokenizer, [tokenizer(t)["input_ids"] for t in TEXTS]
 
 

@@ -26,7 +26,7 @@ from rlhf.generation import (
     repeated_indices,
     sample_sequences,
 )
-from rlhf.models import load_causal_lm, load_tokenizer
+from rlhf.models import load_lm, load_tokenizer
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 
@@ -78,7 +78,7 @@ def generate(prompts: Path, output: Path, model: str = "builtin:tiny", prompt=No
 def tinystories(tinystories_path: Path):
     cfg = ModelConfig(path=str(tinystories_path), dtype="float32")
     tokenizer = load_tokenizer(cfg, padding_side="left")
-    return load_causal_lm(cfg, for_training=False, tokenizer=tokenizer), tokenizer
+    return load_lm(cfg, for_training=False, tokenizer=tokenizer), tokenizer
 
 
 # ----------------------------------------------------------------------------- the required test
@@ -130,7 +130,7 @@ def test_repeated_indices_by_hand():
 def test_max_new_tokens_caps_every_completion():
     cfg = ModelConfig(path="builtin:tiny")
     tokenizer = load_tokenizer(cfg, padding_side="left")
-    model = load_causal_lm(cfg, for_training=False, tokenizer=tokenizer)
+    model = load_lm(cfg, for_training=False, tokenizer=tokenizer)
     ids = [
         encode_prompt(tokenizer, "Hello there"),
         encode_prompt(tokenizer, "A much longer prompt, padded less"),

@@ -14,7 +14,7 @@ from rlhf.config import ModelConfig, PeftConfig
 from rlhf.models import (
     AdapterError,
     adapters_disabled,
-    load_causal_lm,
+    load_lm,
     load_tokenizer,
     merge_adapters,
     reference_forward,
@@ -68,7 +68,7 @@ def ts_cfg(tinystories_path: Path) -> ModelConfig:
 def _lora(ts_cfg: ModelConfig, **overrides):
     settings = dict(method="lora", lora_rank=4, lora_alpha=8.0, lora_dropout=0.0)
     settings.update(overrides)
-    return load_causal_lm(ts_cfg, PeftConfig(**settings))
+    return load_lm(ts_cfg, PeftConfig(**settings))
 
 
 @pytest.mark.slow
@@ -104,7 +104,7 @@ def test_lora_all_linear_targets_every_projection(ts_cfg: ModelConfig) -> None:
 def test_qlora_trains_adapters_on_frozen_4bit_base(ts_cfg: ModelConfig) -> None:
     import bitsandbytes as bnb
 
-    model = load_causal_lm(ts_cfg, PeftConfig(method="qlora", lora_rank=4, lora_dropout=0.0))
+    model = load_lm(ts_cfg, PeftConfig(method="qlora", lora_rank=4, lora_dropout=0.0))
     base = model.get_base_model()
     assert base.is_loaded_in_4bit
     q_proj = base.model.layers[0].self_attn.q_proj
@@ -133,7 +133,7 @@ def test_qlora_trains_adapters_on_frozen_4bit_base(ts_cfg: ModelConfig) -> None:
 
 @pytest.mark.slow
 def test_prompt_tuning_trains_only_the_prompt(ts_cfg: ModelConfig) -> None:
-    model = load_causal_lm(ts_cfg, PeftConfig(method="prompt_tuning", num_virtual_tokens=6))
+    model = load_lm(ts_cfg, PeftConfig(method="prompt_tuning", num_virtual_tokens=6))
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
     assert list(trainable) == ["prompt_encoder.default.embedding.weight"]
     assert trainable_parameter_summary(model)[0] == 6 * 64
@@ -154,7 +154,7 @@ def test_prompt_tuning_init_from_text(ts_cfg: ModelConfig) -> None:
     tokenizer = load_tokenizer(ts_cfg)
     text = "Once upon a time"
     peft_cfg = PeftConfig(method="prompt_tuning", num_virtual_tokens=7, prompt_tuning_init_text=text)
-    model = load_causal_lm(ts_cfg, peft_cfg, tokenizer=tokenizer)
+    model = load_lm(ts_cfg, peft_cfg, tokenizer=tokenizer)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == 4  # "Once upon a time" is 4 tokens, so 7 virtual tokens repeat it: 4 + 3
     expected_ids = (ids + ids)[:7]
@@ -187,7 +187,7 @@ def test_disabled_adapter_is_the_base_model(ts_cfg: ModelConfig, tinystories_pat
 
 
 def test_disabled_prompt_is_the_base_model(ts_cfg: ModelConfig, tinystories_path: Path) -> None:
-    model = load_causal_lm(ts_cfg, PeftConfig(method="prompt_tuning", num_virtual_tokens=4))
+    model = load_lm(ts_cfg, PeftConfig(method="prompt_tuning", num_virtual_tokens=4))
     input_ids = _batch(load_tokenizer(ts_cfg))["input_ids"][:1]  # (1, T)
     base = AutoModelForCausalLM.from_pretrained(tinystories_path).eval()
     with torch.no_grad():
@@ -222,7 +222,7 @@ def test_save_replaces_an_existing_directory(tmp_path: Path) -> None:
     target = tmp_path / "out"
     target.mkdir()
     (target / "stale.txt").write_text("old")
-    model = load_causal_lm(ModelConfig(dtype="float32"), for_training=False)
+    model = load_lm(ModelConfig(dtype="float32"), for_training=False)
     save_model(model, None, target)
     assert not (target / "stale.txt").exists() and (target / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
@@ -233,14 +233,14 @@ def test_saved_qlora_adapter_trains_on(ts_cfg: ModelConfig, tmp_path: Path) -> N
     import bitsandbytes as bnb
 
     tokenizer = load_tokenizer(ts_cfg)
-    model = load_causal_lm(ts_cfg, PeftConfig(method="qlora", lora_rank=4, lora_dropout=0.0))
+    model = load_lm(ts_cfg, PeftConfig(method="qlora", lora_rank=4, lora_dropout=0.0))
     first = _train(model, _batch(tokenizer), steps=4, lr=1e-2)
     save_model(model, tokenizer, tmp_path / "qlora")
     with pytest.raises(AdapterError, match="quantized base"):
         save_model(model, tokenizer, tmp_path / "merged", merge=True)
 
     resumed_cfg = ModelConfig(path=str(tmp_path / "qlora"), dtype="float32", quantization="4bit")
-    resumed = load_causal_lm(resumed_cfg)
+    resumed = load_lm(resumed_cfg)
     q_proj = resumed.get_base_model().model.layers[0].self_attn.q_proj
     assert isinstance(q_proj.base_layer, bnb.nn.Linear4bit)
     trainable = [name for name, p in resumed.named_parameters() if p.requires_grad]

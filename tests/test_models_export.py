@@ -17,7 +17,7 @@ from rlhf.models import (
     ModelLoadError,
     apply_peft,
     build_tiny_model,
-    load_causal_lm,
+    load_lm,
     load_scalar_model,
     save_model,
     save_scalar_model,
@@ -98,7 +98,7 @@ def test_no_merge_keeps_the_adapter(lora_dir, tmp_path: Path) -> None:
     info = export_model(str(directory), str(tmp_path / "copy"), merge=False)
     assert not info["merged"] and info["base"] == "builtin:tiny"
     assert (tmp_path / "copy" / "adapter_config.json").is_file()
-    model = load_causal_lm(ModelConfig(path=str(tmp_path / "copy"), dtype="float32"), for_training=False)
+    model = load_lm(ModelConfig(path=str(tmp_path / "copy"), dtype="float32"), for_training=False)
     assert torch.allclose(_logits(model, build_tiny_model()[1]), expected, atol=1e-6)
 
 
@@ -138,7 +138,7 @@ def test_refuses_reward_models_and_itself(lora_dir, tmp_path: Path) -> None:
 
 def test_qlora_adapter_merges_onto_the_full_precision_base(tinystories_path: Path, tmp_path: Path) -> None:
     ts_cfg = ModelConfig(path=str(tinystories_path), dtype="float32")
-    qlora = load_causal_lm(ts_cfg, PeftConfig(method="qlora", lora_rank=4, lora_dropout=0.0))
+    qlora = load_lm(ts_cfg, PeftConfig(method="qlora", lora_rank=4, lora_dropout=0.0))
     with torch.no_grad():
         for name, param in qlora.named_parameters():
             if "lora_B" in name:
@@ -151,9 +151,7 @@ def test_qlora_adapter_merges_onto_the_full_precision_base(tinystories_path: Pat
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
     assert not getattr(merged, "is_loaded_in_4bit", False)
     # Exactly the full-precision base plus the adapter ...
-    unquantized = load_causal_lm(
-        ModelConfig(path=str(tmp_path / "qlora"), dtype="float32"), for_training=False
-    )
+    unquantized = load_lm(ModelConfig(path=str(tmp_path / "qlora"), dtype="float32"), for_training=False)
     expected = _logits(unquantized, tokenizer)
     assert torch.allclose(_logits(merged, tokenizer), expected, atol=1e-4)  # merging rounds W + BA once
     # ... which is not the base alone (the adapter did something).

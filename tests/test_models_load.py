@@ -15,7 +15,7 @@ from rlhf.models import (
     ModelLoadError,
     build_tiny_model,
     build_tiny_tokenizer,
-    load_causal_lm,
+    load_lm,
     load_tokenizer,
     resolve_dtype,
     save_model,
@@ -47,7 +47,7 @@ EXPECTED_IDS = [
 def test_tinystories_greedy_generation_matches_readme(tinystories_path: Path) -> None:
     model_cfg = ModelConfig(path=str(tinystories_path), dtype="float32")  # also on a bf16 GPU machine
     tokenizer = load_tokenizer(model_cfg, padding_side="left")
-    model = load_causal_lm(model_cfg, for_training=False)
+    model = load_lm(model_cfg, for_training=False)
     assert tokenizer.pad_token_id == 0 and tokenizer.padding_side == "left"
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     prompt = torch.tensor([[tokenizer.bos_token_id]])  # (1, 1)
@@ -72,7 +72,7 @@ def test_resolve_dtype() -> None:
 
 def test_missing_local_directory_is_one_clear_line(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
-    for load in (load_causal_lm, load_tokenizer):
+    for load in (load_lm, load_tokenizer):
         with pytest.raises(ModelLoadError) as info:
             load(ModelConfig(path=str(missing)))
         message = str(info.value)
@@ -84,7 +84,7 @@ def test_unloadable_directory_is_one_clear_line(tmp_path: Path) -> None:
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError) as info:
-        load_causal_lm(ModelConfig(path=str(broken)))
+        load_lm(ModelConfig(path=str(broken)))
     assert str(broken) in str(info.value) and "\n" not in str(info.value)
     assert info.value.__cause__ is not None  # the transformers error is kept for debugging
 
@@ -115,14 +115,14 @@ def test_separate_tokenizer_path_and_builtin(tinystories_path: Path) -> None:
 
 def test_quantized_base_cannot_be_trained_in_full() -> None:
     with pytest.raises(ModelLoadError, match="freezes the base weights"):
-        load_causal_lm(ModelConfig(quantization="4bit"))
+        load_lm(ModelConfig(quantization="4bit"))
     with pytest.raises(ModelLoadError, match="qlora"):
-        load_causal_lm(ModelConfig(quantization="8bit"), PeftConfig(method="qlora"))
+        load_lm(ModelConfig(quantization="8bit"), PeftConfig(method="qlora"))
 
 
 def test_gradient_checkpointing_with_lora_trains(tinystories_path: Path) -> None:
     model_cfg = ModelConfig(path=str(tinystories_path), dtype="float32", gradient_checkpointing=True)
-    model = load_causal_lm(model_cfg, PeftConfig(method="lora", lora_rank=2))
+    model = load_lm(model_cfg, PeftConfig(method="lora", lora_rank=2))
     assert model.get_base_model().is_gradient_checkpointing
     assert model.config.use_cache is False
     input_ids = torch.tensor([[1, 403, 407, 261, 378, 432]])  # (1, 6)
@@ -134,7 +134,7 @@ def test_gradient_checkpointing_with_lora_trains(tinystories_path: Path) -> None
 
 def test_builtin_tiny_loads_with_dtype_and_pad_from_tokenizer() -> None:
     tokenizer = load_tokenizer(ModelConfig())
-    model = load_causal_lm(ModelConfig(dtype="bfloat16"), for_training=False, tokenizer=tokenizer)
+    model = load_lm(ModelConfig(dtype="bfloat16"), for_training=False, tokenizer=tokenizer)
     assert model.dtype == torch.bfloat16
     assert model.name_or_path == "builtin:tiny"
     assert model.config.pad_token_id == tokenizer.pad_token_id == 0
@@ -144,7 +144,7 @@ def test_builtin_tiny_loads_with_dtype_and_pad_from_tokenizer() -> None:
 
 def test_saved_adapter_directory_loads_as_base_plus_adapter(tinystories_path: Path, tmp_path: Path) -> None:
     model_cfg = ModelConfig(path=str(tinystories_path), dtype="float32")
-    model = load_causal_lm(model_cfg, PeftConfig(method="lora", lora_rank=2, lora_dropout=0.0))
+    model = load_lm(model_cfg, PeftConfig(method="lora", lora_rank=2, lora_dropout=0.0))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -158,9 +158,7 @@ def test_saved_adapter_directory_loads_as_base_plus_adapter(tinystories_path: Pa
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "adapter" / "model.safetensors").exists()
 
-    reloaded = load_causal_lm(
-        ModelConfig(path=str(tmp_path / "adapter"), dtype="float32"), for_training=False
-    )
+    reloaded = load_lm(ModelConfig(path=str(tmp_path / "adapter"), dtype="float32"), for_training=False)
     with torch.no_grad():
         # The saved adapter reloaded: the same weights and operations as before saving.
         assert torch.allclose(reloaded(input_ids).logits, adapted, atol=1e-6)
@@ -172,7 +170,7 @@ def test_saved_adapter_directory_loads_as_base_plus_adapter(tinystories_path: Pa
 
 def test_builtin_tiny_load_is_the_seed_0_tiny_model() -> None:
     expected, _ = build_tiny_model(seed=0)
-    model = load_causal_lm(ModelConfig(dtype="float32"), for_training=False)
+    model = load_lm(ModelConfig(dtype="float32"), for_training=False)
     input_ids = torch.tensor([[1, 300, 301, 302]])  # (1, 4)
     with torch.no_grad():
         assert torch.equal(model(input_ids).logits, expected(input_ids).logits)

@@ -126,7 +126,7 @@ def run_capturing(cfg: PpoConfig, monkeypatch) -> dict:
 
 @pytest.mark.slow
 def test_lora_trains_only_the_adapter_and_value_head_and_the_reference_stays_the_base(tmp_path, monkeypatch):
-    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.models import load_lm, load_tokenizer
 
     cfg = config(tmp_path, peft={"method": "lora"}, max_steps=3, optimizer={"lr": 1e-2})
     captured = run_capturing(cfg, monkeypatch)
@@ -134,7 +134,7 @@ def test_lora_trains_only_the_adapter_and_value_head_and_the_reference_stays_the
     assert all("lora_" in name or name.startswith("value_head") for name in changed), sorted(changed)[:5]
     assert any(name.startswith("value_head") for name in changed)
     assert any("lora_B" in name for name in changed) and any("lora_A" in name for name in changed)
-    base = load_causal_lm(cfg.model, for_training=False, tokenizer=load_tokenizer(cfg.model))
+    base = load_lm(cfg.model, for_training=False, tokenizer=load_tokenizer(cfg.model))
     with torch.no_grad():
         expected = base(input_ids=captured["ids"]).logits
     assert torch.equal(captured["reference"], expected)
@@ -355,7 +355,7 @@ def test_a_reference_of_its_own_is_the_model_the_kl_is_measured_from(tmp_path, p
     """`reference`: PPO starts from one policy and measures its KL from another (an earlier
     round's policy leashed to the SFT model): the reference reads out as that model, under LoRA
     too (a frozen copy, not the adapter-off start)."""
-    from rlhf.models import load_causal_lm, load_tokenizer, save_tiny
+    from rlhf.models import load_lm, load_tokenizer, save_tiny
     from rlhf.ppo.policy import PolicyValue
     from rlhf.ppo.setup import build_models
 
@@ -370,7 +370,7 @@ def test_a_reference_of_its_own_is_the_model_the_kl_is_measured_from(tmp_path, p
     )
     with torch.no_grad():
         got = built.reference(ids, mask, response).logprobs
-        sft_lm = load_causal_lm(cfg.model.__class__(path=str(sft)), for_training=False, tokenizer=tokenizer)
+        sft_lm = load_lm(cfg.model.__class__(path=str(sft)), for_training=False, tokenizer=tokenizer)
         want = PolicyValue(sft_lm, value_head=False, temperature=cfg.rollout.sampling.temperature)(
             ids, mask, response, values=False
         ).logprobs

@@ -74,7 +74,7 @@ def test_loss_is_the_ranking_hinge_plus_sft_on_the_best_response(tmp_path):
     """The first step's loss (before any update) of a run whose one micro-batch holds every group,
     packed, equals the hand computation; so does the padded layout through `rrhf_loss`."""
     from rlhf.data import PromptRenderer
-    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.models import load_lm, load_tokenizer
     from rlhf.models.tiny import save_tiny
     from rlhf.preference.sequences import SequenceLogps
     from rlhf.rrhf.data import encode_groups, load_split
@@ -96,7 +96,7 @@ def test_loss_is_the_ranking_hinge_plus_sft_on_the_best_response(tmp_path):
 
     tokenizer = load_tokenizer(cfg.model)
     groups, _ = encode_groups(load_split(cfg, PromptRenderer(cfg.prompt, tokenizer))[0], tokenizer, cfg)
-    module = SequenceLogps(load_causal_lm(cfg.model, tokenizer=tokenizer)).eval()
+    module = SequenceLogps(load_lm(cfg.model, tokenizer=tokenizer)).eval()
     loss, metrics = rrhf_loss(cfg, module, collate(groups, tokenizer.pad_token_id), num_items=3)
     assert loss.item() == pytest.approx(expected["loss"], abs=1e-5)
     assert metrics["sft_loss"] == pytest.approx(expected["sft_loss"], abs=1e-5)
@@ -155,10 +155,10 @@ def mean_gold_reward(path: str, seeds=(1,)) -> float:
     from rlhf.data import encode_prompt
     from rlhf.generation.config import SamplingConfig
     from rlhf.generation.sampling import generate_samples
-    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.models import load_lm, load_tokenizer
 
     tokenizer = load_tokenizer(ModelConfig(path=path))
-    model = load_causal_lm(ModelConfig(path=path), for_training=False, tokenizer=tokenizer).eval()
+    model = load_lm(ModelConfig(path=path), for_training=False, tokenizer=tokenizer).eval()
     prompt_ids = [encode_prompt(tokenizer, p) for p in PROMPTS]  # the raw template
     values = []
     for seed in seeds:
@@ -273,7 +273,7 @@ def test_candidates_and_policy_samples_scored_by_a_reward_model(tmp_path, tiny_r
     from rlhf.config.parts import ModelConfig
     from rlhf.data import encode_prompt, load_records
     from rlhf.generation.sampling import generate_samples
-    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.models import load_lm, load_tokenizer
     from rlhf.rewards.scorer import RewardScorer
     from rlhf.rrhf.train import run_rrhf
 
@@ -300,7 +300,7 @@ def test_candidates_and_policy_samples_scored_by_a_reward_model(tmp_path, tiny_r
 
     # The samples are the starting policy's, drawn with `sampling`.
     tokenizer = load_tokenizer(ModelConfig())
-    policy = load_causal_lm(ModelConfig(), for_training=False, tokenizer=tokenizer).eval()
+    policy = load_lm(ModelConfig(), for_training=False, tokenizer=tokenizer).eval()
     prompt_ids = [encode_prompt(tokenizer, p) for p in ("Name a fruit.", "Say hello.")]
     cfg = rrhf_config(tmp_path, *args)
     drawn = generate_samples(

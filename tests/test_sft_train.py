@@ -88,12 +88,12 @@ def test_lora_changes_only_adapter_weights(tmp_path, tinystories_path):
 @pytest.mark.slow
 def test_qlora_trains_adapters_on_a_frozen_4bit_base(tmp_path):
     from rlhf.config import ModelConfig
-    from rlhf.models import load_causal_lm
+    from rlhf.models import load_lm
 
     cfg = config(tmp_path, "peft.method=qlora", "peft.target_modules=[all-linear]")
     result = run_sft(cfg)
     assert result.summary["train_loss"][-1] < result.summary["train_loss"][0]
-    fresh = load_causal_lm(ModelConfig(quantization="4bit"), for_training=False)
+    fresh = load_lm(ModelConfig(quantization="4bit"), for_training=False)
     trained = {
         k.replace("base_model.model.", "").replace(".base_layer", ""): p
         for k, p in result.model.named_parameters()

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import dist_env, kill_at_first_checkpoint, planted_rankings, write_jsonl
+from helpers import dist_env, free_port, kill_at_first_checkpoint, planted_rankings, write_jsonl
 from tolerance import LOGPROB, TINY_TERMS, reorder_tol
 
 pytestmark = pytest.mark.slow
@@ -45,12 +44,6 @@ def _zero_needs_deepspeed(request):
     params = [str(value) for value in callspec.params.values()] if callspec else []
     if any("zero" in value or "DEEPSPEED" in value.upper() for value in params):
         pytest.importorskip("deepspeed", reason="scripts/setup.sh installs DeepSpeed (its CPU build)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch_cmd(engine: str, stage: str, args: list[str], out: Path, *extra: str) -> list[str]:

@@ -14,7 +14,7 @@ import torch
 
 from rlhf.config import ModelConfig, OptimizerConfig
 from rlhf.data import pad_batch
-from rlhf.models import load_causal_lm, load_tokenizer
+from rlhf.models import load_lm, load_tokenizer
 from rlhf.tracking import MetricsLogger
 from rlhf.training import LoopOptions, build_optimizer, build_scheduler, make_accelerator, train_loop
 
@@ -27,7 +27,7 @@ def main(out_dir: Path) -> None:
     optim_cfg = OptimizerConfig(lr=1e-2, gradient_accumulation_steps=2)
     accelerator = make_accelerator(optim_cfg, seed=0, timeout_s=60)
     tokenizer = load_tokenizer(ModelConfig())
-    model = load_causal_lm(ModelConfig())
+    model = load_lm(ModelConfig())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     texts = [f"example {i}: the number {i} is {'even' if i % 2 == 0 else 'odd'}." for i in range(16)]

@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     sft = sub.add_parser(
         "sft",
         help="supervised and instruction fine-tuning (full, LoRA, QLoRA, prompt tuning, selective layers)",
-        description="Fine-tune a causal LM on demonstrations; the model goes to <output_dir>/model.",
+        description="Fine-tune a language model (decoder-only or encoder-decoder) on demonstrations; the model goes to <output_dir>/model.",
     )
     add_config_args(sft)
     add_resume_arg(sft)

@@ -30,6 +30,8 @@ class Row:
     first token of each example)."""
     lengths: list[int]
     """Length of each example in the row, in order (one entry when not packed)."""
+    prompt_lens: list[int] | None = None
+    """Prompt tokens at the start of each example, in order (BOS included)."""
 
     @property
     def num_targets(self) -> int:
@@ -72,7 +74,9 @@ def _row(examples: list[EncodedExample]) -> Row:
         input_ids += example.input_ids
         # Position 0 of an example would be predicted from the previous example's last token.
         labels += [IGNORE_INDEX] + example.labels[1:]
-    return Row(input_ids, labels, [len(example.input_ids) for example in examples])
+    return Row(
+        input_ids, labels, [len(example.input_ids) for example in examples], [e.prompt_len for e in examples]
+    )
 
 
 def collate(rows: list[Row], pad_id: int, packed: bool) -> dict[str, Any]:
@@ -99,3 +103,12 @@ def collate(rows: list[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     if packed:
         return {"input_ids": input_ids, "position_ids": positions, "labels": labels}
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def target_count(batch: dict[str, Any]) -> int:
+    """Tokens of a batch that count in the loss: every label of an encoder-decoder's answers, or a
+    causal LM's labels after the first column (nothing predicts column 0)."""
+    labels = batch["labels"]
+    if "decoder_input_ids" in batch:
+        return int((labels != IGNORE_INDEX).sum())
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())

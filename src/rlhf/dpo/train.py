@@ -24,7 +24,7 @@ from rlhf.preference.sequences import (
     SequenceLogps,
     collate_sequences,
     completion_lengths,
-    packing_isolates,
+    sequence_layout,
     sequence_logps_of,
 )
 
@@ -86,7 +86,7 @@ class Reference:
     def __init__(
         self, cfg: DpoConfig, inner: SequenceLogps, accelerator, tokenizer, *, fresh: bool, cache: bool
     ):
-        from rlhf.models import load_causal_lm
+        from rlhf.models import load_lm
         from rlhf.training.sharding import whole_on_each_process
 
         self.inner, self.accelerator = inner, accelerator
@@ -95,7 +95,7 @@ class Reference:
         if not self.adapter and (cfg.reference or not fresh or not cache):
             ref_cfg = cfg.model if not cfg.reference else _with_path(cfg.model, cfg.reference)
             with whole_on_each_process():  # frozen, outside the engine: whole on each process
-                ref_lm = load_causal_lm(ref_cfg, for_training=False, tokenizer=tokenizer)
+                ref_lm = load_lm(ref_cfg, for_training=False, tokenizer=tokenizer)
             self.copy = SequenceLogps(ref_lm).to(accelerator.device)
         self.where = (
             "the adapter switched off" if self.adapter
@@ -123,7 +123,7 @@ class Reference:
 def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None, overwrite: bool = False) -> DpoResult:
     """Train the policy on preferences with DPO / conservative DPO / IPO; returns what the run
     measured (also in `summary.json`) and the policy, saved to `<output_dir>/policy`."""
-    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.models import load_lm, load_tokenizer
     from rlhf.models.readout import disable_dropout
     from rlhf.training import build_optimizer, build_scheduler
     from rlhf.training.loop import items_per_step
@@ -135,7 +135,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None, overwrite: bool
     train, held_out, counts, data_summary, stage.data_report = build_data(cfg, tokenizer)
     say(f"[data] {data_summary}")
 
-    lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+    lm = load_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
     disable_dropout(lm)  # the reference runs without dropout; the policy must be the same function
     trainable = stage.report_model(lm)
 
@@ -152,9 +152,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None, overwrite: bool
     )  # fmt: skip
     inner = accelerator.unwrap_model(policy)
     pad_id, device = tokenizer.pad_token_id, accelerator.device
-    pack_width = stage.pack_width(
-        lambda width: packing_isolates(policy, train[: cfg.batch_size], pad_id, width, device)
-    )
+    pack_width, start = sequence_layout(stage, policy, train[: cfg.batch_size], pad_id, device)
 
     reference = Reference(cfg, inner, accelerator, tokenizer, fresh=stage.start_step == 0, cache=cache)
     mode = "cached once before training" if cache else "computed on every micro-batch"
@@ -162,7 +160,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None, overwrite: bool
     ref_started = time.time()
 
     def logps_of(fn, groups):
-        return sequence_logps_of(accelerator, fn, groups, cfg.eval.batch_size, pad_id, pack_width)
+        return sequence_logps_of(accelerator, fn, groups, cfg.eval.batch_size, pad_id, pack_width, start)
 
     train_ref = logps_of(reference, train) if cache else None
     eval_ref = logps_of(reference, held_out)
@@ -182,7 +180,9 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None, overwrite: bool
 
     def batches():
         for indices in stream:
-            batch = collate_sequences([train[i] for i in indices], pad_id, pack_width=pack_width)
+            batch = collate_sequences(
+                [train[i] for i in indices], pad_id, pack_width=pack_width, decoder_start=start
+            )
             if train_ref is not None:
                 batch.reference = torch.tensor(
                     [v for i in indices for v in train_ref[i]], dtype=torch.float32
@@ -197,7 +197,7 @@ def run_dpo(cfg: DpoConfig, *, resume: str | bool | None = None, overwrite: bool
     )  # fmt: skip
     summary = _summary(cfg, stage, result.steps, cache, reference_seconds, pack_width, counts,
                        stage.totals()["items"], train_seconds, trainable)  # fmt: skip
-    rebuild = lambda: load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)  # noqa: E731
+    rebuild = lambda: load_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)  # noqa: E731
     lm = stage.finish_policy(summary, policy, tokenizer, rebuild, rate="pairs_per_second", unit="pairs/s")
     return DpoResult(summary, lm, tokenizer)
 

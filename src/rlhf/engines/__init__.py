@@ -65,6 +65,10 @@ def resolve_engine(
 
 def vllm_problem(model: ModelConfig, peft_method: str = "none") -> str | None:
     """Why vLLM cannot sample from this model here, or None when it can."""
+    from rlhf.models.load import kind_of
+
+    if kind_of(model.path, trust_remote_code=model.trust_remote_code, revision=model.revision) == "seq2seq":
+        return f"{model.path} is an encoder-decoder model, which this engine does not run; use engine hf"
     if importlib.util.find_spec("vllm") is None:
         return f"vLLM is not installed ({INSTALL_HINT})"
     if peft_method == "prompt_tuning":

@@ -81,10 +81,10 @@ class EvalInputs:
         from rlhf.engines import sampler_for
         from rlhf.generation.best_of import best_of_n
         from rlhf.generation.sampling import generate_samples
-        from rlhf.models import load_causal_lm
+        from rlhf.models import load_lm
 
         model_cfg = dataclasses.replace(self.cfg.model, path=path)
-        model = load_causal_lm(model_cfg, for_training=False, tokenizer=self.tokenizer).to(self.device)
+        model = load_lm(model_cfg, for_training=False, tokenizer=self.tokenizer).to(self.device)
         ids, progress = self.prompt_ids, self.cfg.progress
         source = sampler_for(
             self.engine, model, self.tokenizer, self.sampling, self.cfg.vllm, progress=progress
@@ -175,7 +175,7 @@ def _measured_kl(
 ) -> dict[str, Any]:
     """KL(policy ‖ reference) on the policy's own answers (`logp`: their log-probs under the
     policy). A baseline that is also the reference answers while it is loaded (into `answers`)."""
-    from rlhf.models import load_causal_lm
+    from rlhf.models import load_lm
 
     cfg = inputs.cfg
     completion_ids = [s.token_ids for s in mine]
@@ -183,7 +183,7 @@ def _measured_kl(
         reference, answers["baseline"] = inputs.answer(cfg.baseline)
     else:
         ref_cfg = dataclasses.replace(cfg.model, path=reference_path)
-        reference = load_causal_lm(ref_cfg, for_training=False, tokenizer=inputs.tokenizer).to(inputs.device)
+        reference = load_lm(ref_cfg, for_training=False, tokenizer=inputs.tokenizer).to(inputs.device)
     ref_logp = completion_logprobs(reference, inputs.prompt_ids, completion_ids, **_read_out(inputs))
     del reference
     return {"reference": reference_path, "analytic": False, **sequence_kl(logp, ref_logp).as_dict()}

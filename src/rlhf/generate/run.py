@@ -63,7 +63,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     from rlhf.data import load_records, prompts_of
     from rlhf.engines import resolve_engine, sampler_for
     from rlhf.generation.sampling import count_repeats
-    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.models import load_lm, load_tokenizer
 
     started = time.time()
     if not cfg.data.path:
@@ -81,7 +81,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
 
         # Loaded before the policy: a bad reward model directory fails before any sampling.
         scorer = RawScorer(cfg.reward)
-    model = load_causal_lm(cfg.model, for_training=False, tokenizer=tokenizer)
+    model = load_lm(cfg.model, for_training=False, tokenizer=tokenizer)
     if torch.cuda.is_available() and cfg.model.quantization == "none":
         model.to("cuda")  # a quantized model was already placed on its GPU while loading
     source = sampler_for(engine, model, tokenizer, cfg.sampling, cfg.vllm, progress=cfg.progress)

@@ -132,12 +132,14 @@ def sample_sequences(
     """One sample per entry of `prompt_ids` (repeat an entry to draw it several times), in order.
 
     Runs `model.generate` on `sampling.batch_size` sequences at a time, left padded so that every
-    prompt ends at the last column and the new tokens line up. Ignores `seed`: it draws from
-    torch's random stream as it stands.
+    prompt ends at the last column and the new tokens line up; an encoder-decoder's prompts are
+    right padded for its encoder and its answers are what its decoder writes after the start
+    token. Ignores `seed`: it draws from torch's random stream as it stands.
     """
     import torch
 
     from rlhf.data import pad_batch
+    from rlhf.models.seq2seq import is_seq2seq
     from rlhf.tracking import progress_bar
 
     if any(not ids for ids in prompt_ids):
@@ -145,20 +147,23 @@ def sample_sequences(
     kwargs = generation_kwargs(model, tokenizer, sampling)
     eos_ids = set(kwargs["eos_token_id"])
     device = next(model.parameters()).device
+    seq2seq = is_seq2seq(model)
     samples: list[Sample] = []
     with progress_bar(len(prompt_ids), desc, enabled=progress, unit="seq") as bar:
         for start in range(0, len(prompt_ids), sampling.batch_size):
             chunk = prompt_ids[start : start + sampling.batch_size]
-            batch = pad_batch(chunk, tokenizer.pad_token_id, side="left")
+            batch = pad_batch(chunk, tokenizer.pad_token_id, side="right" if seq2seq else "left")
             input_ids = batch["input_ids"].to(device)  # (B, T)
             attention_mask = batch["attention_mask"].to(device)  # (B, T)
             # no_grad, not inference_mode: a ZeRO-3 model gathers its weights during the forward,
             # and weights gathered in inference mode cannot serve a later training step.
             with torch.no_grad():
                 out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            new_ids = out[:, input_ids.shape[1] :].tolist()  # (B, N) after the prompt, padded after a finish
+            # (B, N) the answer, padded after a finish: after the prompt, or after the decoder's start
+            new_ids = out[:, 1 if seq2seq else input_ids.shape[1] :].tolist()
             for prompt, ids in zip(chunk, new_ids):
-                samples.append(finish_sample(ids, prompt[-1:], tokenizer, sampling.stop, eos_ids))
+                before = [] if seq2seq else prompt[-1:]  # a decoder's answer continues nothing
+                samples.append(finish_sample(ids, before, tokenizer, sampling.stop, eos_ids))
             bar.update(len(chunk))
     return samples
 

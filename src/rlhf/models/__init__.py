@@ -10,7 +10,7 @@ from rlhf.models.adapters import (
     reference_forward,
     trainable_parameter_summary,
 )
-from rlhf.models.load import ModelLoadError, load_causal_lm, load_tokenizer, resolve_dtype
+from rlhf.models.load import ModelLoadError, load_lm, load_tokenizer, resolve_dtype
 from rlhf.models.save import save_model
 from rlhf.models.scalar import (
     SCALAR_FILE,
@@ -34,7 +34,7 @@ __all__ = [
     "build_tiny_tokenizer",
     "find_peft_model",
     "last_token_index",
-    "load_causal_lm",
+    "load_lm",
     "load_scalar_model",
     "load_tokenizer",
     "merge_adapters",

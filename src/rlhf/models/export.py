@@ -1,11 +1,12 @@
-"""`rlhf export`: turn a saved causal LM (full, or base + adapter) into a plain transformers model.
+"""`rlhf export`: turn a saved language model (full, or base + adapter) into a plain transformers model.
 
 The typical use is the end of a LoRA run: the run saved only the adapter, and serving tools
-want one directory that `AutoModelForCausalLM.from_pretrained` loads. Export loads the base in
+want one directory that `AutoModelForCausalLM.from_pretrained` (or, for an encoder-decoder such as
+FLAN-T5, `AutoModelForSeq2SeqLM.from_pretrained`) loads. Export loads the base in
 float32, attaches the adapter, merges the low-rank update into the weights (in float32, so the
 merge itself rounds nothing beyond float32) and saves in the requested dtype, atomically.
 
-Only causal LMs: reward/value models are already saved for plain transformers by
+Only language models (causal or encoder-decoder): reward/value models are already saved for plain transformers by
 `save_scalar_model` (merged by default).
 """
 
@@ -20,7 +21,7 @@ import torch
 from rlhf.config.core import ConfigError
 from rlhf.config.parts import BUILTIN_TINY, ModelConfig
 from rlhf.models.adapters import AdapterError, find_peft_model, merge_adapters
-from rlhf.models.load import ADAPTER_CONFIG, ModelLoadError, load_causal_lm, load_tokenizer
+from rlhf.models.load import ADAPTER_CONFIG, ModelLoadError, load_lm, load_tokenizer
 from rlhf.models.save import save_model
 from rlhf.models.scalar import SCALAR_FILE
 
@@ -52,8 +53,9 @@ def export_model(source: str, output: str, *, merge: bool = True, dtype: str | N
     differ slightly from the QLoRA model's (by the 4-bit rounding of the base weights). A
     prompt-tuning adapter has no weights to merge: `AdapterError`; use its directory as `model.path`.
 
-    The summary: source, output, base (the adapter's base model or None), adapter (peft type or
-    None), merged (bool), dtype and parameters (count written, tied weights once).
+    The summary: source, output, architecture (the class written, e.g. `T5ForConditionalGeneration`),
+    base (the adapter's base model or None), adapter (peft type or None), merged (bool), dtype and
+    parameters (count written, tied weights once).
     """
     if dtype is not None and dtype not in EXPORT_DTYPES:
         raise ConfigError(f"export dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
@@ -74,15 +76,18 @@ def export_model(source: str, output: str, *, merge: bool = True, dtype: str | N
 
     model_cfg = ModelConfig(path=source, dtype="float32", quantization="none")
     tokenizer = load_tokenizer(model_cfg)
-    model = load_causal_lm(model_cfg, for_training=False, tokenizer=tokenizer)
+    model = load_lm(model_cfg, for_training=False, tokenizer=tokenizer)
     if merge and find_peft_model(model) is not None:
         model = merge_adapters(model)
     model.to(getattr(torch, target))
     save_model(model, tokenizer, output)
     merged = merge and adapter is not None
+    peft_model = find_peft_model(model)
+    written = peft_model.get_base_model() if peft_model is not None else model
     summary = {
         "source": source,
         "output": str(output),
+        "architecture": type(written).__name__,
         "base": base,
         "adapter": adapter,
         "merged": merged,
@@ -97,7 +102,7 @@ def _check_causal_lm(source: str, local: Path) -> None:
     """Refuse reward/value models early, before their (possibly large) weights are loaded."""
     if (local / SCALAR_FILE).is_file():
         raise ModelLoadError(
-            f"{source} is a reward/value model ({SCALAR_FILE}); rlhf export handles causal LMs only "
+            f"{source} is a reward/value model ({SCALAR_FILE}); rlhf export handles language models only "
             "(a merged reward model already loads with AutoModelForSequenceClassification)"
         )
     config_file = local / "config.json"
@@ -105,7 +110,7 @@ def _check_causal_lm(source: str, local: Path) -> None:
         architectures = json.loads(config_file.read_text()).get("architectures") or []
         if architectures and all(name.endswith("ForSequenceClassification") for name in architectures):
             raise ModelLoadError(
-                f"{source} holds a {architectures[0]}, not a causal LM; rlhf export handles causal LMs only"
+                f"{source} holds a {architectures[0]}, not a language model; rlhf export handles language models only"
             )
 
 
@@ -122,7 +127,7 @@ def _read_adapter(adapter_dir: Path) -> tuple[str, str, bool]:
         raise ModelLoadError(f"cannot read {config_file}: {exc}") from exc
     if config.get("task_type") == "SEQ_CLS":
         raise ModelLoadError(
-            f"{adapter_dir} is a reward/value model adapter (task SEQ_CLS); rlhf export handles causal LMs only"
+            f"{adapter_dir} is a reward/value model adapter (task SEQ_CLS); rlhf export handles language models only"
         )
     base = config.get("base_model_name_or_path")
     if not base:

@@ -98,37 +98,37 @@ def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase, source: str) -> None:
         raise ModelLoadError(f"tokenizer of {source!r} has no pad, unk or eos token to pad with; add one")
 
 
-def load_causal_lm(
+def load_lm(
     model_cfg: ModelConfig,
     peft_cfg: PeftConfig | None = None,
     *,
     for_training: bool = True,
     tokenizer: PreTrainedTokenizerBase | None = None,
 ):
-    """A causal LM (a `PeftModel` when `peft_cfg` asks for adapters) ready to train or to run.
+    """A language model that writes text (a `PeftModel` when `peft_cfg` asks for adapters), ready to
+    train or to run: a decoder-only causal LM, or an encoder-decoder (T5, FLAN-T5, BART) whose
+    encoder reads the prompt and whose decoder writes the answer. The kind comes from the
+    checkpoint's config (`rlhf.models.kind`): an encoder-decoder is never loaded as a causal LM (its
+    decoder alone), and an encoder-only model is refused in one line, before any weights load.
 
     `for_training=False` returns it frozen in eval mode and ignores `peft_cfg`. `tokenizer`, when
-    given, sets the model's pad id to the tokenizer's (and initialises a prompt from text). A
-    checkpoint that is not a decoder-only LM is refused in one line, before any weights load
-    (an encoder-decoder would otherwise load as its decoder alone, an encoder as a language head).
+    given, sets the model's pad id to the tokenizer's (and initialises a prompt from text).
     """
+    from transformers import AutoModelForSeq2SeqLM
+
     kind = kind_of(model_cfg.path, trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision)
     if kind == "encoder":
         raise ModelLoadError(
             f"{model_cfg.path} is an encoder-only model: it cannot write text, so it cannot be a policy; "
             "it can be a reward model (`rlhf reward`, `reward.model`)"
         )
-    if kind == "seq2seq":
-        raise ModelLoadError(
-            f"{model_cfg.path} is an encoder-decoder model (T5, BART, ...): this stage trains decoder-only "
-            "policies; encoder-decoder policies are not supported yet"
-        )
+    seq2seq = kind == "seq2seq"
     return load_pretrained(
-        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM,
         model_cfg,
         peft_cfg,
         for_training=for_training,
-        task_type="CAUSAL_LM",
+        task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM",
         tokenizer=tokenizer,
     )
 
@@ -217,7 +217,8 @@ def _from_pretrained(
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     if quantization != "none":
-        kwargs["quantization_config"] = _bnb_config(model_cfg, quantization)
+        classifier = getattr(auto_cls, "__name__", "") == "AutoModelForSequenceClassification"
+        kwargs["quantization_config"] = _bnb_config(model_cfg, quantization, classifier=classifier)
         if torch.cuda.is_available():
             # bitsandbytes quantizes while placing the weights, so they must land on this process's GPU.
             kwargs["device_map"] = {"": torch.cuda.current_device()}
@@ -231,13 +232,20 @@ def _from_pretrained(
     return model
 
 
-def _bnb_config(model_cfg: ModelConfig, quantization: str):
+CLASSIFIER_HEADS = ["score", "classifier", "classification_head"]
+"""A classifier's head modules, kept unquantized: trained in full, and an encoder-decoder's head
+(a hidden layer, then the labels) would otherwise be quantized in part."""
+
+
+def _bnb_config(model_cfg: ModelConfig, quantization: str, *, classifier: bool = False):
     from transformers import BitsAndBytesConfig  # a config class only; bitsandbytes loads with the model
 
+    skip = {"llm_int8_skip_modules": CLASSIFIER_HEADS} if classifier else {}
     if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, **skip)
     compute = model_cfg.bnb_4bit_compute_dtype
     return BitsAndBytesConfig(
+        **skip,
         load_in_4bit=True,
         bnb_4bit_quant_type=model_cfg.bnb_4bit_quant_type,
         bnb_4bit_use_double_quant=model_cfg.bnb_4bit_double_quant,

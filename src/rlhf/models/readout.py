@@ -1,10 +1,11 @@
-"""Reading a causal LM out at the tokens that matter: log π(a_t | s_t) and entropy, one implementation.
+"""Reading a language model out at the tokens that matter: log π(a_t | s_t) and entropy, one implementation.
 
 PPO (the rollout's old log-probs, the update, the reference pass), DPO and RRHF (sequence
 log-probs) and `rlhf eval policy` (the KL it reports) all go through `token_logprobs`, so the KL
 that PPO trains against and the KL that evaluation reports come from the same arithmetic, at the
 same temperature. The LM head runs only at the positions that predict a token of interest: the
-(B, T, V) logits of whole sequences are never formed.
+(B, T, V) logits of whole sequences are never formed. An encoder-decoder is read at its decoder's
+positions, which all predict answer tokens (`rlhf.models.seq2seq`).
 """
 
 from __future__ import annotations
@@ -93,10 +94,14 @@ def completion_logprobs(
     `token_logprobs`), `batch_size` sequences at a time.
 
     Each (prompt + completion) is one right-padded row; the hidden state at position t predicts
-    token t + 1, and the LM head runs only where a completion token is predicted.
+    token t + 1, and the LM head runs only where a completion token is predicted. An
+    encoder-decoder reads the prompts with its encoder and the completions with its decoder.
     """
     from rlhf.data.rows import pad_right
+    from rlhf.models.seq2seq import is_seq2seq
 
+    if is_seq2seq(model):
+        return _answer_logprobs(model, prompt_ids, completion_ids, batch_size, temperature, pad_id)
     backbone, head = causal_parts(model)
     device = next(model.parameters()).device
     out: list[list[float]] = []
@@ -116,4 +121,24 @@ def completion_logprobs(
         for c in completions:
             out.append(picked[at : at + len(c)].tolist())
             at += len(c)
+    return out
+
+
+def _answer_logprobs(
+    model: Any, prompt_ids: list[list[int]], completion_ids: list[list[int]], batch_size: int,
+    temperature: float, pad_id: int,
+) -> list[list[float]]:  # fmt: skip
+    """`completion_logprobs` of an encoder-decoder: decoder position t predicts completion token t."""
+    from rlhf.models.seq2seq import pad_rows, read_answers
+
+    device = next(model.parameters()).device
+    out: list[list[float]] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        completions = completion_ids[start : start + batch_size]
+        prompts, prompt_mask = pad_rows(prompt_ids[start : start + batch_size], pad_id)  # (B, P)
+        answers, answer_mask = pad_rows(completions, pad_id)  # (B, N)
+        logits = read_answers(model, prompts.to(device), prompt_mask.to(device), answers.to(device),
+                              answer_mask.to(device), pad_id=pad_id).logits  # fmt: skip
+        picked = token_logprobs(logits, answers.to(device), temperature=temperature).logprobs.cpu()  # (B, N)
+        out += [picked[b, : len(c)].tolist() for b, c in enumerate(completions)]
     return out

@@ -20,7 +20,7 @@ def save_model(model: nn.Module, tokenizer, directory: str | Path, *, merge: boo
     """Save `model` (and `tokenizer`, if given) to `directory`; returns the model that was saved.
 
     A PeftModel saves only its adapter (adapter_config.json names the base model, so
-    `load_causal_lm(ModelConfig(path=directory))` rebuilds it). With `merge=True` the LoRA
+    `load_lm(ModelConfig(path=directory))` rebuilds it). With `merge=True` the LoRA
     update is merged first and the full model is saved, loadable by plain transformers; the
     merge is in place, so keep using the returned model.
     """

@@ -6,6 +6,13 @@ plain transformers. `ScalarModel` runs its backbone and applies the head at ever
 giving per-token values for PPO and the value at the last real token for rewards. The last
 token is found from `attention_mask`, never from the pad id (many models pad with EOS), so
 left and right padding give the same result.
+
+Each kind of checkpoint is read where its own sequence-classification class reads it: a decoder's
+head at the last token; an encoder's classifier on its pooled first token; an encoder-decoder's
+head on the decoder state at the last token, the encoder reading the whole text and the decoder the
+same text shifted right (as `BartForSequenceClassification` reads at the final EOS). As a PPO critic
+an encoder-decoder reads the prompt with its encoder and the response with its decoder, so that
+V(s_t) sees nothing of the response from t on.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from rlhf.models.load import load_pretrained, load_tokenizer
 from rlhf.models.save import save_pretrained
 
 SCALAR_FILE = "rlhf_scalar.json"
-_HEAD_NAMES = ("score", "classifier")
+_HEAD_NAMES = ("score", "classifier", "classification_head")
 
 
 @dataclass
@@ -60,12 +67,25 @@ class ScalarModel(nn.Module):
         """What loading changed that the run should say (a classifier's head replaced), or None."""
 
     @property
+    def kind(self) -> str:
+        """`causal`, `seq2seq` or `encoder` (see `rlhf.models.kind`)."""
+        from rlhf.models.kind import kind_of_config
+
+        return kind_of_config(self.config)
+
+    @property
     def encoder(self) -> bool:
         """An encoder-only classifier (BERT, RoBERTa, DeBERTa, ...): its own head reads its own
         pooled (first) token, so it gives one value per sequence, not one per token."""
-        from rlhf.models.kind import kind_of_config
+        return self.kind == "encoder"
 
-        return kind_of_config(self.config) == "encoder"
+    @property
+    def reads(self) -> str:
+        """Where the reward is read, in words (for the run's log)."""
+        return {
+            "encoder": "its classifier's pooled first token",
+            "seq2seq": "the decoder's last token (the encoder reads the whole text)",
+        }.get(self.kind, "the last token")
 
     @property
     def classifier(self) -> Any:
@@ -99,13 +119,24 @@ class ScalarModel(nn.Module):
         *,
         position_ids: torch.Tensor | None = None,
         last_index: tuple[torch.Tensor, torch.Tensor] | None = None,
+        answer_width: int | None = None,
     ) -> ScalarOutput:
         """Padded rows: `input_ids` and `attention_mask` (B, T), one sequence per row; `last` holds
         each row's value at its last real token. Packed rows (see `rlhf.data.packing`): no mask,
         `position_ids` (B, T) restarting at each sequence, and `last_index` = (row, column) of each
-        sequence's last token, (N,) each; `last` holds those N values and `values` is not masked."""
+        sequence's last token, (N,) each; `last` holds those N values and `values` is not masked.
+        `answer_width` N (an encoder-decoder critic): the rows are a left-padded prompt then a
+        right-padded response of N columns, and `values` (B, N) is V(s_t) before each response token."""
         if self.encoder:
             return self._sequence_values(input_ids, attention_mask)
+        if self.kind == "seq2seq":
+            if attention_mask is None:
+                raise ValueError(
+                    "an encoder-decoder reads padded rows (with attention_mask), not packed ones"
+                )
+            if answer_width is not None:
+                return self._answer_values(input_ids, attention_mask, answer_width)
+            return self._decoder_values(input_ids, attention_mask)
         if attention_mask is None:
             if position_ids is None or last_index is None:
                 raise ValueError("packed input needs position_ids and last_index (or pass attention_mask)")
@@ -126,6 +157,47 @@ class ScalarModel(nn.Module):
         last = self.seq_model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()  # (B,)
         values = last[:, None].expand(input_ids.shape).masked_fill(attention_mask == 0, 0.0)  # (B, T)
         return ScalarOutput(values=values, last=last)
+
+    def _decoder_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ScalarOutput:
+        """An encoder-decoder's values: the encoder reads each whole row, the decoder the same row
+        shifted right behind its start token, the head reads every decoder state; `last` at the
+        last real token (transformers' own reading when the text ends with EOS)."""
+        from rlhf.models.seq2seq import right_align, undo_right_align
+
+        pad_id = int(self.config.pad_token_id or 0)
+        ids, mask = right_align(input_ids, attention_mask, pad_id)  # (B, T) each
+        values = self._seq2seq_head(ids, mask, ids, mask).masked_fill(mask == 0, 0.0)  # (B, T)
+        last = values.gather(1, last_token_index(mask)[:, None]).squeeze(1)  # (B,)
+        return ScalarOutput(values=undo_right_align(values, attention_mask), last=last)
+
+    def _answer_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> ScalarOutput:
+        """An encoder-decoder critic: (B, N) values at the decoder's states before each of the last
+        N columns (the response); the encoder reads the prompt alone."""
+        from rlhf.models.seq2seq import right_align
+
+        pad_id = int(self.config.pad_token_id or 0)
+        prompt, prompt_mask = right_align(input_ids[:, :-n], attention_mask[:, :-n], pad_id)
+        answer_mask = attention_mask[:, -n:]
+        values = self._seq2seq_head(prompt, prompt_mask, input_ids[:, -n:], answer_mask)
+        values = values.masked_fill(answer_mask == 0, 0.0)  # (B, N)
+        last = values.gather(1, last_token_index(answer_mask)[:, None]).squeeze(1)
+        return ScalarOutput(values=values, last=last)
+
+    def _seq2seq_head(self, enc_ids, enc_mask, dec_ids, dec_mask) -> torch.Tensor:
+        """(B, N) the head on the decoder's states: the encoder reads `enc_ids`, the decoder the
+        right-padded `dec_ids` (B, N) by teacher forcing (position t reads the tokens before t)."""
+        from rlhf.models.seq2seq import decoder_inputs, start_token
+
+        pad_id = int(self.config.pad_token_id or 0)
+        shifted, shifted_mask = decoder_inputs(dec_ids, dec_mask, start_token(self.classifier), pad_id)
+        hidden = self.backbone(
+            input_ids=enc_ids,
+            attention_mask=enc_mask,
+            decoder_input_ids=shifted,
+            decoder_attention_mask=shifted_mask,
+            use_cache=False,
+        ).last_hidden_state  # (B, N, H): the decoder's
+        return self.head(hidden).squeeze(-1).float()  # fmt: skip
 
     def _values(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
         hidden = self.backbone(

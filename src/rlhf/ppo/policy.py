@@ -6,6 +6,10 @@ backbone pass gives, at those N columns, the hidden states that feed both the LM
 of each action, entropy) and the value head (V(s_t), the state before action t). The LM head runs
 only on those N columns: the prompt's logits over the vocabulary are never formed.
 
+An encoder-decoder policy (T5, BART) reads the same layout differently: its encoder reads the prompt
+(moved to the left edge) and its decoder the response by teacher forcing, so decoder position t is
+the state before response token t and feeds both heads (`rlhf.models.seq2seq`).
+
 `PolicyValue` is what Accelerate wraps (DDP hooks see its `forward`); the reference model is the
 same module with the adapter switched off (LoRA), or a frozen copy (full fine-tuning).
 """
@@ -69,33 +73,56 @@ class PolicyValue(nn.Module):
         `detach_values`: the value head learns, but its loss does not reach the backbone.
         `ptx`: a PPO-ptx batch (input_ids, attention_mask, labels) whose summed LM loss is computed
         in the same call (one forward of the wrapped module per micro-batch, as DDP expects)."""
-        from rlhf.models.readout import causal_parts, token_logprobs
+        from rlhf.models.readout import token_logprobs
 
-        backbone, head = causal_parts(self.lm)
-        n = response.shape[1]
-        position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, P + N)
-        hidden = backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state  # (B, P + N, H)
-        hidden = hidden[:, -n - 1 : -1]  # (B, N, H): the states that predict each response token
-        read = token_logprobs(head(hidden), response, temperature=self.temperature, entropy=entropy)
+        want_values = values and self.value_head is not None
+        logits, hidden = self._read(input_ids, attention_mask, response, want_values)  # (B, N, V), (B, N, H)
+        read = token_logprobs(logits, response, temperature=self.temperature, entropy=entropy)
         value = None
-        if values and self.value_head is not None:
+        if want_values:
             feats = hidden.detach() if detach_values else hidden
             value = self.value_head(feats.to(self.value_head.weight.dtype)).squeeze(-1).float()  # (B, N)
         ptx_nll = None
         if ptx is not None:
             from rlhf.losses.lm import token_nll
+            from rlhf.models.seq2seq import answer_nll
 
-            ptx_logits = self.lm(
-                input_ids=ptx["input_ids"], attention_mask=ptx["attention_mask"], use_cache=False
-            ).logits
-            ptx_nll = token_nll(ptx_logits, ptx["labels"])[0]
+            inputs = {k: v for k, v in ptx.items() if k not in ("labels", "count")}
+            ptx_logits = self.lm(**inputs, use_cache=False).logits
+            seq2seq = "decoder_input_ids" in ptx
+            ptx_nll = (answer_nll if seq2seq else token_nll)(ptx_logits, ptx["labels"])[0]
         return PolicyOutput(logprobs=read.logprobs, entropy=read.entropy, values=value, ptx_nll=ptx_nll)
+
+    def _read(self, input_ids, attention_mask, response, hidden: bool):
+        """(logits (B, N, V) that predict each response token, their hidden states (B, N, H) or
+        None): one pass of the backbone, the LM head on the response's N positions only."""
+        from rlhf.models.readout import causal_parts
+        from rlhf.models.seq2seq import is_seq2seq, read_answers, right_align
+
+        n = response.shape[1]
+        if is_seq2seq(self.lm):
+            pad_id = int(getattr(self.lm.config, "pad_token_id", None) or 0)
+            prompt, prompt_mask = right_align(input_ids[:, :-n], attention_mask[:, :-n], pad_id)
+            out = read_answers(self.lm, prompt, prompt_mask, response, attention_mask[:, -n:],
+                               pad_id=pad_id, hidden=hidden)  # fmt: skip
+            return out.logits, out.hidden
+        backbone, head = causal_parts(self.lm)
+        position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, P + N)
+        states = backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state  # (B, P + N, H)
+        states = states[:, -n - 1 : -1]  # (B, N, H): the states that predict each response token
+        return head(states), states
 
 
 def critic_values(critic: nn.Module, input_ids, attention_mask, n: int) -> torch.Tensor:
-    """(B, N) values of a separate critic (a `ScalarModel`) at the states before each response token."""
+    """(B, N) values of a separate critic (a `ScalarModel`) at the states before each response token:
+    an encoder-decoder critic reads the prompt with its encoder and the response with its decoder."""
+    from rlhf.models.seq2seq import is_seq2seq
+
+    inner = getattr(critic, "module", critic)
+    if is_seq2seq(inner.seq_model):
+        return critic(input_ids=input_ids, attention_mask=attention_mask, answer_width=n).values
     return critic(input_ids=input_ids, attention_mask=attention_mask).values[:, -n - 1 : -1]
 
 

@@ -45,12 +45,12 @@ class Built:
 
 def build_models(cfg: PpoConfig, tokenizer, device) -> Built:
     """Policy (+ shared value head), reference, and separate critic as `cfg` asks."""
-    from rlhf.models import load_causal_lm
+    from rlhf.models import load_lm
     from rlhf.models.adapters import adapters_disabled
     from rlhf.training.sharding import whole_on_each_process
 
     notes = []
-    lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+    lm = load_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
     disable_dropout(lm)
     shared = cfg.uses_critic and cfg.critic.mode == "shared"
     policy = PolicyValue(lm, value_head=shared, temperature=cfg.rollout.sampling.temperature)
@@ -65,7 +65,7 @@ def build_models(cfg: PpoConfig, tokenizer, device) -> Built:
         if own_reference:
             _check_same_vocabulary(ref_cfg, tokenizer, cfg.model.path, "the reference", "e.g. the SFT model")
         with whole_on_each_process():  # frozen, outside any engine (ZeRO-3 would partition it)
-            ref_lm = load_causal_lm(ref_cfg, for_training=False, tokenizer=tokenizer)
+            ref_lm = load_lm(ref_cfg, for_training=False, tokenizer=tokenizer)
         ref = PolicyValue(ref_lm, value_head=False, temperature=cfg.rollout.sampling.temperature)
         ref.to(device)
         what = f"{cfg.reference}" if own_reference else "the starting model (full fine-tuning)"
@@ -242,13 +242,13 @@ def check_sharded(cfg: PpoConfig, accelerator, engine: str) -> None:
 def gathered_policy(run) -> PolicyValue | None:
     """The trained `PolicyValue` of `run` (a `PpoRun`) whole: itself, or under FSDP2 its weights
     gathered into a fresh copy on the main process (None on the others). Every process calls it."""
-    from rlhf.models import load_causal_lm
+    from rlhf.models import load_lm
     from rlhf.training.sharding import unsharded_model
 
     cfg, policy = run.cfg, run.policy
 
     def rebuild() -> PolicyValue:
-        lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=run.tokenizer)
+        lm = load_lm(cfg.model, cfg.peft, for_training=True, tokenizer=run.tokenizer)
         return PolicyValue(lm, value_head=policy.value_head is not None, temperature=policy.temperature)
 
     return unsharded_model(run.accelerator, run.models.policy, policy, rebuild)
@@ -296,7 +296,8 @@ def save_outputs(cfg: PpoConfig, policy: PolicyValue, critic, tokenizer, run_dir
     nowhere else), QLoRA is saved as the adapter (a 4-bit base cannot take the merge), full as is.
     critic: a one-label classifier that `load_scalar_model` (and plain transformers) loads on its
     own, and can start a later run (`critic.model`); a shared head is also written alone
-    (`rlhf_value_head.safetensors`). A shared head on a QLoRA policy is saved as the head only.
+    (`rlhf_value_head.safetensors`). A shared head on a QLoRA or an encoder-decoder policy is saved
+    as the head only.
     """
     from safetensors.torch import save_file
 
@@ -317,8 +318,12 @@ def save_outputs(cfg: PpoConfig, policy: PolicyValue, critic, tokenizer, run_dir
         )
         out["critic_dir"] = str(critic_dir)
     elif policy.value_head is not None:
+        from rlhf.models.seq2seq import is_seq2seq
+
         head = {"weight": policy.value_head.weight.detach().float().cpu().contiguous()}
-        if cfg.peft.method == "qlora":
+        if cfg.peft.method == "qlora" or is_seq2seq(policy.lm):
+            # An encoder-decoder's classifier class puts a hidden layer before its one label: the
+            # value head (one Linear) is saved as itself.
             critic_dir.mkdir(parents=True, exist_ok=True)
         else:
             _save_shared_critic(policy, head["weight"], tokenizer, critic_dir)

@@ -57,10 +57,13 @@ def load_prompt_ids(cfg: PpoConfig, tokenizer) -> tuple[list, list[list[int]], s
     return [r.prompt for r in records], ids, line, loaded.report.as_dict()
 
 
-def ptx_stream(cfg: PpoConfig, tokenizer, accelerator, start: int):
-    """Endless PPO-ptx batches (input_ids, attention_mask, labels, count = the global target tokens)."""
+def ptx_stream(cfg: PpoConfig, tokenizer, accelerator, start: int, decoder_start: int | None = None):
+    """Endless PPO-ptx batches (input_ids, attention_mask, labels, count = the global target tokens);
+    with `decoder_start` (an encoder-decoder policy) the prompts for its encoder and the answers for
+    its decoder (`collate_seq2seq`)."""
     from rlhf.data import PromptRenderer, load_records
     from rlhf.data.examples import collate, encode_demonstrations, to_rows
+    from rlhf.models.seq2seq import collate_seq2seq
     from rlhf.training.batches import BatchStream
 
     data = cfg.loss.ptx_data
@@ -79,7 +82,11 @@ def ptx_stream(cfg: PpoConfig, tokenizer, accelerator, start: int):
         process_index=accelerator.process_index, seed=cfg.seed, start=start,
     )  # fmt: skip
     for indices in stream:
-        batch = collate([rows[i] for i in indices], tokenizer.pad_token_id, packed=False)
+        chosen = [rows[i] for i in indices]
+        batch = (
+            collate(chosen, tokenizer.pad_token_id, packed=False) if decoder_start is None
+            else collate_seq2seq(chosen, tokenizer.pad_token_id, decoder_start)
+        )  # fmt: skip
         count = sum(rows[i].num_targets for i in indices)
         total = accelerator.reduce(torch.tensor(count, device=accelerator.device), reduction="sum")
         yield {**{k: v.to(accelerator.device) for k, v in batch.items()}, "count": int(total)}
@@ -93,6 +100,7 @@ def run_ppo(
     `resume`: True continues from the newest checkpoint of `output_dir`, a path from that
     checkpoint. `generator`: a replacement generation engine (see `rlhf.ppo.rollout.Generator`).
     """
+    from rlhf.models.seq2seq import is_seq2seq, start_token
     from rlhf.ppo.checkpoint import restore, save
     from rlhf.tracking import MetricsLogger
     from rlhf.tracking.progress import progress_block
@@ -116,9 +124,11 @@ def run_ppo(
         len(prompts), cfg.rollout.prompts_per_step, num_processes=accelerator.num_processes,
         process_index=accelerator.process_index, seed=cfg.seed, start=start_step,
     )  # fmt: skip
+    start = start_token(run.policy.lm) if is_seq2seq(run.policy.lm) else None
     ptx = (
-        ptx_stream(cfg, run.tokenizer, accelerator, run.state.ptx_position) if cfg.loss.ptx_coef > 0 else None
-    )
+        ptx_stream(cfg, run.tokenizer, accelerator, run.state.ptx_position, start)
+        if cfg.loss.ptx_coef > 0 else None
+    )  # fmt: skip
     generator = generator or _generator(run, engine)
     logger = MetricsLogger(run.run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
     with logger, progress_block(cfg.max_steps, "ppo", enabled=cfg.logging.progress and main) as bar:

@@ -6,6 +6,10 @@ with position ids restarting per sequence. `SequenceLogps` runs the backbone onc
 and the LM head only at the positions that predict a completion token, so the prompt's logits
 over the vocabulary are never formed. It returns log π(y | x) = Σ_t log π(y_t | x, y_<t) of every
 completion and the token log-probs, in group order; pairs and groups index that flat vector.
+
+An encoder-decoder's groups are laid out for it: the prompts, right padded, for its encoder, and the
+completions, shifted right behind the decoder's start token, for its decoder (never packed); decoder
+position t predicts completion token t (`rlhf.models.seq2seq`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,11 @@ class SequenceBatch:
     """(N,) float32 cached reference log-probs of the sequences, when the run caches them."""
     groups: list[int] | None = None
     """Indices of the groups in the run's data (to look up cached values)."""
+    decoder_input_ids: torch.Tensor | None = None
+    """(R, N) long, an encoder-decoder's layout only: each completion shifted right behind the
+    decoder's start token (`input_ids` then holds the prompts, one per row, right padded)."""
+    decoder_attention_mask: torch.Tensor | None = None
+    """(R, N) long, an encoder-decoder's layout only: 1 on the decoder's real inputs."""
 
     @property
     def count(self) -> int:
@@ -62,6 +71,7 @@ class SequenceBatch:
             "input_ids": self.input_ids, "attention_mask": self.attention_mask,
             "position_ids": self.position_ids, "rows": self.rows, "cols": self.cols,
             "targets": self.targets, "owner": self.owner, "num_sequences": self.num_sequences,
+            "decoder_input_ids": self.decoder_input_ids, "decoder_attention_mask": self.decoder_attention_mask,
         }  # fmt: skip
 
     def to(self, device) -> SequenceBatch:
@@ -70,19 +80,26 @@ class SequenceBatch:
             self, input_ids=self.input_ids.to(device), attention_mask=move(self.attention_mask),
             position_ids=move(self.position_ids), rows=self.rows.to(device), cols=self.cols.to(device),
             targets=self.targets.to(device), owner=self.owner.to(device), lengths=self.lengths.to(device),
-            reference=move(self.reference),
+            reference=move(self.reference), decoder_input_ids=move(self.decoder_input_ids),
+            decoder_attention_mask=move(self.decoder_attention_mask),
         )  # fmt: skip
 
 
 def collate_sequences(
-    groups: list[Group], pad_id: int, *, pack_width: int | None = None, mode: str = "pairwise"
-) -> SequenceBatch:
+    groups: list[Group], pad_id: int, *, pack_width: int | None = None, mode: str = "pairwise",
+    decoder_start: int | None = None,
+) -> SequenceBatch:  # fmt: skip
     """One `SequenceBatch` of every completion of `groups` (in group order): padded one per row,
     or packed into rows of at most `pack_width` tokens when it is given. `mode` is the reward
-    stage's layout mode (`pairwise`: pairs from the groups' ranks; `regression`: none needed)."""
+    stage's layout mode (`pairwise`: pairs from the groups' ranks; `regression`: none needed).
+    `decoder_start`: the decoder's start token of an encoder-decoder, which gets its own layout."""
     sequences = [seq for g in groups for seq in g.input_ids]
     prompt_lens = [p for g in groups for p in _prompt_lens(g)]
     layout = layout_groups(groups, mode, "skip")
+    if decoder_start is not None:
+        if pack_width is not None:
+            raise ValueError("an encoder-decoder reads one prompt per row: its sequences are never packed")
+        return _seq2seq_sequences(groups, sequences, prompt_lens, layout, pad_id, decoder_start)
     if pack_width is None:
         ids, mask = pad_right(sequences, pad_id)
         positions, starts = None, [(i, 0) for i in range(len(sequences))]
@@ -105,6 +122,26 @@ def collate_sequences(
     return SequenceBatch(
         ids, mask, positions, as_long(rows), as_long(cols), as_long(targets), as_long(owner),
         completion_lengths(groups), layout,
+    )  # fmt: skip
+
+
+def _seq2seq_sequences(groups, sequences, prompt_lens, layout, pad_id: int, start: int) -> SequenceBatch:
+    """An encoder-decoder's `SequenceBatch`: prompts (R, P) for the encoder, completions shifted
+    right (R, N) for the decoder, whose position t predicts completion token t."""
+    from rlhf.models.seq2seq import decoder_inputs, pad_rows
+
+    if any(p < 1 for p in prompt_lens):
+        raise ValueError("an encoder-decoder reads its prompt with the encoder: every sequence needs one")
+    ids, mask = pad_rows([seq[:p] for seq, p in zip(sequences, prompt_lens)], pad_id)  # (R, P)
+    answers = [seq[p:] for seq, p in zip(sequences, prompt_lens)]
+    answer_ids, answer_mask = pad_rows(answers, pad_id)  # (R, N)
+    dec_ids, dec_mask = decoder_inputs(answer_ids, answer_mask, start, pad_id)
+    as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
+    return SequenceBatch(
+        ids, mask, None, as_long([i for i, a in enumerate(answers) for _ in a]),
+        as_long([t for a in answers for t in range(len(a))]), as_long([t for a in answers for t in a]),
+        as_long([i for i, a in enumerate(answers) for _ in a]), completion_lengths(groups), layout,
+        decoder_input_ids=dec_ids, decoder_attention_mask=dec_mask,
     )  # fmt: skip
 
 
@@ -145,14 +182,25 @@ class SequenceLogps(nn.Module):
         self.lm = lm
 
     def forward(
-        self, input_ids, attention_mask, position_ids, rows, cols, targets, owner, num_sequences: int
-    ) -> SequenceOutput:
-        backbone, head = causal_parts(self.lm)
-        hidden = backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state  # (R, T, H)
-        # (M,): the head runs only where a completion token is predicted
-        token_logps = token_logprobs(head(hidden[rows, cols]), targets).logprobs
+        self, input_ids, attention_mask, position_ids, rows, cols, targets, owner, num_sequences: int,
+        decoder_input_ids=None, decoder_attention_mask=None,
+    ) -> SequenceOutput:  # fmt: skip
+        if decoder_input_ids is not None:  # an encoder-decoder: its own head on the decoder's positions
+            logits = self.lm(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask,
+                use_cache=False,
+            ).logits  # (R, N, V)
+            token_logps = token_logprobs(logits[rows, cols], targets).logprobs  # fmt: skip
+        else:
+            backbone, head = causal_parts(self.lm)
+            hidden = backbone(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            ).last_hidden_state  # (R, T, H)
+            # (M,): the head runs only where a completion token is predicted
+            token_logps = token_logprobs(head(hidden[rows, cols]), targets).logprobs
         sums = torch.zeros(num_sequences, dtype=torch.float32, device=token_logps.device)
         return SequenceOutput(sums.index_add(0, owner, token_logps), token_logps)
 
@@ -164,8 +212,12 @@ def packing_isolates(module: nn.Module, groups: list[Group], pad_id: int, width:
     before it, which moves its log-probs by whole nats; a model that isolates them matches to float
     rounding. Allowed: 1e-3 per token (bf16 rounding stays well under it).
     """
+    from rlhf.models.seq2seq import is_seq2seq
+
     if not groups:
         return True
+    if is_seq2seq(getattr(module, "lm", module)):
+        return False  # one prompt per row for the encoder: never packed
     was_training = module.training
     module.eval()
     with torch.no_grad():
@@ -176,11 +228,28 @@ def packing_isolates(module: nn.Module, groups: list[Group], pad_id: int, width:
     return bool(((a - b).abs() <= 1e-3 * padded.lengths.clamp(min=1) + 1e-4).all())
 
 
+def sequence_layout(stage, module: nn.Module, groups: list[Group], pad_id: int, device) -> tuple:
+    """(pack_width, decoder_start) of a policy stage: packed rows when `stage` (a `Stage`) packs and
+    `module` (a prepared `SequenceLogps`) keeps packed sequences apart (else None); the decoder's
+    start token of an encoder-decoder, which has its own layout and is never packed (else None)."""
+    from rlhf.models.seq2seq import is_seq2seq, start_token
+
+    lm = getattr(getattr(module, "module", module), "lm", module)
+    start = start_token(lm) if is_seq2seq(lm) else None
+    width = stage.pack_width(
+        lambda width: packing_isolates(module, groups, pad_id, width, device),
+        kind="seq2seq" if start is not None else "causal",
+    )
+    return width, start
+
+
 def sequence_logps_of(
-    accelerator, logps_fn, groups: list[Group], batch_size: int, pad_id: int, pack_width: int | None = None
-) -> list[list[float]]:
+    accelerator, logps_fn, groups: list[Group], batch_size: int, pad_id: int, pack_width: int | None = None,
+    decoder_start: int | None = None,
+) -> list[list[float]]:  # fmt: skip
     """Every completion's log-prob per group, in order, on every process (each computes every N-th
-    batch of groups, then they share). `logps_fn(batch) -> (N,)` runs the model; no gradients."""
+    batch of groups, then they share). `logps_fn(batch) -> (N,)` runs the model; no gradients.
+    `decoder_start`: as in `collate_sequences`."""
     from accelerate.utils import gather_object
 
     from rlhf.training.sharding import even_batches
@@ -188,7 +257,9 @@ def sequence_logps_of(
     found = []
     with torch.no_grad():
         for chunk, keep in even_batches(accelerator, len(groups), batch_size):
-            batch = collate_sequences([groups[i] for i in chunk], pad_id, pack_width=pack_width)
+            batch = collate_sequences(
+                [groups[i] for i in chunk], pad_id, pack_width=pack_width, decoder_start=decoder_start
+            )
             values = logps_fn(batch.to(accelerator.device)).float().cpu().tolist()
             if not keep:
                 continue

@@ -83,7 +83,7 @@ def packing_isolates(
     """
     if not groups:
         return True
-    if getattr(model, "encoder", False) or getattr(getattr(model, "module", None), "encoder", False):
+    if getattr(getattr(model, "module", model), "kind", "causal") != "causal":
         return False  # an encoder attends both ways over a whole row: packed completions would meet
     was_training = model.training
     model.eval()
@@ -159,8 +159,7 @@ def run_reward(
         load_scalar_model, cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer
     )
     model = build_model()
-    reads = "its classifier's pooled first token" if model.encoder else "the last token"
-    trainable = stage.report_model(model, note=f", scalar head reading {reads}")
+    trainable = stage.report_model(model, note=f", scalar head reading {model.reads}")
     if model.note:
         say(f"[model] {model.note}")
     steps = stage.plan(len(data.train))
@@ -175,7 +174,7 @@ def run_reward(
     pad_id, device = tokenizer.pad_token_id, accelerator.device
     pack_width = stage.pack_width(
         lambda width: packing_isolates(model, data.train[: cfg.batch_size], pad_id, width, device, mode),
-        what="completions",
+        what="completions", kind=accelerator.unwrap_model(model).kind,
     )  # fmt: skip
 
     def batches():

@@ -27,7 +27,7 @@ from rlhf.preference.sequences import (
     SequenceLogps,
     collate_sequences,
     completion_lengths,
-    packing_isolates,
+    sequence_layout,
     sequence_logps_of,
 )
 from rlhf.rrhf.config import RrhfConfig
@@ -64,8 +64,11 @@ class RrhfBatch:
         return RrhfBatch(self.sequences.to(device), self.scores.to(device), self.weights.to(device))
 
 
-def collate(groups: list[Group], pad_id: int, pack_width: int | None = None) -> RrhfBatch:
-    sequences = collate_sequences(groups, pad_id, pack_width=pack_width)
+def collate(
+    groups: list[Group], pad_id: int, pack_width: int | None = None, decoder_start: int | None = None
+) -> RrhfBatch:
+    """The groups' responses laid out (`collate_sequences`), with their scores and weights."""
+    sequences = collate_sequences(groups, pad_id, pack_width=pack_width, decoder_start=decoder_start)
     scores = torch.tensor([-r for g in groups for r in g.need("ranks")], dtype=torch.float32)
     return RrhfBatch(sequences, scores, torch.tensor([g.weight for g in groups], dtype=torch.float32))
 
@@ -177,7 +180,7 @@ def finish_responses(cfg: RrhfConfig, accelerator, say, run_dir, lm, tokenizer, 
 def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None, overwrite: bool = False) -> RrhfResult:
     """Train the policy with RRHF; returns what the run measured (also in `summary.json`) and the
     policy, saved to `<output_dir>/policy`."""
-    from rlhf.models import load_causal_lm, load_tokenizer
+    from rlhf.models import load_lm, load_tokenizer
     from rlhf.training import build_optimizer, build_scheduler
     from rlhf.training.stage import Stage
 
@@ -211,16 +214,14 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None, overwrite: bo
     )  # fmt: skip
     inner = accelerator.unwrap_model(policy)
     pad_id, device = tokenizer.pad_token_id, accelerator.device
-    pack_width = stage.pack_width(
-        lambda width: packing_isolates(policy, train[: cfg.batch_size], pad_id, width, device)
-    )
+    pack_width, start = sequence_layout(stage, policy, train[: cfg.batch_size], pad_id, device)
     stream = stage.stream(len(train))
     share = accelerator.num_processes * cfg.optimizer.gradient_accumulation_steps
 
     def batches():
         for indices in stream:
             stage.seen += len(indices)
-            yield collate([train[i] for i in indices], pad_id, pack_width).to(device)
+            yield collate([train[i] for i in indices], pad_id, pack_width, start).to(device)
 
     def run_eval(step: int) -> None:
         was_training = inner.training
@@ -232,6 +233,7 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None, overwrite: bo
             cfg.eval.batch_size,
             pad_id,
             pack_width,
+            start,
         )
         inner.train(was_training)
         stage.record_eval(step, held_out_metrics(cfg, held_out, logps), METRICS)
@@ -249,7 +251,7 @@ def run_rrhf(cfg: RrhfConfig, *, resume: str | bool | None = None, overwrite: bo
     summary = _summary(
         cfg, stage, result.steps, reuse, pack_width, data, groups_seen, train_seconds, trainable
     )
-    rebuild = lambda: load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)  # noqa: E731
+    rebuild = lambda: load_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)  # noqa: E731
     lm = stage.finish_policy(summary, policy, tokenizer, rebuild, rate="groups_per_second", unit="prompts/s")
     return RrhfResult(summary, lm, tokenizer)
 
@@ -258,11 +260,11 @@ def _load_policy(cfg: RrhfConfig, tokenizer, device) -> torch.nn.Module:
     """The policy as training starts, on `device` to sample from (a quantized one is already on its
     GPU). It samples before training, so under ZeRO-3 it is built whole on each process (the engine
     partitions it when it is prepared)."""
-    from rlhf.models import load_causal_lm
+    from rlhf.models import load_lm
     from rlhf.training.sharding import whole_on_each_process
 
     with whole_on_each_process() if cfg.samples_per_prompt else contextlib.nullcontext():
-        lm = load_causal_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
+        lm = load_lm(cfg.model, cfg.peft, for_training=True, tokenizer=tokenizer)
     if cfg.model.quantization == "none" and cfg.peft.method != "qlora":
         lm.to(device)
     return lm

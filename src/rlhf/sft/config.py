@@ -60,11 +60,14 @@ class SftConfig(EpochRunControl):
     """Rows per micro-batch on each process. One optimizer step sees batch_size x processes x
     gradient_accumulation_steps rows."""
     completion_only: bool = True
-    """Loss only on completion tokens (the prompt is context, not a target). `false`: every token."""
+    """Loss only on completion tokens (the prompt is context, not a target). `false`: every token
+    (refused for an encoder-decoder, whose encoder reads the prompt and whose decoder predicts the
+    answer alone)."""
     packing: bool | None = None
     """Pack several short examples into each row of `data.max_length` tokens (fewer pad tokens,
     faster), with position ids restarting per example so no example attends to another. Default
-    (null): on, except with prompt tuning (whose soft prompt is one per row). `false`: one example per row."""
+    (null): on, except with prompt tuning (whose soft prompt is one per row). `false`: one example per row.
+    An encoder-decoder's rows are never packed (one prompt per row for its encoder)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from rlhf.data.examples import Row, collate, encode_demonstrations, to_rows
+from rlhf.data.examples import Row, collate, encode_demonstrations, target_count, to_rows
 from rlhf.data.split import split_eval
 from rlhf.sft.config import SftConfig
 
@@ -34,9 +34,11 @@ class SftData:
     """The training data's load report (`LoadReport.as_dict`: skipped rows by problem, ...)."""
 
 
-def build_data(cfg: SftConfig, tokenizer) -> SftData:
+def build_data(cfg: SftConfig, tokenizer, *, packing: bool | None = None) -> SftData:
+    """`packing`: whether rows are packed (default `cfg.use_packing`; never for an encoder-decoder)."""
     from rlhf.data import PromptRenderer, load_records
 
+    packing = cfg.use_packing if packing is None else packing
     renderer = PromptRenderer(cfg.prompt, tokenizer)
     loaded = load_records(cfg.data, expect="sft")
     records, held_out = loaded.demonstrations(), []
@@ -49,7 +51,7 @@ def build_data(cfg: SftConfig, tokenizer) -> SftData:
         examples, stats = encode_demonstrations(
             recs, renderer, tokenizer, cfg.data.max_length, cfg.data.max_prompt_length, cfg.completion_only
         )
-        return to_rows(examples, cfg.data.max_length, cfg.use_packing), examples, stats
+        return to_rows(examples, cfg.data.max_length, packing), examples, stats
 
     train_rows, train_examples, stats = rows_of(records)
     eval_rows, eval_examples, _ = rows_of(held_out) if held_out else ([], [], None)
@@ -61,7 +63,7 @@ def build_data(cfg: SftConfig, tokenizer) -> SftData:
     summary = f"{loaded.report.summary()}; format `{loaded.format}`; {stats.summary()}"
     if held_out:
         summary += f"; {len(held_out)} held out for evaluation"
-    if cfg.use_packing:
+    if packing:
         summary += f"; {len(train_examples)} examples packed into {len(train_rows)} rows"
     return SftData(train_rows, eval_rows, eval_prompts, summary, loaded.report.as_dict())
 
@@ -73,16 +75,33 @@ def _eval_data_config(cfg: SftConfig):
 
 
 def _forward_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed NLL, tokens) of a batch's labels: a causal LM's next tokens, or an encoder-decoder's
+    answer tokens (its decoder predicts each one in place, see `rlhf.models.seq2seq`)."""
     from rlhf.losses import token_nll
+    from rlhf.models.seq2seq import answer_nll
 
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs, use_cache=False).logits  # (B, P + T, V); P virtual tokens with prompt tuning
+    if "decoder_input_ids" in batch:
+        nll, count = answer_nll(logits, labels)  # (B, N, V): the decoder's positions only
+        return nll, torch.tensor(count, device=nll.device)
     return token_nll(logits[:, -labels.shape[1] :], labels)
 
 
+def collate_batch(model, rows: list[Row], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:
+    """A batch of `rows` for `model`: an encoder-decoder's prompts and answers, or a causal LM's
+    rows (packed or padded)."""
+    from rlhf.models.seq2seq import collate_seq2seq, is_seq2seq, start_token
+
+    if is_seq2seq(model):
+        return collate_seq2seq(rows, pad_id, start_token(model))
+    return collate(rows, pad_id, packed)
+
+
 def evaluate(accelerator, model, rows: list[Row], batch_size: int, pad_id: int, packed: bool) -> dict:
-    """Token-weighted held-out loss over all processes (each takes every N-th row) and perplexity."""
+    """Token-weighted held-out loss over all processes (each takes every N-th row) and perplexity.
+    `packed`: how the rows are laid out (an encoder-decoder's rows: see `collate_batch`)."""
     was_training = model.training
     model.eval()
     from rlhf.training.sharding import even_batches
@@ -91,7 +110,7 @@ def evaluate(accelerator, model, rows: list[Row], batch_size: int, pad_id: int, 
     count = torch.zeros((), dtype=torch.float64, device=accelerator.device)
     with torch.no_grad():
         for chunk, keep in even_batches(accelerator, len(rows), batch_size):
-            batch = collate([rows[i] for i in chunk], pad_id, packed)
+            batch = collate_batch(model, [rows[i] for i in chunk], pad_id, packed)
             batch_nll, batch_count = _forward_nll(
                 model, {k: v.to(accelerator.device) for k, v in batch.items()}
             )
@@ -155,7 +174,8 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None, overwrite: bool
     stage = Stage.start("sft", cfg, resume=resume, overwrite=overwrite)
     accelerator = stage.accelerator
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
-    data = build_data(cfg, tokenizer)
+    seq2seq = _check_seq2seq(cfg, stage.say)
+    data = build_data(cfg, tokenizer, packing=cfg.use_packing and not seq2seq)
     stage.data_report = data.report
     stage.say(f"[data] {data.summary}")
 
@@ -168,11 +188,12 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None, overwrite: bool
     model, optimizer = stage.prepare(model, optimizer, scheduler, tokenizer=tokenizer, resume=resume)
 
     stream = stage.stream(len(data.train_rows))
-    pad_id, packed, device = tokenizer.pad_token_id, cfg.use_packing, accelerator.device
+    pad_id, packed, device = tokenizer.pad_token_id, cfg.use_packing and not seq2seq, accelerator.device
+    unwrapped = accelerator.unwrap_model(model)
 
     def batches():
         for indices in stream:
-            batch = collate([data.train_rows[i] for i in indices], pad_id, packed)
+            batch = collate_batch(unwrapped, [data.train_rows[i] for i in indices], pad_id, packed)
             stage.seen += sum(len(data.train_rows[i].input_ids) for i in indices)
             yield {k: v.to(device) for k, v in batch.items()}
 
@@ -190,7 +211,7 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None, overwrite: bool
 
     result, train_seconds = stage.train(
         model=model, optimizer=optimizer, scheduler=scheduler, batches=batches(), loss_fn=loss_fn,
-        count_fn=lambda batch: int((batch["labels"][:, 1:] != -100).sum()),
+        count_fn=target_count,
         run_eval=run_eval if data.eval_rows else None,
     )  # fmt: skip
     tokens = stage.totals()["items"]
@@ -218,12 +239,30 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None, overwrite: bool
     return SftResult(summary, final if final is not None else accelerator.unwrap_model(model), tokenizer)
 
 
+def _check_seq2seq(cfg: SftConfig, say) -> bool:
+    """Whether the model is an encoder-decoder: its encoder reads the prompt and its decoder learns
+    the answer (no packing; the loss covers the answer tokens alone)."""
+    from rlhf.config.core import ConfigError
+    from rlhf.models.load import kind_of
+
+    if kind_of(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code) != "seq2seq":
+        return False
+    if not cfg.completion_only:
+        raise ConfigError(
+            "`completion_only: false` trains on the prompt's tokens too; an encoder-decoder reads its "
+            "prompt with the encoder and predicts only the answer: leave `completion_only: true`"
+        )
+    if cfg.use_packing:
+        say("[packing] an encoder-decoder reads one prompt per row: not packed")
+    return True
+
+
 def _build_model(cfg: SftConfig, tokenizer) -> torch.nn.Module:
     """The model as training starts: loaded, with its adapter or its layers frozen as configured."""
-    from rlhf.models import load_causal_lm
+    from rlhf.models import load_lm
     from rlhf.models.freeze import apply_freeze
 
-    model = load_causal_lm(cfg.model, cfg.peft, tokenizer=tokenizer)
+    model = load_lm(cfg.model, cfg.peft, tokenizer=tokenizer)
     if cfg.freeze.train_last_layers is not None or cfg.freeze.train_modules:
         apply_freeze(model, cfg.freeze)
     return model

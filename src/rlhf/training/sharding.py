@@ -292,6 +292,25 @@ def whole_on_each_process() -> Iterator[None]:
             hf_deepspeed.set_hf_deepspeed_config(settings)
 
 
+def one_embedding_module(model: torch.nn.Module) -> None:
+    """Under FSDP2: an encoder-decoder's encoder and decoder embed tokens with modules of their own
+    around the one shared weight (T5, BART), and a parameter can belong to one FSDP group only (the
+    input embedding gets a group of its own): point both at the model's `shared` module itself, so
+    every use of the weight is one module in one group. Nothing changes in what is computed (the
+    same weight, the same embedding class and scale), nor in the optimizer's parameters."""
+    from transformers import PreTrainedModel
+
+    for base in [m for m in model.modules() if isinstance(m, PreTrainedModel)]:
+        if not getattr(base.config, "is_encoder_decoder", False) or not hasattr(base, "get_encoder"):
+            continue
+        shared = base.get_input_embeddings()
+        for stack in (base.get_encoder(), base.get_decoder()):
+            own = getattr(stack, "embed_tokens", None)
+            same = own is not None and own.weight is shared.weight and type(own) is type(shared)
+            if same and getattr(own, "embed_scale", None) == getattr(shared, "embed_scale", None):
+                stack.embed_tokens = shared
+
+
 def _tied_names(model: torch.nn.Module) -> set[str]:
     """Names of parameters that share their tensor with an earlier one (e.g. a tied LM head)."""
     seen: dict[int, str] = {}

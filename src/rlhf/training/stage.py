@@ -118,12 +118,19 @@ class Stage:
         (see `resume_run`). `checkpointed(prepared model)` is the module a checkpoint holds (e.g.
         the LM inside a read-out wrapper). Returns the prepared (model, optimizer)."""
         from rlhf.training.checkpoint import resume_run
-        from rlhf.training.sharding import prepare_engine_config, sharding_report
+        from rlhf.training.sharding import (
+            is_fsdp,
+            one_embedding_module,
+            prepare_engine_config,
+            sharding_report,
+        )
 
         accelerator = self.accelerator
         prepare_engine_config(
             accelerator, micro_batch_size=self.cfg.batch_size, max_grad_norm=self.cfg.optimizer.max_grad_norm
         )
+        if is_fsdp(accelerator):
+            one_embedding_module(model)
         model, optimizer = accelerator.prepare(model, optimizer)
         self.sharding, line = sharding_report(accelerator, model, optimizer)
         self.say(line)
@@ -154,10 +161,19 @@ class Stage:
             start=self.start_step * self.cfg.optimizer.gradient_accumulation_steps,
         )  # fmt: skip
 
-    def pack_width(self, isolates: Callable[[int], bool], what: str = "sequences") -> int | None:
+    def pack_width(
+        self, isolates: Callable[[int], bool], what: str = "sequences", *, kind: str = "causal"
+    ) -> int | None:
         """`data.max_length` when `packing` is on and `isolates(width)` finds that the model keeps
-        packed `what` apart; else None (said when packing was asked for)."""
+        packed `what` apart; else None (said when packing was asked for). `kind`: the model's kind
+        (`rlhf.models.kind`): only a decoder-only model's rows are ever packed."""
         width = self.cfg.data.max_length if self.cfg.packing else None
+        if width is not None and kind != "causal":
+            reads = "an encoder-decoder's encoder" if kind == "seq2seq" else "an encoder"
+            self.say(
+                f"[packing] {reads} attends both ways over a whole row: padding each {what[:-1]} instead"
+            )
+            return None
         if width is not None and not isolates(width):
             self.say(
                 f"[packing] this model lets packed {what} attend to each other; padding each {what[:-1]} instead"
