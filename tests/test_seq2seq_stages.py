@@ -1,8 +1,9 @@
 """Every stage on encoder-decoder policies, in the family test's style: tiny random T5 (the FLAN-T5
-layout) and BART, full fine-tuning, LoRA and QLoRA (bitsandbytes' CPU 4-bit), through sft, reward (an encoder-decoder reward model),
-dpo, ipo, rrhf, ppo with a shared value head and with a separate critic, eval, generate with best-of-N
-and export; every PPO estimator, PPO-ptx and prompt tuning on T5; SFT that must learn; 2 processes
-and FSDP2 against one; a run killed after its checkpoint resumed on the same curve; the pipeline."""
+layout) and BART, full fine-tuning, LoRA and QLoRA (bitsandbytes' CPU 4-bit), through sft, reward
+(an encoder-decoder reward model), dpo, ipo, cdpo, rrhf, ppo with a shared value head and with a
+separate critic, eval, generate with best-of-N and SFT on its rows (rejection sampling) and export;
+every PPO estimator, PPO-ptx and prompt tuning on T5; SFT that must learn; 2 processes and FSDP2
+against one; a run killed after its checkpoint resumed on the same curve; the pipeline."""
 
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def test_every_stage_runs_on_the_encoder_decoder(name, peft, models, tmp_path):
     model = models[name]
     common = [f"model.path={model}", "data.max_length=64", f"peft.method={peft}", *QUIET]
     trained = ["max_steps=2", "batch_size=2", "eval.fraction=0"]
+    conservative = ["loss_type=conservative", "label_smoothing=0.1"]  # cDPO
     ppo = [f"data.path={DEMOS}", "max_steps=1", "rollout.prompts_per_step=2", "rollout.samples_per_prompt=2",
            "minibatch_size=4", "rollout.sampling.max_new_tokens=4", f"reward.function={GOLD}",
            "samples_every=0"]  # fmt: skip
@@ -84,6 +86,7 @@ def test_every_stage_runs_on_the_encoder_decoder(name, peft, models, tmp_path):
         "reward": (run_reward, RewardConfig, [f"data.path={PAIRS}", *trained], "train_loss"),
         "dpo": (run_dpo, DpoConfig, [f"data.path={PAIRS}", *trained], "train_loss"),
         "ipo": (run_dpo, DpoConfig, [f"data.path={PAIRS}", "loss_type=ipo", *trained], "train_loss"),
+        "cdpo": (run_dpo, DpoConfig, [f"data.path={PAIRS}", *conservative, *trained], "train_loss"),
         "rrhf": (run_rrhf, RrhfConfig, [f"data.path={RANKINGS}", *trained], "train_loss"),
         "ppo": (run_ppo, PpoConfig, ppo, "value_loss"),
         "ppo_separate_critic": (run_ppo, PpoConfig, [*ppo, "critic.mode=separate"], "value_loss"),
@@ -111,6 +114,8 @@ def _evaluates_and_generates(model: Path, tmp_path: Path) -> None:
     from rlhf.eval.config import EvalPolicyConfig
     from rlhf.eval.policy import run_eval_policy
     from rlhf.generate import GenerateConfig, run_generate
+    from rlhf.sft.config import SftConfig
+    from rlhf.sft.train import run_sft
 
     reward_model = tmp_path / "reward" / "model"
     cfg = load_config(EvalPolicyConfig, None, [
@@ -130,6 +135,10 @@ def _evaluates_and_generates(model: Path, tmp_path: Path) -> None:
         run_generate(cfg)
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(rows) == 3 and all(row["reward"] == max(row["rewards"]) for row in rows)
+    # Rejection-sampling fine-tuning: SFT on the kept rows as they are.
+    args = [f"model.path={model}", f"data.path={output}", "max_steps=1", "batch_size=3"]
+    cfg = load_config(SftConfig, None, [*args, "eval.fraction=0", f"output_dir={tmp_path / 'rs'}", *QUIET])
+    assert finite(quietly(run_sft, cfg)["train_loss"])
 
 
 def test_every_estimator_ptx_and_prompt_tuning_on_t5(models, tmp_path):
