@@ -139,8 +139,8 @@ def collate_seq2seq(rows: list, pad_id: int, start: int) -> dict[str, Any]:
 
     if any(row.prompt_lens is None or len(row.prompt_lens) != 1 for row in rows):
         raise ValueError("an encoder-decoder batch takes unpacked rows that know their prompt length")
-    prompts = [row.input_ids[: row.prompt_lens[0]] for row in rows]  # type: ignore[index]
-    answers = [row.input_ids[row.prompt_lens[0] :] for row in rows]  # type: ignore[index]
+    prompts = [row.input_ids[: row.prompt_lens[0]] for row in rows]
+    answers = [row.input_ids[row.prompt_lens[0] :] for row in rows]
     input_ids, attention_mask = pad_rows(prompts, pad_id)
     answer_ids, answer_mask = pad_rows(answers, pad_id)
     decoder_input_ids, decoder_attention_mask = decoder_inputs(answer_ids, answer_mask, start, pad_id)

@@ -75,13 +75,14 @@ class PolicyValue(nn.Module):
         in the same call (one forward of the wrapped module per micro-batch, as DDP expects)."""
         from rlhf.models.readout import token_logprobs
 
-        want_values = values and self.value_head is not None
-        logits, hidden = self._read(input_ids, attention_mask, response, want_values)  # (B, N, V), (B, N, H)
+        head = self.value_head if values else None
+        # logits (B, N, V), hidden (B, N, H)
+        logits, hidden = self._read(input_ids, attention_mask, response, head is not None)
         read = token_logprobs(logits, response, temperature=self.temperature, entropy=entropy)
         value = None
-        if want_values:
+        if head is not None:
             feats = hidden.detach() if detach_values else hidden
-            value = self.value_head(feats.to(self.value_head.weight.dtype)).squeeze(-1).float()  # (B, N)
+            value = head(feats.to(head.weight.dtype)).squeeze(-1).float()  # (B, N)
         ptx_nll = None
         if ptx is not None:
             from rlhf.losses.lm import token_nll
