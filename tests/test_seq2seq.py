@@ -65,7 +65,7 @@ def test_every_read_out_is_the_teacher_forced_log_prob(models, name):
     from rlhf.ppo.rollout import collate
     from rlhf.preference.groups import Group
     from rlhf.preference.sequences import SequenceLogps, collate_sequences
-    from rlhf.sft.train import _forward_nll
+    from rlhf.training.heldout import forward_nll
 
     model = load(models[name])
     expected = [by_hand(model, p, a) for p, a in zip(PROMPTS, ANSWERS)]
@@ -103,7 +103,7 @@ def test_every_read_out_is_the_teacher_forced_log_prob(models, name):
     rows = [Row(p + a, [-100] + (p + a)[1:], [len(p + a)], [len(p)]) for p, a in zip(PROMPTS, ANSWERS)]
     sft = collate_seq2seq(rows, 0, start_token(model))
     with torch.no_grad():
-        nll, count = _forward_nll(model, sft)
+        nll, count = forward_nll(model, sft)
     assert int(count) == sum(len(a) for a in ANSWERS)
     assert float(nll) == pytest.approx(-sum(float(w.sum()) for w in expected), abs=TOL * 12)
 

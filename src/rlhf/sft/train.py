@@ -7,15 +7,15 @@ load data -> template + tokenize -> (pack) -> load model (+ adapters / freezing)
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from rlhf.data.examples import Row, collate, encode_demonstrations, target_count, to_rows
+from rlhf.data.examples import Row, encode_demonstrations, target_count, to_rows
 from rlhf.data.split import split_eval
 from rlhf.sft.config import SftConfig
+from rlhf.training.heldout import collate_batch, evaluate, forward_nll
 
 
 @dataclass
@@ -72,55 +72,6 @@ def _eval_data_config(cfg: SftConfig):
     import dataclasses
 
     return dataclasses.replace(cfg.data, path=cfg.eval.path, limit=None)
-
-
-def _forward_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed NLL, tokens) of a batch's labels: a causal LM's next tokens, or an encoder-decoder's
-    answer tokens (its decoder predicts each one in place, see `rlhf.models.seq2seq`)."""
-    from rlhf.losses import token_nll
-    from rlhf.models.seq2seq import answer_nll
-
-    labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, use_cache=False).logits  # (B, P + T, V); P virtual tokens with prompt tuning
-    if "decoder_input_ids" in batch:
-        nll, count = answer_nll(logits, labels)  # (B, N, V): the decoder's positions only
-        return nll, torch.tensor(count, device=nll.device)
-    return token_nll(logits[:, -labels.shape[1] :], labels)
-
-
-def collate_batch(model, rows: list[Row], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:
-    """A batch of `rows` for `model`: an encoder-decoder's prompts and answers, or a causal LM's
-    rows (packed or padded)."""
-    from rlhf.models.seq2seq import collate_seq2seq, is_seq2seq, start_token
-
-    if is_seq2seq(model):
-        return collate_seq2seq(rows, pad_id, start_token(model))
-    return collate(rows, pad_id, packed)
-
-
-def evaluate(accelerator, model, rows: list[Row], batch_size: int, pad_id: int, packed: bool) -> dict:
-    """Token-weighted held-out loss over all processes (each takes every N-th row) and perplexity.
-    `packed`: how the rows are laid out (an encoder-decoder's rows: see `collate_batch`)."""
-    was_training = model.training
-    model.eval()
-    from rlhf.training.sharding import even_batches
-
-    nll = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-    count = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-    with torch.no_grad():
-        for chunk, keep in even_batches(accelerator, len(rows), batch_size):
-            batch = collate_batch(model, [rows[i] for i in chunk], pad_id, packed)
-            batch_nll, batch_count = _forward_nll(
-                model, {k: v.to(accelerator.device) for k, v in batch.items()}
-            )
-            if keep:
-                nll += batch_nll.double()
-                count += batch_count.double()
-    totals = accelerator.reduce(torch.stack([nll, count]), reduction="sum")
-    model.train(was_training)
-    loss = (totals[0] / totals[1].clamp(min=1)).item()
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(totals[1].item())}
 
 
 def sample_answers(model, tokenizer, prompts: list[tuple[list[int], str]], max_new_tokens: int) -> list[dict]:
@@ -198,7 +149,7 @@ def run_sft(cfg: SftConfig, *, resume: str | bool | None = None, overwrite: bool
             yield {k: v.to(device) for k, v in batch.items()}
 
     def loss_fn(m, batch, num_items: int):
-        nll_sum, _ = _forward_nll(m, batch)
+        nll_sum, _ = forward_nll(m, batch)
         return nll_sum / num_items, {}
 
     def run_eval(step: int) -> None:
