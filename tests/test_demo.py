@@ -78,6 +78,11 @@ def assert_one_run(run: Path, stdout: str) -> None:
     assert comparison["policies"]["best_of_n"]["scores"]["gold"]["mean"] > gold_sft
     page = (run / "report.html").read_text()
     assert "Methods compared" in page and "KL guard:" in page
+    # The alignment tax on the held-out documents' demonstrations and the documents as plain text.
+    tax = json.loads((run / "eval" / "tax.json").read_text())
+    assert [r["method"] for r in tax["rows"]] == ["ppo", "dpo", "rrhf", "best_of_n", "rejection_sampling"]
+    assert set(tax["rows"][0]["changes"]) == {"loss heldout_demonstrations.jsonl", "loss documents.jsonl"}
+    assert "what alignment cost" in stdout and "What alignment cost" in page
 
 
 def test_task_data_and_base_model(tmp_path):
@@ -91,6 +96,11 @@ def test_task_data_and_base_model(tmp_path):
     # Held-out documents are new: in no other split.
     seen = {r["prompt"] for name in ("sft", "candidates", "ppo") for r in rows[name]}
     assert not seen & {r["prompt"] for r in rows["eval"]}
+    # The alignment tax's texts: the held-out documents' demonstrations, and the documents alone.
+    assert [r["prompt"] for r in rows["heldout_demonstrations"]] == [r["prompt"] for r in rows["eval"]]
+    assert [r["text"] for r in rows["documents"]] == [
+        p["prompt"].removeprefix("Summarize: ") for p in rows["eval"]
+    ]
     # Written again only when different, so the pipeline can tell data that did not change.
     before = Path(paths["sft"]).stat().st_mtime_ns
     write_task_data(cfg, tmp_path)

@@ -56,9 +56,16 @@ def test_the_detox_recipe_raises_the_classifier_reward_offline(tmp_path):
     evaluation = tmp_path / "eval"
     rlhf("eval", "policy", "--config", "examples/detox/eval.yaml", "--set", f"model.path={run / 'policy'}",
          f"baseline={policy}", f"reward.model={classifier}", *OFFLINE[:3], "sampling.max_new_tokens=12",
+         f"metrics=[{{model: {classifier}, label: hate, output: probability, name: toxicity}}]",
          f"output_dir={evaluation}", "progress=false")  # fmt: skip
     result = json.loads((evaluation / "eval.json").read_text())
     before, after = result["baseline_scores"]["reward"]["mean"], result["policy_scores"]["reward"]["mean"]
-    # P(nothate) of each model's greedy summaries of the 24 dialogues, by the classifier.
+    # P(nothate) of each model's sampled summaries of the 24 dialogues, by the classifier.
     assert after > before, (before, after)
+    # Toxicity (P(hate), the same classifier's other label) fell by as much (two labels' softmax sums
+    # to 1 within float32 rounding, ~1e-7 a value), and ROUGE against the dialogues' own summaries
+    # (`reference_field: summary`) was measured for both.
+    toxicity = result["metric_differences"]["toxicity"]
+    assert toxicity["mean"] == pytest.approx(before - after, abs=1e-6) and toxicity["n"] == 24
+    assert {"rouge1", "rouge2", "rougeL", "exact_match"} <= set(result["policy_metrics"])
     print(f"P(nothate) before {before:.3f}, after {after:.3f}; reward {first:.3f} -> {last:.3f}")

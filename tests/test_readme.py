@@ -5,6 +5,7 @@ pair in the browser) done through the app's own store instead, by a rule: the an
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -52,11 +53,12 @@ def label_by_rule(project: Path) -> int:
 @pytest.mark.slow
 def test_the_readmes_loop_runs_as_written(tmp_path):
     commands = readme_commands()
-    assert commands[0].startswith("source .venv/bin/activate") and commands[-1] == "rlhf report runs/loop"
+    assert commands[0].startswith("source .venv/bin/activate") and commands[-2] == "rlhf report runs/loop"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     ran = []
     for command in commands[1:]:
         command = command.replace("src/rlhf/assets", str(ROOT / "src" / "rlhf" / "assets"))
+        command = command.replace("examples/", f"{ROOT / 'examples'}/")
         if command.startswith("rlhf label serve"):
             assert label_by_rule(tmp_path / "runs" / "loop" / "label") >= 20
             continue
@@ -68,6 +70,16 @@ def test_the_readmes_loop_runs_as_written(tmp_path):
                               timeout=900)  # fmt: skip
         assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
         ran.append(command.split()[1])
-    assert ran == ["sft", "generate", "label", "label", "reward", "ppo", "eval", "report"]
+    assert ran == ["sft", "generate", "label", "label", "reward", "ppo", "eval", "report", "eval"]
     assert (tmp_path / "runs" / "loop" / "report.html").is_file()
-    assert (tmp_path / "runs" / "loop" / "eval" / "eval.json").is_file()
+    assert (
+        "rouge1"
+        in json.loads((tmp_path / "runs" / "loop" / "eval" / "eval.json").read_text())["policy_metrics"]
+    )
+    # The cost: the local task and the held-out loss, SFT and PPO side by side.
+    rows = json.loads((tmp_path / "runs" / "loop" / "tasks" / "tasks.json").read_text())["rows"]
+    assert [(r["task"], r["metric"]) for r in rows] == [
+        ("held-out loss", "stories_text.jsonl"),
+        ("stories_next_word", "acc"),
+    ]
+    assert all(set(r["models"]) == {"sft", "ppo"} and r["difference"]["ppo"] is not None for r in rows)

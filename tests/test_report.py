@@ -58,8 +58,9 @@ def test_full_run_has_every_section_plot_and_table(tmp_path):
     page = path.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "<title>rlhf report: run</title>" in page
     ids = re.findall(r'<section id="([a-z]+)">', page)
-    assert ids == ["config", "sft", "feedback", "reward", "ppo", "evaluation", "comparison", "samples"]
+    assert ids == ["config", "sft", "feedback", "reward", "ppo", "evaluation", "comparison", "tax", "samples"]
     assert "This run evaluated one method" in page  # no comparison.json: said, not an error
+    assert "Not measured: set <code>tax.texts</code>" in page  # no tax.json: said how to get it
     for heading in ("Configuration", "Supervised fine-tuning", "Human feedback", "Reward model", "PPO",
                     "Evaluation", "Samples", "Over-optimization"):  # fmt: skip
         assert f">{heading}</h" in page, heading

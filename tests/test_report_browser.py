@@ -14,8 +14,8 @@ from pathlib import Path
 from helpers import FULL_IMAGES, XSS, make_run, open_report
 from rlhf.report import write_report
 
-HEADINGS = ["Configuration", "Supervised fine-tuning", "Human feedback", "Reward model", "PPO", "Evaluation", "Methods compared",
-            "Samples"]  # fmt: skip
+HEADINGS = ["Configuration", "Supervised fine-tuning", "Human feedback", "Reward model", "PPO", "Evaluation",
+            "Methods compared", "What alignment cost", "Samples"]  # fmt: skip
 
 
 def test_report_in_a_real_browser(browser, tmp_path):

@@ -115,7 +115,7 @@ def _cmd_eval_reward(args: argparse.Namespace) -> None:
 EVAL_POLICY_FLAGS = (
     ("model", "model.path"), ("baseline", "baseline"), ("reference", "reference"), ("prompts", "data.path"),
     ("reward", "reward.model"), ("gold", "gold"), ("output_dir", "output_dir"), ("limit", "data.limit"),
-    ("best_of", "best_of"),
+    ("best_of", "best_of"), ("references", "references"),
 )  # fmt: skip
 
 
@@ -128,6 +128,22 @@ def _cmd_eval_policy(args: argparse.Namespace) -> None:
     if cfg is not None:
         quiet_libraries()
         run_eval_policy(cfg)
+
+
+def _cmd_eval_tasks(args: argparse.Namespace) -> None:
+    from rlhf.eval.config import EvalTasksConfig
+    from rlhf.eval.tasks import run_eval_tasks
+
+    args.models = args.models or None  # none given: the config's
+    args.tasks = args.tasks.split(",") if args.tasks else None
+    args.names = args.names.split(",") if args.names else None
+    args.texts = args.texts.split(",") if args.texts else None
+    add_shortcut_overrides(args, (("models", "models"), ("tasks", "tasks"), ("names", "names"), ("texts", "texts"),
+                                  ("output_dir", "output_dir"), ("limit", "limit"), ("num_fewshot", "num_fewshot")))  # fmt: skip
+    cfg = resolve_config(EvalTasksConfig, args)
+    if cfg is not None:
+        quiet_libraries()
+        run_eval_tasks(cfg)
 
 
 WAITING_STATUS = 3
@@ -361,9 +377,35 @@ def build_parser() -> argparse.ArgumentParser:
         ("--output-dir", str, "DIR", "output_dir: where eval.json and samples.jsonl go"),
         ("--limit", int, "N", "data.limit: the first N prompts only"),
         ("--best-of", int, "N", "best_of: the policy answers with the best of N samples"),
+        (
+            "--references",
+            str,
+            "FILE",
+            "references: reference answers (ROUGE, exact match), matched by prompt",
+        ),
     ):
         eval_policy.add_argument(flag, type=kind, metavar=metavar, help=f"sets {what}")
     eval_policy.set_defaults(func=_cmd_eval_policy)
+    eval_tasks = eval_sub.add_parser(
+        "tasks",
+        help="benchmark tasks through lm-evaluation-harness, several models side by side",
+        description="Run lm-evaluation-harness tasks (registry names, or local task YAML files that run "
+        "offline) on each model and print one table of task x model with the difference to the first.",
+    )
+    add_config_args(eval_tasks)
+    eval_tasks.add_argument(
+        "models", nargs="*", metavar="MODEL", help="sets models: model, adapter or run directories"
+    )
+    for flag, kind, metavar, what in (
+        ("--tasks", str, "T1,T2", "tasks: task names or local task files, comma-separated"),
+        ("--names", str, "N1,N2", "names: a name per model for the table"),
+        ("--texts", str, "F1,F2", "texts: held-out text files, each model's language-modelling loss on them"),
+        ("--output-dir", str, "DIR", "output_dir: where tasks.json and each model's results go"),
+        ("--limit", int, "N", "limit: the first N documents of each task only"),
+        ("--num-fewshot", int, "K", "num_fewshot: examples shown before each question"),
+    ):
+        eval_tasks.add_argument(flag, type=kind, metavar=metavar, help=f"sets {what}")
+    eval_tasks.set_defaults(func=_cmd_eval_tasks)
 
     demo = sub.add_parser("demo", help="the end-to-end demo: runs every stage available, offline, on CPU")
     add_config_args(demo)

@@ -183,8 +183,9 @@ class DemoConfig:
 
 
 def write_task_data(cfg: DemoTaskConfig, data_dir: Path) -> dict[str, str]:
-    """The demo's four files: demonstrations, candidate prompts, PPO prompts, held-out prompts."""
-    from rlhf.demo.task import make_split
+    """The demo's files: demonstrations, candidate prompts, PPO prompts, held-out prompts, and for
+    the alignment tax the held-out documents' demonstrations and the documents as plain text."""
+    from rlhf.demo.task import document_of, make_split
 
     splits = {
         "sft": (cfg.sft_examples, 1),
@@ -201,16 +202,25 @@ def write_task_data(cfg: DemoTaskConfig, data_dir: Path) -> dict[str, str]:
         ]
         rows = rows[:count]
         seen.update(r["prompt"] for r in rows)
+        if name == "eval":  # never trained on: what the alignment tax is measured on
+            demos = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+            paths["heldout_demonstrations"] = _write_rows(data_dir / "heldout_demonstrations.jsonl", demos)
+            texts = [{"text": document_of(r["prompt"])} for r in rows]
+            paths["documents"] = _write_rows(data_dir / "documents.jsonl", texts)
         if name != "sft":
             rows = [{"prompt": r["prompt"]} for r in rows]
-        path = data_dir / f"{name}.jsonl"
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        # Rewritten only when different: the pipeline notices changed files by size and time.
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        paths[name] = str(path)
+        paths[name] = _write_rows(data_dir / f"{name}.jsonl", rows)
     return paths
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> str:
+    """`rows` as JSONL at `path`, rewritten only when different (the pipeline notices changed files
+    by size and time); returns the path."""
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return str(path)
 
 
 def build_base_model(cfg: DemoTaskConfig, directory: Path) -> str:
@@ -257,6 +267,9 @@ def demo_config_for_run(cfg: DemoConfig) -> PipelineConfig:
         generate=with_data(p.generate, paths["candidates"]),
         ppo=with_data(p.ppo, paths["ppo"]),
         eval=with_data(p.eval, paths["eval"]),
+        tax=p.tax
+        if p.tax.wanted
+        else dataclasses.replace(p.tax, texts=[paths["heldout_demonstrations"], paths["documents"]]),
     )
 
 

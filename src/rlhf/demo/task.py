@@ -121,8 +121,9 @@ def tokenizer_text(n: int = 300, seed: int = 99) -> str:
     return "\n".join(parts)
 
 
-def _document_of(prompt: str) -> str:
-    # The prompt may arrive rendered through a template; the document follows the instruction.
+def document_of(prompt: str) -> str:
+    """The document a prompt asks to summarize (the prompt may arrive rendered through a template;
+    the document follows the instruction)."""
     at = prompt.rfind(INSTRUCTION)
     return prompt[at + len(INSTRUCTION) :] if at >= 0 else prompt
 
@@ -140,4 +141,4 @@ def gold(document_text: str, summary: str) -> float:
 
 def gold_score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
     """Reward-function form (`rlhf.demo.task:gold_score`) for `rlhf eval policy --gold` and PPO monitors."""
-    return [gold(_document_of(p), c) for p, c in zip(prompts, completions, strict=True)]
+    return [gold(document_of(p), c) for p, c in zip(prompts, completions, strict=True)]

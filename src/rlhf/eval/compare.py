@@ -45,18 +45,22 @@ def method_dir(eval_dir: Path, name: str, first: str) -> Path:
     return eval_dir if name == first else eval_dir / name
 
 
-def per_prompt_scores(eval_dir: Path, methods: list[str]) -> dict[str, dict[str, list[float]]]:
-    """name -> judge -> scores in prompt order, for `sft` and every method that has its samples."""
+def per_prompt_scores(
+    eval_dir: Path, methods: list[str], what: str = "scores"
+) -> dict[str, dict[str, list[float]]]:
+    """name -> judge -> scores in prompt order, for `sft` and every method that has its samples;
+    `what="metrics"`: the metric columns instead (ROUGE, classifier metrics; prompts without a value
+    left out)."""
     first = methods[0]
     columns = [(eval_dir, "policy", first), (eval_dir, "baseline", "sft")]
     columns += [(eval_dir / name, "policy", name) for name in methods[1:]]
     scores: dict[str, dict[str, list[float]]] = {}
     for directory, column, name in columns:
-        raw = [r.get(column + "_scores") for r in _read_rows(directory / "samples.jsonl")]
+        raw = [r.get(f"{column}_{what}") for r in _read_rows(directory / "samples.jsonl")]
         found = [f for f in raw if isinstance(f, dict)]
         if found and len(found) == len(raw):
             judges = set.intersection(*(set(f) for f in found))
-            scores[name] = {j: [float(f[j]) for f in found] for j in sorted(judges)}
+            scores[name] = {j: [float(f[j]) for f in found if f[j] is not None] for j in sorted(judges)}
     return scores
 
 
@@ -66,6 +70,7 @@ def compare(
     """The comparison: per policy its scores, KL and compute; per pair of policies the win rate."""
     first = methods[0]
     scores = per_prompt_scores(eval_dir, methods)
+    metrics = per_prompt_scores(eval_dir, methods, "metrics")
     names = [n for n in ("sft", *methods) if n in scores]
     out: dict[str, Any] = {"methods": methods, "policies": {}, "win_rates": {}}
     for name in names:
@@ -74,6 +79,7 @@ def compare(
         entry: dict[str, Any] = {
             "label": LABELS.get(name, name),
             "scores": {j: mean_stat(v).as_dict() for j, v in scores[name].items()},
+            "metrics": {m: mean_stat(v).as_dict() for m, v in metrics.get(name, {}).items()},
             "kl": (kl.get("sequence") or {}).get("mean") if name != "sft" else 0.0,
             "kl_stderr": (kl.get("sequence") or {}).get("stderr") if name != "sft" else None,
             "kl_kind": ("analytic" if kl.get("analytic") else "sampled") if name != "sft" else None,
@@ -126,6 +132,8 @@ def comparison_table(result: dict[str, Any]) -> str:
             f"win rate over SFT, by {judge}",
             lambda n, t=table: "" if n == "sft" else number(((t.get(n) or {}).get("sft") or {}).get("rate")),
         )
+    for metric in dict.fromkeys(m for n in names for m in policies[n].get("metrics") or {}):
+        row(metric, lambda n, m=metric: number(((policies[n].get("metrics") or {}).get(m) or {}).get("mean")))
     row(
         "KL from SFT (nats/answer)",
         lambda n: number(policies[n]["kl"]) + ("*" if policies[n].get("kl_kind") == "analytic" else ""),

@@ -7,6 +7,10 @@ mean ± z·s/√n with s the sample standard deviation of the outcomes (ddof 1),
 it handles the ½ outcomes that a binomial (Wilson) interval cannot, and it is what the usual
 "win rate ± 1.96 SE" tables report. With one prompt there is no interval (None).
 
+Difference of two policies on one metric (ROUGE, a classifier's probability, ...), prompt by
+prompt: the mean of the paired differences d_i = a_i − b_i, its standard error s_d/√n (ddof 1) and
+the 95% interval mean ± z·s_d/√n (normal approximation; pairing removes the prompts' own spread).
+
 KL from a reference, on the policy's own samples y ~ π(·|x): KL(π‖ref) per prompt is estimated by
 Σ_t [log π(y_t | x, y_<t) − log ref(y_t | x, y_<t)] over the sampled tokens (the unbiased "k1"
 estimator of the sequence KL; it can be negative on one sample, never in expectation). Reported:
@@ -77,6 +81,31 @@ def win_rate(scores: Sequence[float], baseline: Sequence[float], *, tie_toleranc
         low = max(0.0, stat.mean - Z95 * stat.stderr)
         high = min(1.0, stat.mean + Z95 * stat.stderr)
     return WinRate(len(outcomes), wins, ties, len(outcomes) - wins - ties, stat.mean, low, high)
+
+
+@dataclass
+class Difference:
+    mean: float | None
+    """Mean over prompts of (policy − baseline)."""
+    stderr: float | None
+    low: float | None
+    high: float | None
+    """The 95% interval of the mean difference; None with fewer than 2 prompts."""
+    n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_difference(scores: Sequence[float], baseline: Sequence[float]) -> Difference:
+    """Mean of `scores` − `baseline` prompt by prompt, with its 95% interval (both in prompt order)."""
+    if len(scores) != len(baseline):
+        raise ValueError(f"{len(scores)} scores but {len(baseline)} baseline scores; one each per prompt")
+    stat = mean_stat([a - b for a, b in zip(scores, baseline)])
+    if stat.mean is None or stat.stderr is None:
+        return Difference(stat.mean, None, None, None, stat.n)
+    half = Z95 * stat.stderr
+    return Difference(stat.mean, stat.stderr, stat.mean - half, stat.mean + half, stat.n)
 
 
 @dataclass

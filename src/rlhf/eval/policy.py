@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from rlhf.config.core import ConfigError
+from rlhf.eval.columns import columns_text, metric_columns, summarize
 from rlhf.eval.config import EvalPolicyConfig
 from rlhf.eval.metrics import length_stats, mean_stat, sequence_kl, win_rate
 from rlhf.models.readout import completion_logprobs
@@ -48,6 +49,8 @@ class EvalInputs:
     """The reward model that picks the best of N (best_of > 1), else None."""
     engine: str
     """What samples the answers: `hf` or `vllm` (`cfg.engine` resolved before any model loaded)."""
+    references: list[list[str] | None] | None = None
+    """(P,) each prompt's reference answers (None for a prompt without); None when no prompt has any."""
 
     @classmethod
     def load(cls, cfg: EvalPolicyConfig) -> EvalInputs:
@@ -61,7 +64,9 @@ class EvalInputs:
             raise ConfigError("no prompts given: set `data.path`")
         if not cfg.model.path:
             raise ConfigError("no policy given: set `model.path`")
-        prompts = prompts_of(load_records(cfg.data, expect="prompt"))
+        data = load_records(cfg.data, expect="prompt")
+        prompts = prompts_of(data)
+        references = _references(cfg, data.records)
         engine = resolve_engine(cfg.engine, cfg.model)
         gold = FunctionSource(cfg.gold) if cfg.gold else None  # import errors before any model loads
         device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -74,7 +79,9 @@ class EvalInputs:
             picker = RawScorer(cfg.picker, device=device)
         sampling = cfg.sampling
         texts = [r.prompt for r in prompts]
-        return cls(cfg, prompts, texts, prompt_ids, tokenizer, device, sampling, gold, picker, engine)
+        return cls(
+            cfg, prompts, texts, prompt_ids, tokenizer, device, sampling, gold, picker, engine, references
+        )
 
     def answer(self, path: str, best_of: int = 1) -> tuple[Any, list[Any]]:
         """(the model at `path`, its answer to every prompt: the best of `best_of` samples, or one)."""
@@ -100,6 +107,24 @@ class EvalInputs:
         finally:
             if source is not model:
                 source.close()
+
+
+def _references(cfg: EvalPolicyConfig, records: list) -> list[list[str] | None] | None:
+    """The held-out prompts' reference answers (`rlhf.eval.references`); None when none has one.
+    Prompts without one while others have one are said in a line (their metrics are left out)."""
+    from rlhf.eval.references import references_of
+
+    references = references_of(records, path=cfg.references, field=cfg.reference_field)
+    found = sum(r is not None for r in references)
+    if found == 0:
+        return None
+    if found < len(references):
+        missing = next(r.source for r, refs in zip(records, references) if refs is None)
+        print(
+            f"[eval] {len(references) - found} of {len(references)} prompts have no reference answer "
+            f"(first: {missing.path}:{missing.line}); the reference metrics cover the other {found}"
+        )
+    return references
 
 
 def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
@@ -136,6 +161,8 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
     if cfg.baseline and "baseline" not in answers:
         _, answers["baseline"] = inputs.answer(cfg.baseline)
     scores, judges = _scores(inputs, answers)
+    columns = metric_columns(inputs, answers)
+    result.update(summarize(columns))
     for name, samples in answers.items():
         result[name + "_scores"] = {
             judge: mean_stat(values).as_dict() for judge, values in scores[name].items()
@@ -155,7 +182,7 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
     )
     result["judge"] = headline if headline in judges else None
     result["seconds"] = round(time.time() - started, 1)
-    rows = _write(cfg, result, inputs, answers, scores)
+    rows = _write(cfg, result, inputs, answers, scores, columns)
     print(summary_text(result))
     print(side_by_side(rows[: cfg.show]))
     out = Path(cfg.output_dir)
@@ -215,9 +242,10 @@ def _scores(
 
 
 def _write(
-    cfg: EvalPolicyConfig, result: dict, inputs: EvalInputs, answers: dict, scores: dict
+    cfg: EvalPolicyConfig, result: dict, inputs: EvalInputs, answers: dict, scores: dict, columns: dict
 ) -> list[dict]:
-    """eval.json and samples.jsonl (one row per prompt: every answer and its scores); returns the rows."""
+    """eval.json and samples.jsonl (one row per prompt: every answer, its scores and metrics, the
+    references); returns the rows."""
     from rlhf.data.jsonl import prompts_to_json
 
     out = Path(cfg.output_dir)
@@ -229,6 +257,10 @@ def _write(
         for name, samples in answers.items():
             row[name] = samples[i].text
             row[name + "_scores"] = {judge: values[i] for judge, values in scores[name].items()}
+            if columns[name]:
+                row[name + "_metrics"] = {metric: values[i] for metric, values in columns[name].items()}
+        if inputs.references is not None:
+            row["references"] = inputs.references[i]
         if inputs.picker is not None:
             row["policy_candidates"] = answers["policy"][i].candidates
             row["policy_candidate_rewards"] = answers["policy"][i].rewards
@@ -254,14 +286,16 @@ def summary_text(result: dict[str, Any]) -> str:
     header = f"[eval] {result['prompts']} prompts"
     if best_of > 1:
         header += f"; the policy answers with the best of {best_of} samples by {result['best_of_reward']}"
-    lines = [header, f"{'':<16}" + "".join(f"{n:>22}" for n in names)]
+    w = max([16, *(len(m) + 2 for m in result.get("policy_metrics") or {})])  # the label column
+    lines = [header, f"{'':<{w}}" + "".join(f"{n:>22}" for n in names)]
     for judge in judges:
         lines.append(
-            f"{judge + ' score':<16}"
+            f"{judge + ' score':<{w}}"
             + "".join(f"{_fmt(result[n + '_scores'].get(judge)):>22}" for n in names)
         )
+    lines += columns_text(result, names, w)
     lines.append(
-        f"{'length (tokens)':<16}" + "".join(f"{result[n + '_length']['mean'] or 0:>22.1f}" for n in names)
+        f"{'length (tokens)':<{w}}" + "".join(f"{result[n + '_length']['mean'] or 0:>22.1f}" for n in names)
     )
     for judge, w in result.get("win_rate", {}).items():
         interval = f" (95% CI {w['low']:.2f}-{w['high']:.2f})" if w["low"] is not None else ""

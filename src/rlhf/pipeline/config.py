@@ -14,7 +14,7 @@ from rlhf.config.core import ConfigError
 from rlhf.config.engine import EngineName, VllmConfig
 from rlhf.config.parts import DataConfig, LoggingConfig, PromptConfig
 from rlhf.dpo.config import DpoConfig
-from rlhf.eval.config import EvalPolicyConfig
+from rlhf.eval.config import AlignmentTaxConfig, EvalPolicyConfig
 from rlhf.generate.config import GenerateConfig
 from rlhf.generation.config import SamplingConfig
 from rlhf.ppo.config import PpoConfig
@@ -203,6 +203,10 @@ class PipelineConfig:
     """Rejection-sampling fine-tuning: the SFT model fine-tuned on its own best-of-n answers."""
     eval: EvalPolicyConfig = field(default_factory=EvalPolicyConfig)
     """The policies against the SFT policy on held-out prompts (`data.path`)."""
+    tax: AlignmentTaxConfig = field(default_factory=AlignmentTaxConfig)
+    """The alignment tax, measured in the eval stage on SFT and every policy: the held-out loss on
+    `tax.texts` and the scores of `tax.tasks` (lm-evaluation-harness), set against each method's
+    gain in `eval/tax.json`, the report's "What alignment cost" and the summary table."""
     reward_ensemble: int = 1
     """Reward models the reward stage trains: its own and `reward_ensemble - 1` more, each from its
     own seed on a bootstrap resample of the training pairs (`reward/ensemble_<k>/model`). With

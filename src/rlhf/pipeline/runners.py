@@ -188,7 +188,24 @@ def run_eval_stage(p: Paths) -> dict[str, Any]:
 
     results = {m: run_eval_policy(eval_config(p, m)) for m in p.cfg.methods}
     write_comparison(p.stage("eval"), list(p.cfg.methods), method_compute(p))
+    if p.cfg.tax.wanted:
+        _alignment_tax(p)
     return results[p.cfg.methods[0]]
+
+
+def _alignment_tax(p: Paths) -> None:
+    """eval/tax.json: the held-out losses and task scores of SFT and every policy (`rlhf.eval.tax`)."""
+    from rlhf.eval.compare import LABELS
+    from rlhf.eval.tax import TAX_FILE, measure, tax_rows, tax_table
+    from rlhf.files import write_json_atomic
+
+    policies = {"sft": p.sft_model, **{m: p.policy(m) for m in p.cfg.methods}}
+    tax = measure(policies, p.cfg.tax, prompt=p.cfg.prompt, device=p.cfg.eval.device)
+    comparison = json.loads((p.stage("eval") / "comparison.json").read_text(encoding="utf-8"))
+    tax["rows"] = tax_rows(tax, comparison)
+    write_json_atomic(p.stage("eval") / TAX_FILE, tax)
+    print("[eval] what alignment cost (each policy against SFT):")
+    print(tax_table(tax["rows"], LABELS))
 
 
 def method_compute(p: Paths) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.core import to_dict
+from rlhf.eval.tax import TAX_FILE
 from rlhf.pipeline import feedback as fb
 from rlhf.pipeline import runners as run
 from rlhf.pipeline.config import METHODS
@@ -128,6 +129,7 @@ STAGE_LIST = (
         lambda p: (
             [json_ready(p.stage("eval") / "eval.json"), json_ready(p.stage("eval") / "comparison.json")]
             + [json_ready(p.stage("eval") / m / "eval.json") for m in p.cfg.methods[1:]]
+            + ([json_ready(p.stage("eval") / TAX_FILE)] if p.cfg.tax.wanted else [])
         ),
         run.run_eval_stage,
     ),

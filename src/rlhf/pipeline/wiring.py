@@ -170,7 +170,8 @@ def eval_config(p: Paths, method: str | None = None):
 
 
 def eval_stage_config(p: Paths) -> dict[str, Any]:
-    return {m: to_dict(eval_config(p, m)) for m in p.cfg.methods}
+    configs = {m: to_dict(eval_config(p, m)) for m in p.cfg.methods}
+    return {**configs, "tax": to_dict(p.cfg.tax)} if p.cfg.tax.wanted else configs
 
 
 def eval_reward_config(p: Paths):

@@ -21,6 +21,7 @@ def comparison_section(run: RunData) -> str:
     if not policies:
         return missing("<code>eval/comparison.json</code> holds no policies.")
     judges = sorted({j for p in policies.values() for j in (p.get("scores") or {})})
+    metrics = list(dict.fromkeys(m for p in policies.values() for m in (p.get("metrics") or {})))
     parts = [
         "<p>Every policy answered the same held-out prompts; win rates are prompt by prompt, a tie "
         "counts half. KL is measured on each policy's own samples against the SFT model; best-of-N's "
@@ -32,10 +33,11 @@ def comparison_section(run: RunData) -> str:
         kl = fmt(p.get("kl")) + ("*" if p.get("kl_kind") == "analytic" else "")
         scores = p.get("scores") or {}
         rows.append(
-            [p.get("label"), *[mean_stderr(scores.get(j)) for j in judges], kl, p.get("samples_per_answer"),
+            [p.get("label"), *[mean_stderr(scores.get(j)) for j in judges],
+             *[mean_stderr((p.get("metrics") or {}).get(m)) for m in metrics], kl, p.get("samples_per_answer"),
              fmt(compute.get("seconds")), "yes" if compute.get("uses_reward_model") else "no"]
         )  # fmt: skip
-    headers = ["policy", *[f"{j} score" for j in judges], "KL from SFT", "samples per answer",
+    headers = ["policy", *[f"{j} score" for j in judges], *metrics, "KL from SFT", "samples per answer",
                "stage seconds", "needs the reward model"]  # fmt: skip
     parts.append("<h3>Scores, KL and compute</h3>")
     parts.append(table(headers, rows))
@@ -66,3 +68,32 @@ def comparison_section(run: RunData) -> str:
             )  # fmt: skip
         )
     return "\n".join(parts)
+
+
+def tax_section(run: RunData) -> str:
+    """Each method's gain over SFT against what it lost on held-out text and benchmark tasks."""
+    from rlhf.eval.compare import LABELS
+
+    rows_data = (run.tax or {}).get("rows") or []
+    if not rows_data:
+        return missing(
+            "Not measured: set <code>tax.texts</code> (held-out text no stage trains on) or "
+            "<code>tax.tasks</code> (lm-evaluation-harness tasks) in the pipeline config."
+        )
+    columns = list(dict.fromkeys(c for r in rows_data for c in r.get("changes") or {}))
+
+    def signed(value: Any) -> str:
+        return f"{value:+.3f}" if is_number(value) else "-"
+
+    rows = [[LABELS.get(r["method"], r["method"]), signed(r.get("gold_gain")), signed(r.get("reward_gain")),
+             *[signed((r.get("changes") or {}).get(c)) for c in columns]] for r in rows_data]  # fmt: skip
+    losses = (run.tax or {}).get("policies", {}).get("sft", {}).get("lm_loss") or {}
+    sft_losses = "; ".join(f"{esc(path)}: {fmt(v.get('loss'))} nats/token" for path, v in losses.items())
+    return "\n".join([
+        "<p>What each policy gained on the task (mean gold and reward score minus SFT's) against what it "
+        "lost elsewhere: the change of its language-modelling loss on held-out text no stage trained on "
+        "(a rise is a cost) and of each benchmark task's score (a fall is a cost). InstructGPT calls "
+        "this the alignment tax; PPO-ptx (<code>ppo.ptx_coef</code>) is meant to lower it.</p>",
+        table(["policy", "gold gain", "reward gain", *[f"Δ {c}" for c in columns]], rows),
+        f'<p class="note">SFT\'s own held-out loss: {sft_losses}.</p>' if sft_losses else "",
+    ])  # fmt: skip

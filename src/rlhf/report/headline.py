@@ -53,6 +53,9 @@ def headline(run: Path) -> dict[str, Any]:
         out["method"] = LABELS.get(methods[0], methods[0])
     if len(methods) > 1:
         out["comparison"] = comparison
+    tax = read_json_dict(run / "eval" / "tax.json")
+    if tax.get("rows"):
+        out["alignment_tax"] = tax["rows"]
     return out
 
 
@@ -88,4 +91,13 @@ def headline_table(head: dict[str, Any]) -> str:
 
         lines += ["", "the methods side by side (same SFT model, feedback and held-out prompts):"]
         lines.append(comparison_table(head["comparison"]))
+    if isinstance(head.get("alignment_tax"), list):
+        from rlhf.eval.compare import LABELS
+        from rlhf.eval.tax import tax_table
+
+        lines += [
+            "",
+            "what alignment cost (each policy's gain and its held-out losses and tasks against SFT):",
+        ]
+        lines.append(tax_table(head["alignment_tax"], LABELS))
     return "\n".join(lines)

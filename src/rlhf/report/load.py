@@ -59,6 +59,8 @@ class RunData:
     """`eval/samples.jsonl`: policy and baseline answers side by side."""
     comparison: dict[str, Any] | None = None
     """`eval/comparison.json`: every method of the run side by side (when it compared several)."""
+    tax: dict[str, Any] | None = None
+    """`eval/tax.json`: the alignment tax (held-out losses and task scores against SFT), when measured."""
     dpo: list[dict[str, Any]] | None = None
     """`dpo/metrics.jsonl`."""
     rrhf: list[dict[str, Any]] | None = None
@@ -93,6 +95,7 @@ def load_run(run_dir: str | Path) -> RunData:
         eval=read_json(root / "eval" / "eval.json"),
         eval_samples=read_jsonl(root / "eval" / "samples.jsonl"),
         comparison=read_json(root / "eval" / "comparison.json"),
+        tax=read_json(root / "eval" / "tax.json"),
     )
     # Logs are appended to, so running a stage again into the same directory leaves both runs in
     # one file; the step count restarting marks where the last one begins.

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from rlhf.report import sections
-from rlhf.report.comparison import comparison_section
+from rlhf.report.comparison import comparison_section, tax_section
 from rlhf.report.load import RunData, load_run
 from rlhf.report.markup import esc
 
@@ -55,6 +55,7 @@ SECTIONS = (
     ("ppo", "PPO", sections.ppo_section),
     ("evaluation", "Evaluation", sections.evaluation_section),
     ("comparison", "Methods compared", comparison_section),
+    ("tax", "What alignment cost", tax_section),
     ("samples", "Samples", sections.samples_section),
 )
 

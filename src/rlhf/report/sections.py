@@ -335,6 +335,7 @@ def evaluation_section(run: RunData) -> str:
     if rows:
         parts.append("<h3>Scores (mean ± standard error)</h3>")
         parts.append(table(["", "baseline (before)", "policy (after)"], rows))
+    parts.append(metrics_table(result))
     kl = result.get("kl")
     if isinstance(kl, dict):
         parts.append(
@@ -342,6 +343,25 @@ def evaluation_section(run: RunData) -> str:
             f"{esc(mean_stderr(kl.get('sequence')))} nats per answer, {esc(fmt(kl.get('per_token')))} per token.</p>"
         )
     return "\n".join(parts)
+
+
+def metrics_table(result: dict[str, Any]) -> str:
+    """The metric columns (ROUGE against references, classifier metrics): before, after, and the
+    difference with its 95% interval; empty when the evaluation had none."""
+    before, after = as_dict(result.get("baseline_metrics")), as_dict(result.get("policy_metrics"))
+    differences = as_dict(result.get("metric_differences"))
+    rows = []
+    for name in after:
+        d = as_dict(differences.get(name))
+        interval = f"[{fmt(d.get('low'))}, {fmt(d.get('high'))}]" if d.get("low") is not None else "-"
+        rows.append(
+            [name, mean_stderr(before.get(name)), mean_stderr(after.get(name)), fmt(d.get("mean")), interval]
+        )
+    if not rows:
+        return ""
+    return "<h3>Metrics (mean ± standard error)</h3>\n" + table(
+        ["", "baseline (before)", "policy (after)", "difference", "95% interval"], rows
+    )
 
 
 def scores_text(scores: Any) -> str:
