@@ -133,3 +133,15 @@ def test_eval_tasks_runs_a_local_task_offline_on_two_models(tmp_path, tinystorie
         assert [r[0][0] for r in sample["resps"]] == pytest.approx(mine, abs=1e-4)
     assert row["difference"]["sft"] == pytest.approx(row["models"]["sft"]["value"] - accuracy)
     assert "tiny_stories_mc" in proc.stdout and "sft - base" in proc.stdout
+
+
+@pytest.mark.slow  # reads the harness's whole task index (thousands of YAML files)
+def test_an_unknown_task_name_is_one_line_with_the_close_ones():
+    from rlhf.eval.tasks import task_specs
+
+    with pytest.raises(
+        ConfigError,
+        match=r"task `hellaswa` is not in lm-evaluation-harness's registry; did you mean hellaswag",
+    ):
+        task_specs(["hellaswa"])
+    assert task_specs(["hellaswag"]) == ["hellaswag"]

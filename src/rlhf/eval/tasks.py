@@ -80,7 +80,8 @@ def _under(files: Any, folder: Path) -> Any:
 
 
 def task_specs(names: list[str]) -> list[str | dict[str, Any]]:
-    """What the harness is asked to run: registry names as they are, local files as their configs."""
+    """What the harness is asked to run: registry names as they are (an unknown one refused in a
+    line, before any model loads), local files as their configs."""
     specs: list[str | dict[str, Any]] = []
     for name in names:
         if name.endswith(TASK_SUFFIXES):
@@ -89,7 +90,26 @@ def task_specs(names: list[str]) -> list[str | dict[str, Any]]:
             specs.append(local_task(Path(name)))
         else:
             specs.append(name)
+    registered = [s for s in specs if isinstance(s, str)]
+    if registered:
+        _check_registered(registered)
     return specs
+
+
+def _check_registered(names: list[str]) -> None:
+    """Each name is a task, group or tag of the harness's registry."""
+    import difflib
+
+    from lm_eval.tasks import TaskManager
+
+    known = TaskManager().all_tasks
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"task `{name}` is not in lm-evaluation-harness's registry{hint} (a local task file ends in .yaml)"
+            )
 
 
 def harness_model(cfg: EvalTasksConfig, path: str, device: str) -> Any:
