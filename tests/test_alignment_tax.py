@@ -140,6 +140,11 @@ def test_the_pipeline_measures_what_alignment_cost(tmp_path, browser):
         "tiny_mc acc": 0.0,
     }
     assert summary["headline"]["alignment_tax"] == tax["rows"]
+    # ROUGE against the held-out demonstrations: in the headline (summary.json) as in eval.json.
+    result = json.loads((run / "eval" / "eval.json").read_text())
+    rouge = summary["headline"]["metrics"]["rouge1"]
+    assert rouge["policy"] == result["policy_metrics"]["rouge1"]["mean"]
+    assert rouge["difference"] == result["metric_differences"]["rouge1"]["mean"]
 
     page, seen = open_report(browser, run / "report.html")
     section = page.locator("#tax")

@@ -145,3 +145,23 @@ def test_an_unknown_task_name_is_one_line_with_the_close_ones():
     ):
         task_specs(["hellaswa"])
     assert task_specs(["hellaswag"]) == ["hellaswag"]
+
+
+@pytest.mark.slow
+def test_an_encoder_decoder_runs_through_the_harness_seq2seq_backend(tmp_path):
+    from rlhf.config.core import load_config
+    from rlhf.eval.config import EvalTasksConfig
+    from rlhf.eval.tasks import run_eval_tasks
+    from tiny_models import build_seq2seq
+
+    t5 = build_seq2seq(tmp_path / "t5", "t5", init="peaked")
+    task = write_task(tmp_path / "tasks")
+    cfg = load_config(
+        EvalTasksConfig, None, [f"models=[{t5}]", f"tasks=[{task}]", f"output_dir={tmp_path / 'out'}"]
+    )
+    (row,) = run_eval_tasks(cfg)["rows"]
+    assert 0.0 <= row["models"]["t5"]["value"] <= 1.0
+    samples = (tmp_path / "out" / "t5" / "samples_tiny_stories_mc.jsonl").read_text().splitlines()
+    # Each of the 4 items asked for the log-likelihood of its 4 choices, each a finite sum of log-probs.
+    resps = [[r[0][0] for r in json.loads(line)["resps"]] for line in samples]
+    assert len(resps) == 4 and all(len(r) == 4 and all(v < 0 for v in r) for r in resps)

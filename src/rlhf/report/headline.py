@@ -36,6 +36,13 @@ def headline(run: Path) -> dict[str, Any]:
         if win:
             out[f"win_rate_{name}"] = win["rate"]
             out[f"win_rate_{name}_ci"] = [win.get("low"), win.get("high")]
+    for metric, diff in (ev.get("metric_differences") or {}).items():
+        before = (ev.get("baseline_metrics") or {}).get(metric) or {}
+        after = (ev.get("policy_metrics") or {}).get(metric) or {}
+        out.setdefault("metrics", {})[metric] = {
+            "sft": before.get("mean"), "policy": after.get("mean"), "difference": diff.get("mean"),
+            "ci": [diff.get("low"), diff.get("high")],
+        }  # fmt: skip
     kl = ev.get("kl", {}).get("sequence")
     if kl:
         out["kl"] = kl["mean"]
@@ -75,6 +82,11 @@ def headline_table(head: dict[str, Any]) -> str:
             low, high = head.get(f"win_rate_{name}_ci") or (None, None)
             ci = f" (95% CI {low:.2f}-{high:.2f})" if low is not None and high is not None else ""
             lines.append(f"{'win rate over SFT, by ' + name:28}{'':>10}{num('win_rate_' + name):>10}{ci}")
+    for metric, m in (head.get("metrics") or {}).items():
+        low, high = m.get("ci") or (None, None)
+        ci = f" (difference 95% CI {low:+.3f} to {high:+.3f})" if low is not None and high is not None else ""
+        cells = [f"{v:.3f}" if isinstance(v, int | float) else "-" for v in (m.get("sft"), m.get("policy"))]
+        lines.append(f"{metric + ' (mean)':28}{cells[0]:>10}{cells[1]:>10}{ci}")
     if "kl" in head:
         lines.append(f"{'KL from SFT (nats/answer)':28}{'':>10}{num('kl'):>10} ± {num('kl_stderr')}")
     if "reward_model_accuracy" in head:
