@@ -6,8 +6,8 @@
 For each task seed: the demo with methods PPO and DPO in `<out>/seed-<s>` (its own settings
 otherwise), whose evaluation measures the alignment tax (`eval/tax.json`: the held-out loss on the
 held-out documents' demonstrations and on the documents as plain text, against each method's gold
-and reward gain); then the same run with `ppo.ptx_coef` set and the SFT demonstrations as
-`ppo.ptx_data`, for which the pipeline reruns only PPO, the evaluation and the report: PPO-ptx's
+and reward gain); then the same run with `ppo.loss.ptx_coef` set and the SFT demonstrations as
+`ppo.loss.ptx_data`, for which the pipeline reruns only PPO, the evaluation and the report: PPO-ptx's
 row. Prints each seed's rows and the mean over seeds, and writes `<out>/alignment_tax.json`.
 The mix's weight is not tuned: 1.0 puts the language-modelling loss on the scale of the policy loss.
 """
@@ -36,8 +36,8 @@ def one_seed(seed: int, out: Path, ptx_coef: float) -> dict[str, dict]:
     rows = tax_rows(run)
     mixed = [
         *base,
-        f"pipeline.ppo.ptx_coef={ptx_coef}",
-        f"pipeline.ppo.ptx_data.path={run / 'data' / 'sft.jsonl'}",
+        f"pipeline.ppo.loss.ptx_coef={ptx_coef}",
+        f"pipeline.ppo.loss.ptx_data.path={run / 'data' / 'sft.jsonl'}",
     ]
     run_demo(load_config(DemoConfig, None, mixed))
     rows["ppo_ptx"] = {**tax_rows(run)["ppo"], "method": "ppo_ptx"}
