@@ -49,6 +49,18 @@ def test_paired_difference_by_hand():
         paired_difference([1.0], [])
 
 
+def test_metric_names_are_their_own():
+    from rlhf.config import load_config
+    from rlhf.config.core import ConfigError
+    from rlhf.eval.config import EvalPolicyConfig
+
+    cfg = load_config(EvalPolicyConfig, None, ["metrics=[{model: m, label: toxic, output: probability}]"])
+    assert [m.label for m in cfg.metrics] == ["toxic"]
+    for metrics in ("[{function: a:f}, {function: a:f, weight: 2}]", "[{function: a:f, name: rouge1}]"):
+        with pytest.raises(ConfigError, match="`metrics` need names of their own"):
+            load_config(EvalPolicyConfig, None, [f"metrics={metrics}"])
+
+
 def write(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)

@@ -92,9 +92,14 @@ class EvalPolicyConfig:
             raise ConfigError(
                 "`judge: reward` needs `reward` (e.g. `reward.model: <reward model directory>`)"
             )
+        from rlhf.eval.references import REFERENCE_METRICS
+
         names = [metric_name(m) for m in self.metrics]
-        if len(set(names)) < len(names):
-            raise ConfigError(f"`metrics` have the same name twice ({', '.join(names)}): give each a `name`")
+        if len(set(names)) < len(names) or set(names) & set(REFERENCE_METRICS):
+            raise ConfigError(
+                f"`metrics` need names of their own, not another's nor {', '.join(REFERENCE_METRICS)} "
+                f"(got {', '.join(names)}): give each a `name`"
+            )
         if self.best_of < 1:
             raise ConfigError(f"`best_of` must be at least 1 (1: off), got {self.best_of}")
         if self.best_of == 1:
