@@ -138,8 +138,18 @@ def _cmd_eval_tasks(args: argparse.Namespace) -> None:
     args.tasks = args.tasks.split(",") if args.tasks else None
     args.names = args.names.split(",") if args.names else None
     args.texts = args.texts.split(",") if args.texts else None
-    add_shortcut_overrides(args, (("models", "models"), ("tasks", "tasks"), ("names", "names"), ("texts", "texts"),
-                                  ("output_dir", "output_dir"), ("limit", "limit"), ("num_fewshot", "num_fewshot")))  # fmt: skip
+    add_shortcut_overrides(
+        args,
+        (
+            ("models", "models"),
+            ("tasks", "tasks"),
+            ("names", "names"),
+            ("texts", "texts"),
+            ("output_dir", "output_dir"),
+            ("limit", "limit"),
+            ("num_fewshot", "num_fewshot"),
+        ),
+    )
     cfg = resolve_config(EvalTasksConfig, args)
     if cfg is not None:
         quiet_libraries()

@@ -73,9 +73,11 @@ def own_references(record: Any, reference_field: str | None = None) -> list[str]
     if reference_field is not None:
         if reference_field not in record.meta:
             raise DataError(
-                record.source.path, record.source.line, reference_field,
+                record.source.path,
+                record.source.line,
+                reference_field,
                 "missing: `reference_field` names the field that holds every prompt's reference",
-            )  # fmt: skip
+            )
         return _as_texts(record.meta[reference_field], record.source, reference_field)
     kind = record.kind
     if kind == "demonstration":

@@ -135,8 +135,13 @@ def harness_model(cfg: EvalTasksConfig, path: str, device: str) -> Any:
     backend = (
         "seq2seq" if kind_of(path, trust_remote_code=cfg.model.trust_remote_code) == "seq2seq" else "causal"
     )
-    return HFLM(pretrained=model.to(device), tokenizer=tokenizer, backend=backend, batch_size=cfg.batch_size,
-                device=device)  # fmt: skip
+    return HFLM(
+        pretrained=model.to(device),
+        tokenizer=tokenizer,
+        backend=backend,
+        batch_size=cfg.batch_size,
+        device=device,
+    )
 
 
 def evaluate_model(cfg: EvalTasksConfig, path: str, specs: list, device: str) -> dict[str, Any]:
@@ -184,10 +189,26 @@ def held_out_losses(cfg: EvalTasksConfig, path: str, device: str) -> dict[str, d
         return {}
     from rlhf.eval.lm_loss import lm_losses
 
-    losses = lm_losses(path, cfg.texts, model=cfg.model, prompt=cfg.prompt, max_length=cfg.max_length,
-                       batch_size=cfg.batch_size, device=device)  # fmt: skip
-    return {LOSS_ROW: {Path(file).name: {"value": v["loss"], "stderr": None, "perplexity": v["perplexity"],
-                                          "tokens": v["tokens"]} for file, v in losses.items()}}  # fmt: skip
+    losses = lm_losses(
+        path,
+        cfg.texts,
+        model=cfg.model,
+        prompt=cfg.prompt,
+        max_length=cfg.max_length,
+        batch_size=cfg.batch_size,
+        device=device,
+    )
+    return {
+        LOSS_ROW: {
+            Path(file).name: {
+                "value": v["loss"],
+                "stderr": None,
+                "perplexity": v["perplexity"],
+                "tokens": v["tokens"],
+            }
+            for file, v in losses.items()
+        }
+    }
 
 
 def side_by_side(models: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -220,13 +241,19 @@ def table_text(rows: list[dict[str, Any]], names: list[str]) -> str:
 
     header = ["task", "metric", *names, *(f"{n} - {names[0]}" for n in names[1:])]
     body = [
-        [row["task"], row["metric"], *(cell(row["models"][n]) for n in names),
-         *("-" if row["difference"][n] is None else f"{row['difference'][n]:+.3f}" for n in names[1:])]
+        [
+            row["task"],
+            row["metric"],
+            *(cell(row["models"][n]) for n in names),
+            *("-" if row["difference"][n] is None else f"{row['difference'][n]:+.3f}" for n in names[1:]),
+        ]
         for row in rows
-    ]  # fmt: skip
+    ]
     widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(f"{v:<{w}}" if i < 2 else f"{v:>{w}}" for i, (v, w) in enumerate(zip(line, widths)))
-             for line in [header, *body]]  # fmt: skip
+    lines = [
+        "  ".join(f"{v:<{w}}" if i < 2 else f"{v:>{w}}" for i, (v, w) in enumerate(zip(line, widths)))
+        for line in [header, *body]
+    ]
     return "\n".join(lines)
 
 
@@ -274,8 +301,14 @@ def run_eval_tasks(cfg: EvalTasksConfig) -> dict[str, Any]:
             models[name].update(metrics_of(result))
             _write_model(out / name, result)
     rows = side_by_side(models)
-    summary = {"models": dict(zip(names, (p for p, _ in resolved))), "tasks": cfg.tasks, "limit": cfg.limit,
-               "num_fewshot": cfg.num_fewshot, "rows": rows, "seconds": round(time.time() - started, 1)}  # fmt: skip
+    summary = {
+        "models": dict(zip(names, (p for p, _ in resolved))),
+        "tasks": cfg.tasks,
+        "limit": cfg.limit,
+        "num_fewshot": cfg.num_fewshot,
+        "rows": rows,
+        "seconds": round(time.time() - started, 1),
+    }
     (out / "tasks.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(table_text(rows, names))
     print(f"[eval tasks] wrote {out / 'tasks.json'} and each model's results in {summary['seconds']} s")

@@ -36,8 +36,15 @@ def measure(
         if path not in done:
             measures: dict[str, Any] = {"lm_loss": {}, "tasks": {}}
             if cfg.texts:
-                measures["lm_loss"] = lm_losses(path, cfg.texts, model=ModelConfig(), prompt=prompt,
-                                                max_length=cfg.max_length, batch_size=cfg.batch_size, device=device)  # fmt: skip
+                measures["lm_loss"] = lm_losses(
+                    path,
+                    cfg.texts,
+                    model=ModelConfig(),
+                    prompt=prompt,
+                    max_length=cfg.max_length,
+                    batch_size=cfg.batch_size,
+                    device=device,
+                )
             if specs:
                 where = device or _default_device()
                 measures["tasks"] = metrics_of(evaluate_model(tasks_cfg, path, specs, where))
@@ -79,8 +86,14 @@ def tax_rows(tax: dict[str, Any], comparison: dict[str, Any]) -> list[dict[str, 
             for metric, stat in metrics.items():
                 base = ((sft.get("tasks") or {}).get(task) or {}).get(metric) or {}
                 changes[f"{task} {metric}"] = stat["value"] - base["value"] if "value" in base else None
-        rows.append({"method": name, "gold_gain": gain(name, "gold"), "reward_gain": gain(name, "reward"),
-                     "changes": changes})  # fmt: skip
+        rows.append(
+            {
+                "method": name,
+                "gold_gain": gain(name, "gold"),
+                "reward_gain": gain(name, "reward"),
+                "changes": changes,
+            }
+        )
     return rows
 
 
@@ -100,8 +113,15 @@ def tax_table(rows: list[dict[str, Any]], labels: dict[str, str] | None = None) 
     def num(value: float | None) -> str:
         return "-" if value is None else f"{value:+.3f}"
 
-    body = [[(labels or {}).get(r["method"], r["method"]), num(r["gold_gain"]), num(r["reward_gain"]),
-             *(num(r["changes"].get(c)) for c in columns)] for r in rows]  # fmt: skip
+    body = [
+        [
+            (labels or {}).get(r["method"], r["method"]),
+            num(r["gold_gain"]),
+            num(r["reward_gain"]),
+            *(num(r["changes"].get(c)) for c in columns),
+        ]
+        for r in rows
+    ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     return "\n".join(
         "  ".join(f"{v:<{w}}" if i == 0 else f"{v:>{w}}" for i, (v, w) in enumerate(zip(line, widths)))

@@ -87,9 +87,14 @@ def token_logprobs(
 
 @torch.no_grad()
 def completion_logprobs(
-    model: Any, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, batch_size: int = 16,
-    temperature: float = 1.0, pad_id: int = 0,
-) -> list[list[float]]:  # fmt: skip
+    model: Any,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    *,
+    batch_size: int = 16,
+    temperature: float = 1.0,
+    pad_id: int = 0,
+) -> list[list[float]]:
     """log π(y_t | x, y_<t) of every completion token under `model` at `temperature` (see
     `token_logprobs`), `batch_size` sequences at a time.
 
@@ -125,9 +130,13 @@ def completion_logprobs(
 
 
 def _answer_logprobs(
-    model: Any, prompt_ids: list[list[int]], completion_ids: list[list[int]], batch_size: int,
-    temperature: float, pad_id: int,
-) -> list[list[float]]:  # fmt: skip
+    model: Any,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    batch_size: int,
+    temperature: float,
+    pad_id: int,
+) -> list[list[float]]:
     """`completion_logprobs` of an encoder-decoder: decoder position t predicts completion token t."""
     from rlhf.models.seq2seq import pad_rows, read_answers
 
@@ -137,8 +146,14 @@ def _answer_logprobs(
         completions = completion_ids[start : start + batch_size]
         prompts, prompt_mask = pad_rows(prompt_ids[start : start + batch_size], pad_id)  # (B, P)
         answers, answer_mask = pad_rows(completions, pad_id)  # (B, N)
-        logits = read_answers(model, prompts.to(device), prompt_mask.to(device), answers.to(device),
-                              answer_mask.to(device), pad_id=pad_id).logits  # fmt: skip
+        logits = read_answers(
+            model,
+            prompts.to(device),
+            prompt_mask.to(device),
+            answers.to(device),
+            answer_mask.to(device),
+            pad_id=pad_id,
+        ).logits
         picked = token_logprobs(logits, answers.to(device), temperature=temperature).logprobs.cpu()  # (B, N)
         out += [picked[b, : len(c)].tolist() for b, c in enumerate(completions)]
     return out

@@ -197,7 +197,7 @@ class ScalarModel(nn.Module):
             decoder_attention_mask=shifted_mask,
             use_cache=False,
         ).last_hidden_state  # (B, N, H): the decoder's
-        return self.head(hidden).squeeze(-1).float()  # fmt: skip
+        return self.head(hidden).squeeze(-1).float()
 
     def _values(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
         hidden = self.backbone(

@@ -114,9 +114,13 @@ def read_answers(
     rescales tied embeddings, BART adds a bias: every architecture as it predicts)."""
     dec_ids, dec_mask = decoder_inputs(answers, answer_mask, start_token(lm), pad_id)
     out = lm(
-        input_ids=prompt_ids, attention_mask=prompt_mask, decoder_input_ids=dec_ids,
-        decoder_attention_mask=dec_mask, output_hidden_states=hidden, use_cache=False,
-    )  # fmt: skip
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        decoder_input_ids=dec_ids,
+        decoder_attention_mask=dec_mask,
+        output_hidden_states=hidden,
+        use_cache=False,
+    )
     return AnswerReadout(out.logits, out.decoder_hidden_states[-1] if hidden else None)
 
 
@@ -145,6 +149,9 @@ def collate_seq2seq(rows: list, pad_id: int, start: int) -> dict[str, Any]:
     answer_ids, answer_mask = pad_rows(answers, pad_id)
     decoder_input_ids, decoder_attention_mask = decoder_inputs(answer_ids, answer_mask, start, pad_id)
     return {
-        "input_ids": input_ids, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids,
-        "decoder_attention_mask": decoder_attention_mask, "labels": answer_ids.masked_fill(answer_mask == 0, IGNORE_INDEX),
-    }  # fmt: skip
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "decoder_input_ids": decoder_input_ids,
+        "decoder_attention_mask": decoder_attention_mask,
+        "labels": answer_ids.masked_fill(answer_mask == 0, IGNORE_INDEX),
+    }

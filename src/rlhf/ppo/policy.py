@@ -104,8 +104,9 @@ class PolicyValue(nn.Module):
         if is_seq2seq(self.lm):
             pad_id = int(getattr(self.lm.config, "pad_token_id", None) or 0)
             prompt, prompt_mask = right_align(input_ids[:, :-n], attention_mask[:, :-n], pad_id)
-            out = read_answers(self.lm, prompt, prompt_mask, response, attention_mask[:, -n:],
-                               pad_id=pad_id, hidden=hidden)  # fmt: skip
+            out = read_answers(
+                self.lm, prompt, prompt_mask, response, attention_mask[:, -n:], pad_id=pad_id, hidden=hidden
+            )
             return out.logits, out.hidden
         backbone, head = causal_parts(self.lm)
         position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, P + N)

@@ -78,15 +78,20 @@ def ptx_stream(cfg: PpoConfig, tokenizer, accelerator, start: int, decoder_start
     )
     rows = to_rows(examples, data.max_length, packing=False)
     stream = BatchStream(
-        len(rows), cfg.loss.ptx_batch_size, num_processes=accelerator.num_processes,
-        process_index=accelerator.process_index, seed=cfg.seed, start=start,
-    )  # fmt: skip
+        len(rows),
+        cfg.loss.ptx_batch_size,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+        seed=cfg.seed,
+        start=start,
+    )
     for indices in stream:
         chosen = [rows[i] for i in indices]
         batch = (
-            collate(chosen, tokenizer.pad_token_id, packed=False) if decoder_start is None
+            collate(chosen, tokenizer.pad_token_id, packed=False)
+            if decoder_start is None
             else collate_seq2seq(chosen, tokenizer.pad_token_id, decoder_start)
-        )  # fmt: skip
+        )
         count = sum(rows[i].num_targets for i in indices)
         total = accelerator.reduce(torch.tensor(count, device=accelerator.device), reduction="sum")
         yield {**{k: v.to(accelerator.device) for k, v in batch.items()}, "count": int(total)}
@@ -121,14 +126,19 @@ def run_ppo(
         # Sampling differs per process (their prompts differ anyway); the weights were made above.
         torch.manual_seed(cfg.seed + 1 + accelerator.process_index)
     stream = BatchStream(
-        len(prompts), cfg.rollout.prompts_per_step, num_processes=accelerator.num_processes,
-        process_index=accelerator.process_index, seed=cfg.seed, start=start_step,
-    )  # fmt: skip
+        len(prompts),
+        cfg.rollout.prompts_per_step,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+        seed=cfg.seed,
+        start=start_step,
+    )
     start = start_token(run.policy.lm) if is_seq2seq(run.policy.lm) else None
     ptx = (
         ptx_stream(cfg, run.tokenizer, accelerator, run.state.ptx_position, start)
-        if cfg.loss.ptx_coef > 0 else None
-    )  # fmt: skip
+        if cfg.loss.ptx_coef > 0
+        else None
+    )
     generator = generator or _generator(run, engine)
     logger = MetricsLogger(run.run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
     with logger, progress_block(cfg.max_steps, "ppo", enabled=cfg.logging.progress and main) as bar:
@@ -162,9 +172,13 @@ def _generator(run: PpoRun, engine: str):
     cfg, rank = run.cfg, run.accelerator.process_index
     run.say(f"[engine] rollouts sampled by {engine}")
     return make_generator(
-        engine, run.tokenizer, dataclasses.replace(cfg.rollout.sampling, seed=None), cfg.rollout.vllm,
-        workdir=run.run_dir / "engine" / f"process-{rank}", seed=cfg.seed + rank,
-    )  # fmt: skip
+        engine,
+        run.tokenizer,
+        dataclasses.replace(cfg.rollout.sampling, seed=None),
+        cfg.rollout.vllm,
+        workdir=run.run_dir / "engine" / f"process-{rank}",
+        seed=cfg.seed + rank,
+    )
 
 
 def _check_config(cfg: PpoConfig, say) -> str:
@@ -223,13 +237,23 @@ def _start(
             "(at critic.lr), and their gradients are clipped together with the policy's"
         )
     run = PpoRun(
-        cfg=cfg, accelerator=accelerator, run_dir=run_dir, models=models,
-        policy=accelerator.unwrap_model(models.policy), reference=built.reference,
+        cfg=cfg,
+        accelerator=accelerator,
+        run_dir=run_dir,
+        models=models,
+        policy=accelerator.unwrap_model(models.policy),
+        reference=built.reference,
         kl_ctl=make_kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon),
-        state=UpdateState(MovingBaseline(cfg.advantage.baseline_decay), NonFiniteGuard(cfg.max_nonfinite, cfg.optimizer.lr, "updates")),
+        state=UpdateState(
+            MovingBaseline(cfg.advantage.baseline_decay),
+            NonFiniteGuard(cfg.max_nonfinite, cfg.optimizer.lr, "updates"),
+        ),
         reward_fn=reward_fn,
-        tokenizer=tokenizer, say=say, sharding=sharding, data_report=data_report,
-    )  # fmt: skip
+        tokenizer=tokenizer,
+        say=say,
+        sharding=sharding,
+        data_report=data_report,
+    )
     return run, prompts, prompt_ids, trainable
 
 
@@ -271,9 +295,13 @@ def _step(
     t_end = time.time()
     row.update(_rollout_row(rollout.response, exp, run.reduce_sum))
     row.update(
-        beta=beta, time_generate=t_gen - t0, time_score=t_score - t_gen, time_update=t_end - t_score,
-        step_seconds=t_end - t0, tokens_per_second=row["response_tokens"] / max(t_gen - t0, 1e-9),
-    )  # fmt: skip
+        beta=beta,
+        time_generate=t_gen - t0,
+        time_score=t_score - t_gen,
+        time_update=t_end - t_score,
+        step_seconds=t_end - t0,
+        tokens_per_second=row["response_tokens"] / max(t_gen - t0, 1e-9),
+    )
     _kl_guard(cfg, row, step, run.say)
     return row, (rollout, rewards)
 

@@ -86,9 +86,13 @@ class SequenceBatch:
 
 
 def collate_sequences(
-    groups: list[Group], pad_id: int, *, pack_width: int | None = None, mode: str = "pairwise",
+    groups: list[Group],
+    pad_id: int,
+    *,
+    pack_width: int | None = None,
+    mode: str = "pairwise",
     decoder_start: int | None = None,
-) -> SequenceBatch:  # fmt: skip
+) -> SequenceBatch:
     """One `SequenceBatch` of every completion of `groups` (in group order): padded one per row,
     or packed into rows of at most `pack_width` tokens when it is given. `mode` is the reward
     stage's layout mode (`pairwise`: pairs from the groups' ranks; `regression`: none needed).
@@ -120,9 +124,16 @@ def collate_sequences(
         owner += [index] * n
     as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
     return SequenceBatch(
-        ids, mask, positions, as_long(rows), as_long(cols), as_long(targets), as_long(owner),
-        completion_lengths(groups), layout,
-    )  # fmt: skip
+        ids,
+        mask,
+        positions,
+        as_long(rows),
+        as_long(cols),
+        as_long(targets),
+        as_long(owner),
+        completion_lengths(groups),
+        layout,
+    )
 
 
 def _seq2seq_sequences(groups, sequences, prompt_lens, layout, pad_id: int, start: int) -> SequenceBatch:
@@ -138,11 +149,18 @@ def _seq2seq_sequences(groups, sequences, prompt_lens, layout, pad_id: int, star
     dec_ids, dec_mask = decoder_inputs(answer_ids, answer_mask, start, pad_id)
     as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
     return SequenceBatch(
-        ids, mask, None, as_long([i for i, a in enumerate(answers) for _ in a]),
-        as_long([t for a in answers for t in range(len(a))]), as_long([t for a in answers for t in a]),
-        as_long([i for i, a in enumerate(answers) for _ in a]), completion_lengths(groups), layout,
-        decoder_input_ids=dec_ids, decoder_attention_mask=dec_mask,
-    )  # fmt: skip
+        ids,
+        mask,
+        None,
+        as_long([i for i, a in enumerate(answers) for _ in a]),
+        as_long([t for a in answers for t in range(len(a))]),
+        as_long([t for a in answers for t in a]),
+        as_long([i for i, a in enumerate(answers) for _ in a]),
+        completion_lengths(groups),
+        layout,
+        decoder_input_ids=dec_ids,
+        decoder_attention_mask=dec_mask,
+    )
 
 
 def _first_predicted(prompt_len: int) -> int:
@@ -182,9 +200,18 @@ class SequenceLogps(nn.Module):
         self.lm = lm
 
     def forward(
-        self, input_ids, attention_mask, position_ids, rows, cols, targets, owner, num_sequences: int,
-        decoder_input_ids=None, decoder_attention_mask=None,
-    ) -> SequenceOutput:  # fmt: skip
+        self,
+        input_ids,
+        attention_mask,
+        position_ids,
+        rows,
+        cols,
+        targets,
+        owner,
+        num_sequences: int,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+    ) -> SequenceOutput:
         if decoder_input_ids is not None:  # an encoder-decoder: its own head on the decoder's positions
             logits = self.lm(
                 input_ids=input_ids,
@@ -193,7 +220,7 @@ class SequenceLogps(nn.Module):
                 decoder_attention_mask=decoder_attention_mask,
                 use_cache=False,
             ).logits  # (R, N, V)
-            token_logps = token_logprobs(logits[rows, cols], targets).logprobs  # fmt: skip
+            token_logps = token_logprobs(logits[rows, cols], targets).logprobs
         else:
             backbone, head = causal_parts(self.lm)
             hidden = backbone(
@@ -244,9 +271,14 @@ def sequence_layout(stage, module: nn.Module, groups: list[Group], pad_id: int, 
 
 
 def sequence_logps_of(
-    accelerator, logps_fn, groups: list[Group], batch_size: int, pad_id: int, pack_width: int | None = None,
+    accelerator,
+    logps_fn,
+    groups: list[Group],
+    batch_size: int,
+    pad_id: int,
+    pack_width: int | None = None,
     decoder_start: int | None = None,
-) -> list[list[float]]:  # fmt: skip
+) -> list[list[float]]:
     """Every completion's log-prob per group, in order, on every process (each computes every N-th
     batch of groups, then they share). `logps_fn(batch) -> (N,)` runs the model; no gradients.
     `decoder_start`: as in `collate_sequences`."""

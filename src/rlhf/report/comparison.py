@@ -85,15 +85,24 @@ def tax_section(run: RunData) -> str:
     def signed(value: Any) -> str:
         return f"{value:+.3f}" if is_number(value) else "-"
 
-    rows = [[LABELS.get(r["method"], r["method"]), signed(r.get("gold_gain")), signed(r.get("reward_gain")),
-             *[signed((r.get("changes") or {}).get(c)) for c in columns]] for r in rows_data]  # fmt: skip
+    rows = [
+        [
+            LABELS.get(r["method"], r["method"]),
+            signed(r.get("gold_gain")),
+            signed(r.get("reward_gain")),
+            *[signed((r.get("changes") or {}).get(c)) for c in columns],
+        ]
+        for r in rows_data
+    ]
     losses = (run.tax or {}).get("policies", {}).get("sft", {}).get("lm_loss") or {}
     sft_losses = "; ".join(f"{esc(path)}: {fmt(v.get('loss'))} nats/token" for path, v in losses.items())
-    return "\n".join([
-        "<p>What each policy gained on the task (mean gold and reward score minus SFT's) against what it "
-        "lost elsewhere: the change of its language-modelling loss on held-out text no stage trained on "
-        "(a rise is a cost) and of each benchmark task's score (a fall is a cost). InstructGPT calls "
-        "this the alignment tax; PPO-ptx (<code>ppo.ptx_coef</code>) is meant to lower it.</p>",
-        table(["policy", "gold gain", "reward gain", *[f"Δ {c}" for c in columns]], rows),
-        f'<p class="note">SFT\'s own held-out loss: {sft_losses}.</p>' if sft_losses else "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "<p>What each policy gained on the task (mean gold and reward score minus SFT's) against what it "
+            "lost elsewhere: the change of its language-modelling loss on held-out text no stage trained on "
+            "(a rise is a cost) and of each benchmark task's score (a fall is a cost). InstructGPT calls "
+            "this the alignment tax; PPO-ptx (<code>ppo.ptx_coef</code>) is meant to lower it.</p>",
+            table(["policy", "gold gain", "reward gain", *[f"Δ {c}" for c in columns]], rows),
+            f'<p class="note">SFT\'s own held-out loss: {sft_losses}.</p>' if sft_losses else "",
+        ]
+    )

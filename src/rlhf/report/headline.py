@@ -40,9 +40,11 @@ def headline(run: Path) -> dict[str, Any]:
         before = (ev.get("baseline_metrics") or {}).get(metric) or {}
         after = (ev.get("policy_metrics") or {}).get(metric) or {}
         out.setdefault("metrics", {})[metric] = {
-            "sft": before.get("mean"), "policy": after.get("mean"), "difference": diff.get("mean"),
+            "sft": before.get("mean"),
+            "policy": after.get("mean"),
+            "difference": diff.get("mean"),
             "ci": [diff.get("low"), diff.get("high")],
-        }  # fmt: skip
+        }
     kl = ev.get("kl", {}).get("sequence")
     if kl:
         out["kl"] = kl["mean"]
