@@ -190,6 +190,8 @@ def run_eval_stage(p: Paths) -> dict[str, Any]:
     write_comparison(p.stage("eval"), list(p.cfg.methods), method_compute(p))
     if p.cfg.tax.wanted:
         _alignment_tax(p)
+    else:  # an earlier run's measurement is not this one's
+        (p.stage("eval") / "tax.json").unlink(missing_ok=True)
     return results[p.cfg.methods[0]]
 
 
