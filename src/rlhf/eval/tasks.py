@@ -113,7 +113,8 @@ def _check_registered(names: list[str]) -> None:
 
 
 def harness_model(cfg: EvalTasksConfig, path: str, device: str) -> Any:
-    """The harness's `HFLM` around the model at `path`, loaded by rlhf (adapters merged)."""
+    """The harness's `HFLM` around the model at `path`, loaded by rlhf (a LoRA adapter merged into
+    its base, or kept as an adapter on a quantized base)."""
     import dataclasses
 
     from lm_eval.models.huggingface import HFLM
@@ -131,7 +132,8 @@ def harness_model(cfg: EvalTasksConfig, path: str, device: str) -> Any:
                 f"{path} is a prompt-tuning adapter: its soft prompt shifts every position the harness reads; "
                 "evaluate a LoRA adapter or a full model"
             )
-        model = merge_adapters(model)
+        if model_cfg.quantization == "none":  # a 4/8-bit base would round the merged weights
+            model = merge_adapters(model)
     backend = (
         "seq2seq" if kind_of(path, trust_remote_code=cfg.model.trust_remote_code) == "seq2seq" else "causal"
     )

@@ -20,16 +20,25 @@ TAX_FILE = "tax.json"
 
 
 def measure(
-    policies: dict[str, str], cfg: AlignmentTaxConfig, *, prompt: PromptConfig, device: str | None = None
+    policies: dict[str, str],
+    cfg: AlignmentTaxConfig,
+    *,
+    prompt: PromptConfig,
+    model: ModelConfig | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """name -> {path, lm_loss: {file: {loss, perplexity, tokens, data}}, tasks: {task: {metric:
-    {value, stderr}}}} for every policy (`policies`: name -> model directory; the first is SFT)."""
+    {value, stderr}}}} for every policy (`policies`: name -> model directory; the first is SFT;
+    `model`: how they load, e.g. the SFT stage's settings, its path replaced by each)."""
     from rlhf.eval.config import EvalTasksConfig
     from rlhf.eval.lm_loss import lm_losses
     from rlhf.eval.tasks import evaluate_model, metrics_of, task_specs
 
     specs = task_specs(cfg.tasks) if cfg.tasks else []
-    tasks_cfg = EvalTasksConfig(limit=cfg.limit, num_fewshot=cfg.num_fewshot, batch_size=cfg.batch_size)
+    model = model or ModelConfig()
+    tasks_cfg = EvalTasksConfig(
+        limit=cfg.limit, num_fewshot=cfg.num_fewshot, batch_size=cfg.batch_size, model=model
+    )
     done: dict[str, dict[str, Any]] = {}  # path -> its measures (best-of-N's policy is the SFT model)
     out: dict[str, Any] = {}
     for name, path in policies.items():
@@ -39,7 +48,7 @@ def measure(
                 measures["lm_loss"] = lm_losses(
                     path,
                     cfg.texts,
-                    model=ModelConfig(),
+                    model=model,
                     prompt=prompt,
                     max_length=cfg.max_length,
                     batch_size=cfg.batch_size,

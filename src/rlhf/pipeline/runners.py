@@ -202,7 +202,8 @@ def _alignment_tax(p: Paths) -> None:
     from rlhf.files import write_json_atomic
 
     policies = {"sft": p.sft_model, **{m: p.policy(m) for m in p.cfg.methods}}
-    tax = measure(policies, p.cfg.tax, prompt=p.cfg.prompt, device=p.cfg.eval.device)
+    # Loaded as the SFT stage loads its model (dtype, trust_remote_code, ...), each at its own path.
+    tax = measure(policies, p.cfg.tax, prompt=p.cfg.prompt, model=p.cfg.sft.model, device=p.cfg.eval.device)
     comparison = json.loads((p.stage("eval") / "comparison.json").read_text(encoding="utf-8"))
     tax["rows"] = tax_rows(tax, comparison)
     write_json_atomic(p.stage("eval") / TAX_FILE, tax)
