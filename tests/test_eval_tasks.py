@@ -165,4 +165,3 @@ def test_an_encoder_decoder_runs_through_the_harness_seq2seq_backend(tmp_path):
     # Each of the 4 items asked for the log-likelihood of its 4 choices, each a finite sum of log-probs.
     resps = [[r[0][0] for r in json.loads(line)["resps"]] for line in samples]
     assert len(resps) == 4 and all(len(r) == 4 and all(v < 0 for v in r) for r in resps)
-
