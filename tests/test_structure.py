@@ -11,11 +11,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_FUNCTION_LINES = 80
 MAX_FILE_LINES = 600
 LAYERS = (
-    ("rlhf", "config", "files"),  # the version; typed configs; writing files whole
+    ("rlhf", "config", "files", "http"),  # the version; typed configs; writing files whole; JSON over HTTP
     ("data", "tracking", "losses"),  # records and readers; run directory and metrics; pure tensor math
     ("models",),  # loading, adapters, heads, saving
     ("training", "generation", "label"),  # the shared loop; sampling primitives; the labeling app
-    ("engines", "rewards", "preference"),  # rollout engines; reward sources; preference batches
+    ("engines", "judge", "preference"),  # rollout engines; LLM judges; preference batches
+    ("rewards",),  # reward sources (reward models, classifiers, functions, endpoints, judges)
     ("active", "sft", "reward", "dpo", "rrhf", "ppo", "eval", "generate"),  # the stages and commands
     ("report",),  # plots and the HTML report over run directories
     ("pipeline",),  # stages run in order (and in rounds)

@@ -13,16 +13,11 @@ shapes them into the reward a trainer uses.
 
 from __future__ import annotations
 
-import http.client
 import importlib
 import importlib.util
-import json
 import numbers
 import os
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,35 +334,7 @@ class HttpSource:
         return out
 
     def _post(self, body: dict[str, Any]) -> Any:
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        failure = ""
-        for attempt in range(self.retries + 1):
-            if attempt and self.backoff_s:
-                time.sleep(self.backoff_s * attempt)
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    text = response.read().decode("utf-8", errors="replace")
-            except urllib.error.HTTPError as err:
-                excerpt = _excerpt(err.read().decode("utf-8", errors="replace"))
-                failure = f"HTTP {err.code} {err.reason}: {excerpt}"
-                if err.code < 500:
-                    raise RewardSourceError(f"{self.label}: {failure}") from err
-                continue
-            except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets
-                reason = err.reason if isinstance(err, urllib.error.URLError) else err
-                failure = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
-                continue
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as err:
-                raise RewardSourceError(
-                    f"{self.label}: the answer is not JSON ({err}): {_excerpt(text)}"
-                ) from err
-        raise RewardSourceError(f"{self.label}: failed {self.retries + 1} times; last: {failure}")
+        from rlhf.http import post_json
 
-
-def _excerpt(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
+        return post_json(self.url, body, label=self.label, error=RewardSourceError, timeout_s=self.timeout_s,
+                         retries=self.retries, backoff_s=self.backoff_s)  # fmt: skip

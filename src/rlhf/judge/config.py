@@ -1,0 +1,56 @@
+"""Configuration of an LLM judge (one shape wherever a judge is used)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rlhf.config.core import ConfigError
+
+
+@dataclass
+class JudgeConfig:
+    """A generative judge behind an OpenAI-compatible chat-completions endpoint."""
+
+    url: str | None = None
+    """The endpoint's base URL, e.g. `http://127.0.0.1:8000/v1` (`vllm serve`) or
+    `https://api.openai.com/v1`; requests go to `<url>/chat/completions`."""
+    model_name: str | None = None
+    """The model the endpoint serves (its `model` field)."""
+    api_key_env: str | None = "OPENAI_API_KEY"
+    """The environment variable holding the API key (sent as a bearer token when set); the key
+    itself never goes in a config file. None: no key."""
+    template: str = "pairwise"
+    """The prompt: `pairwise` (the built-in rubric: helpful, correct, harmless, concise) or a text
+    file with `{prompt}`, `{answer_a}` and `{answer_b}` that asks for a one-letter verdict, `A` or `B`
+    (or `tie`)."""
+    both_orders: bool = True
+    """Ask each pair in both orders (A/B and B/A): a pair judged differently by position is a tie
+    (inconsistent, counted). False: one order, for judges known to be free of position bias."""
+    concurrency: int = 8
+    """Requests in flight at once."""
+    cache: str | None = "runs/judge_cache.sqlite"
+    """A SQLite file of every answer, keyed by (endpoint, model, template, request): asking again
+    costs nothing. None: no cache."""
+    max_tokens: int = 8
+    """Tokens the judge may write (the verdict is its first word)."""
+    temperature: float = 0.0
+    """Sampling temperature of the judge (0: its most likely verdict)."""
+    logprobs: bool = True
+    """Ask for the verdict token's log-probabilities (`top_logprobs`), to give each verdict a
+    probability; a server that returns none leaves the probability out."""
+    timeout_s: float = 120.0
+    """Seconds to wait for one answer."""
+    retries: int = 3
+    """Retries of a failed request (connection errors, timeouts, 5xx), with growing waits."""
+    backoff_s: float = 1.0
+    """Wait before the first retry (then 2x, 3x, ...)."""
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.retries < 0 or self.max_tokens < 1:
+            raise ConfigError("`judge.concurrency` and `judge.max_tokens` must be >= 1, `judge.retries` >= 0")
+        if self.url is not None and not self.model_name:
+            raise ConfigError("`judge.url` needs `judge.model_name` (the model the endpoint serves)")
+
+    @property
+    def label(self) -> str:
+        return f"judge {self.model_name} at {self.url}"
