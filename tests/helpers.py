@@ -226,7 +226,7 @@ def make_run(root: Path, *, gold: bool = True, skip: tuple[str, ...] = ()) -> Pa
         stat = {"mean": 1.5, "stderr": 0.1, "n": 12}
         write_json(
             root / "eval" / "eval.json",
-            {"prompts": 12, "policy": "ppo/policy", "baseline": "sft/model", "judge": "gold",
+            {"prompts": 12, "policy": "ppo/policy", "baseline": "sft/model", "headline": "gold",
              "win_rate": {"gold": {"n": 12, "wins": 7, "ties": 2, "losses": 3, "rate": 0.667, "low": 0.45,
                                    "high": 0.88}},
              "policy_scores": {"gold": stat}, "baseline_scores": {"gold": {"mean": 1.0, "stderr": 0.2, "n": 12}},

@@ -221,6 +221,12 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
                 else f"; {where} accepts: {', '.join(names)}"
             )
             raise ConfigError(f"unknown key `{dotted}`{hint}")
+        moved = vars(cls).get("VALUE_MOVED", {})
+        if key in moved and isinstance(value, str):  # a field that now means something else
+            doc = field_docs(cls).get(key, "").split(":")[0].split("(")[0].strip()
+            raise ConfigError(
+                f"`{dotted}: {value}` is now `{renamed_path(prefix, moved[key])}: {value}`; `{dotted}` is {doc[0].lower() + doc[1:]}"
+            )
         default = _default_of(fields[key])
         if isinstance(value, dict) and dataclasses.is_dataclass(default):
             # A stage may give a part its own defaults (e.g. the demo's output_dir); keys set by the

@@ -96,7 +96,7 @@ def compare(
                     w = win_rate(scores[a][judge], scores[b][judge], tie_tolerance=tie_tolerance)
                     table.setdefault(a, {})[b] = w.as_dict()
         out["win_rates"][judge] = table
-    out["judge"] = "gold" if "gold" in judges else ("reward" if "reward" in judges else None)
+    out["headline"] = "gold" if "gold" in judges else ("reward" if "reward" in judges else None)
     return out
 
 

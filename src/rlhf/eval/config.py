@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rlhf.config.core import ConfigError
 from rlhf.config.engine import EngineName, VllmConfig
 from rlhf.config.parts import DataConfig, ModelConfig, PromptConfig
 from rlhf.generation.config import SamplingConfig
+from rlhf.judge.config import JudgeConfig
 from rlhf.rewards.config import RewardSourceConfig, RewardSourcesConfig
 
 
 @dataclass
 class EvalPolicyConfig:
     """`rlhf eval policy`: a policy against a baseline on held-out prompts."""
+
+    VALUE_MOVED: ClassVar[dict[str, str]] = {"judge": "headline"}
+    """`judge: gold|reward|auto` (a score's name) is now `headline`; `judge` is an LLM judge."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy to evaluate (e.g. runs/ppo/policy); its tokenizer renders the prompts."""
@@ -46,9 +50,14 @@ class EvalPolicyConfig:
     gold: str | None = None
     """A gold scoring function `module:function` or `path/file.py:function`, called as
     fn(prompts, completions) -> scores (the task's ground truth, where there is one)."""
-    judge: Literal["auto", "gold", "reward"] = "auto"
-    """Which score decides the headline win rate (both are reported when both are given); `auto`:
-    gold when given, else the reward model."""
+    judge: JudgeConfig | None = None
+    """An LLM judge (`rlhf.judge`: an OpenAI-compatible endpoint, `url` and `model_name`) that
+    compares the policy's answer with the baseline's on every prompt, both orders asked: its win
+    rate of the policy with the 95% interval, its ties, inconsistent pairs and abstentions, beside
+    the reward-model and gold numbers. None: no judge."""
+    headline: Literal["auto", "gold", "reward", "judge"] = "auto"
+    """Which score decides the headline win rate (all are reported when given); `auto`: gold when
+    given, else the LLM judge, else the reward model."""
     tie_tolerance: float = 0.0
     """Score differences up to this count as ties (half a win)."""
     references: str | None = None
@@ -86,11 +95,17 @@ class EvalPolicyConfig:
             raise ConfigError("`batch_size` must be at least 1")
         if self.tie_tolerance < 0:
             raise ConfigError("`tie_tolerance` must be 0 or more")
-        if self.judge == "gold" and not self.gold:
-            raise ConfigError("`judge: gold` needs `gold: module:function`")
-        if self.judge == "reward" and not self.reward.all_sources():
+        if self.headline == "gold" and not self.gold:
+            raise ConfigError("`headline: gold` needs `gold: module:function`")
+        if self.headline == "reward" and not self.reward.all_sources():
             raise ConfigError(
-                "`judge: reward` needs `reward` (e.g. `reward.model: <reward model directory>`)"
+                "`headline: reward` needs `reward` (e.g. `reward.model: <reward model directory>`)"
+            )
+        if self.headline == "judge" and not (self.judge and self.judge.url):
+            raise ConfigError("`headline: judge` needs `judge` (its `url` and `model_name`)")
+        if self.judge is not None and not self.judge.url:
+            raise ConfigError(
+                "`judge` needs `judge.url` (an OpenAI-compatible endpoint) and `judge.model_name`"
             )
         from rlhf.eval.references import REFERENCE_METRICS
 

@@ -168,6 +168,24 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
             judge: mean_stat(values).as_dict() for judge, values in scores[name].items()
         }
         result[name + "_length"] = length_stats([len(s.token_ids) for s in samples])
+    verdicts = _win_rates(inputs, answers, scores, judges, result)
+    result["seconds"] = round(time.time() - started, 1)
+    rows = _write(cfg, result, inputs, answers, scores, columns, verdicts)
+    print(summary_text(result))
+    print(side_by_side(rows[: cfg.show]))
+    out = Path(cfg.output_dir)
+    print(f"[eval] wrote {out / 'eval.json'} and {out / 'samples.jsonl'} in {result['seconds']} s")
+    return result
+
+
+def _win_rates(
+    inputs: EvalInputs, answers: dict, scores: dict, judges: list[str], result: dict
+) -> list | None:
+    """Into `result`: the policy's win rate over the baseline by each score judge and by the LLM
+    judge (when set), and `headline`, the one that decides; returns the LLM judge's verdicts."""
+    from rlhf.eval.judged import judge_answers, judge_win_rate
+
+    cfg, verdicts = inputs.cfg, None
     if "baseline" in answers:
         result["win_rate"] = {
             judge: win_rate(
@@ -175,19 +193,14 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
             ).as_dict()
             for judge in judges
         }
-    headline = (
-        "gold"
-        if cfg.judge == "auto" and inputs.gold is not None
-        else ("reward" if cfg.judge == "auto" else cfg.judge)
-    )
-    result["judge"] = headline if headline in judges else None
-    result["seconds"] = round(time.time() - started, 1)
-    rows = _write(cfg, result, inputs, answers, scores, columns)
-    print(summary_text(result))
-    print(side_by_side(rows[: cfg.show]))
-    out = Path(cfg.output_dir)
-    print(f"[eval] wrote {out / 'eval.json'} and {out / 'samples.jsonl'} in {result['seconds']} s")
-    return result
+        if cfg.judge is not None:
+            mine, theirs = ([s.text for s in answers[n]] for n in ("policy", "baseline"))
+            verdicts = judge_answers(cfg.judge, inputs.texts, mine, theirs)
+            result["win_rate"]["judge"] = judge_win_rate(verdicts)
+            result["judge_model"] = cfg.judge.label
+    order = ("gold", "judge", "reward") if cfg.headline == "auto" else (cfg.headline,)
+    result["headline"] = next((j for j in order if j in result.get("win_rate", {})), None)
+    return verdicts
 
 
 def _read_out(inputs: EvalInputs) -> dict[str, Any]:
@@ -242,7 +255,13 @@ def _scores(
 
 
 def _write(
-    cfg: EvalPolicyConfig, result: dict, inputs: EvalInputs, answers: dict, scores: dict, columns: dict
+    cfg: EvalPolicyConfig,
+    result: dict,
+    inputs: EvalInputs,
+    answers: dict,
+    scores: dict,
+    columns: dict,
+    verdicts: list | None = None,
 ) -> list[dict]:
     """eval.json and samples.jsonl (one row per prompt: every answer, its scores and metrics, the
     references); returns the rows."""
@@ -261,6 +280,10 @@ def _write(
                 row[name + "_metrics"] = {metric: values[i] for metric, values in columns[name].items()}
         if inputs.references is not None:
             row["references"] = inputs.references[i]
+        if verdicts is not None:
+            from rlhf.eval.judged import verdict_row
+
+            row["judge"] = verdict_row(verdicts[i])
         if inputs.picker is not None:
             row["policy_candidates"] = answers["policy"][i].candidates
             row["policy_candidate_rewards"] = answers["policy"][i].rewards
@@ -299,8 +322,12 @@ def summary_text(result: dict[str, Any]) -> str:
     )
     for judge, w in result.get("win_rate", {}).items():
         interval = f" (95% CI {w['low']:.2f}-{w['high']:.2f})" if w["low"] is not None else ""
+        rate = "-" if w["rate"] is None else f"{w['rate']:.3f}"
+        more = ""
+        if judge == "judge":  # the LLM judge: what it could not decide
+            more = f" ({w['inconsistent']} inconsistent across orders); {w['abstained']} abstained"
         lines.append(
-            f"win rate of the policy by {judge}: {w['rate']:.3f}{interval}; {w['wins']} wins, {w['ties']} ties, {w['losses']} losses"
+            f"win rate of the policy by {judge}: {rate}{interval}; {w['wins']} wins, {w['ties']} ties{more}, {w['losses']} losses"
         )
     if result.get("kl", {}).get("analytic"):
         lines.append(

@@ -17,6 +17,7 @@ from rlhf.dpo.config import DpoConfig
 from rlhf.eval.config import AlignmentTaxConfig, EvalPolicyConfig
 from rlhf.generate.config import GenerateConfig
 from rlhf.generation.config import SamplingConfig
+from rlhf.judge.config import JudgeConfig
 from rlhf.ppo.config import PpoConfig
 from rlhf.reward.config import RewardConfig
 from rlhf.rrhf.config import RrhfConfig
@@ -43,12 +44,15 @@ WIRED = {
 
 @dataclass
 class FeedbackConfig:
-    source: Literal["simulate", "people", "file"] = "simulate"
+    source: Literal["simulate", "people", "file", "judge"] = "simulate"
     """`simulate`: simulated labelers judge pairs of the generated candidates by the task's `gold`
     function (Bradley-Terry: the better one wins with probability sigmoid(Δgold / temperature));
     `people`: the pairs go into a labeling project (`rlhf label`) and the pipeline stops until
     `labelers` people have judged each (rerun it then); `file`: preferences people gave, e.g. the
-    export of `rlhf label` (`path`)."""
+    export of `rlhf label` (`path`); `judge`: an LLM judge (`feedback.judge`) labels the pairs,
+    both orders asked, its ties and abstentions left out and counted."""
+    judge: JudgeConfig | None = None
+    """`source: judge`: the LLM judge (`url`, `model_name`, `template`, ...; see `rlhf.judge`)."""
     path: str | None = None
     """`source: file`: comparisons or rankings (any format the reward stage reads, JSONL)."""
     labelers: int = 3
@@ -102,6 +106,8 @@ class FeedbackConfig:
             )
         if self.per_prompt is not None and self.per_prompt < 1:
             raise ConfigError(f"`feedback.per_prompt` must be at least 1 (or null), got {self.per_prompt}")
+        if self.source == "judge" and not (self.judge and self.judge.url):
+            raise ConfigError("`feedback.source: judge` needs `feedback.judge` (its `url` and `model_name`)")
         if self.source == "file" and not self.path:
             raise ConfigError(
                 "`feedback.source: file` needs `feedback.path` (e.g. an `rlhf label export` file)"

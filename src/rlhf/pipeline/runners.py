@@ -60,6 +60,12 @@ def run_feedback_stage(p: Paths) -> dict[str, Any]:
 
         gold = load_function(p.cfg.gold) if p.cfg.gold else None
         stats = collect(out, p.candidates, f, gold, lambda: _selection(f))
+    elif f.source == "judge":
+        from rlhf.pipeline.judged import judge_pairs
+
+        gold = load_function(p.cfg.gold) if p.cfg.gold else None
+        stats = judge_pairs(p.candidates, f.judge, out, gold=gold, heldout_fraction=f.heldout_fraction,
+                            seed=f.seed, selection=_selection(f))  # fmt: skip
     else:
         stats = _simulated(p, out, f, load_function)
     if p.cfg.earlier_feedback:

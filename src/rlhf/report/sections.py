@@ -312,7 +312,7 @@ def evaluation_section(run: RunData) -> str:
     ]
     wins = result.get("win_rate")
     if isinstance(wins, dict) and wins:
-        judge = result.get("judge")
+        judge = result.get("headline")
         rows = []
         for name, w in wins.items():
             if not isinstance(w, dict):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from rlhf.config.core import ConfigError
+from rlhf.judge.config import JudgeConfig
 
 
 @dataclass
@@ -33,6 +34,10 @@ class RewardSourceConfig:
     imported from the working directory or the Python path; `path/to/file.py:function` also works).
     It may instead return a dict with `rewards` plus other lists of per-completion numbers (e.g. a
     gold score), which are logged as `reward/<name>`."""
+    judge: JudgeConfig | None = None
+    """An LLM judge (`rlhf.judge`: `url`, `model_name`, ...) comparing the samples of each prompt
+    with each other (both orders): a sample's reward is its mean chance of beating the prompt's
+    other samples, in [0, 1] (`rlhf.rewards.judge`). Needs 2 or more samples per prompt."""
     url: str | None = None
     """An HTTP endpoint: POST `{"prompts": [...], "completions": [...]}` as JSON, answered with
     `{"rewards": [...]}` (plus optional per-completion metrics, as for `function`)."""
@@ -52,10 +57,10 @@ class RewardSourceConfig:
     """`url`: attempts after the first before the run stops with the error."""
 
     def __post_init__(self) -> None:
-        given = [name for name in ("model", "function", "url") if getattr(self, name)]
+        given = [name for name in ("model", "function", "url", "judge") if getattr(self, name)]
         if len(given) != 1:
             raise ConfigError(
-                f"a reward source needs exactly one of `model`, `function`, `url`; got {given or 'none'}"
+                f"a reward source needs exactly one of `model`, `function`, `url`, `judge`; got {given or 'none'}"
             )
         if self.batch_size < 1 or self.retries < 0 or self.timeout_s <= 0:
             raise ConfigError("reward source: `batch_size` >= 1, `retries` >= 0, `timeout_s` > 0")
@@ -89,6 +94,8 @@ class RewardSourcesConfig:
     """Shortcut for one Python-function source `module:function`."""
     url: str | None = None
     """Shortcut for one HTTP source."""
+    judge: JudgeConfig | None = None
+    """Shortcut for one LLM-judge source (see a source's `judge`)."""
     sources: list[RewardSourceConfig] = field(default_factory=list)
     """Several sources, summed with their weights (each with its own normalization); the
     shortcuts above add one source of weight 1 to this list."""
@@ -111,7 +118,9 @@ class RewardSourcesConfig:
         weights other than 1 shown); None when there is none."""
         parts = []
         for source in self.all_sources():
-            where = source.model or source.function or source.url or "?"
+            where = (
+                source.model or source.function or source.url or (source.judge.label if source.judge else "?")
+            )
             parts.append(where if source.weight == 1.0 else f"{source.weight:g} x {where}")
         return " + ".join(parts) or None
 
@@ -139,6 +148,8 @@ class RewardSourcesConfig:
             shortcuts.append(RewardSourceConfig(function=self.function, batch_size=self.batch_size))
         if self.url:
             shortcuts.append(RewardSourceConfig(url=self.url, batch_size=self.batch_size))
+        if self.judge:
+            shortcuts.append(RewardSourceConfig(judge=self.judge))
         return shortcuts + list(self.sources)
 
     def __post_init__(self) -> None:

@@ -280,12 +280,12 @@ def _default_name(source: RewardSourceConfig) -> str:
         return "rm"
     if source.function:
         return source.function.rpartition(":")[2].split(".")[-1] or "function"
-    return "http"
+    return "judge" if source.judge else "http"
 
 
 def build_source(
     cfg: RewardSourceConfig, *, device: str | torch.device | None = None, dtype: str = "auto"
-) -> RewardModelSource | ClassifierSource | FunctionSource | HttpSource:
+) -> Any:
     """The source `cfg` describes (loads the reward model or classifier, imports the function)."""
     if cfg.model and reads_as_classifier(cfg):
         return ClassifierSource(
@@ -296,6 +296,10 @@ def build_source(
         return RewardModelSource(cfg.model, batch_size=cfg.batch_size, device=device, dtype=dtype)
     if cfg.function:
         return FunctionSource(cfg.function)
+    if cfg.judge:
+        from rlhf.rewards.judge import JudgeSource
+
+        return JudgeSource(cfg.judge)
     assert cfg.url
     return HttpSource(cfg.url, batch_size=cfg.batch_size, timeout_s=cfg.timeout_s, retries=cfg.retries)
 
