@@ -31,8 +31,8 @@ def make_project(
 class Running:
     """A LabelServer in a background thread; `with Running(store) as srv:` ... `srv.client(token)`."""
 
-    def __init__(self, store: Store) -> None:
-        self.server = LabelServer(store, "127.0.0.1", 0, quiet=True)
+    def __init__(self, store: Store, **options: Any) -> None:
+        self.server = LabelServer(store, "127.0.0.1", 0, quiet=True, **options)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -201,7 +201,7 @@ def test_stats_hand_worked(pairwise):
     assert people["ann"]["agreement_with_majority"]["pairwise"] == 1.0
     assert people["cy"]["submitted"] == 3 and people["cy"]["median_seconds"] == 3.0
     assert stats["progress"] == {
-        "items": 4, "needed": 12, "submitted": 11, "complete_items": 3, "started_items": 4, "gold_items": 0,
+        "items": 4, "needed": 12, "submitted": 11, "complete_items": 3, "started_items": 4, "gold_items": 0, "judge_verdicts": 0,
     }  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""`rlhf label ...`: create a labeling project, serve it, add annotators, export, show stats."""
+"""`rlhf label ...`: create a labeling project, serve it, add annotators, let an LLM judge label it,
+export, show stats."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from rlhf.cli.common import add_set_arg
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -70,7 +73,23 @@ def add_label_parser(sub) -> None:
         "--session-hours", type=float, default=7 * 24,
         help="how long a login lasts before its session ends on the server (default 168: a week)",
     )  # fmt: skip
+    serve.add_argument(
+        "--audit", action="store_true",
+        help="hand out first the items an LLM judge (`rlhf label judge`) was least sure of or inconsistent on",
+    )  # fmt: skip
     serve.set_defaults(func=_serve)
+
+    judge = cmds.add_parser(
+        "judge",
+        help="an LLM judge labels the items as an annotator of its own (judge:NAME), beside the people",
+    )
+    judge.add_argument("project")
+    judge.add_argument("--config", metavar="FILE", help="YAML of the judge's settings (url, model_name, ...)")
+    add_set_arg(judge, "url=http://127.0.0.1:8001/v1 model_name=judge")
+    judge.add_argument("--name", help="the judge's annotator name, judge:NAME (default: its model_name)")
+    judge.add_argument("--again", action="store_true", help="judge again the items this judge judged before")
+    judge.add_argument("--limit", type=int, help="judge at most this many items")
+    judge.set_defaults(func=_judge)
 
     revoke = cmds.add_parser(
         "revoke", help="end an annotator's token and every login made with it (a lost or leaked link)"
@@ -113,6 +132,11 @@ def add_label_parser(sub) -> None:
     export.add_argument(
         "--include-incomplete", action="store_true", help="also items with fewer judgments than the overlap"
     )
+    export.add_argument(
+        "--sources", metavar="SOURCE",
+        help="only these judgments: people, judge (every LLM judge) or judge:NAME (default: all; each row "
+        "names its feedback_source)",
+    )  # fmt: skip
     export.set_defaults(func=_export)
 
     stats = cmds.add_parser("stats", help="progress, agreement and per-annotator quality")
@@ -193,6 +217,7 @@ def _serve(args: argparse.Namespace) -> None:
         on_ready=ready,
         quiet=args.quiet,
         session_seconds=args.session_hours * 3600,
+        audit=args.audit,
     )
 
 
@@ -242,12 +267,37 @@ def _is_project(path: str) -> bool:
     return any((Path(path) / name).is_file() for name in (DB_FILE, DATABASE_FILE))
 
 
+def _judge(args: argparse.Namespace) -> None:
+    from rlhf.config.core import ConfigError, load_config
+    from rlhf.judge.config import JudgeConfig
+    from rlhf.judge.project import judge_project
+
+    store = _open(args.project)
+    cfg = load_config(JudgeConfig, args.config, args.overrides)
+    if not cfg.url:
+        raise ConfigError(
+            "the judge needs `url` (an OpenAI-compatible endpoint) and `model_name`: --set url=... model_name=..."
+        )
+    stats = judge_project(store, cfg, args.name or str(cfg.model_name), again=args.again, limit=args.limit)
+    print(
+        f"{stats['judge']} judged {stats['items']} items ({stats['question']}): {stats['verdicts']} verdicts, "
+        f"{stats['abstained']} abstained, {stats['inconsistent']} inconsistent; {stats['requests_sent']} requests "
+        "sent (the rest from the cache)"
+    )
+    if stats["items"]:
+        print(
+            f"next: rlhf label stats {args.project} (agreement with people); rlhf label serve {args.project} --audit"
+        )
+
+
 def _export(args: argparse.Namespace) -> None:
     from rlhf.files import write_json_atomic
     from rlhf.label.export import export_rows, write_export
 
     store = _open(args.project)
-    rows, report = export_rows(store, args.format, args.resolve, include_incomplete=args.include_incomplete)
+    rows, report = export_rows(
+        store, args.format, args.resolve, include_incomplete=args.include_incomplete, sources=args.sources
+    )
     output = Path(args.output or Path(args.project) / "exports" / f"{args.format}-{args.resolve}.jsonl")
     write_export(rows, output)
     side = output.with_suffix(".report.json")

@@ -125,8 +125,19 @@ class DataConfig:
     without it (or map it with `data.fields`, or name the format that reads it in `data.format`)."""
     limit: int | None = None
     """Use only the first N records (after format checks), e.g. for a quick trial run."""
+    sources: dict[str, float] | None = None
+    """Preference data (reward, DPO, RRHF): a weight per feedback source, read from each row's
+    `feedback_source` (`people`, or an LLM judge's `judge:<name>`, as `rlhf label export` writes
+    them; a row without one counts as `people`), e.g. `{people: 1.0, "judge:gpt": 0.3}`. A row's
+    weight is multiplied by its source's; a source not listed, or weighted 0, is left out (and
+    counted). Only comparisons and rankings carry weights: other kinds take 0 or 1. None: every row."""
 
     def __post_init__(self) -> None:
+        if self.sources is not None and not all(
+            isinstance(w, int | float) and not isinstance(w, bool) and 0 <= w < float("inf")
+            for w in self.sources.values()
+        ):
+            raise ConfigError(f"`data.sources` weights must be numbers >= 0, got {self.sources}")
         if self.max_length < 2:
             raise ConfigError(f"`data.max_length` must be at least 2, got {self.max_length}")
         if self.rating_scale is not None and (

@@ -173,6 +173,13 @@ class DemoConfig:
     """Run the whole demo for this many task seeds (`task.seed`, `task.seed` + 1, ...), each in
     `<output_dir>/seed-<s>`, and print every method's mean, standard deviation and worst seed over
     them (also in `<output_dir>/seeds.json`). 1: one run in `output_dir` itself."""
+    ai_feedback: bool = False
+    """Label the pairs with a simulated LLM judge instead of simulated people
+    (`pipeline.feedback.source: judge`): the task's gold rule behind an OpenAI-compatible endpoint on
+    127.0.0.1 (`rlhf.demo.judge`), wrong on a `judge_flip` share of the pairs."""
+    judge_flip: float = 0.2
+    """`ai_feedback`: the share of pairs the simulated judge prefers the worse answer of (seeded by
+    `pipeline.feedback.seed`; the same pair is flipped in both orders)."""
     data_only: bool = False
     """Write the task's data (`<output_dir>/data/*.jsonl`) and base model, then stop: for running the
     task through `rlhf pipeline` with another model (e.g. examples/pipeline_tinystories.yaml)."""
@@ -180,6 +187,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise ConfigError(f"`seeds` must be at least 1, got {self.seeds}")
+        if not 0.0 <= self.judge_flip <= 1.0:
+            raise ConfigError(f"`judge_flip` must be in [0, 1], got {self.judge_flip}")
 
 
 def write_task_data(cfg: DemoTaskConfig, data_dir: Path) -> dict[str, str]:
@@ -289,7 +298,16 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             f"[demo] task data in {Path(pipeline.output_dir) / 'data'}, base model in {pipeline.sft.model.path}"
         )
         return {}
-    summary = run_pipeline(pipeline)
+    if cfg.ai_feedback:
+        from rlhf.demo.judge import SIMULATED_MODEL, simulated_judge
+        from rlhf.judge.config import JudgeConfig
+
+        with simulated_judge(cfg.judge_flip, pipeline.feedback.seed) as server:
+            judge = JudgeConfig(url=server.url, model_name=SIMULATED_MODEL, api_key_env=None, cache=None)
+            feedback = dataclasses.replace(pipeline.feedback, source="judge", judge=judge)
+            summary = run_pipeline(dataclasses.replace(pipeline, feedback=feedback))
+    else:
+        summary = run_pipeline(pipeline)
     print()
     print(headline_table(summary["headline"]))
     print(

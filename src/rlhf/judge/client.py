@@ -52,20 +52,21 @@ class ChatClient:
         self.sent = 0
         """Requests sent (not answered from the cache)."""
 
-    def body(self, text: str) -> dict[str, Any]:
+    def body(self, text: str, max_tokens: int | None = None) -> dict[str, Any]:
         cfg = self.cfg
         body: dict[str, Any] = {
             "model": cfg.model_name, "messages": [{"role": "user", "content": text}],
-            "max_tokens": cfg.max_tokens, "temperature": cfg.temperature,
+            "max_tokens": max_tokens or cfg.max_tokens, "temperature": cfg.temperature,
         }  # fmt: skip
         if cfg.logprobs:
             body.update(logprobs=True, top_logprobs=5)
         return body
 
-    def ask(self, text: str) -> Reply:
+    def ask(self, text: str, max_tokens: int | None = None) -> Reply:
+        """The judge's reply to `text` (at most `max_tokens`, default `judge.max_tokens`)."""
         from rlhf.http import post_json
 
-        body = self.body(text)
+        body = self.body(text, max_tokens)
         key = hashlib.sha256(json.dumps([self.url, body], sort_keys=True).encode()).hexdigest()
         found = self._cached(key)
         if found is not None:

@@ -23,6 +23,10 @@ class JudgeConfig:
     """The prompt: `pairwise` (the built-in rubric: helpful, correct, harmless, concise) or a text
     file with `{prompt}`, `{answer_a}` and `{answer_b}` that asks for a one-letter verdict, `A` or `B`
     (or `tie`)."""
+    ranking_template: str = "ranking"
+    """The prompt for ranking K answers at once (a labeling project's `ranking` question, a reward
+    source's `rank` mode): `ranking` (built in) or a text file with `{prompt}` and `{answers}` (the
+    answers numbered from 1) that asks for the numbers best first, e.g. `2 > 3 > 1`."""
     both_orders: bool = True
     """Ask each pair in both orders (A/B and B/A): a pair judged differently by position is a tie
     (inconsistent, counted). False: one order, for judges known to be free of position bias."""

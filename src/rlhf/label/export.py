@@ -20,7 +20,9 @@ Several annotators per item are resolved in one of two ways:
                weighs 1 in total and disagreeing annotators cancel out (the reward stage reads `weight`).
 
 Every row keeps the item id, the task file line it came from, the annotators and the times of
-their submissions (UTC, ISO 8601). Items with fewer judgments than the project's overlap are left
+their submissions (UTC, ISO 8601), and its `feedback_source`: `people`, or the LLM judge
+(`judge:<name>`, from `rlhf label judge`) whose verdicts it holds — people's and each judge's
+judgments are resolved apart, so `rlhf reward` can weight or leave out each source (`data.sources`). Items with fewer judgments than the project's overlap are left
 out unless `include_incomplete`. The report counts every item left out, by reason.
 """
 
@@ -36,6 +38,7 @@ from rlhf.data.text import repair_text
 from rlhf.files import write_jsonl_atomic
 from rlhf.label.agreement import majority
 from rlhf.label.quality import pairwise_value
+from rlhf.label.queue import JUDGE_PREFIX, PEOPLE
 from rlhf.label.store import Item, Store
 
 FORMATS = ("pairs", "rankings", "ratings", "labels", "sft", "judgments")
@@ -82,42 +85,65 @@ class ExportReport:
 
 
 def export_rows(
-    store: Store, fmt: str, resolve: str = "majority", *, include_incomplete: bool = False
+    store: Store,
+    fmt: str,
+    resolve: str = "majority",
+    *,
+    include_incomplete: bool = False,
+    sources: str | None = None,
 ) -> tuple[list[dict[str, Any]], ExportReport]:
-    """The rows of one export format, and what was left out."""
+    """The rows of one export format, and what was left out. `sources`: whose judgments to write —
+    None (all), `people`, `judge` (every LLM judge) or one judge's `judge:<name>`; each row names its
+    `feedback_source`. People's and each judge's judgments are resolved apart, and only people's
+    count toward the overlap."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if resolve not in RESOLVE:
         raise ExportError(f"unknown resolution {resolve!r}; choose majority or all")
-    questions = store.config.questions
-    by_item: dict[int, list[dict[str, Any]]] = {}
+    by_source: dict[str, dict[int, list[dict[str, Any]]]] = {}
     for sub in store.submissions():
-        by_item.setdefault(sub["item_id"], []).append(sub)
+        if _wanted(sub["source"], sources):
+            by_source.setdefault(sub["source"], {}).setdefault(sub["item_id"], []).append(sub)
+    if sources not in (None, PEOPLE, "judge") and sources not in by_source:
+        raise ExportError(f"no judgments from {sources!r} in this project")
     report = ExportReport(items=0)
     rows: list[dict[str, Any]] = []
-    build = _builder(fmt, questions)
+    build = _builder(fmt, store.config.questions)
+    used: set[int] = set()
     for item in store.items():
         report.items += 1
-        subs = by_item.get(item.id, [])
-        if fmt == "judgments":
-            made = [_judgment_row(item, sub) for sub in subs]
-            if not subs:
-                report.left_out["without judgments"] += 1
-        elif not subs:
+        for source in sorted(by_source, key=lambda name: name != PEOPLE):
+            made = _item_rows(store, item, by_source[source].get(item.id, []), fmt, resolve, build,
+                              report.left_out, include_incomplete, judge=source != PEOPLE)  # fmt: skip
+            for row in made:
+                row, repaired = repair_text({**row, "feedback_source": source})
+                report.repaired += repaired
+                rows.append(row)
+                used.add(item.id)
+        if not any(item.id in subs for subs in by_source.values()):
             report.left_out["without judgments"] += 1
-            continue
-        elif len(subs) < store.config.overlap and not include_incomplete:
-            report.left_out[f"incomplete (fewer than {store.config.overlap} judgments)"] += 1
-            continue
-        else:
-            made = build(item, subs, resolve, report.left_out)
-        report.used_items += bool(made)
-        for row in made:
-            row, repaired = repair_text(row)
-            report.repaired += repaired
-            rows.append(row)
+    report.used_items = len(used)
     report.rows = len(rows)
     return rows, report
+
+
+def _wanted(source: str, sources: str | None) -> bool:
+    if sources is None or sources == source:
+        return True
+    return sources == "judge" and source.startswith(JUDGE_PREFIX)
+
+
+def _item_rows(store, item, subs, fmt, resolve, build, left, include_incomplete, *, judge: bool) -> list:
+    """One source's rows of one item (a judge's verdict needs no overlap; it answers only pairwise
+    and ranking questions, so it gives no ratings, labels or SFT rows)."""
+    if fmt == "judgments":
+        return [_judgment_row(item, sub) for sub in subs]
+    if not subs or (judge and fmt not in ("pairs", "rankings")):
+        return []
+    if not judge and len(subs) < store.config.overlap and not include_incomplete:
+        left[f"incomplete (fewer than {store.config.overlap} judgments)"] += 1
+        return []
+    return build(item, subs, resolve, left)
 
 
 def write_export(rows: list[dict[str, Any]], path: str | Path) -> Path:
@@ -368,4 +394,5 @@ def _judgment_row(item: Item, sub: dict[str, Any]) -> dict[str, Any]:
         "item": item.id, "task_source": item.source, "prompt": item.prompt, "completions": item.completions,
         "annotator": sub["annotator"], "submitted": _iso(sub["created"]), "seconds": sub["seconds"],
         "display_order": sub["order"], "answer": sub["answer"],
+        **({"judge": item.meta["judge"].get(sub["source"])} if sub["source"] != PEOPLE else {}),
     }  # fmt: skip

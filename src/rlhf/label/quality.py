@@ -8,7 +8,8 @@ Agreement is measured per question on the unit annotators judged:
     rating    each completion of an item; the score, interval
     label     each completion of an item; the label, nominal
 
-Free text (correction, feedback) is counted but not scored. Everything here is plain data (JSON).
+Free text (correction, feedback) is counted but not scored. All of this is people's; LLM judges'
+verdicts are measured apart, against people (`rlhf.label.judges`). Everything here is plain data (JSON).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from rlhf.label.agreement import (
     raw_agreement,
     units_from_judgments,
 )
+from rlhf.label.judges import judge_stats
+from rlhf.label.queue import JUDGE_PREFIX, PEOPLE
 from rlhf.label.store import Store
 
 LEVELS: dict[str, Level] = {
@@ -93,7 +96,8 @@ def gold_score(question: str, given: Any, gold: Any) -> bool:
 def project_stats(store: Store) -> dict[str, Any]:
     """Everything the owner page shows, as JSON-ready data."""
     cfg = store.config
-    submissions = list(store.submissions())
+    everything = list(store.submissions())
+    submissions = [s for s in everything if s["source"] == PEOPLE]  # judges are measured apart
     items = {item.id: item for item in store.items()}
     per_item: dict[int, int] = {}
     for sub in submissions:
@@ -102,6 +106,7 @@ def project_stats(store: Store) -> dict[str, Any]:
     progress["complete_items"] = sum(1 for n in per_item.values() if n >= cfg.overlap)
     progress["started_items"] = len(per_item)
     progress["gold_items"] = sum(1 for item in items.values() if item.gold)
+    progress["judge_verdicts"] = len(everything) - len(submissions)
 
     questions = {}
     for question in cfg.questions:
@@ -120,6 +125,7 @@ def project_stats(store: Store) -> dict[str, Any]:
         "progress": progress,
         "questions": questions,
         "annotators": annotators,
+        "judges": judge_stats(store, everything, items),
     }
 
 
@@ -141,7 +147,7 @@ def annotator_stats(store: Store, submissions: list[dict[str, Any]], items: dict
     out = []
     for annotator in store.annotators():
         mine = by_name.get(annotator.name, [])
-        if annotator.role == "owner" and not mine:
+        if (annotator.role == "owner" and not mine) or annotator.name.startswith(JUDGE_PREFIX):
             continue
         seconds = [s["seconds"] for s in mine if s["seconds"] is not None]
         gold_total = gold_right = 0
@@ -207,4 +213,21 @@ def format_stats(stats: dict[str, Any]) -> str:
             f"  {a['name']}: {a['submitted']} submitted, {a['skipped']} skipped, median {secs}/item, "
             f"agrees with majority: {agree}, gold: {gold}"
         )
+    lines.extend(_judge_lines(stats.get("judges", [])))
     return "\n".join(lines)
+
+
+def _judge_lines(judges: list[dict[str, Any]]) -> list[str]:
+    lines = ["judges (against people, on the items both judged):"] if judges else []
+    for j in judges:
+        parts = [f"{j['items']} items judged, {j['abstained']} abstained, {j['inconsistent']} inconsistent"]
+        for question, a in j["agreement"].items():
+            if a["units"]:
+                kappa = "-" if a["cohen_kappa"] is None else f"{a['cohen_kappa']:.3f}"
+                parts.append(
+                    f"{question}: agrees {a['raw_agreement']:.1%} of {a['units']} (on {a['items']} items), kappa {kappa}"
+                )
+            else:
+                parts.append(f"{question}: no item judged by people too")
+        lines.append(f"  {j['name']}: " + "; ".join(parts))
+    return lines

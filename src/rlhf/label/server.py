@@ -12,6 +12,7 @@ sent with the cookie must come from this server's own pages (`_check_same_origin
     POST /api/undo       {} -> withdraws the caller's newest submission
     GET  /api/stats      owner: progress, agreement, annotators (`quality.project_stats`)
     GET  /api/export     owner: ?format=pairs|rankings|ratings|labels|sft|judgments&resolve=majority|all
+                         &sources=people|judge|judge:<name> (default: every source)
     POST /api/annotators owner: {"name", "role"} -> a new token and login link
 
 Untrusted text (prompts, completions, names) only ever travels as JSON and is put on the page
@@ -106,10 +107,12 @@ class LabelServer(ThreadingHTTPServer):
 
     def __init__(
         self, store: Store, host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False,
-        session_seconds: float = SESSION_SECONDS,
+        session_seconds: float = SESSION_SECONDS, audit: bool = False,
     ) -> None:  # fmt: skip
         self.store = store
         self.quiet = quiet
+        self.audit = audit
+        """Hand out what the LLM judges were least sure of first (`rlhf.label.queue`)."""
         self.session_seconds = session_seconds
         """How long a login (its cookie and its server-side session) lasts."""
         self.pages = {name: _asset(name) for name in ("login.html", "label.html", "owner.html")}
@@ -427,7 +430,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def api_next(self, user: Annotator) -> None:
         store = self.server.store
-        assignment = store.next_assignment(user.id)
+        assignment = store.next_assignment(user.id, audit=self.server.audit)
         progress = store.progress(user.id)
         if assignment is None:
             return self._json({"done": True, "progress": progress})
@@ -475,7 +478,10 @@ class Handler(BaseHTTPRequestHandler):
         fmt = (self.query.get("format") or ["pairs"])[0]
         resolve = (self.query.get("resolve") or ["majority"])[0]
         incomplete = (self.query.get("include_incomplete") or ["0"])[0] in ("1", "true", "yes")
-        rows, report = export_rows(self.server.store, fmt, resolve, include_incomplete=incomplete)
+        sources = (self.query.get("sources") or [""])[0] or None
+        rows, report = export_rows(
+            self.server.store, fmt, resolve, include_incomplete=incomplete, sources=sources
+        )
         body = "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows).encode(
             "utf-8"
         )
@@ -554,13 +560,14 @@ def serve(
     on_ready: Callable[[str], None] | None = None,
     quiet: bool = False,
     session_seconds: float = SESSION_SECONDS,
+    audit: bool = False,
 ) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM); `on_ready(url)` is called once listening. A
     database the server cannot write stops it here, in one line (a `StoreError`)."""
     import signal
 
     store.ensure_sessions()  # also the start-up check that the database takes writes
-    server = LabelServer(store, host, port, quiet=quiet, session_seconds=session_seconds)
+    server = LabelServer(store, host, port, quiet=quiet, session_seconds=session_seconds, audit=audit)
     store.set_meta("url", server.url)
 
     def stop(signum, frame):

@@ -14,9 +14,8 @@ The SQL below is written once, in SQLite's dialect; `rlhf.label.backend` supplie
 spells differently (placeholders, column types, upserts, new row ids, connection setup).
 
 Assignment: an annotator asking for work first gets back an open assignment of theirs (after a
-reload or a crash of their browser); otherwise the item with the fewest submissions plus open
-assignments of others, below the project's overlap, that they have neither answered nor skipped;
-ties go to the lowest id. So items finish evenly and nobody judges an item twice. An assignment
+reload or a crash of their browser); otherwise the next item of the queue (`rlhf.label.queue`: the
+fewest people's submissions first, or with `audit` what an LLM judge was least sure of). An assignment
 fixes the order its completions are shown in; it lapses after `LEASE_SECONDS` so abandoned work
 returns to the pool.
 
@@ -33,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from rlhf.label.backend import (
     make_backend,
     open_backend,
 )
+from rlhf.label.queue import JUDGE_PREFIX, PEOPLE, pick_item
 from rlhf.label.tasks import AnswerError, ProjectConfig, canonical_answer
 
 LEASE_SECONDS = 30 * 60
@@ -129,6 +129,9 @@ class Item:
     completions: list[str]
     gold: dict | None = None
     """A known answer (canonical form) for gold items, never shown to annotators."""
+    meta: dict = field(default_factory=dict)
+    """What else is known of the item: `judge` holds each LLM judge's verdict by judge name
+    (`rlhf.label.judges`)."""
 
 
 @dataclass
@@ -296,6 +299,10 @@ class Store:
         broken = broken_text(name, "name")
         if broken:
             raise StoreError(f"annotator {broken}")
+        if name.startswith(JUDGE_PREFIX):
+            raise StoreError(
+                f"names starting with {JUDGE_PREFIX!r} are kept for LLM judges (`rlhf label judge`)"
+            )
         token = secrets.token_urlsafe(32)
         try:
             with self._write() as conn:
@@ -385,7 +392,7 @@ class Store:
     def item(self, item_id: int) -> Item:
         row = (
             self._conn()
-            .execute("SELECT id, source, prompt, completions, gold FROM items WHERE id = ?", (item_id,))
+            .execute("SELECT id, source, prompt, completions, gold, meta FROM items WHERE id = ?", (item_id,))
             .fetchone()
         )
         if row is None:
@@ -394,8 +401,11 @@ class Store:
 
     # ------------------------------------------------------------------ the annotator's loop
 
-    def next_assignment(self, annotator_id: int, *, now: float | None = None) -> Assignment | None:
-        """The annotator's open assignment, or a new one (see the module docstring); None when done."""
+    def next_assignment(
+        self, annotator_id: int, *, now: float | None = None, audit: bool = False
+    ) -> Assignment | None:
+        """The annotator's open assignment, or a new one (`rlhf.label.queue`; `audit`: what the
+        judges were least sure of first); None when done."""
         now = time.time() if now is None else now
         with self._write() as conn:
             row = conn.execute(
@@ -404,7 +414,7 @@ class Store:
                 (annotator_id,),
             ).fetchone()
             if row is None:
-                row = self._assign(conn, annotator_id, now)
+                row = self._assign(conn, annotator_id, now, audit)
             else:
                 conn.execute(
                     "UPDATE assignments SET assigned = ? WHERE annotator_id = ? AND item_id = ?",
@@ -414,22 +424,11 @@ class Store:
             return None
         return Assignment(self.item(row[0]), json.loads(row[1]))
 
-    def _assign(self, conn: Connection, annotator_id: int, now: float):
-        row = conn.execute(
-            f"""
-            SELECT i.id, {self.backend.json_length("i.completions")} FROM items i
-            WHERE NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?)
-              AND (SELECT COUNT(*) FROM submissions s WHERE s.item_id = i.id AND s.undone = 0)
-                + (SELECT COUNT(*) FROM assignments a WHERE a.item_id = i.id AND a.state = 'open'
-                   AND a.assigned > ?) < ?
-            ORDER BY (SELECT COUNT(*) FROM submissions s WHERE s.item_id = i.id AND s.undone = 0)
-                   + (SELECT COUNT(*) FROM assignments a WHERE a.item_id = i.id AND a.state = 'open'
-                      AND a.assigned > ?),
-                     i.id
-            LIMIT 1
-            """,
-            (annotator_id, now - LEASE_SECONDS, self.config.overlap, now - LEASE_SECONDS),
-        ).fetchone()
+    def _assign(self, conn: Connection, annotator_id: int, now: float, audit: bool):
+        row = pick_item(
+            conn, self.backend.json_length("i.completions"), annotator_id, now - LEASE_SECONDS,
+            self.config.overlap, audit=audit,
+        )  # fmt: skip
         if row is None:
             return None
         item_id, n = row
@@ -513,7 +512,8 @@ class Store:
     # ------------------------------------------------------------------ reading back
 
     def submissions(self, *, include_undone: bool = False) -> Iterator[dict[str, Any]]:
-        """Every (live) submission with its annotator's name, oldest first."""
+        """Every (live) submission with its annotator's name and `source` (`people`, or the judge's
+        `judge:<name>`), oldest first."""
         rows = (
             self._conn()
             .execute(
@@ -528,30 +528,31 @@ class Store:
             yield {
                 "id": sid, "item_id": item_id, "annotator": name, "answer": json.loads(answer),
                 "order": json.loads(order), "created": created, "seconds": seconds, "undone": bool(undone),
+                "source": name if name.startswith(JUDGE_PREFIX) else PEOPLE,
             }  # fmt: skip
 
     def skipped(self) -> dict[str, int]:
         """Items each annotator skipped, by name."""
-        rows = self._conn().execute(
-            "SELECT a.name, COUNT(*) FROM assignments s JOIN annotators a ON a.id = s.annotator_id "
-            "WHERE s.state = 'skipped' GROUP BY a.name"
-        )
-        return dict(rows.fetchall())
+        sql = "SELECT a.name, COUNT(*) FROM assignments s JOIN annotators a ON a.id = s.annotator_id "
+        return dict(self._conn().execute(sql + "WHERE s.state = 'skipped' GROUP BY a.name").fetchall())
 
     def items(self) -> list[Item]:
-        rows = (
-            self._conn()
-            .execute("SELECT id, source, prompt, completions, gold FROM items ORDER BY id")
-            .fetchall()
+        rows = self._conn().execute(
+            "SELECT id, source, prompt, completions, gold, meta FROM items ORDER BY id"
         )
-        return [_item(row) for row in rows]
+        return [_item(row) for row in rows.fetchall()]
 
     def progress(self, annotator_id: int | None = None) -> dict[str, int]:
-        """Counts for the progress bar: the project's, or one annotator's."""
+        """Counts for the progress bar: the project's (people's submissions, not judges'), or one
+        annotator's."""
         conn = self._conn()
         total = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
         needed = total * self.config.overlap
-        done = conn.execute("SELECT COUNT(*) FROM submissions WHERE undone = 0").fetchone()[0]
+        done = conn.execute(
+            "SELECT COUNT(*) FROM submissions s JOIN annotators a ON a.id = s.annotator_id "
+            "WHERE s.undone = 0 AND a.name NOT LIKE ?",
+            (JUDGE_PREFIX + "%",),
+        ).fetchone()[0]
         out = {"items": total, "needed": needed, "submitted": done}
         if annotator_id is not None:
             mine = conn.execute(
@@ -588,10 +589,11 @@ def _connect(backend: Backend) -> Connection:
 
 
 def _item(row) -> Item:
-    item_id, source, prompt, completions, gold = row
+    item_id, source, prompt, completions, gold, meta = row
     return Item(
-        item_id, source, json.loads(prompt), json.loads(completions), json.loads(gold) if gold else None
-    )
+        item_id, source, json.loads(prompt), json.loads(completions), json.loads(gold) if gold else None,
+        json.loads(meta or "{}"),
+    )  # fmt: skip
 
 
 __all__ = ["AnswerError", "Annotator", "Assignment", "Item", "Store", "StoreError", "hash_token"]

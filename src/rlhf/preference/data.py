@@ -64,12 +64,13 @@ def build_preference_data(spec: PreferenceDataSpec, tokenizer) -> PreferenceData
 
     loaded = load_records(spec.data, expect="reward")
     loss = resolve_loss(spec.loss, loaded.kind)
-    records, held_out = loaded.records, []
+    records, by_source = weigh_sources(loaded.records, spec.data.sources)
+    held_out: list = []
     if spec.eval_path:
         other = load_records(dataclasses.replace(spec.data, path=spec.eval_path, limit=None), expect="reward")
         if other.kind != loaded.kind:
             raise ConfigError(f"`eval.path` holds {other.kind} data but `data.path` holds {loaded.kind} data")
-        held_out = other.records
+        held_out = weigh_sources(other.records, spec.data.sources)[0]
     elif spec.eval_fraction > 0:
         records, held_out = split_eval(records, spec.eval_fraction, spec.seed)
     renderer = PromptRenderer(spec.prompt, tokenizer)
@@ -95,6 +96,8 @@ def build_preference_data(spec: PreferenceDataSpec, tokenizer) -> PreferenceData
     if "pairs" in counts:
         text += f", {counts['pairs']} pairs (ties: {spec.ties})"
     text += f"; {stats.summary()}"
+    if by_source:
+        text += "; feedback sources: " + ", ".join(f"{name} {line}" for name, line in by_source.items())
     if held_out:
         unit = (
             f"{counts['eval_pairs']} pairs"
@@ -103,6 +106,35 @@ def build_preference_data(spec: PreferenceDataSpec, tokenizer) -> PreferenceData
         )
         text += f"; {len(held_out)} records held out ({unit})"
     return PreferenceData(train, evals, loss, counts, text, loaded.report.as_dict())
+
+
+def weigh_sources(records: list, sources: dict[str, float] | None) -> tuple[list, dict[str, str]]:
+    """`records` weighted by `data.sources` (see `DataConfig.sources`), and per source what became of
+    its rows (`{}` when `sources` is None)."""
+    if sources is None:
+        return records, {}
+    kept: list = []
+    counts: dict[str, list] = {}  # source -> [rows, weight]
+    for record in records:
+        source = str(getattr(record, "meta", {}).get("feedback_source", "people"))
+        weight = sources.get(source, 0.0)
+        counts.setdefault(source, [0, weight])[0] += 1
+        if weight == 0:
+            continue
+        if hasattr(record, "weight"):
+            record = dataclasses.replace(record, weight=record.weight * weight)
+        elif weight != 1:
+            raise ConfigError(
+                f"`data.sources` weighs {source} by {weight:g}, but {record.kind} rows carry no weight: "
+                "use 1 (keep) or 0 (leave out)"
+            )
+        kept.append(record)
+    if not kept:
+        raise ConfigError(
+            f"`data.sources` {sources} leaves out every row (sources found: {', '.join(counts)})"
+        )
+    lines = {s: f"{n} rows" + (f" x{w:g}" if w else " left out") for s, (n, w) in counts.items()}
+    return kept, lines
 
 
 def _counts(records: list, groups: list[Group], loss: str, ties: Ties, prefix: str = "") -> dict[str, int]:

@@ -6,6 +6,7 @@ function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(props)) {
     if (key === "class") node.className = value;
+    else if (key.startsWith("data-")) node.setAttribute(key, value);
     else node[key] = value;
   }
   for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
@@ -35,7 +36,8 @@ async function refresh() {
   document.getElementById("bar").style.width = `${p.needed ? Math.min(100, (100 * p.submitted) / p.needed) : 0}%`;
   document.getElementById("progress").textContent =
     `${p.submitted} of ${p.needed} judgments (${p.items} items × overlap ${stats.config.overlap}); ` +
-    `${p.complete_items} items complete, ${p.started_items} started; ${p.gold_items} gold items.`;
+    `${p.complete_items} items complete, ${p.started_items} started; ${p.gold_items} gold items` +
+    (p.judge_verdicts ? `; ${p.judge_verdicts} LLM judge verdicts (not counted above).` : ".");
   const rows = Object.entries(stats.questions).map(([q, s]) => {
     if (s.units === undefined) return el("tr", {}, el("td", {}, q), el("td", {}, s.level), el("td", {}, `${s.answers} answers`), el("td"), el("td"), el("td"), el("td"), el("td"));
     let note = "";
@@ -48,6 +50,12 @@ async function refresh() {
     el("td", {}, a.name), el("td", {}, a.role), el("td", {}, a.submitted), el("td", {}, a.skipped), el("td", {}, fmt(a.median_seconds, 1)),
     el("td", {}, Object.entries(a.agreement_with_majority).map(([q, v]) => `${q} ${pct(v)}`).join(", ") || "–"),
     el("td", {}, a.gold_answered ? `${pct(a.gold_accuracy)} of ${a.gold_answered}` : "–"))));
+  const judgeRows = stats.judges.flatMap((j) => Object.entries(j.agreement).map(([q, a]) => el("tr", { "data-judge": j.name, "data-question": q },
+    el("td", {}, j.name), el("td", {}, j.items), el("td", {}, `${j.abstained} (${pct(j.items ? j.abstained / j.items : null)})`),
+    el("td", {}, j.inconsistent), el("td", {}, q), el("td", {}, `${a.units} (${a.items})`), el("td", {}, pct(a.raw_agreement)),
+    el("td", {}, pct(a.disagreement)), el("td", {}, fmt(a.cohen_kappa)))));
+  document.querySelector("#judges tbody").replaceChildren(...judgeRows);
+  document.getElementById("judges-section").hidden = stats.judges.length === 0;
   document.body.dataset.ready = "yes";
 }
 
@@ -57,7 +65,7 @@ async function download(event) {
   const resolve = document.getElementById("resolve").value;
   const incomplete = document.getElementById("incomplete").checked ? "1" : "0";
   try {
-    const response = await api(`/api/export?format=${encodeURIComponent(format)}&resolve=${encodeURIComponent(resolve)}&include_incomplete=${incomplete}`);
+    const response = await api(`/api/export?format=${encodeURIComponent(format)}&resolve=${encodeURIComponent(resolve)}&include_incomplete=${incomplete}&sources=${encodeURIComponent(document.getElementById("sources").value)}`);
     const report = JSON.parse(response.headers.get("X-Export-Report"));
     const left = Object.entries(report.left_out).map(([why, n]) => `${n} ${why}`).join(", ");
     document.getElementById("export-report").textContent = `${report.rows} rows from ${report.used_items} of ${report.items} items` + (left ? `; left out: ${left}` : "");
