@@ -15,7 +15,8 @@ LAYERS = (
     ("data", "tracking", "losses"),  # records and readers; run directory and metrics; pure tensor math
     ("models",),  # loading, adapters, heads, saving
     ("training", "generation", "label"),  # the shared loop; sampling primitives; the labeling app
-    ("engines", "judge", "preference"),  # rollout engines; LLM judges; preference batches
+    ("engines", "preference"),  # rollout engines; preference batches
+    ("judge",),  # LLM judges (an endpoint, or a local model through the engines)
     ("rewards",),  # reward sources (reward models, classifiers, functions, endpoints, judges)
     ("active", "sft", "reward", "dpo", "rrhf", "ppo", "eval", "generate"),  # the stages and commands
     ("report",),  # plots and the HTML report over run directories

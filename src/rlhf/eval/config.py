@@ -101,11 +101,14 @@ class EvalPolicyConfig:
             raise ConfigError(
                 "`headline: reward` needs `reward` (e.g. `reward.model: <reward model directory>`)"
             )
-        if self.headline == "judge" and not (self.judge and self.judge.url):
-            raise ConfigError("`headline: judge` needs `judge` (its `url` and `model_name`)")
-        if self.judge is not None and not self.judge.url:
+        if self.headline == "judge" and not (self.judge and self.judge.served):
             raise ConfigError(
-                "`judge` needs `judge.url` (an OpenAI-compatible endpoint) and `judge.model_name`"
+                "`headline: judge` needs `judge` (its `url` and `model_name`, or a local `model`)"
+            )
+        if self.judge is not None and not self.judge.served:
+            raise ConfigError(
+                "`judge` needs `judge.url` (an OpenAI-compatible endpoint) and `judge.model_name`, or a "
+                "local `judge.model`"
             )
         from rlhf.eval.references import REFERENCE_METRICS
 

@@ -1,4 +1,5 @@
-"""One chat-completions request to an OpenAI-compatible endpoint, cached on disk.
+"""One chat-completions request to an OpenAI-compatible endpoint, cached on disk; `make_client`
+picks it or a local model (`rlhf.judge.local`) by the judge's settings.
 
 The cache is a SQLite file keyed by the SHA-256 of (URL, model, request body): the same question to
 the same judge is answered from the file, so a rerun sends nothing. Writers in several threads
@@ -7,15 +8,13 @@ share one connection under a lock.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import sqlite3
 import threading
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from rlhf.judge.cache import Reply, ReplyCache
 from rlhf.judge.config import JudgeConfig
 
 
@@ -23,32 +22,18 @@ class JudgeError(RuntimeError):
     """The judge's endpoint failed or answered something that is not a chat completion."""
 
 
-@dataclass
-class Reply:
-    text: str
-    """The judge's reply."""
-    top_logprobs: list[dict[str, Any]] | None
-    """The first generated token's alternatives ([{token, logprob}]), when the server returned them."""
-    cached: bool = False
-
-
 class ChatClient:
-    """`client.ask(text) -> Reply`; thread-safe."""
+    """`client.ask(text) -> Reply`, `client.ask_many(texts) -> [Reply]` (concurrently); thread-safe."""
 
     def __init__(self, cfg: JudgeConfig) -> None:
         if not cfg.url:
-            raise JudgeError("the judge needs `judge.url` (an OpenAI-compatible endpoint)")
+            raise JudgeError("the judge needs `judge.url` (an OpenAI-compatible endpoint) or `judge.model`")
         self.cfg = cfg
         self.url = cfg.url.rstrip("/") + "/chat/completions"
         key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.lock = threading.Lock()
-        self.db: sqlite3.Connection | None = None
-        if cfg.cache:
-            Path(cfg.cache).parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(cfg.cache, check_same_thread=False, timeout=30)
-            self.db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
-            self.db.commit()
+        self.cache = ReplyCache(cfg.cache)
         self.sent = 0
         """Requests sent (not answered from the cache)."""
 
@@ -67,34 +52,37 @@ class ChatClient:
         from rlhf.http import post_json
 
         body = self.body(text, max_tokens)
-        key = hashlib.sha256(json.dumps([self.url, body], sort_keys=True).encode()).hexdigest()
-        found = self._cached(key)
+        key = self.cache.key([self.url, body])
+        found = self.cache.get(key)
         if found is not None:
-            return Reply(found["text"], found["top_logprobs"], cached=True)
+            return found
         cfg = self.cfg
         answer = post_json(self.url, body, label=cfg.label, error=JudgeError, headers=self.headers,
                            timeout_s=cfg.timeout_s, retries=cfg.retries, backoff_s=cfg.backoff_s)  # fmt: skip
         with self.lock:
             self.sent += 1
         reply = _read(answer, cfg.label)
-        if self.db is not None:
-            with self.lock:
-                value = json.dumps({"text": reply.text, "top_logprobs": reply.top_logprobs})
-                self.db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?)", (key, value))
-                self.db.commit()
+        self.cache.put(key, reply)
         return reply
 
-    def _cached(self, key: str) -> dict[str, Any] | None:
-        if self.db is None:
-            return None
-        with self.lock:
-            row = self.db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+    def ask_many(self, texts: Sequence[str], max_tokens: int | None = None) -> list[Reply]:
+        """Replies to `texts`, `judge.concurrency` requests in flight; a text asked twice is sent once."""
+        distinct = list(dict.fromkeys(texts))
+        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
+            answered = dict(zip(distinct, pool.map(lambda t: self.ask(t, max_tokens), distinct)))
+        return [answered[text] for text in texts]
 
     def close(self) -> None:
-        if self.db is not None:
-            self.db.close()
-            self.db = None
+        self.cache.close()
+
+
+def make_client(cfg: JudgeConfig) -> Any:
+    """The judge's client: its endpoint (`judge.url`), or its local model (`judge.model`)."""
+    if cfg.model:
+        from rlhf.judge.local import LocalClient
+
+        return LocalClient(cfg)
+    return ChatClient(cfg)
 
 
 def _read(answer: Any, label: str) -> Reply:

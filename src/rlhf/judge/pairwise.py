@@ -11,11 +11,10 @@ returns log-probabilities.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlhf.judge.client import ChatClient
+from rlhf.judge.client import make_client
 from rlhf.judge.config import JudgeConfig
 from rlhf.judge.templates import load_template, render
 from rlhf.judge.verdict import parse_verdict, probability_a
@@ -50,7 +49,7 @@ class PairwiseJudge:
     def __init__(self, cfg: JudgeConfig) -> None:
         self.cfg = cfg
         self.template = load_template(cfg.template)
-        self.client = ChatClient(cfg)
+        self.client = make_client(cfg)
         self.label = cfg.label
 
     def compare(
@@ -64,10 +63,7 @@ class PairwiseJudge:
             for swapped in orders:
                 first, second = (b, a) if swapped else (a, b)
                 texts.append(render(self.template, prompt_text(prompt), first, second))
-        distinct = list(dict.fromkeys(texts))  # a question asked twice (equal answers) is sent once
-        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
-            answered = dict(zip(distinct, pool.map(self.client.ask, distinct)))
-        replies = [answered[text] for text in texts]
+        replies = self.client.ask_many(texts)  # a question asked twice (equal answers) is sent once
         per = len(orders)
         return [_decide(replies[i * per : (i + 1) * per]) for i in range(len(prompts))]
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlhf.judge.client import ChatClient
+from rlhf.judge.client import make_client
 from rlhf.judge.config import JudgeConfig
 from rlhf.judge.pairwise import prompt_text
 from rlhf.judge.templates import RANKING_FIELDS, load_template, render_ranking
@@ -52,7 +51,7 @@ class RankingJudge:
     def __init__(self, cfg: JudgeConfig) -> None:
         self.cfg = cfg
         self.template = load_template(cfg.ranking_template, RANKING_FIELDS)
-        self.client = ChatClient(cfg)
+        self.client = make_client(cfg)
 
     def rank(self, prompts: Sequence[Any], groups: Sequence[Sequence[str]]) -> list[RankVerdict]:
         if len(prompts) != len(groups):
@@ -63,13 +62,11 @@ class RankingJudge:
             for shown in (forward, forward[::-1]) if self.cfg.both_orders else (forward,):
                 text = render_ranking(self.template, prompt_text(prompt), [answers[i] for i in shown])
                 asks.append((text, g, shown))
-        distinct = list(dict.fromkeys(text for text, _, _ in asks))
         budget = max(self.cfg.max_tokens, 4 * max((len(a) for a in groups), default=2))
-        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
-            answered = dict(zip(distinct, pool.map(lambda t: self.client.ask(t, budget), distinct)))
+        replies = self.client.ask_many([text for text, _, _ in asks], budget)
         read: list[list[tuple[str, list[int] | None]]] = [[] for _ in groups]
-        for text, g, shown in asks:
-            reply = answered[text].text
+        for (_, g, shown), answered in zip(asks, replies):
+            reply = answered.text
             ranking = parse_ranking(reply, len(shown))
             read[g].append((reply, None if ranking is None else [shown[p] for p in ranking]))
         return [_decide(per) for per in read]

@@ -106,8 +106,10 @@ class FeedbackConfig:
             )
         if self.per_prompt is not None and self.per_prompt < 1:
             raise ConfigError(f"`feedback.per_prompt` must be at least 1 (or null), got {self.per_prompt}")
-        if self.source == "judge" and not (self.judge and self.judge.url):
-            raise ConfigError("`feedback.source: judge` needs `feedback.judge` (its `url` and `model_name`)")
+        if self.source == "judge" and not (self.judge and self.judge.served):
+            raise ConfigError(
+                "`feedback.source: judge` needs `feedback.judge` (its `url` and `model_name`, or a local `model`)"
+            )
         if self.source == "file" and not self.path:
             raise ConfigError(
                 "`feedback.source: file` needs `feedback.path` (e.g. an `rlhf label export` file)"
