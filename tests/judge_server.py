@@ -1,6 +1,7 @@
 """The tests' judge: `rlhf.judge.rule_server` answering by a written rule: of the two answers in the
 judge's prompt, the one with more `e`s is better (a tie when equal), with the verdict tokens'
-probabilities sigmoid(difference) and its complement. The requested model name picks a behaviour:
+probabilities sigmoid(difference) and its complement; asked to rank several (the ranking template),
+it orders them by their `e`s. The requested model name picks a behaviour:
 `rule` (as above), `first` (always `A`: pure position bias), `garbage` (a reply that says nothing),
 `flaky` (HTTP 503 for the first two requests, then `rule`).
 
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from rlhf.judge.rule_server import Reply, rule_server
 
 ANSWERS = re.compile(r"\[Answer A\]\n(.*?)\n\n\[Answer B\]\n(.*?)\n\nReply", re.S)
+NUMBERED = re.compile(r"\[Answer (\d+)\]\n(.*?)(?=\n\n\[Answer \d+\]|\n\nReply)", re.S)
 
 
 def rule_p_a(a: str, b: str) -> float:
@@ -42,6 +44,10 @@ def judge_server():
             calls["flaky"] += 1
             if calls["flaky"] <= 2:
                 return None
+        numbered = NUMBERED.findall(text)
+        if numbered:  # the ranking template: most `e`s first (ties in the order shown)
+            best = sorted(numbered, key=lambda pair: -pair[1].count("e"))
+            return Reply(" > ".join(number for number, _ in best))
         found = ANSWERS.search(text)
         assert found is not None, text
         return by_rule(*found.groups())

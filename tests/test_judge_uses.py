@@ -125,6 +125,24 @@ def test_the_judge_as_a_reward_ranks_each_prompts_samples(tmp_path):
     assert out.extras == {"judge_abstained": [0.0] * 5}
 
 
+def test_the_judge_ranks_each_prompts_samples_at_once_in_rank_mode(tmp_path):
+    from rlhf.judge import JudgeConfig
+    from rlhf.rewards.judge import JudgeSource
+
+    prompts = ["p", "p", "p", "q", "q"]
+    completions = ["eee", "e", "ee", "tree", "tea"]
+    with judge_server() as server:
+        cfg = JudgeConfig(url=server.url, model_name="rule", cache=None)
+        out = JudgeSource(cfg, mode="rank")(prompts, completions)
+        assert len(server.requests) == 4  # one ranking per prompt, as given and reversed
+        biased = JudgeSource(JudgeConfig(url=server.url, model_name="first", cache=None), mode="rank")
+        unread = biased(prompts, completions)  # "A" is no ranking: every group abstained
+    # Places by `e`s: eee, ee, e -> rewards 1, 1/2, 0; tree before tea -> 1, 0.
+    assert out.rewards == [1.0, 0.0, 0.5, 1.0, 0.0]
+    assert out.extras == {"judge_abstained": [0.0] * 5}
+    assert unread.rewards == [0.5] * 5 and unread.extras == {"judge_abstained": [1.0] * 5}
+
+
 @pytest.mark.slow
 def test_ppo_trains_against_the_judge_with_rloo(tmp_path):
     from helpers import DEMOS
@@ -147,3 +165,30 @@ def test_ppo_trains_against_the_judge_with_rloo(tmp_path):
     # A prompt's samples share its wins: their rewards average to 1/2 (exactly in float64; the
     # logged mean passes through float32, whose rounding on values <= 1 is about 1e-7).
     assert rewards == pytest.approx([0.5, 0.5], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_rounds_with_the_judge_label_each_rounds_new_pairs(tmp_path):
+    from helpers import pipeline_config
+    from rlhf.pipeline.run import run_pipeline
+
+    with judge_server() as server:
+        judge = f"feedback.judge={{url: {server.url}, model_name: rule, cache: null}}"
+        rounds = ["rounds=2", "feedback.select=uncertainty", "feedback.budget=4", "feedback.per_prompt=2"]
+        run_pipeline(pipeline_config(tmp_path, "feedback.source=judge", judge, *rounds), log=lambda _: None)
+    run = tmp_path / "run"
+    fb0, fb1 = (json.loads((run / f"round_{r}" / "feedback" / "feedback.json").read_text()) for r in (0, 1))
+    assert fb0["source"] == fb1["source"] == "judge"
+    assert fb0["selection"]["rule"] == "random" and fb1["selection"]["rule"] == "uncertainty"
+
+    def rows(path):
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    new = rows(run / "round_1" / "feedback" / "new_pairs.jsonl")
+    assert (
+        rows(run / "round_1" / "feedback" / "pairs.jsonl")
+        == rows(run / "round_0" / "feedback" / "pairs.jsonl") + new
+    )
+    assert all(r["chosen"].count("e") > r["rejected"].count("e") for r in new)  # the rule's verdicts
+    table = json.loads((run / "rounds.json").read_text())["rounds"]
+    assert [r["labels"] for r in table] == [fb0["judgments"], fb1["judgments"]] and fb1["judgments"] > 0

@@ -92,7 +92,7 @@ def judge_pairs(
     write_jsonl_atomic(out_dir / HELDOUT_GOLD_FILE, heldout_gold)
     stats = {
         "source": "judge", "judge": judge_cfg.label, "prompts": len(rows), "heldout_prompts": len(held),
-        "pairs": len(pairs), "verdicts": verdict_counts(verdicts), "requests_sent": sent,
+        "pairs": len(pairs), "judgments": len(pairs), "verdicts": verdict_counts(verdicts), "requests_sent": sent,
         "train_rows": len(train), "heldout_rows": len(heldout), "heldout_gold_rows": len(heldout_gold),
         "dropped": dropped, "judge_gold_accuracy": agree / decided_by_gold if decided_by_gold else None,
         "selection": selected,

@@ -38,6 +38,12 @@ class RewardSourceConfig:
     """An LLM judge (`rlhf.judge`: `url`, `model_name`, ...) comparing the samples of each prompt
     with each other (both orders): a sample's reward is its mean chance of beating the prompt's
     other samples, in [0, 1] (`rlhf.rewards.judge`). Needs 2 or more samples per prompt."""
+    judge_mode: Literal["pairs", "rank"] = "pairs"
+    """`judge`: `pairs` asks about every two samples of a prompt (a sample's reward is its mean
+    chance of beating the others; with 2 samples per prompt, its chance against the policy's own
+    other sample); `rank` asks the judge to order all K samples at once (`judge.ranking_template`,
+    as given and reversed) and rewards by place, 1 for the best to 0 for the worst (a group the
+    judge could not or did not consistently rank gets ½ for every sample, counted)."""
     url: str | None = None
     """An HTTP endpoint: POST `{"prompts": [...], "completions": [...]}` as JSON, answered with
     `{"rewards": [...]}` (plus optional per-completion metrics, as for `function`)."""
@@ -64,6 +70,8 @@ class RewardSourceConfig:
             )
         if self.batch_size < 1 or self.retries < 0 or self.timeout_s <= 0:
             raise ConfigError("reward source: `batch_size` >= 1, `retries` >= 0, `timeout_s` > 0")
+        if self.judge_mode != "pairs" and not self.judge:
+            raise ConfigError("reward source: `judge_mode` is for a `judge` source")
         if not self.model and (self.label is not None or self.output != "logit" or self.input != "auto"):
             raise ConfigError("reward source: `label`, `output` and `input` read a classifier: give `model`")
 
@@ -96,6 +104,8 @@ class RewardSourcesConfig:
     """Shortcut for one HTTP source."""
     judge: JudgeConfig | None = None
     """Shortcut for one LLM-judge source (see a source's `judge`)."""
+    judge_mode: Literal["pairs", "rank"] = "pairs"
+    """With `judge`: how each prompt's samples are judged (see a source's `judge_mode`)."""
     sources: list[RewardSourceConfig] = field(default_factory=list)
     """Several sources, summed with their weights (each with its own normalization); the
     shortcuts above add one source of weight 1 to this list."""
@@ -149,12 +159,14 @@ class RewardSourcesConfig:
         if self.url:
             shortcuts.append(RewardSourceConfig(url=self.url, batch_size=self.batch_size))
         if self.judge:
-            shortcuts.append(RewardSourceConfig(judge=self.judge))
+            shortcuts.append(RewardSourceConfig(judge=self.judge, judge_mode=self.judge_mode))
         return shortcuts + list(self.sources)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"`reward.batch_size` must be at least 1, got {self.batch_size}")
+        if self.judge_mode != "pairs" and not self.judge:
+            raise ConfigError("`reward.judge_mode` is for `reward.judge`")
         if not self.model and (self.label is not None or self.output != "logit" or self.input != "auto"):
             raise ConfigError(
                 "`reward.label`, `reward.output` and `reward.input` read a classifier: set `reward.model`"

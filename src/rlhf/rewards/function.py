@@ -299,7 +299,7 @@ def build_source(
     if cfg.judge:
         from rlhf.rewards.judge import JudgeSource
 
-        return JudgeSource(cfg.judge)
+        return JudgeSource(cfg.judge, mode=cfg.judge_mode)
     assert cfg.url
     return HttpSource(cfg.url, batch_size=cfg.batch_size, timeout_s=cfg.timeout_s, retries=cfg.retries)
 

@@ -7,6 +7,11 @@ win, ½ for a tie (its own or an inconsistent pair) and 0 for a loss. A sample's
 score against the prompt's other samples, in [0, 1]: a group-wise ranking, relative within the
 prompt as RLOO's and GRPO's baselines are. A pair the judge abstained on counts for neither; a sample
 with no decided pair gets ½. The share of pairs abstained on is logged (`judge_abstained`).
+
+`mode="rank"` asks once per prompt instead (twice with `both_orders`): the judge orders the K samples
+(`rlhf.judge.ranking`) and a sample's reward is 1 − place / (K − 1), 1 for the best and 0 for the
+worst; a group the judge abstained on or ranked differently in the two orders gets ½ for every
+sample (logged as `judge_abstained` 1 for its samples).
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ class JudgeSource:
 
     stats: tuple[float, float] | None = None
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, mode: str = "pairs") -> None:
         from rlhf.judge import PairwiseJudge
+        from rlhf.judge.ranking import RankingJudge
 
-        self.judge = PairwiseJudge(cfg)
+        self.mode = mode
+        self.judge = PairwiseJudge(cfg) if mode == "pairs" else None
+        self.ranker = RankingJudge(cfg) if mode == "rank" else None
         self.label = cfg.label
 
     def __call__(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> SourceOutput:
@@ -43,6 +51,9 @@ class JudgeSource:
                 f"{self.label}: the judge compares a prompt's samples with each other; give each prompt 2 or "
                 "more samples (`rollout.samples_per_prompt`)"
             )
+        if self.ranker is not None:
+            return self._ranked(prompts, completions, list(groups.values()))
+        assert self.judge is not None
         pairs = [pair for members in groups.values() for pair in itertools.combinations(members, 2)]
         verdicts = self.judge.compare([prompts[i] for i, _ in pairs], [completions[i] for i, _ in pairs],
                                       [completions[j] for _, j in pairs])  # fmt: skip
@@ -60,6 +71,24 @@ class JudgeSource:
         rewards = [t / c if c else 0.5 for t, c in zip(totals, counts)]
         others = [len(groups[str(p)]) - 1 for p in prompts_to_json(prompts)]
         return SourceOutput(rewards, {"judge_abstained": [a / n for a, n in zip(abstained, others)]})
+
+    def _ranked(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], groups: list[list[int]]
+    ) -> SourceOutput:
+        assert self.ranker is not None
+        ranked = self.ranker.rank(
+            [prompts[m[0]] for m in groups], [[completions[i] for i in m] for m in groups]
+        )
+        rewards = [0.5] * len(completions)
+        abstained = [0.0] * len(completions)
+        for members, verdict in zip(groups, ranked):
+            if verdict.order is None:
+                for i in members:
+                    abstained[i] = 1.0
+                continue
+            for place, index in enumerate(verdict.order):
+                rewards[members[index]] = 1.0 - place / (len(members) - 1)
+        return SourceOutput(rewards, {"judge_abstained": abstained})
 
 
 def pair_score(verdict: Any) -> float | None:
