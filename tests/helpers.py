@@ -122,6 +122,33 @@ def kill_at_first_checkpoint(proc: subprocess.Popen, *, group: bool = False) -> 
     assert proc.returncode == -signal.SIGKILL
 
 
+# ----------------------------------------------------------------------------- a local benchmark task
+
+MC_TASK = """task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: items.jsonl
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+def write_mc_task(folder: Path, name: str, items: list[tuple[str, list[str], int]]) -> Path:
+    """A local lm-evaluation-harness multiple-choice task `name` in `folder`: task.yaml and its
+    items.jsonl (question, choices, index of the answer) beside it; returns the YAML's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"question": q, "choices": c, "answer": a} for q, c, a in items]
+    (folder / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "task.yaml").write_text(MC_TASK.format(name=name))
+    return folder / "task.yaml"
+
+
 # ----------------------------------------------------------------------------- a tiny pipeline
 
 GOLD = '''

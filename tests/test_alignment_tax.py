@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import open_report, statuses
+from helpers import open_report, statuses, write_mc_task
 from helpers import pipeline_config as config
 from rlhf.eval.tax import tax_rows, tax_table
 from tolerance import LOGPROB, TINY_TERMS, reorder_tol
@@ -89,33 +89,15 @@ def test_the_tax_rows_by_hand():
     assert lines[2].split() == ["DPO", "+0.250", "-", "+0.100", "-"]
 
 
-TASK = """task: tiny_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: items.jsonl
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{question}}"
-doc_to_choice: "{{choices}}"
-doc_to_target: "{{answer}}"
-metric_list:
-  - metric: acc
-"""
-
-
 @pytest.mark.slow
 def test_the_pipeline_measures_what_alignment_cost(tmp_path, browser):
     folder = tmp_path / "tax"
     folder.mkdir()
     (folder / "held.jsonl").write_text("".join(json.dumps(d) + "\n" for d in DEMOS))
     (folder / "documents.jsonl").write_text(json.dumps({"text": "Some plain text no stage saw."}) + "\n")
-    items = [
-        {"question": f"Item {i}:", "choices": ["yes", "no", "maybe", "never"], "answer": i % 4}
-        for i in range(4)
-    ]
-    (folder / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
-    (folder / "task.yaml").write_text(TASK)
+    write_mc_task(
+        folder, "tiny_mc", [(f"Item {i}:", ["yes", "no", "maybe", "never"], i % 4) for i in range(4)]
+    )
     texts = f"tax.texts=[{folder / 'held.jsonl'}, {folder / 'documents.jsonl'}]"
     cfg = config(
         tmp_path, "methods=[ppo, best_of_n]", "best_of_n.n=2", texts, f"tax.tasks=[{folder / 'task.yaml'}]"

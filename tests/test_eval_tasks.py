@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import write_mc_task
 from rlhf.config.core import ConfigError
 from rlhf.eval.tasks import local_task, resolve_model, side_by_side, table_text
 
@@ -23,27 +24,10 @@ ITEMS = [
     ("Lily wanted to play with her", ["friend", "toys", "car", "mom"], 1),
     ("He was very", ["happy", "table", "go", "the"], 0),
 ]
-TASK = """task: tiny_stories_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: items.jsonl
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{question}}"
-doc_to_choice: "{{choices}}"
-doc_to_target: "{{answer}}"
-metric_list:
-  - metric: acc
-"""
 
 
 def write_task(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"question": q, "choices": c, "answer": a} for q, c, a in ITEMS]
-    (folder / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "task.yaml").write_text(TASK)
-    return folder / "task.yaml"
+    return write_mc_task(folder, "tiny_stories_mc", ITEMS)
 
 
 def test_a_local_task_reads_its_data_from_its_own_folder(tmp_path):

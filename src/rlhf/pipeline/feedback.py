@@ -67,6 +67,32 @@ def heldout_prompts(keys: Sequence[str], fraction: float, seed: int) -> set[str]
     return set(random.Random(seed).sample(unique, count))
 
 
+def pairs_to_judge(
+    rows: list[dict[str, Any]], held: set[str], allowed: set | None, path: str
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every pair of a candidates file to judge, in file order — {row (0-based), a, b (completion
+    indices), prompt, completions, held} — and the pairs left out (`empty`, `identical`: the same
+    answer to a reader). Training prompts' pairs only where `allowed` (the selection) has them."""
+    pairs: list[dict[str, Any]] = []
+    dropped = {"empty": 0, "identical": 0}
+    for number, row in enumerate(rows, 1):
+        prompt, completions = row.get("prompt"), row.get("completions")
+        if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
+            raise DataError(path, number, "completions", "expected a list of strings")
+        is_held = prompt_key(prompt) in held
+        for a, b in itertools.combinations(range(len(completions)), 2):
+            if allowed is not None and not is_held and (number - 1, a, b) not in allowed:
+                continue  # not chosen for labeling
+            if not completions[a].strip() or not completions[b].strip():
+                dropped["empty"] += 1
+            elif seen_as(completions[a]) == seen_as(completions[b]):
+                dropped["identical"] += 1
+            else:
+                pairs.append({"row": number - 1, "a": a, "b": b, "prompt": prompt, "completions": completions,
+                              "held": is_held})  # fmt: skip
+    return pairs, dropped
+
+
 def simulate(
     candidates_path: str | Path,
     gold: GoldFn,
@@ -90,39 +116,30 @@ def simulate(
     heldout: list[dict[str, Any]] = []
     heldout_gold: list[dict[str, Any]] = []
     units: dict[Hashable, list[int]] = {}
-    dropped = {"empty": 0, "identical": 0}
+    pairs, dropped = pairs_to_judge(rows, held, allowed, str(candidates_path))
     agree_gold = judged_gold = single_right = single_total = 0
-    for number, row in enumerate(rows, 1):
-        prompt, completions = row.get("prompt"), row.get("completions")
-        if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
-            raise DataError(str(candidates_path), number, "completions", "expected a list of strings")
-        scores = gold_scores(gold, prompt, completions)
-        is_held = prompt_key(prompt) in held
-        for a, b in itertools.combinations(range(len(completions)), 2):
-            if allowed is not None and not is_held and (number - 1, a, b) not in allowed:
-                continue  # not chosen for labeling
-            if not completions[a].strip() or not completions[b].strip():
-                dropped["empty"] += 1
-                continue
-            if seen_as(completions[a]) == seen_as(completions[b]):  # the same answer to a reader
-                dropped["identical"] += 1
-                continue
-            p_a = bradley_terry(scores[a], scores[b], temperature)
-            votes = [0 if rng.random() < p_a else 1 for _ in range(labelers)]  # 0: a wins
-            units[len(units)] = votes
-            if scores[a] != scores[b]:
-                better = 0 if scores[a] > scores[b] else 1
-                single_right += sum(v == better for v in votes)
-                single_total += labelers
-            pair = (completions[a], completions[b])
-            made, first = _resolved(prompt, pair, votes, resolve, dropped)
-            if first is not None and scores[a] != scores[b]:
-                judged_gold += 1
-                agree_gold += first == (0 if scores[a] > scores[b] else 1)
-            (heldout if is_held else train).extend(made)
-            if is_held and scores[a] != scores[b]:
-                win = 0 if scores[a] > scores[b] else 1
-                heldout_gold.append(pair_row(prompt, pair[win], pair[1 - win]))
+    scored: dict[int, list[float]] = {}  # row -> gold of its completions, computed once per row
+    for item in pairs:
+        prompt, completions, a, b = item["prompt"], item["completions"], item["a"], item["b"]
+        if item["row"] not in scored:
+            scored[item["row"]] = gold_scores(gold, prompt, completions)
+        scores = scored[item["row"]]
+        p_a = bradley_terry(scores[a], scores[b], temperature)
+        votes = [0 if rng.random() < p_a else 1 for _ in range(labelers)]  # 0: a wins
+        units[len(units)] = votes
+        if scores[a] != scores[b]:
+            better = 0 if scores[a] > scores[b] else 1
+            single_right += sum(v == better for v in votes)
+            single_total += labelers
+        pair = (completions[a], completions[b])
+        made, first = _resolved(prompt, pair, votes, resolve, dropped)
+        if first is not None and scores[a] != scores[b]:
+            judged_gold += 1
+            agree_gold += first == (0 if scores[a] > scores[b] else 1)
+        (heldout if item["held"] else train).extend(made)
+        if item["held"] and scores[a] != scores[b]:
+            win = 0 if scores[a] > scores[b] else 1
+            heldout_gold.append(pair_row(prompt, pair[win], pair[1 - win]))
     if not train:
         raise DataError(
             str(candidates_path), None, None, "no pair of distinct, non-empty candidates to judge"

@@ -11,12 +11,10 @@ labelers.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
 from rlhf.data.errors import DataError
-from rlhf.data.text import seen_as
 from rlhf.files import write_jsonl_atomic
 from rlhf.pipeline.feedback import (
     HELDOUT_FILE,
@@ -27,6 +25,7 @@ from rlhf.pipeline.feedback import (
     gold_scores,
     heldout_prompts,
     pair_row,
+    pairs_to_judge,
     prompt_key,
     read_jsonl,
     selected_pairs,
@@ -51,7 +50,9 @@ def judge_pairs(
     out_dir = Path(out_dir)
     held = heldout_prompts([prompt_key(r.get("prompt")) for r in rows], heldout_fraction, seed)
     allowed, selected = selected_pairs(rows, held, selection, seed, str(candidates_path))
-    pairs, dropped = _pairs(rows, held, allowed, str(candidates_path))
+    found, dropped = pairs_to_judge(rows, held, allowed, str(candidates_path))
+    pairs = [{"prompt": p["prompt"], "a": p["completions"][p["a"]], "b": p["completions"][p["b"]], "held": p["held"]}
+             for p in found]  # fmt: skip
     if not pairs:
         raise DataError(
             str(candidates_path), None, None, "no pair of distinct, non-empty candidates to judge"
@@ -99,26 +100,3 @@ def judge_pairs(
     }  # fmt: skip
     write_stats(out_dir, stats)
     return stats
-
-
-def _pairs(
-    rows: list[dict[str, Any]], held: set[str], allowed: set | None, path: str
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Every pair to judge ({prompt, a, b, held}), and the pairs left out (empty or identical)."""
-    pairs: list[dict[str, Any]] = []
-    dropped = {"empty": 0, "identical": 0}
-    for number, row in enumerate(rows, 1):
-        prompt, completions = row.get("prompt"), row.get("completions")
-        if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
-            raise DataError(path, number, "completions", "expected a list of strings")
-        is_held = prompt_key(prompt) in held
-        for a, b in itertools.combinations(range(len(completions)), 2):
-            if allowed is not None and not is_held and (number - 1, a, b) not in allowed:
-                continue  # not chosen for labeling
-            if not completions[a].strip() or not completions[b].strip():
-                dropped["empty"] += 1
-            elif seen_as(completions[a]) == seen_as(completions[b]):
-                dropped["identical"] += 1
-            else:
-                pairs.append({"prompt": prompt, "a": completions[a], "b": completions[b], "held": is_held})
-    return pairs, dropped
