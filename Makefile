@@ -27,9 +27,10 @@ docs: setup
 docs-check: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
 
-# The whole suite: every tier, the real multi-process runs and the end-to-end demo included.
+# The whole suite: every tier, the real multi-process runs and the end-to-end demo included (the 30
+# slowest tests listed at the end, to keep the suite's time in view).
 test: lint docs-check
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest --durations=30 $(PYTEST_ARGS)
 
 # What a contributor runs while editing (about 1 min on 2 cores): every test that neither trains a
 # model nor starts a process (those are marked `slow`; tests/conftest.py fails one that is not).
