@@ -60,6 +60,9 @@ class EvalPolicyConfig:
     given, else the LLM judge, else the reward model."""
     tie_tolerance: float = 0.0
     """Score differences up to this count as ties (half a win)."""
+    overoptimization_gap: float = 0.1
+    """Say "over-optimization" when the policy's win rate by the reward model exceeds its win rate by
+    gold (or else the LLM judge) by more than this (`rlhf.training.overoptimization`)."""
     references: str | None = None
     """A file of reference answers (any format with answers: prompt/completion rows, comparisons'
     chosen answers, rankings' best), matched to the held-out prompts by prompt text; every prompt

@@ -26,6 +26,7 @@ from rlhf.eval.columns import columns_text, metric_columns, summarize
 from rlhf.eval.config import EvalPolicyConfig
 from rlhf.eval.metrics import length_stats, mean_stat, sequence_kl, win_rate
 from rlhf.models.readout import completion_logprobs
+from rlhf.training.overoptimization import gap_line, reward_gap
 
 
 @dataclass
@@ -200,6 +201,9 @@ def _win_rates(
             result["judge_model"] = cfg.judge.label
     order = ("gold", "judge", "reward") if cfg.headline == "auto" else (cfg.headline,)
     result["headline"] = next((j for j in order if j in result.get("win_rate", {})), None)
+    gap = reward_gap(result.get("win_rate", {}), cfg.overoptimization_gap)
+    if gap is not None:
+        result["overoptimization"] = gap
     return verdicts
 
 
@@ -329,6 +333,9 @@ def summary_text(result: dict[str, Any]) -> str:
         lines.append(
             f"win rate of the policy by {judge}: {rate}{interval}; {w['wins']} wins, {w['ties']} ties{more}, {w['losses']} losses"
         )
+    line = gap_line(result.get("overoptimization"))
+    if line:
+        lines.append(line)
     if result.get("kl", {}).get("analytic"):
         lines.append(
             f"KL(best-of-{best_of} ‖ policy): {_fmt(result['kl']['sequence'])} nats per answer "

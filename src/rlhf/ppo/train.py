@@ -26,6 +26,7 @@ from rlhf.ppo.experience import Experience
 from rlhf.ppo.rollout import Rollout
 from rlhf.ppo.run_state import PpoRun, UpdateState
 from rlhf.training.guards import NonFiniteGuard
+from rlhf.training.overoptimization import turn, turn_line
 
 
 @dataclass
@@ -386,6 +387,28 @@ def _log_samples(logger, run_dir: Path, step: int, rollout: Rollout, rewards, co
     logger.log_text(step, "ppo/samples", table)
 
 
+def _turns(cfg: PpoConfig, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each monitor (a weight-0 reward source, e.g. gold) logged every step: whether it peaked
+    and fell while the optimized reward rose (`rlhf.training.overoptimization.turn`)."""
+    from rlhf.rewards.function import source_names
+
+    sources = cfg.reward.all_sources()
+    out = []
+    for name, source in zip(source_names(sources), sources):
+        rows = [r for r in history if r.get(f"reward/{name}") is not None and r.get("reward/raw") is not None]
+        if source.weight != 0 or len(rows) != len(history):
+            continue
+        entry = turn(
+            [r["step"] for r in rows],
+            [r["reward/raw"] for r in rows],
+            [r[f"reward/{name}"] for r in rows],
+            name,
+        )
+        if entry is not None:
+            out.append(entry)
+    return out
+
+
 def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> PpoResult:
     from rlhf.ppo.setup import gathered_policy, save_outputs
     from rlhf.training.sharding import memory_line, peak_memory_per_process, whole_on_each_process
@@ -417,6 +440,7 @@ def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> Ppo
         "sharding": run.sharding,
         "data_report": run.data_report,
         "peak_memory_gib": [round(p, 3) for p in peaks],
+        "overoptimization": _turns(cfg, history),
     }
     if accelerator.is_main_process:
         assert policy is not None
@@ -431,5 +455,9 @@ def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> Ppo
                 f"[done] {summary['steps']} steps, reward {rewards[0]:.4f} -> {rewards[-1]:.4f}, "
                 f"KL {last_kl:.4f}; policy in {summary['policy_dir']}{resumed}"
             )
+        for entry in summary["overoptimization"]:
+            line = turn_line(entry)
+            if line:
+                run.say(f"[ppo] {line}")
     accelerator.wait_for_everyone()
     return PpoResult(summary, policy if policy is not None else run.policy, run.tokenizer)

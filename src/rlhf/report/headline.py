@@ -65,7 +65,45 @@ def headline(run: Path) -> dict[str, Any]:
     tax = read_json_dict(run / "eval" / "tax.json")
     if tax.get("rows"):
         out["alignment_tax"] = tax["rows"]
+    flags = overoptimization(run, ev, comparison)
+    if flags:
+        out["overoptimization"] = flags
     return out
+
+
+def overoptimization(run: Path, ev: dict[str, Any], comparison: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every sign of over-optimization the run shows, each with its one line: a policy whose win rate
+    over SFT by the reward model exceeds its win rate by gold (or the LLM judge) by more than the
+    evaluation's `overoptimization_gap`, and a PPO monitor that peaked and fell while the reward rose."""
+    from rlhf.eval.compare import LABELS
+    from rlhf.training.overoptimization import GAP, gap_line, reward_gap, turn_line
+
+    threshold = (ev.get("overoptimization") or {}).get("threshold", GAP)
+    rates = comparison.get("win_rates") or {}
+    gaps: dict[str, dict[str, Any]] = {}
+    for policy in comparison.get("methods") or []:
+        by_judge = {
+            j: (rates.get(j) or {}).get(policy, {}).get("sft") or {} for j in ("reward", "gold", "judge")
+        }
+        entry = reward_gap(by_judge, threshold)
+        if entry is not None:
+            gaps[policy] = entry
+    if not gaps and ev.get("overoptimization"):
+        gaps[comparison.get("methods", ["ppo"])[0] if comparison.get("methods") else "policy"] = ev[
+            "overoptimization"
+        ]
+    flags = []
+    for policy, entry in gaps.items():
+        line = gap_line(entry)
+        if line:
+            flags.append(
+                {"policy": policy, "kind": "gap", **entry, "line": f"{LABELS.get(policy, policy)}: {line}"}
+            )
+    for entry in read_json_dict(run / "ppo" / "summary.json").get("overoptimization") or []:
+        line = turn_line(entry)
+        if line:
+            flags.append({"policy": "ppo", "kind": "turn", **entry, "line": f"PPO training: {line}"})
+    return flags
 
 
 def headline_table(head: dict[str, Any]) -> str:
@@ -100,6 +138,8 @@ def headline_table(head: dict[str, Any]) -> str:
             f"labeler agreement: {num('labeler_raw_agreement')} (Krippendorff's alpha "
             f"{num('labeler_krippendorff_alpha')}; a single labeler agrees with gold {num('labeler_gold_accuracy')})"
         )
+    for flag in head.get("overoptimization") or []:
+        lines.append(str(flag.get("line")))
     if isinstance(head.get("comparison"), dict):
         from rlhf.eval.compare import comparison_table
 

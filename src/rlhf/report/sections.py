@@ -126,7 +126,12 @@ def headline(run: RunData) -> str:
     table_text = headline_table(data)
     if table_text.count("\n") < 1:  # none of the pipeline's headline numbers: show what is there
         return "<h3>Headline</h3>\n" + key_values(data)
-    return f'<h3>Headline</h3>\n<pre class="headline">{esc(table_text)}</pre>\n' + details(
+    flags = "".join(
+        f'<p class="guard warn overoptimization">{esc(str(flag.get("line")))}</p>\n'
+        for flag in data.get("overoptimization") or []
+        if isinstance(flag, dict)
+    )
+    return f'<h3>Headline</h3>\n{flags}<pre class="headline">{esc(table_text)}</pre>\n' + details(
         "every headline number", json.dumps(data, indent=2)
     )
 
