@@ -5,6 +5,7 @@ as the reward does (no line), and with one that does not (the line, with the num
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from contextlib import redirect_stdout
@@ -19,6 +20,10 @@ def likes_e(prompts, completions):
 
 def dislikes_e(prompts, completions):
     return [-sum(ch == "e" for ch in c) / max(1, len(c)) for c in completions]
+
+def scramble(prompts, completions):
+    # an arbitrary rule that any change of the answers moves (PPO does not see it)
+    return [sum(ord(ch) * 31 % 17 for ch in c) / (17 * max(1, len(c))) for c in completions]
 """
 
 
@@ -123,3 +128,54 @@ def test_the_pipelines_headline_and_report_carry_the_lines(tmp_path):
     assert "PPO: over-optimization: the policy wins 0.900 by the reward model but 0.550 by gold" in text
     assert "PPO training: over-optimization: gold of the training samples peaked" in text
     assert "overoptimization" not in headline(run_dir("good", 0.6, False))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("select", ["best_heldout", "last"])
+def test_ppo_keeps_the_policy_of_its_best_held_out_step(tmp_path, select):
+    """PPO climbs `e`s while an independent rule it never sees scores the held-out answers: the kept
+    policy is the step whose held-out score was best (re-measured on the saved policy: the same
+    answers, the same score)."""
+    from helpers import DEMOS
+    from rlhf.config.core import load_config
+    from rlhf.generation.sampling import sample_sequences
+    from rlhf.models.load import load_lm, load_tokenizer
+    from rlhf.ppo.config import PpoConfig
+    from rlhf.ppo.train import load_prompt_ids, run_ppo
+
+    gold = tmp_path / "overopt_rules.py"
+    gold.write_text(GOLD)
+    sources = f"reward.sources=[{{function: '{gold}:likes_e'}}, {{function: '{gold}:scramble', weight: 0, name: gold}}]"
+    cfg = load_config(PpoConfig, None, [
+        "model.path=builtin:tiny", "peft.method=none", f"data.path={DEMOS}", "max_steps=8", "rollout.prompts_per_step=4",
+        "rollout.samples_per_prompt=2", "minibatch_size=8", "rollout.sampling.max_new_tokens=8", "optimizer.lr=1e-3",
+        sources, f"heldout.path={DEMOS}", "heldout.every=2", "heldout.limit=6", f"select={select}",
+        f"output_dir={tmp_path / 'ppo'}", "logging.progress=false", "logging.tensorboard=false",
+    ])  # fmt: skip
+    out = io.StringIO()
+    with redirect_stdout(out):
+        summary = run_ppo(cfg).summary
+    logged = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    held = {r["step"]: r["ppo/heldout/gold"] for r in logged if "ppo/heldout/gold" in r}
+    assert sorted(held) == [2, 4, 6, 8]
+    best = max(held, key=lambda s: (held[s], -s))
+    assert len(set(held.values())) > 1  # the answers moved between evaluations
+    assert select == "last" or held[best] != held[8]  # the kept policy is not the last one
+    chosen = summary["selected"]
+    assert chosen["best_step"] == best and chosen["last_step"] == 8
+    assert chosen["kept_step"] == (best if select == "best_heldout" else 8)
+    # The saved policy answers the held-out prompts as the kept step's policy did.
+    policy_cfg = dataclasses.replace(cfg.model, path=summary["policy_dir"])
+    tokenizer = load_tokenizer(policy_cfg, padding_side="left")
+    model = load_lm(policy_cfg, for_training=False, tokenizer=tokenizer)
+    prompts, ids, _, _ = load_prompt_ids(
+        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, limit=6)), tokenizer
+    )
+    greedy = dataclasses.replace(cfg.rollout.sampling, temperature=0.0, seed=cfg.seed)
+    texts = [s.text for s in sample_sequences(model, tokenizer, ids, greedy, progress=False)]
+    exec_globals: dict = {}
+    exec(GOLD, exec_globals)
+    again = sum(exec_globals["scramble"](prompts, texts)) / len(texts)
+    assert again == pytest.approx(held[chosen["kept_step"]], abs=1e-12)  # same answers: the same mean
+    if select == "best_heldout":
+        assert f"kept the policy of step {best}" in out.getvalue()

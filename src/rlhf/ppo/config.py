@@ -194,6 +194,29 @@ class GuardConfig:
 
 
 @dataclass
+class HeldoutConfig:
+    """PPO's held-out evaluation (`rlhf.ppo.heldout`)."""
+
+    path: str | None = None
+    """Held-out prompts (any format with prompts) the policy answers every `every` steps; None: no
+    held-out evaluation."""
+    every: int = 10
+    """Evaluate every N PPO steps (and at the last)."""
+    limit: int | None = 64
+    """At most this many held-out prompts (null: all)."""
+    score: str = "gold"
+    """The reward source whose score on the held-out answers is the independent one (logged as
+    `ppo/heldout/<score>`, and what `select: best_heldout` keeps the best of): usually a weight-0
+    source that is not the reward model, e.g. the pipeline's `gold`."""
+    temperature: float = 0.0
+    """Sampling temperature of the held-out answers (0: greedy, the least noisy comparison)."""
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or (self.limit is not None and self.limit < 1) or self.temperature < 0:
+            raise ConfigError("`heldout.every` and `heldout.limit` must be >= 1, `heldout.temperature` >= 0")
+
+
+@dataclass
 class PpoConfig(RunControl):
     RENAMED: ClassVar[dict[str, str]] = {"steps": "max_steps"}
 
@@ -247,6 +270,12 @@ class PpoConfig(RunControl):
     TensorBoard text); 0: never."""
     samples_count: int = 4
     """Rows in each samples table."""
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
+    """Held-out prompts answered every few steps and scored by an independent source (`score`)."""
+    select: Literal["last", "best_heldout"] = "last"
+    """Which policy to save: the `last` step's, or the one of the step with the best held-out
+    independent score (`best_heldout`, needs `heldout.path`; not under FSDP or ZeRO-3 sharding),
+    said in one line with the last step's score."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -266,6 +295,13 @@ class PpoConfig(RunControl):
             raise ConfigError(
                 f"`advantage.estimator: {self.advantage.estimator}` compares the completions of a prompt: "
                 "set `rollout.samples_per_prompt` to 2 or more"
+            )
+        if self.select == "best_heldout" and not self.heldout.path:
+            raise ConfigError("`select: best_heldout` needs `heldout.path` (held-out prompts to score)")
+        if self.heldout.path and any(s.judge for s in self.reward.all_sources()):
+            raise ConfigError(
+                "`heldout` answers each prompt once, and a judge reward compares a prompt's samples: "
+                "use `heldout` without a `judge` reward source"
             )
         if self.samples_every < 0 or self.samples_count < 0:
             raise ConfigError("`samples_every` and `samples_count` must be >= 0")

@@ -141,6 +141,11 @@ def run_ppo(
         else None
     )
     generator = generator or _generator(run, engine)
+    heldout = None
+    if cfg.heldout.path:
+        from rlhf.ppo.heldout import HeldoutEval
+
+        heldout = HeldoutEval(run, load_prompt_ids)
     logger = MetricsLogger(run.run_dir, tensorboard=cfg.logging.tensorboard, enabled=main)
     with logger, progress_block(cfg.max_steps, "ppo", enabled=cfg.logging.progress and main) as bar:
         bar.update(start_step)
@@ -149,6 +154,9 @@ def run_ppo(
             indices = next(iter(stream))
             row, samples = _step(run, generator, [prompts[i] for i in indices], [prompt_ids[i] for i in indices],
                                  step, ptx)  # fmt: skip
+            if heldout is not None and heldout.due(step):
+                row.update(heldout.evaluate(step))
+                heldout.keep(step, row)
             run.history.append({"step": step, **row})
             if step % cfg.logging.log_every == 0 or step == cfg.max_steps:
                 logger.log(step, {f"ppo/{k}": v for k, v in row.items()})
@@ -160,7 +168,8 @@ def run_ppo(
                 save(run, step)
             notify("stepped", step, row, [])
         notify("ended")
-    result = _finish(run, start_step, trainable, started)
+    selected = heldout.restore() if heldout is not None else None
+    result = _finish(run, start_step, trainable, started, selected)
     if hasattr(generator, "close"):  # after the run's last collective: vLLM's shutdown touches process groups
         generator.close()
     return result
@@ -409,7 +418,9 @@ def _turns(cfg: PpoConfig, history: list[dict[str, Any]]) -> list[dict[str, Any]
     return out
 
 
-def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> PpoResult:
+def _finish(
+    run: PpoRun, start_step: int, trainable: int, started: float, selected: dict[str, Any] | None = None
+) -> PpoResult:
     from rlhf.ppo.setup import gathered_policy, save_outputs
     from rlhf.training.sharding import memory_line, peak_memory_per_process, whole_on_each_process
 
@@ -441,6 +452,7 @@ def _finish(run: PpoRun, start_step: int, trainable: int, started: float) -> Ppo
         "data_report": run.data_report,
         "peak_memory_gib": [round(p, 3) for p in peaks],
         "overoptimization": _turns(cfg, history),
+        "selected": selected,
     }
     if accelerator.is_main_process:
         assert policy is not None
