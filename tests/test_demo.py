@@ -157,6 +157,14 @@ def test_the_sweep_table_gives_mean_std_and_worst_seed(tmp_path):
         runs[seed] = run
     (runs[4] / "ppo").mkdir()
     (runs[4] / "ppo" / "summary.json").write_text(json.dumps({"kl_flagged_steps": [31, 40]}))
+    (runs[4] / "sft").mkdir()
+    (runs[4] / "sft" / "summary.json").write_text(json.dumps({"eval": [{"loss": 0.9}, {"loss": 0.2}]}))
+    head = {
+        "gold_sft": 3.2,
+        "reward_model_accuracy": 0.77,
+        "overoptimization": [{"line": "PPO: over-optimization: ..."}],
+    }
+    (runs[4] / "summary.json").write_text(json.dumps({"headline": head}))
 
     result = aggregate(runs)
     ppo = result["policies"]["ppo"]
@@ -175,7 +183,13 @@ def test_the_sweep_table_gives_mean_std_and_worst_seed(tmp_path):
         and "0.770 ± 0.042 [0.740 s4]" in row
         and "2.000 ± 1.414 [3.000 s4]" in row
     )
-    assert table[-1] == "PPO's KL guard fired on 1 of 2 seeds (seed 4: steps 31, 40)"
+    assert table[-2] == "PPO's KL guard fired on 1 of 2 seeds (seed 4: steps 31, 40)"
+    assert table[-1] == "seed 4: PPO: over-optimization: ..."
+    # Each seed's SFT and reward model, for finding why a seed's win rate is low.
+    assert result["per_seed"][4] == {"sft_heldout_loss": 0.2, "sft_gold": 3.2, "reward_model_accuracy": 0.77,
+                                     "overoptimization": ["PPO: over-optimization: ..."]}  # fmt: skip
+    assert result["per_seed"][3] == {"sft_heldout_loss": None, "sft_gold": None, "reward_model_accuracy": None,
+                                     "overoptimization": []}  # fmt: skip
 
 
 def test_seeds_must_be_positive():

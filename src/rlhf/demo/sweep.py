@@ -4,7 +4,9 @@ Seed s runs in `<output_dir>/seed-<s>` (task data and base model made from s), s
 every finished stage of every seed, and changing one stage's settings reruns only that stage and
 what depends on it. The table gives, for each policy, the mean and standard deviation over seeds
 of its gold score, its gold win rate over SFT and its KL from SFT, and its worst seed (lowest
-score and win rate, highest KL). Plain Python over the runs' `eval/comparison.json`; no torch.
+score and win rate, highest KL), and each seed's over-optimization lines; `seeds.json` also keeps
+each seed's SFT held-out loss and gold score and its reward model's held-out accuracy. Plain Python
+over the runs' files; no torch.
 """
 
 from __future__ import annotations
@@ -107,7 +109,38 @@ def aggregate(runs: dict[int, Path]) -> dict[str, Any]:
         policies[name] = entry
     flagged = {seed: kl_flags(run) for seed, run in runs.items()}
     return {"seeds": list(runs), "runs": {s: str(r) for s, r in runs.items()}, "policies": policies,
-            "ppo_kl_flagged_steps": flagged}  # fmt: skip
+            "ppo_kl_flagged_steps": flagged, "per_seed": {s: seed_figures(r) for s, r in runs.items()}}  # fmt: skip
+
+
+def seed_figures(run: Path) -> dict[str, Any]:
+    """One seed's SFT and reward model, the links a win rate rests on: SFT's held-out loss (the
+    last evaluation) and gold score, the reward model's held-out accuracy on the pairs gold decides,
+    and the over-optimization lines the run's headline carries."""
+
+    def read(path: Path) -> dict[str, Any]:
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    head = read(run / "summary.json").get("headline") or {}
+    sft_eval = read(run / "sft" / "summary.json").get("eval")
+    last = (
+        sft_eval[-1]
+        if isinstance(sft_eval, list) and sft_eval
+        else sft_eval
+        if isinstance(sft_eval, dict)
+        else {}
+    )
+    return {
+        "sft_heldout_loss": last.get("loss"),
+        "sft_gold": head.get("gold_sft"),
+        "reward_model_accuracy": head.get("reward_model_accuracy"),
+        "overoptimization": [
+            f.get("line") for f in head.get("overoptimization") or [] if isinstance(f, dict)
+        ],
+    }
 
 
 def sweep_table(result: dict[str, Any]) -> str:
@@ -134,6 +167,8 @@ def sweep_table(result: dict[str, Any]) -> str:
         lines.append(f"PPO's KL guard fired on {len(flagged)} of {len(seeds)} seeds ({text})")
     else:
         lines.append(f"PPO's KL guard fired on none of the {len(seeds)} seeds")
+    for seed, figures in (result.get("per_seed") or {}).items():
+        lines += [f"seed {seed}: {line}" for line in figures.get("overoptimization") or []]
     return "\n".join(lines)
 
 
