@@ -64,9 +64,15 @@ def judge_cfg(url: str, tmp_path) -> JudgeConfig:
     )
 
 
-def test_the_judge_labels_apart_from_people_and_is_audited_where_least_sure(tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def database(request) -> str | None:
+    """None (SQLite in the project folder) or the URL of a fresh PostgreSQL database."""
+    return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_the_judge_labels_apart_from_people_and_is_audited_where_least_sure(tmp_path, database):
     items = demo_items()
-    store = make_project(tmp_path / "p", ["pairwise"], items, overlap=1)
+    store = make_project(tmp_path / "p", ["pairwise"], items, database, overlap=1)
     ann = store.add_annotator("ann")
     with simulated_judge(FLIP, SEED) as server:
         stats = judge_project(store, judge_cfg(server.url, tmp_path), "gold")
@@ -105,9 +111,9 @@ def _id(store, name: str) -> int:
     return next(a.id for a in store.annotators() if a.name == name)
 
 
-def test_agreement_with_people_and_the_export_by_source_are_counted_by_hand(tmp_path):
+def test_agreement_with_people_and_the_export_by_source_are_counted_by_hand(tmp_path, database):
     items = demo_items(12)
-    store = make_project(tmp_path / "p", ["pairwise"], items, overlap=2, shuffle=False)
+    store = make_project(tmp_path / "p", ["pairwise"], items, database, overlap=2, shuffle=False)
     for name in ("ann", "ben"):
         store.add_annotator(name)
     with simulated_judge(FLIP, SEED) as server:

@@ -126,13 +126,9 @@ def seed_figures(run: Path) -> dict[str, Any]:
 
     head = read(run / "summary.json").get("headline") or {}
     sft_eval = read(run / "sft" / "summary.json").get("eval")
-    last = (
-        sft_eval[-1]
-        if isinstance(sft_eval, list) and sft_eval
-        else sft_eval
-        if isinstance(sft_eval, dict)
-        else {}
-    )
+    if isinstance(sft_eval, list):  # every evaluation of the run: the last one counts
+        sft_eval = sft_eval[-1] if sft_eval else None
+    last = sft_eval if isinstance(sft_eval, dict) else {}
     return {
         "sft_heldout_loss": last.get("loss"),
         "sft_gold": head.get("gold_sft"),

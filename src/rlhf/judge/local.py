@@ -4,7 +4,8 @@ The question goes to the model as a user message (its chat template, or the proj
 template when it has none), is answered greedily by the engine (`hf`, or `vllm` when it can run the
 model here), and cut to `max_tokens`; the first answer token's top-5 log-probabilities come from one
 forward pass of the model over the question, so verdict probabilities read exactly as an endpoint's
-`top_logprobs`. Answers are cached on disk like an endpoint's (`rlhf.judge.client`).
+`top_logprobs`. Answers are cached on disk like an endpoint's (`rlhf.judge.client`), keyed by the
+model's path and the time its files last changed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rlhf.judge.config import JudgeConfig
 
 TOP = 5
 """Alternatives of the first answer token returned with each reply (as an endpoint's `top_logprobs`)."""
-LONGEST_ANSWER = 64
+LONGEST_ANSWER = 128
 """Tokens the engine writes per question before the reply is cut to the asked `max_tokens`."""
 
 
@@ -50,6 +51,7 @@ class LocalClient:
             self.tokenizer, render_prompt((Message("user", text),), self.tokenizer)
         )
         self.cache = ReplyCache(cfg.cache)
+        self.version = _version(cfg.model)
         self.sent = 0
 
     def ask(self, text: str, max_tokens: int | None = None) -> Reply:
@@ -57,7 +59,7 @@ class LocalClient:
 
     def ask_many(self, texts: Sequence[str], max_tokens: int | None = None) -> list[Reply]:
         budget = max_tokens or self.cfg.max_tokens
-        keys = [self.cache.key([f"local:{self.cfg.model}", text, budget]) for text in texts]
+        keys = [self.cache.key([f"local:{self.cfg.model}", self.version, text, budget]) for text in texts]
         found = {k: r for k in set(keys) if (r := self.cache.get(k)) is not None}
         todo: list[int] = []  # the first question of each key neither cached nor already asked
         for i, key in enumerate(keys):
@@ -83,7 +85,8 @@ class LocalClient:
             inputs = torch.tensor([row], device=self.model.device)
             if self.seq2seq:
                 start = self.model.config.decoder_start_token_id
-                logits = self.model(input_ids=inputs, decoder_input_ids=torch.tensor([[start]])).logits
+                decoder = torch.tensor([[start]], device=self.model.device)
+                logits = self.model(input_ids=inputs, decoder_input_ids=decoder).logits
             else:
                 logits = self.model(input_ids=inputs).logits
             logprobs = torch.log_softmax(logits[0, -1].float(), dim=-1)
@@ -95,6 +98,16 @@ class LocalClient:
     def close(self) -> None:
         self.generator.close()
         self.cache.close()
+
+
+def _version(model: str) -> int:
+    """When a local model directory's files last changed (0 for a hub id): part of the cache key, so
+    a model saved again in place is asked afresh."""
+    from pathlib import Path
+
+    path = Path(model)
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    return max((p.stat().st_mtime_ns for p in files), default=0)
 
 
 def _cached(reply: Reply) -> Reply:

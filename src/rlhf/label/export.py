@@ -21,9 +21,11 @@ Several annotators per item are resolved in one of two ways:
 
 Every row keeps the item id, the task file line it came from, the annotators and the times of
 their submissions (UTC, ISO 8601), and its `feedback_source`: `people`, or the LLM judge
-(`judge:<name>`, from `rlhf label judge`) whose verdicts it holds — people's and each judge's
-judgments are resolved apart, so `rlhf reward` can weight or leave out each source (`data.sources`). Items with fewer judgments than the project's overlap are left
-out unless `include_incomplete`. The report counts every item left out, by reason.
+(`judge:<name>`, from `rlhf label judge`) whose verdicts it holds. People's and each judge's
+judgments are resolved apart, so `rlhf reward` can weight or leave out each source
+(`data.sources`). Items with fewer people's judgments than the project's overlap are left out
+unless `include_incomplete` (a judge's verdict needs none). The report counts every item left out,
+by reason.
 """
 
 from __future__ import annotations
