@@ -14,10 +14,11 @@ The mix's weight is not tuned: 1.0 puts the language-modelling loss on the scale
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
+
+from common import demo_seeds_parser
 
 from rlhf.config.core import load_config
 from rlhf.demo import DemoConfig, run_demo
@@ -60,12 +61,8 @@ def mean_rows(per_seed: list[dict[str, dict]]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser = demo_seeds_parser(__doc__, "runs/bench-tax")
     parser.add_argument("--ptx-coef", type=float, default=1.0)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-tax"))
     args = parser.parse_args()
     labels = {"ppo": "PPO", "ppo_ptx": f"PPO-ptx ({args.ptx_coef:g})", "dpo": "DPO"}
     per_seed = [one_seed(seed, args.out, args.ptx_coef) for seed in args.seeds]

@@ -10,6 +10,7 @@ the machine a result was measured on.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import importlib.util
 import os
@@ -145,3 +146,14 @@ def machine() -> dict:
         "python": platform.python_version(),
         "date": date.today().isoformat(),
     }
+
+
+def demo_seeds_parser(description: str, out: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark that runs the demo over task seeds: `--seeds` (default 0 1) and
+    `--out` (its runs' folder); the caller adds its own."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--out", type=Path, default=Path(out))
+    return parser

@@ -14,11 +14,12 @@ agree with gold, and the reward model's accuracy on the held-out pairs gold deci
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
 from typing import Any
+
+from common import demo_seeds_parser
 
 from rlhf.config.core import load_config
 from rlhf.demo import DemoConfig, run_demo
@@ -74,12 +75,8 @@ def _num(value: float | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser = demo_seeds_parser(__doc__, "runs/bench-judge")
     parser.add_argument("--flip", type=float, default=0.2)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-judge"))
     args = parser.parse_args()
     per_seed = {seed: {s: one_run(seed, s, args.out, args.flip) for s in SOURCES} for seed in args.seeds}
     print(

@@ -147,3 +147,13 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     os.rename(staging, target)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
+
+
+def read_json_dict(path: str | Path) -> dict[str, Any]:
+    """The JSON object in `path`, or {} when it is missing, unreadable or not an object (a run's
+    summary files, read where a missing one means "not there yet")."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

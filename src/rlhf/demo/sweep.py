@@ -116,13 +116,7 @@ def seed_figures(run: Path) -> dict[str, Any]:
     """One seed's SFT and reward model, the links a win rate rests on: SFT's held-out loss (the
     last evaluation) and gold score, the reward model's held-out accuracy on the pairs gold decides,
     and the over-optimization lines the run's headline carries."""
-
-    def read(path: Path) -> dict[str, Any]:
-        try:
-            value = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return value if isinstance(value, dict) else {}
+    from rlhf.files import read_json_dict as read
 
     head = read(run / "summary.json").get("headline") or {}
     sft_eval = read(run / "sft" / "summary.json").get("eval")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.eval.metrics import mean_stat, win_rate
+from rlhf.files import read_json_dict
 
 COMPARISON_FILE = "comparison.json"
 LABELS = {
@@ -24,14 +25,6 @@ LABELS = {
     "best_of_n": "best-of-N",
     "rejection_sampling": "rejection sampling",
 }
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -74,7 +67,7 @@ def compare(
     names = [n for n in ("sft", *methods) if n in scores]
     out: dict[str, Any] = {"methods": methods, "policies": {}, "win_rates": {}}
     for name in names:
-        result = _read_json(method_dir(eval_dir, name, first) / "eval.json") if name != "sft" else {}
+        result = read_json_dict(method_dir(eval_dir, name, first) / "eval.json") if name != "sft" else {}
         kl = result.get("kl") or {}
         entry: dict[str, Any] = {
             "label": LABELS.get(name, name),

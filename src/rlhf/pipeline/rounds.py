@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.data.errors import DataError
+from rlhf.files import read_json_dict
 from rlhf.pipeline.config import STAGES, PipelineConfig
 from rlhf.pipeline.ensemble import ensemble_dirs
-from rlhf.report.headline import read_json_dict
 
 ROUNDS_FILE = "rounds.json"
 """`<output_dir>/rounds.json`: each round's numbers (what the report's rounds section shows)."""

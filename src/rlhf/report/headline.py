@@ -5,18 +5,10 @@ Plain Python (no torch): `rlhf pipeline`, `rlhf demo` and the report print it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-
-def read_json_dict(path: Path) -> dict[str, Any]:
-    """The JSON object in `path`, or {} when it is missing, unreadable or not an object."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+from rlhf.files import read_json_dict
 
 
 def headline(run: Path) -> dict[str, Any]:
