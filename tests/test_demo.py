@@ -17,10 +17,12 @@ RLHF = str(Path(sys.executable).with_name("rlhf"))
 @pytest.mark.slow
 def test_smaller_demo_beats_sft_on_two_seeds_with_the_kl_in_check(tmp_path):
     out = tmp_path / "runs"
-    # The demo's own SFT (copying facts must be learned) and PPO; less feedback and fewer PPO steps.
+    # The demo's own SFT (copying facts must be learned) and PPO; less feedback and fewer PPO steps;
+    # the other methods run a few steps each (only PPO's figures are checked here).
     smaller = [
         f"pipeline.output_dir={out}", "task.candidate_prompts=300", "task.eval_prompts=120",
-        "pipeline.reward.max_steps=250", "pipeline.ppo.max_steps=40",
+        "pipeline.reward.max_steps=250", "pipeline.ppo.max_steps=40", "pipeline.dpo.max_steps=30",
+        "pipeline.rrhf.max_steps=30", "pipeline.rejection_sampling.sft.max_steps=30",
     ]  # fmt: skip
     proc = subprocess.run(
         [RLHF, "demo", "--seeds", "2", "--set", *smaller], capture_output=True, text=True, timeout=2400
