@@ -275,7 +275,8 @@ class PpoConfig(RunControl):
     select: Literal["last", "best_heldout"] = "last"
     """Which policy to save: the `last` step's, or the one of the step with the best held-out
     independent score (`best_heldout`, needs `heldout.path`; not under FSDP or ZeRO-3 sharding),
-    said in one line with the last step's score."""
+    said in one line with the last step's score. The kept weights live in memory: a resumed run
+    chooses among the evaluations made after the resume."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
