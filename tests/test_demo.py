@@ -173,6 +173,8 @@ def test_the_sweep_table_gives_mean_std_and_worst_seed(tmp_path):
     # Mean and sample standard deviation of two values a, b: (a + b) / 2 and |a - b| / sqrt(2).
     assert ppo["gold"]["mean"] == pytest.approx(4.3) and ppo["gold"]["std"] == pytest.approx(0.4 / 2**0.5)
     assert (ppo["gold"]["worst"], ppo["gold"]["worst_seed"]) == (4.1, 4)
+    # Quartiles of two values by linear interpolation: a + (b - a) x 1/4, 1/2, 3/4.
+    assert [ppo["gold"][k] for k in ("q1", "median", "q3")] == pytest.approx([4.2, 4.3, 4.4])
     assert (ppo["win_rate"]["worst"], ppo["kl"]["worst"], ppo["kl"]["worst_seed"]) == (0.74, 3.0, 4)
     assert "win_rate" not in result["policies"]["sft"]
     assert result["ppo_kl_flagged_steps"] == {3: [], 4: [31, 40]}

@@ -5,7 +5,8 @@ every finished stage of every seed, and changing one stage's settings reruns onl
 what depends on it. The table gives, for each policy, the mean and standard deviation over seeds
 of its gold score, its gold win rate over SFT and its KL from SFT, and its worst seed (lowest
 score and win rate, highest KL), and each seed's over-optimization lines; `seeds.json` also keeps
-each seed's SFT held-out loss and gold score and its reward model's held-out accuracy. Plain Python
+the median and quartiles, and each seed's SFT held-out loss and gold score and its reward model's
+held-out accuracy. Plain Python
 over the runs' files; no torch.
 """
 
@@ -44,6 +45,15 @@ class Spread:
     def std(self) -> float:
         """Sample standard deviation over seeds (0 with one seed)."""
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    @property
+    def quartiles(self) -> tuple[float, float, float]:
+        """(first quartile, median, third quartile) over seeds, by linear interpolation between
+        the sorted values (the values themselves with one seed)."""
+        if len(self.values) == 1:
+            return (self.values[0],) * 3
+        q1, median, q3 = statistics.quantiles(self.values, n=4, method="inclusive")
+        return q1, median, q3
 
     def worst(self, pick) -> tuple[float, int]:
         """(the worst value by `pick` (min or max), its seed)."""
@@ -104,8 +114,9 @@ def aggregate(runs: dict[int, Path]) -> dict[str, Any]:
             if key in by_key:
                 s = by_key[key]
                 worst, worst_seed = s.worst(pick)
-                entry[key] = {"mean": s.mean, "std": s.std, "worst": worst, "worst_seed": worst_seed,
-                              "values": s.values, "seeds": s.seeds}  # fmt: skip
+                q1, median, q3 = s.quartiles
+                entry[key] = {"mean": s.mean, "std": s.std, "median": median, "q1": q1, "q3": q3, "worst": worst,
+                              "worst_seed": worst_seed, "values": s.values, "seeds": s.seeds}  # fmt: skip
         policies[name] = entry
     flagged = {seed: kl_flags(run) for seed, run in runs.items()}
     return {"seeds": list(runs), "runs": {s: str(r) for s, r in runs.items()}, "policies": policies,
