@@ -22,7 +22,7 @@ from rlhf.judge.rule_server import Reply, rule_server
 from rlhf.label.export import export_rows
 from rlhf.label.quality import format_stats, project_stats
 from rlhf.label.queue import audit_key
-from rlhf.label.store import StoreError
+from rlhf.label.store import Store, StoreError
 
 FLIP, SEED = 0.2, 3
 
@@ -222,3 +222,21 @@ def test_data_sources_weigh_and_leave_out_feedback_by_source(tmp_path):
         weigh_sources(records, {"nobody": 1.0})
     with pytest.raises(ConfigError, match="numbers >= 0"):
         DataConfig(path=str(path), sources={"people": -1})
+
+
+def test_label_judge_on_the_command_line_with_a_local_model(tmp_path, capsys):
+    """`rlhf label judge` without a judge is one line naming both ways; with a local model (the
+    built-in tiny one, whose replies read as no verdict) every item is recorded as an abstention."""
+    from rlhf.cli.main import main
+
+    make_project(tmp_path / "p", ["pairwise"], demo_items(3))
+    assert main(["label", "judge", str(tmp_path / "p")]) != 0
+    assert "or a local `model` (--set model=PATH)" in capsys.readouterr().err
+    code = main(
+        ["label", "judge", str(tmp_path / "p"), "--set", "model=builtin:tiny", "engine=hf", "cache=null"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "judge:builtin:tiny judged 3 items (pairwise)" in out
+    store = Store(tmp_path / "p")
+    said = [item.meta["judge"]["judge:builtin:tiny"] for item in store.items()]
+    assert len(said) == 3 and all(s["abstained"] or s["winner"] in ("a", "b", "tie") for s in said)

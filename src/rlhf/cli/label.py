@@ -86,7 +86,10 @@ def add_label_parser(sub) -> None:
     judge.add_argument("project")
     judge.add_argument("--config", metavar="FILE", help="YAML of the judge's settings (url, model_name, ...)")
     add_set_arg(judge, "url=http://127.0.0.1:8001/v1 model_name=judge")
-    judge.add_argument("--name", help="the judge's annotator name, judge:NAME (default: its model_name)")
+    judge.add_argument(
+        "--name",
+        help="the judge's annotator name, judge:NAME (default: its model_name, or its model's folder name)",
+    )
     judge.add_argument("--again", action="store_true", help="judge again the items this judge judged before")
     judge.add_argument("--limit", type=int, help="judge at most this many items")
     judge.set_defaults(func=_judge)
@@ -274,11 +277,13 @@ def _judge(args: argparse.Namespace) -> None:
 
     store = _open(args.project)
     cfg = load_config(JudgeConfig, args.config, args.overrides)
-    if not cfg.url:
+    if not cfg.served:
         raise ConfigError(
-            "the judge needs `url` (an OpenAI-compatible endpoint) and `model_name`: --set url=... model_name=..."
+            "the judge needs `url` (an OpenAI-compatible endpoint) and `model_name` (--set url=... "
+            "model_name=...), or a local `model` (--set model=PATH)"
         )
-    stats = judge_project(store, cfg, args.name or str(cfg.model_name), again=args.again, limit=args.limit)
+    default_name = cfg.model_name or Path(str(cfg.model)).name
+    stats = judge_project(store, cfg, args.name or default_name, again=args.again, limit=args.limit)
     print(
         f"{stats['judge']} judged {stats['items']} items ({stats['question']}): {stats['verdicts']} verdicts, "
         f"{stats['abstained']} abstained, {stats['inconsistent']} inconsistent; {stats['requests_sent']} requests "
