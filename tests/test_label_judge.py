@@ -88,7 +88,8 @@ def test_the_judge_labels_apart_from_people_and_is_audited_where_least_sure(tmp_
         hand[item.id] = winner
         said = item.meta["judge"]["judge:gold"]
         assert said["winner"] == winner and not said["inconsistent"]
-        assert said["p_a"] == pytest.approx(p_a, abs=1e-9)  # P(a) read back from log-probabilities
+        # P(a) read back as exp(log p), averaged over the two orders: a few float64 roundings (~1e-16).
+        assert said["p_a"] == pytest.approx(p_a, abs=1e-9)
     assert sum(flipped(p, *c, FLIP, SEED) for p, c in items) > 0  # the judge is wrong somewhere
     judged = [s for s in store.submissions() if s["source"] == "judge:gold"]
     assert len(judged) == 24 and store.progress()["submitted"] == 0  # verdicts are no people's work
@@ -145,6 +146,7 @@ def test_agreement_with_people_and_the_export_by_source_are_counted_by_hand(tmp_
         0,
     )
     assert agreement["units"] == 18 and agreement["items"] == 9
+    # The same counts divided in another order: float64 rounding only (~1e-16).
     assert agreement["raw_agreement"] == pytest.approx(sum(a == b for a, b in zip(x, y)) / 18, abs=1e-12)
     assert agreement["cohen_kappa"] == pytest.approx(kappa_by_hand(x, y), abs=1e-12)
     assert stats["progress"]["submitted"] == 18 and stats["progress"]["judge_verdicts"] == 10

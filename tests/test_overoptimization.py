@@ -176,6 +176,7 @@ def test_ppo_keeps_the_policy_of_its_best_held_out_step(tmp_path, select):
     exec_globals: dict = {}
     exec(GOLD, exec_globals)
     again = sum(exec_globals["scramble"](prompts, texts)) / len(texts)
+    # Same answers and scores, summed here in float64 in another order than the run's: ~1e-16 apart.
     assert again == pytest.approx(held[chosen["kept_step"]], abs=1e-12)  # same answers: the same mean
     if select == "best_heldout":
         assert f"kept the policy of step {best}" in out.getvalue()
