@@ -27,8 +27,6 @@ import argparse
 import dataclasses
 import json
 import os
-import random
-import re
 import statistics
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import yaml
 
 from rlhf.config.core import from_dict
 from rlhf.demo import task
+from rlhf.demo.checks import invented, reward_model_on_pairs, swapped_pairs
 from rlhf.pipeline.config import PipelineConfig
 from rlhf.pipeline.layout import Paths
 from rlhf.pipeline.wiring import ppo_config
@@ -118,46 +117,6 @@ def spikes(run_dir: Path) -> tuple[int, int, float]:
     return sum(k > SPIKE for k in kls), len(kls), max(kls, default=float("nan"))
 
 
-_FACTS = re.compile(r"(\w+) is a (\w+) in (\w+)\. \w+ has a (\w+) (\w+)\.")
-
-
-def swapped_pairs(prompts: list[str], seed: int = 0) -> list[tuple[str, str, str, str]]:
-    """(prompt, ideal summary, the same with one fact swapped, the fact's slot): five per document."""
-    rng = random.Random(seed)
-    pairs = []
-    for prompt in prompts:
-        match = _FACTS.search(prompt)
-        if match is None:
-            raise ValueError(f"no facts found in the demo prompt {prompt!r}")
-        facts = dict(zip(task.SLOTS, match.groups(), strict=True))
-        for slot, words in task.SLOTS.items():
-            wrong = dict(facts, **{slot: rng.choice([w for w in words if w != facts[slot]])})
-            pairs.append((prompt, task.good_summary(facts), task.good_summary(wrong), slot))
-    return pairs
-
-
-def reward_model_on_facts(reward_model: str, prompts: list[str]) -> dict[str, float]:
-    """Share of ideal-vs-one-fact-swapped pairs the reward model orders right, per slot and overall."""
-    from rlhf.rewards.sources import RewardModelSource
-
-    pairs = swapped_pairs(prompts)
-    scorer = RewardModelSource(reward_model, batch_size=32)
-    good = scorer([p for p, *_ in pairs], [g for _, g, _, _ in pairs]).rewards
-    bad = scorer([p for p, *_ in pairs], [b for _, _, b, _ in pairs]).rewards
-    right: dict[str, list[bool]] = {}
-    for (*_, slot), g, b in zip(pairs, good, bad, strict=True):
-        right.setdefault(slot, []).append(g > b)
-        right.setdefault("all", []).append(g > b)
-    return {slot: sum(v) / len(v) for slot, v in right.items()}
-
-
-def invented(prompt: str, summary: str) -> bool:
-    """Whether `summary` states a fact word (name, job, city, colour, animal) its document lacks."""
-    doc = {w.lower() for w in re.findall(r"[A-Za-z]+", prompt)}
-    fact_words = {w.lower() for words in task.SLOTS.values() for w in words}
-    return any(w.lower() in fact_words and w.lower() not in doc for w in re.findall(r"[A-Za-z]+", summary))
-
-
 def losses(run: Path) -> dict[str, int]:
     """PPO's losses to SFT by gold on the evaluation, and answers with an invented fact per method."""
     rows = [json.loads(line) for line in (run / "eval" / "samples.jsonl").read_text().splitlines()]
@@ -196,7 +155,7 @@ def main() -> None:
         results[name] = answers_kl(cfg, policy, paths.sft_model, args.samples)
         results[name]["spikes"], results[name]["steps"], results[name]["max_step_kl"] = spikes(ppo_dir)
     prompts = [json.loads(line)["prompt"] for line in Path(cfg.eval.data.path).read_text().splitlines()]
-    facts = reward_model_on_facts(paths.reward_model, prompts)
+    facts = reward_model_on_pairs(paths.reward_model, swapped_pairs(prompts))
     lost = losses(run)
     print(table(results, facts, run))
     print(

@@ -43,8 +43,9 @@ def test_smaller_demo_beats_sft_on_two_seeds_with_the_kl_in_check(tmp_path):
         assert 0.6 < head["labeler_raw_agreement"] < 0.9, head
         assert head["reward_model_accuracy"] > 0.6, head
         assert_one_run(run, proc.stdout)
+        assert_checks(run, sweep["per_seed"][str(seed)])
     # The spread over seeds, as the README shows it.
-    assert "2 task seeds (0, 1): mean ± std over seeds, worst seed in brackets" in proc.stdout
+    assert "2 task seeds (0, 1): median, quartiles, mean and worst seed" in proc.stdout
     assert "KL guard fired" in proc.stdout
 
     # A second sweep finds every stage of every seed finished and only prints the tables again.
@@ -53,6 +54,42 @@ def test_smaller_demo_beats_sft_on_two_seeds_with_the_kl_in_check(tmp_path):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("skipped") == 2 * 11
+
+
+def assert_checks(run: Path, per_seed: dict) -> None:
+    """The run's checks: SFT's greedy figures are those of the greedy answers it kept, and the
+    sweep's per-seed row carries them."""
+    from rlhf.demo.checks import answer_figures
+
+    checks = json.loads((run / "demo_checks.json").read_text())
+    rows = [
+        json.loads(line)
+        for line in (run / "checks" / "sft_greedy" / "samples.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == 120
+    assert checks["sft_greedy"] == answer_figures([r["prompt"] for r in rows], [r["policy"] for r in rows])
+    assert per_seed["sft_gold_greedy"] == checks["sft_greedy"]["gold"]
+    assert per_seed["reward_model_swapped"] == checks["reward_swapped"]["all"]
+    assert per_seed["reward_model_left_out"] == checks["reward_left_out"]["all"]
+    assert set(checks["reward_swapped"]) == {"name", "job", "city", "color", "pet", "all"}
+
+
+def test_the_checks_compare_the_ideal_summary_with_one_fact_changed():
+    from rlhf.demo.checks import answer_figures, left_out_pairs, swapped_pairs
+    from rlhf.demo.task import make_split
+
+    prompts = [r["prompt"] for r in make_split(30, seed=7)]
+    swapped, left_out = swapped_pairs(prompts), left_out_pairs(prompts)
+    assert len(swapped) == 5 * 30 and len(left_out) == 3 * 30
+    # By the gold rule: the ideal states all five facts (5); a swapped fact is one fewer and one
+    # invented (5 - 1 - 2 = 2); a fact left out is one fewer (4).
+    for pairs, worse in ((swapped, 2.0), (left_out, 4.0)):
+        assert set(gold_score([p for p, *_ in pairs], [b for _, b, _, _ in pairs])) == {5.0}
+        assert set(gold_score([p for p, *_ in pairs], [w for _, _, w, _ in pairs])) == {worse}
+    # Each swapped fact in turn: the pair differs in exactly that slot's word.
+    assert [slot for *_, slot in swapped[:5]] == ["name", "job", "city", "color", "pet"]
+    figures = answer_figures([p for p, *_ in swapped[:2]], [swapped[0][1], swapped[1][2]])
+    assert figures == {"gold": 3.5, "wrong_fact": 0.5, "all_five": 0.5}
 
 
 KL_BOUND = 4.0
@@ -136,7 +173,7 @@ def _comparison(gold: dict[str, float], wins: dict[str, float], kl: dict[str, fl
     return {"methods": list(wins), "policies": policies, "win_rates": {"gold": rates}}
 
 
-def test_the_sweep_table_gives_mean_std_and_worst_seed(tmp_path):
+def test_the_sweep_table_gives_median_quartiles_mean_and_worst_seed(tmp_path):
     from rlhf.demo.sweep import aggregate, sweep_table
 
     figures = {
@@ -167,6 +204,9 @@ def test_the_sweep_table_gives_mean_std_and_worst_seed(tmp_path):
         "overoptimization": [{"line": "PPO: over-optimization: ..."}],
     }
     (runs[4] / "summary.json").write_text(json.dumps({"headline": head}))
+    checks = {"sft_greedy": {"gold": 3.5, "wrong_fact": 0.1}, "reward_swapped": {"all": 0.55},
+              "reward_left_out": {"all": 0.9}}  # fmt: skip
+    (runs[4] / "demo_checks.json").write_text(json.dumps(checks))
 
     result = aggregate(runs)
     ppo = result["policies"]["ppo"]
@@ -180,20 +220,38 @@ def test_the_sweep_table_gives_mean_std_and_worst_seed(tmp_path):
     assert result["ppo_kl_flagged_steps"] == {3: [], 4: [31, 40]}
 
     table = sweep_table(result).splitlines()
-    assert table[0] == "2 task seeds (3, 4): mean ± std over seeds, worst seed in brackets"
-    row = next(line for line in table if line.startswith("PPO"))
-    assert (
-        "4.300 ± 0.283 [4.100 s4]" in row
-        and "0.770 ± 0.042 [0.740 s4]" in row
-        and "2.000 ± 1.414 [3.000 s4]" in row
-    )
+    assert table[0] == "2 task seeds (3, 4): median, quartiles, mean and worst seed"
+    # Per quantity a block; PPO's gold: median 4.3, quartiles 4.2-4.4, mean 4.3, worst 4.1 on seed 4.
+    gold_block = table[table.index(next(t for t in table if t.startswith("gold score"))) :]
+    assert gold_block[2].split() == ["PPO", "4.300", "4.200-4.400", "4.300", "4.100", "(s4)"]
+    win_block = table[table.index(next(t for t in table if t.startswith("win rate over SFT"))) :]
+    assert win_block[1].split()[0] == "PPO" and win_block[1].split()[1:4] == ["0.770", "0.755-0.785", "0.770"]
+    kl_row = next(t for t in table[table.index(next(t for t in table if t.startswith("KL"))) :] if "PPO" in t)
+    assert kl_row.split()[1:] == ["2.000", "1.500-2.500", "2.000", "3.000", "(s4)"]
+    # One row per seed: SFT and reward-model figures, then each method's win rate; "-" where missing.
+    seed_rows = {t.split()[0]: t.split() for t in table if t.split() and t.split()[0] in {"3", "4"}}
+    assert seed_rows["4"] == [
+        "4",
+        "0.200",
+        "3.200",
+        "3.500",
+        "0.100",
+        "0.770",
+        "0.550",
+        "0.900",
+        "0.740",
+        "0.780",
+    ]
+    assert seed_rows["3"] == ["3", *["-"] * 7, "0.800", "0.700"]
     assert table[-2] == "PPO's KL guard fired on 1 of 2 seeds (seed 4: steps 31, 40)"
     assert table[-1] == "seed 4: PPO: over-optimization: ..."
     # Each seed's SFT and reward model, for finding why a seed's win rate is low.
-    assert result["per_seed"][4] == {"sft_heldout_loss": 0.2, "sft_gold": 3.2, "reward_model_accuracy": 0.77,
+    assert result["per_seed"][4] == {"sft_heldout_loss": 0.2, "sft_gold": 3.2, "sft_gold_greedy": 3.5,
+                                     "sft_greedy_wrong_fact": 0.1, "reward_model_accuracy": 0.77,
+                                     "reward_model_swapped": 0.55, "reward_model_left_out": 0.9,
                                      "overoptimization": ["PPO: over-optimization: ..."]}  # fmt: skip
-    assert result["per_seed"][3] == {"sft_heldout_loss": None, "sft_gold": None, "reward_model_accuracy": None,
-                                     "overoptimization": []}  # fmt: skip
+    empty = {k: ([] if k == "overoptimization" else None) for k in result["per_seed"][4]}
+    assert result["per_seed"][3] == empty
 
 
 def test_seeds_must_be_positive():

@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(demo)
     demo.add_argument(
         "--seeds", type=int, metavar="N",
-        help="sets seeds: the whole demo for N task seeds, and each method's mean, std and worst seed",
+        help="sets seeds: the whole demo for N task seeds, and each method's median, quartiles, mean and worst seed",
     )  # fmt: skip
     demo.set_defaults(func=_cmd_demo)
 

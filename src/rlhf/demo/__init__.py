@@ -171,8 +171,9 @@ class DemoConfig:
     data paths and the base model (`sft.model.path`) itself; `pipeline.output_dir` is the run directory."""
     seeds: int = 1
     """Run the whole demo for this many task seeds (`task.seed`, `task.seed` + 1, ...), each in
-    `<output_dir>/seed-<s>`, and print every method's mean, standard deviation and worst seed over
-    them (also in `<output_dir>/seeds.json`). 1: one run in `output_dir` itself."""
+    `<output_dir>/seed-<s>`, and print every method's median, quartiles, mean and worst seed over
+    them and each seed's SFT and reward-model checks (also in `<output_dir>/seeds.json`). 1: one run
+    in `output_dir` itself."""
     ai_feedback: bool = False
     """Label the pairs with a simulated LLM judge instead of simulated people
     (`pipeline.feedback.source: judge`): the task's gold rule behind an OpenAI-compatible endpoint on
@@ -289,6 +290,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         from rlhf.demo.sweep import run_sweep
 
         return run_sweep(dataclasses.replace(cfg, seeds=1), cfg.seeds, run_demo)
+    from rlhf.demo.checks import checks_line, run_checks
     from rlhf.pipeline.run import run_pipeline
     from rlhf.report.headline import headline_table
 
@@ -308,8 +310,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             summary = run_pipeline(dataclasses.replace(pipeline, feedback=feedback))
     else:
         summary = run_pipeline(pipeline)
+    checks = run_checks(pipeline)
     print()
     print(headline_table(summary["headline"]))
+    print(checks_line(checks))
     print(
         f"[demo] {summary['seconds']:.0f} s; run directory {pipeline.output_dir}; report: {summary['report']}"
     )

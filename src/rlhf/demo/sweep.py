@@ -2,12 +2,11 @@
 
 Seed s runs in `<output_dir>/seed-<s>` (task data and base model made from s), so a rerun skips
 every finished stage of every seed, and changing one stage's settings reruns only that stage and
-what depends on it. The table gives, for each policy, the mean and standard deviation over seeds
-of its gold score, its gold win rate over SFT and its KL from SFT, and its worst seed (lowest
-score and win rate, highest KL), and each seed's over-optimization lines; `seeds.json` also keeps
-the median and quartiles, and each seed's SFT held-out loss and gold score and its reward model's
-held-out accuracy. Plain Python
-over the runs' files; no torch.
+what depends on it. The table gives, for each policy, the median, quartiles, mean and worst seed
+(lowest score and win rate, highest KL) of its gold score, its gold win rate over SFT and its KL
+from SFT; then each seed's SFT and reward-model figures (`rlhf.demo.checks`) and every method's win
+rate, and each seed's over-optimization lines. `seeds.json` keeps it all, with standard deviations.
+Plain Python over the runs' files; no torch.
 """
 
 from __future__ import annotations
@@ -125,8 +124,10 @@ def aggregate(runs: dict[int, Path]) -> dict[str, Any]:
 
 def seed_figures(run: Path) -> dict[str, Any]:
     """One seed's SFT and reward model, the links a win rate rests on: SFT's held-out loss (the
-    last evaluation) and gold score, the reward model's held-out accuracy on the pairs gold decides,
-    and the over-optimization lines the run's headline carries."""
+    last evaluation), its gold score sampled and greedy and the share of greedy answers with a
+    fact wrong, the reward model's held-out accuracy on the pairs gold decides and on one fact
+    swapped or left out (`rlhf.demo.checks`), and the over-optimization lines of the run's headline."""
+    from rlhf.demo.checks import CHECKS_FILE
     from rlhf.files import read_json_dict as read
 
     head = read(run / "summary.json").get("headline") or {}
@@ -134,41 +135,79 @@ def seed_figures(run: Path) -> dict[str, Any]:
     if isinstance(sft_eval, list):  # every evaluation of the run: the last one counts
         sft_eval = sft_eval[-1] if sft_eval else None
     last = sft_eval if isinstance(sft_eval, dict) else {}
+    checks = read(run / CHECKS_FILE)
     return {
         "sft_heldout_loss": last.get("loss"),
         "sft_gold": head.get("gold_sft"),
+        "sft_gold_greedy": (checks.get("sft_greedy") or {}).get("gold"),
+        "sft_greedy_wrong_fact": (checks.get("sft_greedy") or {}).get("wrong_fact"),
         "reward_model_accuracy": head.get("reward_model_accuracy"),
+        "reward_model_swapped": (checks.get("reward_swapped") or {}).get("all"),
+        "reward_model_left_out": (checks.get("reward_left_out") or {}).get("all"),
         "overoptimization": [
             f.get("line") for f in head.get("overoptimization") or [] if isinstance(f, dict)
         ],
     }
 
 
+PER_SEED = (
+    ("sft_heldout_loss", "SFT loss"),
+    ("sft_gold", "SFT gold"),
+    ("sft_gold_greedy", "greedy"),
+    ("sft_greedy_wrong_fact", "wrong fact"),
+    ("reward_model_accuracy", "RM acc"),
+    ("reward_model_swapped", "swapped"),
+    ("reward_model_left_out", "left out"),
+)
+"""(key, title): the per-seed columns of SFT and the reward model."""
+SHORT = {"best_of_n": "best-of-N", "rejection_sampling": "rej.samp."}
+
+
+def _seeds_text(seeds: list[int]) -> str:
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+
 def sweep_table(result: dict[str, Any]) -> str:
-    """One row per policy: mean ± std over seeds and the worst seed, for each quantity."""
+    """Per quantity, one row per policy: median, quartiles, mean and worst seed over the seeds; then
+    one row per seed: its SFT and reward model, and each method's gold win rate over SFT."""
     seeds = result["seeds"]
-    lines = [
-        f"{len(seeds)} task seeds ({', '.join(map(str, seeds))}): mean ± std over seeds, worst seed in brackets",
-        f"{'':20}" + "".join(f"{title:>30}" for _, title, _ in COLUMNS),
-    ]
-    for entry in result["policies"].values():
-        cells = []
-        for key, _, _ in COLUMNS:
+    lines = [f"{len(seeds)} task seeds ({_seeds_text(seeds)}): median, quartiles, mean and worst seed"]
+    for key, title, _ in COLUMNS:
+        lines.append(f"{title:<28}{'median':>8}{'quartiles':>16}{'mean':>8}{'worst':>14}")
+        for entry in result["policies"].values():
             stat = entry.get(key)
-            if stat is None or (key == "win_rate" and entry["label"] == "SFT"):
-                cells.append("")
+            if stat is None or (key != "gold" and entry["label"] == "SFT"):
                 continue
-            cells.append(
-                f"{stat['mean']:.3f} ± {stat['std']:.3f} [{stat['worst']:.3f} s{stat['worst_seed']}]"
+            quartiles = f"{stat['q1']:.3f}-{stat['q3']:.3f}"
+            worst = f"{stat['worst']:.3f} (s{stat['worst_seed']})"
+            lines.append(
+                f"  {entry['label']:<26}{stat['median']:>8.3f}{quartiles:>16}{stat['mean']:>8.3f}{worst:>14}"
             )
-        lines.append(f"{entry['label']:20}" + "".join(f"{c:>30}" for c in cells))
+    methods = [n for n in result["policies"] if n != "sft"]
+    wins = {n: dict(zip(p["win_rate"]["seeds"], p["win_rate"]["values"], strict=True))
+            for n in methods if "win_rate" in (p := result["policies"][n])}  # fmt: skip
+    titles = [t for _, t in PER_SEED] + [SHORT.get(n, result["policies"][n]["label"]) for n in wins]
+    lines.append("per seed: SFT (held-out loss; gold sampled, greedy; greedy answers with a fact wrong), reward "
+                 "model (held-out accuracy; ideal over one fact swapped, left out), gold win rate over SFT")  # fmt: skip
+    lines.append(f"{'seed':>4}" + "".join(f"{t:>11}" for t in titles))
+    per_seed = result.get("per_seed") or {}
+    for seed in seeds:
+        figures = per_seed.get(seed) or {}
+        cells = [_num(figures.get(k)) for k, _ in PER_SEED] + [_num(w.get(seed)) for w in wins.values()]
+        lines.append(f"{seed:>4}" + "".join(f"{c:>11}" for c in cells))
     flagged = {s: steps for s, steps in result["ppo_kl_flagged_steps"].items() if steps}
     if flagged:
         text = "; ".join(f"seed {s}: steps {', '.join(map(str, v))}" for s, v in flagged.items())
         lines.append(f"PPO's KL guard fired on {len(flagged)} of {len(seeds)} seeds ({text})")
     else:
         lines.append(f"PPO's KL guard fired on none of the {len(seeds)} seeds")
-    for seed, figures in (result.get("per_seed") or {}).items():
+    for seed, figures in per_seed.items():
         lines += [f"seed {seed}: {line}" for line in figures.get("overoptimization") or []]
     return "\n".join(lines)
 
