@@ -152,6 +152,7 @@ def test_task_data_and_base_model(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(base)
     # The merges stop when the task's text has no pair left to merge: fewer than the 640 allowed.
     assert model.config.hidden_size == 128 and model.config.vocab_size == len(tokenizer) <= 640
+    assert model.config.num_attention_heads == model.config.num_key_value_heads == 8
     # Every fact word is one token, so copying a fact is copying one token.
     for word in ("Mia", "baker", "Oslo", "green", "cat", "Tokyo"):
         assert len(tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1, word
@@ -259,3 +260,5 @@ def test_seeds_must_be_positive():
 
     with pytest.raises(ConfigError, match="`seeds` must be at least 1"):
         load_config(DemoConfig, None, ["seeds=0"])
+    with pytest.raises(ConfigError, match=r"`task.hidden_size` \(128\) must divide by `task.heads` \(3\)"):
+        load_config(DemoConfig, None, ["task.heads=3"])

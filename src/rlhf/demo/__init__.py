@@ -52,9 +52,13 @@ class DemoTaskConfig:
     seed: int = 0
     """Seed of the task data and of the base model's weights."""
     hidden_size: int = 128
-    """Width of the base model (a 2-layer Llama; its tokenizer is learned from the task's text)."""
+    """Width of the base model (a small Llama; its tokenizer is learned from the task's text)."""
     layers: int = 2
     """Transformer blocks of the base model."""
+    heads: int = 8
+    """Attention heads per block (`hidden_size` must divide by it). Eight of 16 dimensions rather
+    than four of 32, at the same size and cost: on task seed 11 the SFT model with four never
+    learned to copy the pet's colour (wrong in 67% of its greedy answers), with eight it did (0.5%)."""
     vocab_size: int = 640
     """Largest tokenizer size (merges stop earlier when the task's text has no pair left to merge):
     enough that every word of the task is one token."""
@@ -67,9 +71,14 @@ class DemoTaskConfig:
             "eval_prompts",
             "hidden_size",
             "layers",
+            "heads",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"`task.{name}` must be at least 1")
+        if self.hidden_size % self.heads:
+            raise ConfigError(
+                f"`task.hidden_size` ({self.hidden_size}) must divide by `task.heads` ({self.heads})"
+            )
 
 
 def demo_pipeline() -> PipelineConfig:
@@ -238,13 +247,12 @@ def build_base_model(cfg: DemoTaskConfig, directory: Path) -> str:
     from rlhf.demo.task import tokenizer_text
     from rlhf.models.tiny import build_tiny_tokenizer, save_tiny
 
-    made_with = json.dumps([cfg.seed, cfg.hidden_size, cfg.layers, cfg.vocab_size])
+    made_with = json.dumps([cfg.seed, cfg.hidden_size, cfg.layers, cfg.heads, cfg.vocab_size])
     marker = directory / "demo_base.json"
     if (directory / "model.safetensors").is_file() and marker.is_file() and marker.read_text() == made_with:
         return str(directory)  # kept as it is, so the pipeline sees the same files and skips finished stages
     text = tokenizer_text()
     tokenizer = build_tiny_tokenizer(text, cfg.vocab_size)
-    heads = max(1, cfg.hidden_size // 32)
     save_tiny(
         directory,
         seed=cfg.seed,
@@ -252,8 +260,8 @@ def build_base_model(cfg: DemoTaskConfig, directory: Path) -> str:
         hidden_size=cfg.hidden_size,
         intermediate_size=3 * cfg.hidden_size,
         num_hidden_layers=cfg.layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.heads,
     )
     marker.write_text(made_with)
     return str(directory)
