@@ -205,8 +205,11 @@ def test_the_sweep_table_gives_median_quartiles_mean_and_worst_seed(tmp_path):
         "overoptimization": [{"line": "PPO: over-optimization: ..."}],
     }
     (runs[4] / "summary.json").write_text(json.dumps({"headline": head}))
-    checks = {"sft_greedy": {"gold": 3.5, "wrong_fact": 0.1}, "reward_swapped": {"all": 0.55},
-              "reward_left_out": {"all": 0.9}}  # fmt: skip
+    checks = {
+        "sft_greedy": {"gold": 3.5, "wrong_fact": 0.1},
+        "reward_swapped": {"all": 0.55},
+        "reward_left_out": {"all": 0.9},
+    }
     (runs[4] / "demo_checks.json").write_text(json.dumps(checks))
 
     result = aggregate(runs)
@@ -247,10 +250,16 @@ def test_the_sweep_table_gives_median_quartiles_mean_and_worst_seed(tmp_path):
     assert table[-2] == "PPO's KL guard fired on 1 of 2 seeds (seed 4: steps 31, 40)"
     assert table[-1] == "seed 4: PPO: over-optimization: ..."
     # Each seed's SFT and reward model, for finding why a seed's win rate is low.
-    assert result["per_seed"][4] == {"sft_heldout_loss": 0.2, "sft_gold": 3.2, "sft_gold_greedy": 3.5,
-                                     "sft_greedy_wrong_fact": 0.1, "reward_model_accuracy": 0.77,
-                                     "reward_model_swapped": 0.55, "reward_model_left_out": 0.9,
-                                     "overoptimization": ["PPO: over-optimization: ..."]}  # fmt: skip
+    assert result["per_seed"][4] == {
+        "sft_heldout_loss": 0.2,
+        "sft_gold": 3.2,
+        "sft_gold_greedy": 3.5,
+        "sft_greedy_wrong_fact": 0.1,
+        "reward_model_accuracy": 0.77,
+        "reward_model_swapped": 0.55,
+        "reward_model_left_out": 0.9,
+        "overoptimization": ["PPO: over-optimization: ..."],
+    }
     empty = {k: ([] if k == "overoptimization" else None) for k in result["per_seed"][4]}
     assert result["per_seed"][3] == empty
 

@@ -108,11 +108,21 @@ def sft_greedy(cfg: Any, out: Path) -> tuple[list[str], list[str]]:
     paths = Paths(Path(cfg.output_dir), cfg)
     section = eval_config(paths, cfg.methods[0])
     section = dataclasses.replace(
-        section, model=dataclasses.replace(section.model, path=paths.sft_model), baseline=None,
-        reference=None, reward=dataclasses.replace(section.reward, model=None), output_dir=str(out),
-        show=0, progress=False, sampling=dataclasses.replace(section.sampling, temperature=0.0),
-        best_of=1, judge=None, metrics=[], references=None, reference_field=None,
-    )  # fmt: skip
+        section,
+        model=dataclasses.replace(section.model, path=paths.sft_model),
+        baseline=None,
+        reference=None,
+        reward=dataclasses.replace(section.reward, model=None),
+        output_dir=str(out),
+        show=0,
+        progress=False,
+        sampling=dataclasses.replace(section.sampling, temperature=0.0),
+        best_of=1,
+        judge=None,
+        metrics=[],
+        references=None,
+        reference_field=None,
+    )
     run_eval_policy(section)
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
     return [r["prompt"] for r in rows], [r["policy"] for r in rows]

@@ -190,11 +190,16 @@ def sweep_table(result: dict[str, Any]) -> str:
                 f"  {entry['label']:<26}{stat['median']:>8.3f}{quartiles:>16}{stat['mean']:>8.3f}{worst:>14}"
             )
     methods = [n for n in result["policies"] if n != "sft"]
-    wins = {n: dict(zip(p["win_rate"]["seeds"], p["win_rate"]["values"], strict=True))
-            for n in methods if "win_rate" in (p := result["policies"][n])}  # fmt: skip
+    wins = {
+        n: dict(zip(p["win_rate"]["seeds"], p["win_rate"]["values"], strict=True))
+        for n in methods
+        if "win_rate" in (p := result["policies"][n])
+    }
     titles = [t for _, t in PER_SEED] + [SHORT.get(n, result["policies"][n]["label"]) for n in wins]
-    lines.append("per seed: SFT (held-out loss; gold sampled, greedy; greedy answers with a fact wrong), reward "
-                 "model (held-out accuracy; ideal over one fact swapped, left out), gold win rate over SFT")  # fmt: skip
+    lines.append(
+        "per seed: SFT (held-out loss; gold sampled, greedy; greedy answers with a fact wrong), reward "
+        "model (held-out accuracy; ideal over one fact swapped, left out), gold win rate over SFT"
+    )
     lines.append(f"{'seed':>4}" + "".join(f"{t:>11}" for t in titles))
     per_seed = result.get("per_seed") or {}
     for seed in seeds:
