@@ -2,7 +2,7 @@
 good its SFT model's answers are (greedy as well as sampled; how many state a fact wrong) and
 whether its reward model sees a single fact swapped or left out.
 
-Written to `<run>/demo_checks.json` (`rlhf demo` does it after every run; `bench/demo_links.py` for
+Written to `<run>/demo_checks.json` (`rlhf demo` does it after every run; `bench/demo_checks.py` for
 runs made before) and read by the sweep over seeds (`rlhf.demo.sweep`). Recomputed only when the
 SFT or reward model changed.
 """
