@@ -38,6 +38,7 @@ from rlhf.demo.checks import invented, reward_model_on_pairs, swapped_pairs
 from rlhf.pipeline.config import PipelineConfig
 from rlhf.pipeline.layout import Paths
 from rlhf.pipeline.wiring import ppo_config
+from rlhf.rewards.sources import RewardModelSource
 
 SPIKE = 5.0
 """A training step counts as a KL spike over this many nats per completion."""
@@ -155,7 +156,9 @@ def main() -> None:
         results[name] = answers_kl(cfg, policy, paths.sft_model, args.samples)
         results[name]["spikes"], results[name]["steps"], results[name]["max_step_kl"] = spikes(ppo_dir)
     prompts = [json.loads(line)["prompt"] for line in Path(cfg.eval.data.path).read_text().splitlines()]
-    facts = reward_model_on_pairs(paths.reward_model, swapped_pairs(prompts))
+    facts = reward_model_on_pairs(
+        RewardModelSource(paths.reward_model, batch_size=32), swapped_pairs(prompts)
+    )
     lost = losses(run)
     print(table(results, facts, run))
     print(

@@ -65,13 +65,11 @@ def left_out_pairs(prompts: list[str]) -> list[Pair]:
     return pairs
 
 
-def reward_model_on_pairs(reward_model: str, pairs: list[Pair]) -> dict[str, float]:
-    """Share of `pairs` the reward model orders right (a tie counts as wrong), per fact and `all`."""
-    from rlhf.rewards.sources import RewardModelSource
-
-    scorer = RewardModelSource(reward_model, batch_size=32)
-    good = scorer([p for p, *_ in pairs], [g for _, g, _, _ in pairs]).rewards
-    bad = scorer([p for p, *_ in pairs], [b for _, _, b, _ in pairs]).rewards
+def reward_model_on_pairs(source: Any, pairs: list[Pair]) -> dict[str, float]:
+    """Share of `pairs` the reward `source` (a `RewardModelSource`) orders right (a tie counts as
+    wrong), per fact and `all`."""
+    good = source([p for p, *_ in pairs], [g for _, g, _, _ in pairs]).rewards
+    bad = source([p for p, *_ in pairs], [b for _, _, b, _ in pairs]).rewards
     right: dict[str, list[bool]] = {}
     for (*_, slot), g, b in zip(pairs, good, bad, strict=True):
         right.setdefault(slot, []).append(g > b)
@@ -151,8 +149,11 @@ def run_checks(cfg: Any) -> dict[str, Any]:
         "sft_sampled": answer_figures([r["prompt"] for r in sampled], [r["baseline"] for r in sampled]),
     }
     if reward_model is not None:
-        result["reward_swapped"] = reward_model_on_pairs(reward_model, swapped_pairs(prompts))
-        result["reward_left_out"] = reward_model_on_pairs(reward_model, left_out_pairs(prompts))
+        from rlhf.rewards.sources import RewardModelSource
+
+        source = RewardModelSource(reward_model, batch_size=32)  # loaded once for both probes
+        result["reward_swapped"] = reward_model_on_pairs(source, swapped_pairs(prompts))
+        result["reward_left_out"] = reward_model_on_pairs(source, left_out_pairs(prompts))
     kept.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 
