@@ -15,9 +15,12 @@ import random
 import re
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlhf.demo import task
+
+if TYPE_CHECKING:
+    from rlhf.rewards.sources import RewardModelSource
 
 CHECKS_FILE = "demo_checks.json"
 _FACTS = re.compile(r"(\w+) is a (\w+) in (\w+)\. \w+ has a (\w+) (\w+)\.")
@@ -65,9 +68,8 @@ def left_out_pairs(prompts: list[str]) -> list[Pair]:
     return pairs
 
 
-def reward_model_on_pairs(source: Any, pairs: list[Pair]) -> dict[str, float]:
-    """Share of `pairs` the reward `source` (a `RewardModelSource`) orders right (a tie counts as
-    wrong), per fact and `all`."""
+def reward_model_on_pairs(source: RewardModelSource, pairs: list[Pair]) -> dict[str, float]:
+    """Share of `pairs` the reward model orders right (a tie counts as wrong), per fact and `all`."""
     good = source([p for p, *_ in pairs], [g for _, g, _, _ in pairs]).rewards
     bad = source([p for p, *_ in pairs], [b for _, _, b, _ in pairs]).rewards
     right: dict[str, list[bool]] = {}
